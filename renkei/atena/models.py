@@ -1,0 +1,92 @@
+"""Integrated-addressee tables: persons, 基本4情報 history, business links, staff, inquiry log.
+
+The individual number is stored AES-GCM encrypted with an HMAC blind index for
+lookup; no resident code and no pseudonym is ever stored here.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Date, ForeignKey, LargeBinary, MetaData, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from renkei.core.db import NAMING, BigId, UtcDateTime, kernel_tables
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+kernel = kernel_tables(Base.metadata)
+
+
+class Person(Base):
+    __tablename__ = "persons"
+    atena_no: Mapped[str] = mapped_column(String(15), primary_key=True)
+    individual_number_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    individual_number_index: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    residence: Mapped[str] = mapped_column(String(12))  # resident | non_resident
+    pseudonym_status: Mapped[str] = mapped_column(String(10), default="none")  # none | requested | bound
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class AtenaSerial(Base):
+    """Source of 統合宛名番号 serials (14 digits + check digit)."""
+
+    __tablename__ = "atena_serials"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    issued_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class BasicFour(Base):
+    """One version of 基本4情報; a change adds a row, never overwrites one."""
+
+    __tablename__ = "basic_four"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    atena_no: Mapped[str] = mapped_column(ForeignKey("persons.atena_no"), index=True)
+    family_name: Mapped[str] = mapped_column(String(100))
+    given_name: Mapped[str] = mapped_column(String(100))
+    family_kana: Mapped[str] = mapped_column(String(100))
+    given_kana: Mapped[str] = mapped_column(String(100))
+    birth_date: Mapped[date] = mapped_column(Date)
+    sex: Mapped[str] = mapped_column(String(1))
+    postal_code: Mapped[str] = mapped_column(String(7))
+    address: Mapped[str] = mapped_column(String(300))
+    lg_code: Mapped[str] = mapped_column(String(6))
+    change_kind: Mapped[str] = mapped_column(String(10))
+    effective_on: Mapped[date] = mapped_column(Date)
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class BusinessLink(Base):
+    __tablename__ = "business_links"
+    __table_args__ = (UniqueConstraint("system", "business_atena_no"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    system: Mapped[str] = mapped_column(String(40))
+    business_atena_no: Mapped[str] = mapped_column(String(15))
+    atena_no: Mapped[str] = mapped_column(ForeignKey("persons.atena_no"), index=True)
+    linked_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Staff(Base):
+    __tablename__ = "staff"
+    staff_id: Mapped[str] = mapped_column(String(20), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    roles: Mapped[list[Any]] = mapped_column(JSON)  # ["<事務コード>:照会", ...]
+
+
+class InquiryLog(Base):
+    __tablename__ = "inquiry_log"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    staff_id: Mapped[str] = mapped_column(String(20))
+    affair_code: Mapped[str] = mapped_column(String(16))
+    procedure_code: Mapped[str] = mapped_column(String(16))
+    info_kind_code: Mapped[str] = mapped_column(String(16))
+    provider_org: Mapped[str] = mapped_column(String(16))
+    atena_no: Mapped[str] = mapped_column(String(15))
+    serial: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -1,0 +1,63 @@
+"""Wire shapes of atena's API for business systems and staff terminals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ResidentsIn(BaseModel):
+    persons: list[dict[str, Any]] = Field(description="住民記録（個人番号、基本4情報、業務宛名番号）", max_length=10_000)
+
+
+class ResidentsOut(BaseModel):
+    atena_nos: list[str]
+
+
+class AcquireIn(BaseModel):
+    atena_nos: list[str] | None = Field(default=None, max_length=10_000)
+    all_pending: bool = False
+
+
+class AcquireOut(BaseModel):
+    requested: int
+    relayed: int
+    problems: dict[str, int]
+
+
+class StatusIn(BaseModel):
+    atena_nos: list[str] = Field(max_length=10_000)
+
+
+class StatusOut(BaseModel):
+    total: int
+    bound: int
+
+
+class FukuhonIn(BaseModel):
+    system: str = Field(min_length=1, max_length=40, description="業務システムID")
+    records: list[dict[str, Any]] = Field(max_length=10_000)
+
+
+class FukuhonOut(BaseModel):
+    registered: int
+
+
+class InquiryIn(BaseModel):
+    staff_id: str = Field(min_length=1, max_length=20)
+    system: str = Field(min_length=1, max_length=40)
+    business_atena_no: str = Field(min_length=1, max_length=32)
+    procedure_code: str = Field(min_length=1, max_length=32)
+    info_kind_code: str = Field(min_length=1, max_length=32)
+    provider_org: str = Field(min_length=1, max_length=32)
+    as_of: str = Field(min_length=1, max_length=32, description="基準日 YYYY-MM-DD")
+
+
+class InquiryOut(BaseModel):
+    serial: str
+    status: str
+    status_label: str
+    values: dict[str, str] | None = None
+    edition: str | None = None
+    record_key: str | None = None

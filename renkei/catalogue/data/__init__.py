@@ -1,0 +1,1 @@
+"""Packaged sample catalogue data (a package only so that setuptools ships the files)."""

@@ -1,0 +1,230 @@
+"""Intermediate-server logic over a session: bindings, copies, answers, records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from renkei.catalogue import Catalogue
+from renkei.core import ids
+from renkei.core.errors import Problem
+from renkei.chukan.models import Fukuhon, PendingAcquisition, ProvisionRecord, PseudonymBinding
+
+MAX_BATCH = 10_000
+
+
+def check_atena_no(value: Any) -> str:
+    text = str(value) if value is not None else ""
+    problem = ids.check(ids.IdKind.ATENA_NO, text)
+    if problem is not None:
+        raise Problem(422, "invalid_atena_no", problem.message, code_detail=problem.code)
+    return text
+
+
+def parse_date(value: Any, label: str) -> date:
+    try:
+        return date.fromisoformat(str(value))
+    except ValueError:
+        raise Problem(422, "bad_date", f"{label}の日付形式が誤っています（YYYY-MM-DD）。", str(value)) from None
+
+
+# --- pseudonyms ---------------------------------------------------------------
+
+
+def remember_acquisitions(session: Session, pairs: list[tuple[str, str]], now: datetime) -> None:
+    """(atena_no, acquisition_no) pairs handed out by the hub, awaiting the pseudonym."""
+    for atena_no, acq_no in pairs:
+        session.add(PendingAcquisition(acquisition_no=acq_no, atena_no=atena_no, requested_at=now))
+    session.flush()
+
+
+def bind_deliveries(session: Session, items: list[dict[str, Any]], now: datetime) -> dict[str, int]:
+    """Step 4: the hub delivers (acquisition number, pseudonym); bind it to the 統合宛名番号."""
+    counts = {"bound": 0, "unchanged": 0, "unknown_acquisition": 0, "conflict": 0}
+    for item in items:
+        pending = session.get(PendingAcquisition, str(item.get("acquisition_no", "")))
+        pseudonym = str(item.get("pseudonym", ""))
+        if pending is None or not pseudonym:
+            counts["unknown_acquisition"] += 1
+            continue
+        binding = session.get(PseudonymBinding, pending.atena_no)
+        if binding is None:
+            session.add(PseudonymBinding(atena_no=pending.atena_no, pseudonym=pseudonym, bound_at=now))
+            counts["bound"] += 1
+        elif binding.pseudonym == pseudonym:
+            counts["unchanged"] += 1
+        else:
+            # One person, one pseudonym per organization: a different one means a mix-up upstream.
+            counts["conflict"] += 1
+            continue
+        pending.completed_at = now
+        session.flush()
+    return counts
+
+
+def bound_atena_nos(session: Session, atena_nos: list[str]) -> list[str]:
+    if not atena_nos:
+        return []
+    return list(session.scalars(select(PseudonymBinding.atena_no).where(PseudonymBinding.atena_no.in_(atena_nos))))
+
+
+def pseudonym_of(session: Session, atena_no: str) -> str:
+    binding = session.get(PseudonymBinding, atena_no)
+    if binding is None:
+        raise Problem(
+            409,
+            "pseudonym_not_acquired",
+            f"指定された団体内統合宛名番号「{atena_no}」は符号が未取得です。",
+        )
+    return binding.pseudonym
+
+
+def atena_of_pseudonym(session: Session, pseudonym: str) -> str | None:
+    return session.scalar(select(PseudonymBinding.atena_no).where(PseudonymBinding.pseudonym == pseudonym))
+
+
+# --- provision copies -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Registered:
+    atena_no: str
+    info_kind_code: str
+    record_key: str
+    version: int
+
+
+def register_fukuhon(
+    session: Session, catalogue: Catalogue, records: list[dict[str, Any]], now: datetime
+) -> list[Registered]:
+    """Validate every record against its layout edition, then add each as a new version.
+
+    All or nothing: one invalid record refuses the batch, naming each problem.
+    """
+    if not 1 <= len(records) <= MAX_BATCH:
+        raise Problem(422, "bad_count", f"副本は1〜{MAX_BATCH}件で登録してください。")
+    problems: list[dict[str, Any]] = []
+    prepared = []
+    for index, rec in enumerate(records):
+        try:
+            atena_no = check_atena_no(rec.get("atena_no"))
+            kind_code = str(rec.get("info_kind_code", ""))
+            kind = catalogue.info_kinds.get(kind_code)
+            if kind is None:
+                raise Problem(422, "unknown_info_kind", f"特定個人情報名コード「{kind_code}」は登録されていません。")
+            valid_from = parse_date(rec.get("valid_from"), "公開開始日")
+            valid_to = parse_date(rec["valid_to"], "公開終了日") if rec.get("valid_to") else None
+            if valid_to is not None and valid_to < valid_from:
+                raise Problem(422, "bad_period", "公開終了日が公開開始日より前です。")
+            record_key = str(rec.get("record_key", "")) or "1"
+            values = {str(k): "" if v is None else str(v) for k, v in dict(rec.get("values", {})).items()}
+            deleted = bool(rec.get("delete", False))
+            edition = kind.edition_on(valid_from)
+            if edition is None:
+                raise Problem(422, "no_edition", f"{valid_from.isoformat()} に有効なデータ標準レイアウトの版がありません。")
+            if not deleted:
+                issues = catalogue.validate_record(kind_code, values, valid_from, edition.edition)
+                if issues:
+                    for issue in issues:
+                        problems.append(
+                            {"index": index, "item": issue.item_code, "code": issue.code, "message": issue.message}
+                        )
+                    continue
+            prepared.append((atena_no, kind_code, edition, record_key, values, valid_from, valid_to, deleted, rec))
+        except Problem as exc:
+            problems.append({"index": index, "item": None, "code": exc.code, "message": exc.title})
+    if problems:
+        raise Problem(
+            422,
+            "invalid_fukuhon",
+            "副本の内容がデータ標準レイアウトに適合しません。",
+            f"{len(problems)}件の誤りがあります。",
+            errors=problems[:100],
+        )
+    out = []
+    for atena_no, kind_code, edition, record_key, values, valid_from, valid_to, deleted, rec in prepared:
+        last = session.scalar(
+            select(func.max(Fukuhon.version)).where(
+                Fukuhon.atena_no == atena_no,
+                Fukuhon.info_kind_code == kind_code,
+                Fukuhon.record_key == record_key,
+            )
+        )
+        version = int(last or 0) + 1
+        session.add(
+            Fukuhon(
+                atena_no=atena_no,
+                info_kind_code=kind_code,
+                dataset=edition.dataset,
+                edition=edition.edition,
+                record_key=record_key,
+                version=version,
+                values=values,
+                valid_from=valid_from,
+                valid_to=valid_to,
+                deleted=deleted,
+                no_auto_answer=bool(rec.get("no_auto_answer", False)),
+                registered_at=now,
+            )
+        )
+        session.flush()
+        out.append(Registered(atena_no, kind_code, record_key, version))
+    return out
+
+
+def find_copy(session: Session, atena_no: str, info_kind_code: str, as_of: date) -> Fukuhon | None:
+    """The copy published at `as_of`: newest version of each record, if not a deletion."""
+    rows = session.scalars(
+        select(Fukuhon)
+        .where(Fukuhon.atena_no == atena_no, Fukuhon.info_kind_code == info_kind_code)
+        .order_by(Fukuhon.record_key, Fukuhon.version.desc())
+    ).all()
+    newest: dict[str, Fukuhon] = {}
+    for row in rows:
+        newest.setdefault(row.record_key, row)
+    candidates = [
+        r
+        for r in newest.values()
+        if not r.deleted and r.valid_from <= as_of and (r.valid_to is None or as_of <= r.valid_to)
+    ]
+    if not candidates:
+        return None
+    return max(candidates, key=lambda r: (r.valid_from, r.registered_at))
+
+
+# --- records --------------------------------------------------------------------
+
+
+def record(
+    session: Session,
+    *,
+    serial: str,
+    direction: str,
+    counterpart_org: str,
+    procedure_code: str,
+    info_kind_code: str,
+    atena_no: str | None,
+    as_of: str,
+    outcome: str,
+    now: datetime,
+    reason: str | None = None,
+) -> None:
+    session.add(
+        ProvisionRecord(
+            serial=serial,
+            direction=direction,
+            at=now,
+            counterpart_org=counterpart_org,
+            procedure_code=procedure_code,
+            info_kind_code=info_kind_code,
+            atena_no=atena_no,
+            as_of=as_of,
+            outcome=outcome,
+            reason=reason,
+        )
+    )
+    session.flush()

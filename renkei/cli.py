@@ -1,0 +1,120 @@
+"""`renkei` command line: ids, pki, serve, demo."""
+
+from __future__ import annotations
+
+import ssl
+import sys
+from pathlib import Path
+
+import typer
+
+from renkei.core import ids
+
+app = typer.Typer(help="renkei — マイナンバー情報連携（合成データのみ） / My Number information linkage", no_args_is_help=True)
+ids_app = typer.Typer(help="識別番号の検査 / identifier checks", no_args_is_help=True)
+pki_app = typer.Typer(help="プライベートCAと機関の鍵 / private CA and organization keys", no_args_is_help=True)
+app.add_typer(ids_app, name="ids")
+app.add_typer(pki_app, name="pki")
+
+ID_KINDS = {
+    "individual-number": ids.IdKind.INDIVIDUAL_NUMBER,
+    "resident-code": ids.IdKind.RESIDENT_CODE,
+    "atena-no": ids.IdKind.ATENA_NO,
+    "lg-code": ids.IdKind.LG_CODE,
+    "org-code": ids.IdKind.ORG_CODE,
+}
+
+
+@ids_app.command("check")
+def ids_check(kind: str, value: str) -> None:
+    """KIND: individual-number | resident-code | atena-no | lg-code | org-code."""
+    if kind not in ID_KINDS:
+        typer.echo(f"invalid: 種別「{kind}」は指定できません（{', '.join(ID_KINDS)}）", err=True)
+        raise typer.Exit(2)
+    problem = ids.check(ID_KINDS[kind], value)
+    if problem is None:
+        typer.echo("valid")
+        raise typer.Exit(0)
+    typer.echo(f"invalid: {problem.message}")
+    raise typer.Exit(1)
+
+
+@pki_app.command("init")
+def pki_init(var: Path = typer.Option(Path("var"), help="データディレクトリ / data directory")) -> None:
+    """Create the private CA and every demo organization's certificate and keys under VAR/pki."""
+    from renkei.federation import setup
+    from renkei.federation.topology import ORGS, Layout
+
+    layout = Layout(var)
+    setup.init_pki(layout)
+    typer.echo(f"CA: {layout.ca_cert}")
+    for org in ORGS:
+        typer.echo(f"{org.name} ({org.org_code}): {layout.creds_dir(org)}")
+
+
+@app.command("serve")
+def serve(node: str, config: Path = typer.Option(..., "--config", help="ノードの設定ファイル（TOML）")) -> None:
+    """Run one node (hub, jlis, chukan, atena) over HTTPS with mutual TLS."""
+    import uvicorn
+
+    from renkei.core.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    if cfg.kind != node:
+        typer.echo(f"設定ファイルのノード種別は {cfg.kind} です（{node} ではありません）", err=True)
+        raise typer.Exit(2)
+    if node == "hub":
+        from renkei.hub.app import create_app as hub_app
+
+        asgi = hub_app(cfg)
+    elif node == "jlis":
+        from renkei.jlis.app import create_app as jlis_app
+
+        asgi = jlis_app(cfg)
+    elif node == "chukan":
+        from renkei.chukan.app import create_app as chukan_app
+
+        asgi = chukan_app(cfg)
+    elif node == "atena":
+        from renkei.atena.app import create_app as atena_app
+
+        asgi = atena_app(cfg)
+    else:
+        typer.echo(f"未対応のノードです: {node}", err=True)
+        raise typer.Exit(2)
+    uvicorn.run(
+        asgi,
+        host=cfg.host,
+        port=cfg.port,
+        ssl_certfile=str(cfg.tls.cert),
+        ssl_keyfile=str(cfg.tls.key),
+        ssl_ca_certs=str(cfg.tls.ca),
+        ssl_cert_reqs=ssl.CERT_REQUIRED,
+        log_level="warning",
+        access_log=False,
+    )
+
+
+@app.command("demo")
+def demo(
+    serve: bool = typer.Option(False, "--serve", help="シナリオ後も連携基盤を起動したままにする / keep the federation up"),
+    var: Path = typer.Option(Path("var"), help="データディレクトリ / data directory"),
+    base_port: int = typer.Option(18400, help="最初のポート番号 / first port"),
+    seed: int = typer.Option(20151201, help="合成人口の乱数種 / population seed"),
+) -> None:
+    """Run the whole federation on loopback with synthetic people and play the scenarios."""
+    from renkei.federation.demo import run_demo
+
+    raise typer.Exit(run_demo(var, serve=serve, base_port=base_port, seed=seed))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

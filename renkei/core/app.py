@@ -1,0 +1,57 @@
+"""The shape every node's ASGI app shares: problem handlers, migrations, outbox worker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from sqlalchemy import MetaData
+
+from renkei.core.db import migrate
+from renkei.core.errors import install_problem_handlers
+from renkei.core.node import NodeRuntime
+from renkei.core.outbox import run_worker
+
+
+def node_app(
+    *,
+    title: str,
+    description: str,
+    rt: NodeRuntime,
+    router: APIRouter,
+    migrations_dir: Path,
+    metadata: MetaData,
+    run_migrations: bool = True,
+    outbox_worker: bool = True,
+    on_startup: Callable[[], None] | None = None,
+) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if run_migrations:
+            migrate(rt.engine, migrations_dir, metadata)
+        if on_startup is not None:
+            on_startup()
+        await rt.peer.start()
+        stop = asyncio.Event()
+        worker = asyncio.create_task(run_worker(rt, stop)) if outbox_worker else None
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker is not None:
+                await worker
+            await rt.peer.close()
+
+    app = FastAPI(
+        title=title,
+        description=description,
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.rt = rt
+    install_problem_handlers(app)
+    app.include_router(router)
+    return app

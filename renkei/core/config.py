@@ -1,0 +1,146 @@
+"""Node configuration: one TOML file per node, overridable by environment variables.
+
+`RENKEI_<SECTION>_<KEY>` overrides `[section] key`, e.g. `RENKEI_NODE_PORT=9443`
+or `RENKEI_NODE_DATABASE_URL=postgresql+psycopg://...`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NODE_KINDS = ("hub", "jlis", "chukan", "atena", "portal")
+
+
+class ConfigError(Exception):
+    """The configuration file or an override is wrong; the message says where."""
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+@dataclass(frozen=True)
+class KeysConfig:
+    sig: Path
+    enc: Path
+    public: Path
+    hub_public: Path | None = None
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    kind: str
+    org_code: str
+    org_name: str
+    org_kind: str
+    host: str
+    port: int
+    data_dir: Path
+    database_url: str
+    tls: TlsConfig
+    keys: KeysConfig
+    peers: dict[str, str] = field(default_factory=dict)
+    master_key: Path | None = None
+    max_clock_skew_seconds: int = 300
+    hub_org_code: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"https://{self.host}:{self.port}"
+
+    def peer(self, name: str) -> str:
+        try:
+            return self.peers[name].rstrip("/")
+        except KeyError:
+            raise ConfigError(f"[peers] {name} が設定されていません（peer '{name}' not configured）") from None
+
+
+def default_database_url(data_dir: Path, kind: str) -> str:
+    return f"sqlite:///{(data_dir / f'{kind}.db').resolve()}"
+
+
+def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
+    for name, value in environ.items():
+        if not name.startswith("RENKEI_") or name.count("_") < 2:
+            continue
+        rest = name[len("RENKEI_") :].lower()
+        section, _, key = rest.partition("_")
+        if section in {"node", "tls", "keys", "peers", "field"} and key:
+            raw.setdefault(section, {})[key] = value
+
+
+def load_config(path: Path, environ: dict[str, str] | None = None) -> NodeConfig:
+    """Read a node's TOML file; relative paths are relative to the file's directory."""
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"設定ファイルがありません: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"設定ファイルの書式が誤っています: {path}: {exc}") from None
+    _apply_env(raw, dict(os.environ) if environ is None else environ)
+    base = path.parent
+
+    def p(value: str) -> Path:
+        q = Path(value)
+        return q if q.is_absolute() else (base / q)
+
+    try:
+        node = raw["node"]
+        kind = str(node["kind"])
+        if kind not in NODE_KINDS:
+            raise ConfigError(f"[node] kind は {', '.join(NODE_KINDS)} のいずれかです: {kind}")
+        data_dir = p(str(node["data_dir"]))
+        tls = raw["tls"]
+        keys = raw["keys"]
+        field_cfg = raw.get("field", {})
+        return NodeConfig(
+            kind=kind,
+            org_code=str(node["org_code"]),
+            org_name=str(node.get("org_name", "")),
+            org_kind=str(node.get("org_kind", "")),
+            host=str(node.get("host", "127.0.0.1")),
+            port=int(node.get("port", 8443)),
+            data_dir=data_dir,
+            database_url=str(node.get("database_url") or default_database_url(data_dir, kind)),
+            tls=TlsConfig(cert=p(tls["cert"]), key=p(tls["key"]), ca=p(tls["ca"])),
+            keys=KeysConfig(
+                sig=p(keys["sig"]),
+                enc=p(keys["enc"]),
+                public=p(keys["public"]),
+                hub_public=p(keys["hub_public"]) if keys.get("hub_public") else None,
+            ),
+            hub_org_code=str(node.get("hub_org_code", "")),
+            peers={str(k): str(v) for k, v in raw.get("peers", {}).items()},
+            master_key=p(field_cfg["master_key"]) if "master_key" in field_cfg else None,
+            max_clock_skew_seconds=int(node.get("max_clock_skew_seconds", 300)),
+            extra=dict(raw.get("extra", {})),
+        )
+    except KeyError as exc:
+        raise ConfigError(f"設定ファイル {path} に必須項目 {exc.args[0]} がありません") from None
+    except ValueError as exc:
+        raise ConfigError(f"設定ファイル {path} の値が誤っています: {exc}") from None
+
+
+def dump_config(cfg: dict[str, dict[str, Any]]) -> str:
+    """Write a minimal TOML (strings, ints, bools) — enough for the files `renkei` generates."""
+    lines: list[str] = []
+    for section, values in cfg.items():
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if isinstance(value, bool):
+                lines.append(f"{key} = {'true' if value else 'false'}")
+            elif isinstance(value, int):
+                lines.append(f"{key} = {value}")
+            else:
+                escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+                lines.append(f'{key} = "{escaped}"')
+        lines.append("")
+    return "\n".join(lines)

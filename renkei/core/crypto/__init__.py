@@ -1,0 +1,61 @@
+"""Cryptography of renkei: private CA and mutual TLS, JOSE envelopes, field encryption."""
+
+from renkei.core.crypto.envelope import (
+    EncryptionKey,
+    EnvelopeError,
+    SigningKey,
+    decrypt,
+    encrypt,
+    load_encryption_key,
+    load_signing_key,
+    peek_kid,
+    public_keys_from_document,
+    sign,
+    verify,
+)
+from renkei.core.crypto.field import (
+    FieldCipher,
+    FieldDecryptError,
+    FileKms,
+    Kms,
+    KmsError,
+    load_or_create_keyring,
+)
+from renkei.core.crypto.pki import (
+    OrgCredentials,
+    PkiError,
+    client_ssl_context,
+    create_ca,
+    issue_org_credentials,
+    org_code_of_certificate,
+    rotate_org_keys,
+    server_ssl_context,
+)
+
+__all__ = [
+    "EncryptionKey",
+    "EnvelopeError",
+    "FieldCipher",
+    "FieldDecryptError",
+    "FileKms",
+    "Kms",
+    "KmsError",
+    "OrgCredentials",
+    "PkiError",
+    "SigningKey",
+    "client_ssl_context",
+    "create_ca",
+    "decrypt",
+    "encrypt",
+    "issue_org_credentials",
+    "load_encryption_key",
+    "load_or_create_keyring",
+    "load_signing_key",
+    "org_code_of_certificate",
+    "peek_kid",
+    "public_keys_from_document",
+    "rotate_org_keys",
+    "server_ssl_context",
+    "sign",
+    "verify",
+]

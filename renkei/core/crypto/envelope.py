@@ -1,0 +1,237 @@
+"""JOSE envelope for node-to-node messages: Ed25519 JWS and X25519 JWE.
+
+Only one algorithm is accepted on each side (JWS ``Ed25519``, JWE
+``ECDH-ES+A256KW``/``A256GCM``); the header is checked before any key is touched, so
+``none``, HMAC-with-the-public-key and similar downgrade tricks never reach joserfc.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap
+from joserfc import jwe, jws
+from joserfc.errors import BadSignatureError, JoseError
+from joserfc.jwk import OKPKey
+
+__all__ = [
+    "ENCRYPTION_ALG",
+    "ENCRYPTION_ENC",
+    "SIGNING_ALG",
+    "EncryptionKey",
+    "EnvelopeError",
+    "SigningKey",
+    "decrypt",
+    "encrypt",
+    "load_encryption_key",
+    "load_signing_key",
+    "peek_kid",
+    "public_keys_from_document",
+    "sign",
+    "verify",
+]
+
+# RFC 9864's fully-specified name. joserfc also knows the older polymorphic "EdDSA",
+# but flags it deprecated and it would also admit Ed448.
+SIGNING_ALG = "Ed25519"
+ENCRYPTION_ALG = "ECDH-ES+A256KW"
+ENCRYPTION_ENC = "A256GCM"
+
+# joserfc's defaults (128 KB JWS payload, 64 KB JWE ciphertext) are too small for
+# batched answers; the HTTP layer bounds request bodies anyway.
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+_JWS_REGISTRY = jws.JWSRegistry(algorithms=[SIGNING_ALG])
+_JWS_REGISTRY.max_payload_length = MAX_MESSAGE_BYTES
+_JWE_REGISTRY = jwe.JWERegistry(algorithms=[ENCRYPTION_ALG, ENCRYPTION_ENC])
+_JWE_REGISTRY.max_ciphertext_length = MAX_MESSAGE_BYTES * 4 // 3 + 4
+
+_MESSAGES = {
+    "malformed": "メッセージの形式が正しくありません。",
+    "unknown_key": "鍵IDに対応する鍵が登録されていません。",
+    "bad_signature": "署名の検証に失敗しました。",
+    "bad_algorithm": "許可されていない暗号アルゴリズムが指定されています。",
+    "decrypt_failed": "メッセージを復号できませんでした。",
+}
+
+
+class EnvelopeError(Exception):
+    """A message failed a JOSE check; ``code`` is stable, ``message`` is for staff."""
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        self.code = code
+        self.message = _MESSAGES.get(code, "メッセージを処理できませんでした。")
+        self.detail = detail
+        super().__init__(f"{code}: {detail}" if detail else code)
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """Our Ed25519 private signing key and its kid."""
+
+    key: OKPKey
+    kid: str
+
+
+@dataclass(frozen=True)
+class EncryptionKey:
+    """Our X25519 private decryption key and its kid."""
+
+    key: OKPKey
+    kid: str
+
+
+# --- keys ---------------------------------------------------------------------------
+
+
+def _load_private_okp(path: Path, curve: str) -> tuple[OKPKey, str]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    key = OKPKey.import_key(data)
+    if key.curve_name != curve or not key.is_private:
+        raise ValueError(f"{path}: expected a private {curve} JWK")
+    if not key.kid:
+        raise ValueError(f"{path}: JWK has no kid")
+    return key, key.kid
+
+
+def load_signing_key(path: Path) -> SigningKey:
+    """Load a private Ed25519 JWK file (``sig.jwk``)."""
+    key, kid = _load_private_okp(path, "Ed25519")
+    return SigningKey(key=key, kid=kid)
+
+
+def load_encryption_key(path: Path) -> EncryptionKey:
+    """Load a private X25519 JWK file (``enc.jwk``)."""
+    key, kid = _load_private_okp(path, "X25519")
+    return EncryptionKey(key=key, kid=kid)
+
+
+_NON_JWK_FIELDS = ("status",)
+
+
+def public_keys_from_document(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Map kid -> public ``OKPKey`` for every key of a ``public.json``-shaped document.
+
+    A kid must start with the document's ``org_code``: the kid is how a receiver knows
+    who signed, so an organization must not publish keys in another's name.
+    """
+    org_code = doc.get("org_code")
+    entries = doc.get("keys")
+    if not isinstance(org_code, str) or not isinstance(entries, list):
+        raise EnvelopeError("malformed", "document needs org_code and keys")
+    out: dict[str, Any] = {}
+    for entry in entries:
+        if not isinstance(entry, Mapping):
+            raise EnvelopeError("malformed", "key entry is not an object")
+        jwk = {k: v for k, v in entry.items() if k not in _NON_JWK_FIELDS}
+        kid = jwk.get("kid")
+        if not isinstance(kid, str) or not kid.startswith(f"{org_code}:"):
+            raise EnvelopeError("malformed", f"kid {kid!r} not under {org_code}")
+        if "d" in jwk:
+            raise EnvelopeError("malformed", f"{kid}: private key material in a public document")
+        try:
+            key = OKPKey.import_key(jwk)
+        except (JoseError, ValueError, KeyError, TypeError) as err:
+            raise EnvelopeError("malformed", f"{kid}: {err}") from err
+        if key.curve_name not in ("Ed25519", "X25519"):
+            raise EnvelopeError("malformed", f"{kid}: unsupported curve {key.curve_name}")
+        out[kid] = key
+    return out
+
+
+# --- headers ------------------------------------------------------------------------
+
+
+def _b64decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def _header(token: str, parts: tuple[int, ...]) -> dict[str, Any]:
+    segments = token.split(".") if isinstance(token, str) else []
+    if len(segments) not in parts:
+        raise EnvelopeError("malformed", "not a compact JWS/JWE")
+    try:
+        header = json.loads(_b64decode(segments[0]))
+    except (binascii.Error, ValueError) as err:
+        raise EnvelopeError("malformed", "header is not base64url JSON") from err
+    if not isinstance(header, dict):
+        raise EnvelopeError("malformed", "header is not a JSON object")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise EnvelopeError("malformed", "header has no kid")
+    return header
+
+
+def peek_kid(token: str) -> str:
+    """The ``kid`` of a compact JWS or JWE header, without verifying anything."""
+    kid: str = _header(token, (3, 5))["kid"]
+    return kid
+
+
+# --- JWS ----------------------------------------------------------------------------
+
+
+def sign(payload: bytes, key: SigningKey) -> str:
+    """Compact JWS over ``payload`` with our Ed25519 key; header carries kid, typ JOSE."""
+    header = {"alg": SIGNING_ALG, "kid": key.kid, "typ": "JOSE"}
+    return jws.serialize_compact(header, payload, key.key, registry=_JWS_REGISTRY)
+
+
+def verify(token: str, resolve: Callable[[str], Any | None]) -> tuple[str, bytes]:
+    """Verify a compact JWS; ``resolve(kid)`` returns the signer's public key or None.
+
+    Returns (kid, payload). Raises EnvelopeError with code malformed, bad_algorithm,
+    unknown_key or bad_signature.
+    """
+    header = _header(token, (3,))
+    if header.get("alg") != SIGNING_ALG:
+        raise EnvelopeError("bad_algorithm", f"alg {header.get('alg')!r}")
+    kid: str = header["kid"]
+    key = resolve(kid)
+    if key is None:
+        raise EnvelopeError("unknown_key", kid)
+    # An encryption key under a signing kid (or any other key type) is not a signer.
+    if not isinstance(key, OKPKey) or key.curve_name != "Ed25519" or key.get("use", "sig") != "sig":
+        raise EnvelopeError("unknown_key", f"{kid} is not an Ed25519 signing key")
+    try:
+        obj = jws.deserialize_compact(token, key, registry=_JWS_REGISTRY)
+    except BadSignatureError as err:
+        raise EnvelopeError("bad_signature", kid) from err
+    except (JoseError, ValueError, TypeError) as err:
+        raise EnvelopeError("malformed", str(err)) from err
+    return kid, obj.payload
+
+
+# --- JWE ----------------------------------------------------------------------------
+
+
+def encrypt(payload: bytes, recipient_public_key: Any, recipient_kid: str) -> str:
+    """Compact JWE (ECDH-ES+A256KW, A256GCM) of ``payload`` for an X25519 public key."""
+    if not isinstance(recipient_public_key, OKPKey) or recipient_public_key.curve_name != "X25519":
+        raise EnvelopeError("unknown_key", f"{recipient_kid} is not an X25519 key")
+    header = {"alg": ENCRYPTION_ALG, "enc": ENCRYPTION_ENC, "kid": recipient_kid}
+    return jwe.encrypt_compact(header, payload, recipient_public_key, registry=_JWE_REGISTRY)
+
+
+def decrypt(token: str, key: EncryptionKey) -> bytes:
+    """Decrypt a compact JWE addressed to ``key``; wrong key or tampering -> decrypt_failed."""
+    header = _header(token, (5,))
+    if header.get("alg") != ENCRYPTION_ALG or header.get("enc") != ENCRYPTION_ENC:
+        raise EnvelopeError("bad_algorithm", f"alg {header.get('alg')!r} enc {header.get('enc')!r}")
+    if "zip" in header:
+        # Compression before encryption leaks plaintext through length (CRIME-style).
+        raise EnvelopeError("bad_algorithm", "zip is not allowed")
+    try:
+        obj = jwe.decrypt_compact(token, key.key, registry=_JWE_REGISTRY)
+    except (JoseError, ValueError, TypeError, InvalidTag, InvalidUnwrap) as err:
+        raise EnvelopeError("decrypt_failed", type(err).__name__) from err
+    if obj.plaintext is None:
+        raise EnvelopeError("decrypt_failed", "no plaintext")
+    return obj.plaintext

@@ -1,0 +1,419 @@
+"""Private CA and per-organization credentials (TLS certificate, JOSE keys).
+
+Layout of an organization's credential directory::
+
+    tls.crt  tls.key      leaf certificate (CN = 機関コード) and its key, for mutual TLS
+    sig.jwk  enc.jwk      Ed25519 signing / X25519 encryption private JWKs
+    sig.<n>.jwk ...       keys retired by rotation (kept to decrypt messages in flight)
+    public.json           what the hub's organization registry publishes
+
+Private files are created with mode 0600 from the start (never chmod'ed after the
+write), and every file is written to a temporary name first, so a crash never leaves
+a truncated key behind.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+import re
+import secrets
+import ssl
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from joserfc.jwk import OKPKey
+
+__all__ = [
+    "CA_CERT",
+    "CA_KEY",
+    "OrgCredentials",
+    "PkiError",
+    "client_ssl_context",
+    "create_ca",
+    "issue_org_credentials",
+    "org_code_of_certificate",
+    "rotate_org_keys",
+    "server_ssl_context",
+]
+
+CA_CERT = "ca.crt"
+CA_KEY = "ca.key"
+TLS_CERT = "tls.crt"
+TLS_KEY = "tls.key"
+SIG_KEY = "sig.jwk"
+ENC_KEY = "enc.jwk"
+PUBLIC_DOC = "public.json"
+
+CA_VALIDITY = dt.timedelta(days=3652)
+LEAF_VALIDITY = dt.timedelta(days=730)
+# Backdate notBefore a little so a peer whose clock runs slightly behind accepts a
+# certificate issued a moment ago.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
+_KID_RE = re.compile(r"^(?P<org>.+):(?P<use>sig|enc):(?P<n>[0-9]+)$")
+
+
+class PkiError(Exception):
+    """Credential files are missing, inconsistent, or not what was asked for."""
+
+
+@dataclass(frozen=True)
+class OrgCredentials:
+    """Paths of one organization's credential files."""
+
+    directory: Path
+    org_code: str
+    tls_cert: Path
+    tls_key: Path
+    sig_key: Path
+    enc_key: Path
+    public: Path
+
+
+# --- file helpers -----------------------------------------------------------------
+
+
+def _write_file(path: Path, data: bytes, mode: int, *, replace: bool = False) -> bool:
+    """Write ``data`` to ``path`` atomically with ``mode``.
+
+    Without ``replace`` an existing file wins (returns False), which makes concurrent
+    first-time creation safe: exactly one writer's file survives.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # O_EXCL + mode at creation: the secret never sits in a wider-permission file.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)  # the umask may have removed bits the caller asked for
+        if replace:
+            os.replace(tmp, path)
+            return True
+        try:
+            os.link(tmp, path)  # atomic "create if absent"
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _mkdir_private(directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _load_ec_key(path: Path) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise PkiError(f"{path}: not an EC private key")
+    return key
+
+
+def _load_cert(pem_or_der: bytes) -> x509.Certificate:
+    try:
+        if pem_or_der.lstrip().startswith(b"-----BEGIN"):
+            return x509.load_pem_x509_certificate(pem_or_der)
+        return x509.load_der_x509_certificate(pem_or_der)
+    except ValueError as err:
+        raise PkiError(f"not an X.509 certificate: {err}") from err
+
+
+# --- CA --------------------------------------------------------------------------
+
+
+def create_ca(directory: Path, name: str = "renkei private CA") -> tuple[Path, Path]:
+    """Create the private CA (ECDSA P-256, 10 years) in ``directory``.
+
+    Idempotent: existing ``ca.crt``/``ca.key`` are kept. Returns (cert, key) paths.
+    """
+    _mkdir_private(directory)
+    cert_path, key_path = directory / CA_CERT, directory / CA_KEY
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    if cert_path.exists():
+        # Never mint a new key under an existing certificate: peers trust that cert.
+        raise PkiError(f"{cert_path} exists but {key_path} is missing")
+
+    if key_path.exists():
+        key = _load_ec_key(key_path)
+    else:
+        new_key = ec.generate_private_key(ec.SECP256R1())
+        _write_file(key_path, _key_pem(new_key), 0o600)
+        key = _load_ec_key(key_path)  # another process may have won the race
+
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = _now()
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(now + CA_VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+        .sign(key, hashes.SHA256())
+    )
+    _write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return cert_path, key_path
+
+
+# --- organization credentials ------------------------------------------------------
+
+
+def _san_entries(hosts: Sequence[str]) -> list[x509.GeneralName]:
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return names
+
+
+def _issue_leaf(
+    ca_dir: Path,
+    key: ec.EllipticCurvePrivateKey,
+    org_code: str,
+    org_name: str,
+    hosts: Sequence[str],
+) -> x509.Certificate:
+    ca_cert = _load_cert((ca_dir / CA_CERT).read_bytes())
+    ca_key = _load_ec_key(ca_dir / CA_KEY)
+    now = _now()
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, org_code),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org_name),
+        ]
+    )
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(min(now + LEAF_VALIDITY, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectAlternativeName(_san_entries(hosts)), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def _new_jwk(crv: str, kid: str, use: str) -> bytes:
+    key = OKPKey.generate_key("Ed25519" if crv == "Ed25519" else "X25519", {"kid": kid, "use": use})
+    return json.dumps(key.as_dict(private=True), indent=2).encode() + b"\n"
+
+
+def _read_jwk(path: Path) -> dict[str, Any]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("kid"), str):
+        raise PkiError(f"{path}: not a JWK with a kid")
+    return data
+
+
+def _public_entry(path: Path, **extra: str) -> dict[str, Any]:
+    private = _read_jwk(path)
+    public = OKPKey.import_key(private).as_dict(private=False)
+    public.update(extra)
+    return dict(public)
+
+
+def _kid_version(kid: str, org_code: str, use: str, path: Path) -> int:
+    match = _KID_RE.match(kid)
+    if not match or match["org"] != org_code or match["use"] != use:
+        raise PkiError(f"{path}: kid {kid!r} does not belong to {org_code}/{use}")
+    return int(match["n"])
+
+
+def _write_public(directory: Path, org_code: str, name: str, keys: list[dict[str, Any]]) -> None:
+    doc = {"org_code": org_code, "name": name, "keys": keys}
+    data = json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
+    _write_file(directory / PUBLIC_DOC, data, 0o644, replace=True)
+
+
+def issue_org_credentials(
+    ca_dir: Path,
+    out_dir: Path,
+    org_code: str,
+    org_name: str,
+    hosts: Sequence[str] = ("localhost", "127.0.0.1"),
+) -> OrgCredentials:
+    """Issue the TLS certificate and JOSE keys of one organization into ``out_dir``.
+
+    Idempotent: existing files are kept; only missing ones are created.
+    """
+    if not (ca_dir / CA_CERT).exists() or not (ca_dir / CA_KEY).exists():
+        raise PkiError(f"no CA in {ca_dir}: run create_ca first")
+    _mkdir_private(out_dir)
+    creds = OrgCredentials(
+        directory=out_dir,
+        org_code=org_code,
+        tls_cert=out_dir / TLS_CERT,
+        tls_key=out_dir / TLS_KEY,
+        sig_key=out_dir / SIG_KEY,
+        enc_key=out_dir / ENC_KEY,
+        public=out_dir / PUBLIC_DOC,
+    )
+
+    if creds.tls_cert.exists():
+        existing = org_code_of_certificate(creds.tls_cert.read_bytes())
+        if existing != org_code:
+            raise PkiError(f"{creds.tls_cert} belongs to {existing}, not {org_code}")
+        if not creds.tls_key.exists():
+            raise PkiError(f"{creds.tls_cert} exists but {creds.tls_key} is missing")
+    else:
+        if not creds.tls_key.exists():
+            _write_file(creds.tls_key, _key_pem(ec.generate_private_key(ec.SECP256R1())), 0o600)
+        cert = _issue_leaf(ca_dir, _load_ec_key(creds.tls_key), org_code, org_name, hosts)
+        _write_file(creds.tls_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+
+    created = _write_file(creds.sig_key, _new_jwk("Ed25519", f"{org_code}:sig:1", "sig"), 0o600)
+    created |= _write_file(creds.enc_key, _new_jwk("X25519", f"{org_code}:enc:1", "enc"), 0o600)
+    _kid_version(_read_jwk(creds.sig_key)["kid"], org_code, "sig", creds.sig_key)
+    _kid_version(_read_jwk(creds.enc_key)["kid"], org_code, "enc", creds.enc_key)
+
+    # A kept public.json may list retiring keys from a rotation: rewrite it only when
+    # it is missing or a key was just created.
+    if created or not creds.public.exists():
+        keys = [_public_entry(creds.sig_key), _public_entry(creds.enc_key)]
+        _write_public(out_dir, org_code, org_name, keys)
+    return creds
+
+
+def rotate_org_keys(out_dir: Path, org_code: str) -> tuple[str, str]:
+    """Replace the signing and encryption keys by version n+1.
+
+    The previous keys are kept as ``sig.<n>.jwk``/``enc.<n>.jwk`` and stay in
+    ``public.json`` with ``"status": "retiring"`` so that messages signed or encrypted
+    before the switch still verify/decrypt. Keys older than that are dropped from
+    ``public.json``. Returns the new (sig kid, enc kid).
+    """
+    public_path = out_dir / PUBLIC_DOC
+    doc = json.loads(public_path.read_text(encoding="utf-8"))
+    if doc.get("org_code") != org_code:
+        raise PkiError(f"{public_path} belongs to {doc.get('org_code')!r}, not {org_code}")
+
+    new_kids: list[str] = []
+    published: list[dict[str, Any]] = []
+    retiring: list[dict[str, Any]] = []
+    for use, crv, filename in (("sig", "Ed25519", SIG_KEY), ("enc", "X25519", ENC_KEY)):
+        current_path = out_dir / filename
+        current = _read_jwk(current_path)
+        n = _kid_version(current["kid"], org_code, use, current_path)
+        archived = out_dir / f"{use}.{n}.jwk"
+        # The archive is written before the current key is replaced, so the old
+        # private key is never lost even if we crash in between.
+        _write_file(archived, current_path.read_bytes(), 0o600, replace=True)
+        kid = f"{org_code}:{use}:{n + 1}"
+        _write_file(current_path, _new_jwk(crv, kid, use), 0o600, replace=True)
+        new_kids.append(kid)
+        published.append(_public_entry(current_path))
+        retiring.append(_public_entry(archived, status="retiring"))
+
+    _write_public(out_dir, org_code, str(doc.get("name", "")), published + retiring)
+    return new_kids[0], new_kids[1]
+
+
+# --- TLS ---------------------------------------------------------------------------
+
+
+def _base_context(protocol: int, cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(protocol)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # Trust only our CA: no load_default_certs(), so public CAs cannot vouch for a peer.
+    ctx.load_verify_locations(cafile=str(ca))
+    ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
+    return ctx
+
+
+def server_ssl_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
+    """TLS 1.2+ server context that requires a client certificate issued by ``ca``."""
+    return _base_context(ssl.PROTOCOL_TLS_SERVER, cert, key, ca)
+
+
+def client_ssl_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
+    """TLS 1.2+ client context: server verified against ``ca`` only, hostname checked."""
+    ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, cert, key, ca)
+    ctx.check_hostname = True
+    return ctx
+
+
+def org_code_of_certificate(pem_or_der: bytes) -> str:
+    """The subject CN (the organization code) of a PEM or DER certificate."""
+    cert = _load_cert(pem_or_der)
+    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(attrs) != 1:
+        raise PkiError("certificate subject must have exactly one CN")
+    value = attrs[0].value
+    return value if isinstance(value, str) else value.decode("utf-8")

@@ -1,0 +1,182 @@
+"""Engines, sessions and migrations: SQLite (WAL) by default, PostgreSQL by URL.
+
+Each node has its own database and its own Alembic migrations folder; the
+kernel tables (received messages, outbox) are added to every node's metadata by
+`kernel_tables`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both engines (SQLite drops tzinfo otherwise)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+# BIGINT autoincrement on PostgreSQL, INTEGER PRIMARY KEY (rowid) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+@dataclass(frozen=True)
+class KernelTables:
+    received_messages: Table
+    outbox: Table
+
+
+def kernel_tables(metadata: MetaData) -> KernelTables:
+    """Tables every node has: replay protection and the transactional outbox."""
+    received = Table(
+        "received_messages",
+        metadata,
+        Column("message_id", String(64), primary_key=True),
+        Column("sender", String(16), nullable=False),
+        Column("typ", String(64), nullable=False),
+        Column("received_at", UtcDateTime(), nullable=False),
+    )
+    outbox = Table(
+        "outbox",
+        metadata,
+        Column("id", BigId, primary_key=True, autoincrement=True),
+        Column("message_id", String(64), nullable=False, unique=True),
+        Column("destination", String(255), nullable=False),
+        Column("audience", String(16), nullable=False),
+        Column("typ", String(64), nullable=False),
+        Column("body", JSON, nullable=False),
+        Column("created_at", UtcDateTime(), nullable=False),
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("next_attempt_at", UtcDateTime(), nullable=False),
+        Column("delivered_at", UtcDateTime(), nullable=True),
+        Column("last_error", Text, nullable=True),
+    )
+    Index("ix_outbox_due", outbox.c.delivered_at, outbox.c.next_attempt_at)
+    return KernelTables(received_messages=received, outbox=outbox)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.close()
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine with the settings this project relies on for each backend."""
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[1] if "///" in url else ""
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 10)
+    return create_engine(url, **kwargs)
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any exception."""
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def migrate(engine: Engine, migrations_dir: Path, metadata: MetaData) -> None:
+    """Bring the database to the newest revision of the node's Alembic migrations."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir))
+    cfg.attributes["engine"] = engine
+    cfg.attributes["metadata"] = metadata
+    command.upgrade(cfg, "head")
+
+
+def run_migrations_env() -> None:
+    """Body of every node's migrations/env.py: online migrations on the engine given."""
+    from alembic import context
+
+    cfg = context.config
+    engine: Engine | None = cfg.attributes.get("engine")
+    metadata: MetaData = cfg.attributes["metadata"]
+    if engine is None:
+        url = cfg.get_main_option("sqlalchemy.url")
+        if not url:
+            raise RuntimeError("no engine or sqlalchemy.url for migrations")
+        engine = make_engine(url)
+    with engine.connect() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()

@@ -1,0 +1,191 @@
+"""What every node process has: config, database, keys, the peer client, the registry view.
+
+A `NodeRuntime` is built by each node's app factory and kept on `app.state.rt`;
+nothing here is module-global.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+from sqlalchemy import Engine, MetaData
+from sqlalchemy.orm import Session, sessionmaker
+
+from renkei.core.config import NodeConfig
+from renkei.core.crypto import envelope, pki
+from renkei.core.db import KernelTables, make_engine, make_sessionmaker
+from renkei.core.errors import Problem
+from renkei.core.http import PeerClient
+from renkei.core.keydir import KeyDirectory
+from renkei.core.messaging import JOSE_MEDIA_TYPE, Message, open_message, seal
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class RegistryView:
+    """This node's copy of the hub's organization registry, refreshed on an unknown key id."""
+
+    directory: KeyDirectory
+    refresh: Callable[[], Any] | None = None
+    min_interval_seconds: float = 2.0
+    _last: float = 0.0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def lookup(self, kid: str) -> Any | None:
+        key = self.directory.public_key(kid)
+        if key is not None or self.refresh is None:
+            return key
+        async with self._lock:
+            key = self.directory.public_key(kid)
+            if key is None and time.monotonic() - self._last >= self.min_interval_seconds:
+                self._last = time.monotonic()
+                await self.refresh()
+                key = self.directory.public_key(kid)
+        return key
+
+    async def encryption_key(self, org_code: str) -> tuple[str, Any] | None:
+        found = self.directory.encryption_key(org_code)
+        if found is None and self.refresh is not None:
+            async with self._lock:
+                await self.refresh()
+            found = self.directory.encryption_key(org_code)
+        return found
+
+
+@dataclass
+class NodeRuntime:
+    config: NodeConfig
+    engine: Engine
+    sessions: sessionmaker[Session]
+    kernel: KernelTables
+    signing_key: envelope.SigningKey
+    encryption_key: envelope.EncryptionKey
+    registry: RegistryView
+    peer: PeerClient
+    clock: Callable[[], datetime] = utc_now
+
+    @property
+    def org_code(self) -> str:
+        return self.config.org_code
+
+    async def receive(self, request: Request) -> Message:
+        """Read and verify a sealed request body (signature, audience, freshness).
+
+        Replay is checked by the caller with `messaging.remember` inside its own
+        transaction, so that a failed handling can be retried.
+        """
+        if not request.headers.get("content-type", "").startswith(JOSE_MEDIA_TYPE):
+            raise Problem(415, "unsupported_media_type", "電文は署名付き形式（application/jose）で送信してください。")
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            raise Problem(413, "body_too_large", "電文が大きすぎます。")
+        try:
+            token = raw.decode("ascii")
+            kid = envelope.peek_kid(token)
+        except (UnicodeDecodeError, envelope.EnvelopeError):
+            raise Problem(400, "malformed_message", "電文の形式が誤っています。") from None
+        key = await self.registry.lookup(kid)
+        if key is None:
+            raise Problem(401, "unknown_organization", "登録されていない機関からの電文です。", kid)
+        return open_message(
+            token,
+            key,
+            expected_aud=self.org_code,
+            now=self.clock(),
+            max_skew_seconds=self.config.max_clock_skew_seconds,
+        )
+
+    def reply(self, to: Message, typ: str, body: dict[str, Any], status: int = 200) -> Response:
+        token = seal(self.signing_key, self.org_code, to.iss, typ, body, now=self.clock())
+        return Response(token, status_code=status, media_type=JOSE_MEDIA_TYPE)
+
+
+def build_runtime(
+    config: NodeConfig,
+    metadata: MetaData,
+    kernel: KernelTables,
+    registry: RegistryView,
+    *,
+    engine: Engine | None = None,
+) -> NodeRuntime:
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    eng = engine or make_engine(config.database_url)
+    signing_key = envelope.load_signing_key(config.keys.sig)
+    encryption_key = envelope.load_encryption_key(config.keys.enc)
+    ssl_ctx = pki.client_ssl_context(config.tls.cert, config.tls.key, config.tls.ca)
+    peer = PeerClient(
+        ssl_ctx,
+        signing_key,
+        config.org_code,
+        registry.lookup,
+        max_skew_seconds=config.max_clock_skew_seconds,
+    )
+    return NodeRuntime(
+        config=config,
+        engine=eng,
+        sessions=make_sessionmaker(eng),
+        kernel=kernel,
+        signing_key=signing_key,
+        encryption_key=encryption_key,
+        registry=registry,
+        peer=peer,
+    )
+
+
+def load_public_document(path: Any) -> dict[str, Any]:
+    with open(path, encoding="utf-8") as fh:
+        doc: dict[str, Any] = json.load(fh)
+    return doc
+
+
+def hub_registry_view(config: NodeConfig, peer_getter: Callable[[], PeerClient]) -> RegistryView:
+    """Registry view of a non-hub node: own keys and the hub's pinned keys, then the hub's registry."""
+    docs = [load_public_document(config.keys.public)]
+    if config.keys.hub_public is not None:
+        docs.append(load_public_document(config.keys.hub_public))
+    view = RegistryView(KeyDirectory.from_documents(docs))
+    hub_code = config.hub_org_code
+
+    async def refresh() -> None:
+        msg = await peer_getter().call(config.peer("hub") + "/v1/registry", hub_code, "registry.query", {})
+        for doc in msg.body.get("organizations", []):
+            view.directory.add(doc)
+
+    view.refresh = refresh
+    return view
+
+
+SEALED_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "署名付き電文（compact JWS, Ed25519）。payload = {id, iss, aud, typ, iat, body}",
+        "content": {JOSE_MEDIA_TYPE: {"schema": {"type": "string"}}},
+    },
+    "responses": {
+        "200": {"description": "署名付き応答電文", "content": {JOSE_MEDIA_TYPE: {"schema": {"type": "string"}}}},
+        "4XX": {"description": "RFC 9457 problem+json", "content": {"application/problem+json": {}}},
+    },
+}
+
+
+def expect_typ(msg: Message, *typs: str) -> None:
+    if msg.typ not in typs:
+        raise Problem(400, "wrong_message_type", "この窓口では受け付けない電文種別です。", msg.typ)
+
+
+def expect_sender(msg: Message, *orgs: str) -> None:
+    if msg.iss not in orgs:
+        raise Problem(403, "sender_not_allowed", "この電文を送信できる機関ではありません。", msg.iss)

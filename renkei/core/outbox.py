@@ -1,0 +1,122 @@
+"""Transactional outbox: a message is queued in the same transaction as the change
+that caused it, and a worker delivers it with retries and backoff.
+
+Receivers deduplicate by message id; a `replayed_message` answer therefore means
+the message arrived earlier and counts as delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from renkei.core.db import KernelTables
+from renkei.core.errors import Problem
+from renkei.core.messaging import new_message_id
+from renkei.core.node import NodeRuntime
+
+log = structlog.get_logger("renkei.outbox")
+
+MAX_BACKOFF_SECONDS = 300
+# Errors after which retrying cannot help: the peer refused the content itself.
+_FINAL_STATUSES = {400, 403, 404, 413, 415, 422}
+
+
+def enqueue(
+    session: Session,
+    kernel: KernelTables,
+    *,
+    destination: str,
+    audience: str,
+    typ: str,
+    body: dict[str, Any],
+    now: datetime,
+) -> str:
+    message_id = new_message_id()
+    session.execute(
+        insert(kernel.outbox).values(
+            message_id=message_id,
+            destination=destination,
+            audience=audience,
+            typ=typ,
+            body=body,
+            created_at=now,
+            attempts=0,
+            next_attempt_at=now,
+        )
+    )
+    return message_id
+
+
+def backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=min(MAX_BACKOFF_SECONDS, 0.5 * (2 ** min(attempts, 10))))
+
+
+async def deliver_due(rt: NodeRuntime, limit: int = 50) -> int:
+    """Deliver what is due; return how many were delivered."""
+    t = rt.kernel.outbox
+    now = rt.clock()
+    with rt.sessions() as session:
+        q = (
+            select(t)
+            .where(t.c.delivered_at.is_(None), t.c.next_attempt_at <= now)
+            .order_by(t.c.id)
+            .limit(limit)
+        )
+        if session.bind is not None and session.bind.dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        rows = session.execute(q).mappings().all()
+        session.commit()
+    delivered = 0
+    for row in rows:
+        error: str | None = None
+        final = False
+        try:
+            await rt.peer.call(
+                row["destination"], row["audience"], row["typ"], dict(row["body"]), message_id=row["message_id"]
+            )
+        except Problem as exc:
+            if exc.code == "replayed_message":
+                error = None
+            else:
+                error = f"{exc.code}: {exc.detail}"[:1000]
+                final = exc.status in _FINAL_STATUSES
+        with rt.sessions() as session:
+            if error is None:
+                delivered += 1
+                session.execute(update(t).where(t.c.id == row["id"]).values(delivered_at=rt.clock()))
+            else:
+                attempts = int(row["attempts"]) + 1
+                next_at = rt.clock() + (timedelta(days=3650) if final else backoff(attempts))
+                log.warning("outbox_retry", typ=row["typ"], attempts=attempts, error=error, final=final)
+                session.execute(
+                    update(t)
+                    .where(t.c.id == row["id"])
+                    .values(attempts=attempts, next_attempt_at=next_at, last_error=error)
+                )
+            session.commit()
+    return delivered
+
+
+async def run_worker(rt: NodeRuntime, stop: asyncio.Event, interval_seconds: float = 0.2) -> None:
+    while not stop.is_set():
+        try:
+            n = await deliver_due(rt)
+        except Exception as exc:  # keep the worker alive; the row stays due
+            log.error("outbox_worker_error", error_type=type(exc).__name__)
+            n = 0
+        if n == 0:
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval_seconds)
+            except TimeoutError:
+                pass
+
+
+def pending(session: Session, kernel: KernelTables) -> int:
+    t = kernel.outbox
+    return len(session.execute(select(t.c.id).where(t.c.delivered_at.is_(None))).all())

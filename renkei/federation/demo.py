@@ -1,0 +1,387 @@
+"""`renkei demo`: a whole federation on loopback, with synthetic people, playing the scenarios.
+
+Every step is printed in Japanese with English alongside. The exit status is 0
+only if every scenario ended as expected.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+
+from renkei.core import ids
+from renkei.core.crypto import pki
+from renkei.dummy.population import Person, Population, generate_population, write_population_csv
+from renkei.federation import setup
+from renkei.federation.process import Federation
+from renkei.federation.topology import HUB, JLIS, NAKANO, NENKIN, ORGS, SHINJUKU, Layout, Org
+
+CHILD_ALLOWANCE_AFFAIR = "JM01000000074000"
+CHILD_ALLOWANCE_PROCEDURE = "JT01010000074001"
+LOCAL_TAX_AFFAIR = "JM01000000016000"
+LOCAL_TAX_PROCEDURE = "JT01010000016001"
+LOCAL_TAX_INFO = "TM00000000000002"
+CHILD_ALLOWANCE_INFO = "TM00000000009001"
+TAX_COPY_PUBLISHED = "2024-06-01"
+
+STAFF = [
+    ("S0001", "児童手当係 職員（架空）", [f"{CHILD_ALLOWANCE_AFFAIR}:照会"]),
+    ("S0002", "住民税係 職員（架空）", [f"{LOCAL_TAX_AFFAIR}:照会"]),
+]
+
+Say = Callable[[str, str], None]
+
+
+def say(ja: str, en: str) -> None:
+    print(f"・{ja}\n  ({en})", flush=True)
+
+
+class DemoFailure(Exception):
+    pass
+
+
+@dataclass
+class AtenaClient:
+    """A staff terminal / business system talking to its own atena over mutual TLS."""
+
+    base: str
+    client: httpx.Client
+
+    @classmethod
+    def open(cls, layout: Layout, org: Org) -> AtenaClient:
+        creds = layout.creds_dir(org)
+        ctx = pki.client_ssl_context(creds / "tls.crt", creds / "tls.key", layout.ca_cert)
+        return cls(layout.url(org, "atena"), httpx.Client(verify=ctx, timeout=120.0))
+
+    def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        r = self.client.post(self.base + path, json=body)
+        data: dict[str, Any] = r.json()
+        return r.status_code, data
+
+    def ok(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        status, data = self.post(path, body)
+        if status >= 400:
+            raise DemoFailure(f"{path}: {status} {data.get('title')} {data.get('detail', '')}")
+        return data
+
+
+def resident_record(p: Person, systems: set[str]) -> dict[str, Any]:
+    return {
+        "individual_number": p.individual_number,
+        "family_name": p.family_name,
+        "given_name": p.given_name,
+        "family_kana": p.family_kana,
+        "given_kana": p.given_kana,
+        "birth_date": p.birth_date.isoformat(),
+        "sex": p.sex,
+        "postal_code": p.postal_code,
+        "address": p.address,
+        "lg_code": p.lg_code,
+        "effective_on": (p.moved_in_on or p.birth_date).isoformat(),
+        "business_numbers": {k: v for k, v in p.business_numbers.items() if k in systems},
+    }
+
+
+def ward_records(pop: Population, lg_code: str) -> list[dict[str, Any]]:
+    """Who each ward's atena knows: its residents, and former residents it still taxes."""
+    out = []
+    for p in pop.persons:
+        taxed_here = pop.tax_lg_code(p) == lg_code
+        if p.lg_code == lg_code:
+            systems = {"child_allowance", "nhi"} | ({"tax"} if taxed_here else set())
+        elif p.previous_lg_code == lg_code:
+            systems = {"tax"} if taxed_here else set()
+        else:
+            continue
+        out.append(resident_record(p, systems))
+    return out
+
+
+def agency_records(pop: Population) -> list[dict[str, Any]]:
+    """日本年金機構 knows some adults under its own (synthetic) numbers."""
+    adults = [p for p in pop.persons if p.age_on(pop.reference_date) >= 20][:40]
+    out = []
+    for i, p in enumerate(adults, start=1):
+        rec = resident_record(p, set())
+        rec["business_numbers"] = {"pension": ids.make_atena_no(900_000_000 + i)}
+        out.append(rec)
+    return out
+
+
+def tax_copies(pop: Population, lg_code: str) -> list[dict[str, Any]]:
+    out = []
+    for (key, taxing), values in pop.tax_records.items():
+        if taxing != lg_code:
+            continue
+        p = pop.by_key(key)
+        out.append(
+            {
+                "business_atena_no": p.business_numbers["tax"],
+                "info_kind_code": LOCAL_TAX_INFO,
+                "record_key": values["K001"],
+                "values": dict(values),
+                "valid_from": TAX_COPY_PUBLISHED,
+            }
+        )
+    return out
+
+
+@dataclass
+class Scenario:
+    name: str
+    title_ja: str
+    title_en: str
+    expected: str
+    request: dict[str, Any]
+    check: Callable[[int, dict[str, Any]], str | None]
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def _today() -> date:
+    return datetime.now(ZoneInfo("Asia/Tokyo")).date()
+
+
+def build_scenarios(pop: Population) -> list[Scenario]:
+    movers = pop.movers()
+    heads = [p for p in movers if p.relationship == "世帯主" and (p.key, NAKANO.lg_code) in pop.tax_records]
+    children = [p for p in movers if p.relationship == "子" and (p.key, NAKANO.lg_code) not in pop.tax_records]
+    taxpayers = [
+        p
+        for p in pop.persons
+        if p.lg_code == SHINJUKU.lg_code and p.previous_lg_code is None and "tax" in p.business_numbers
+        and pop.tax_lg_code(p) == SHINJUKU.lg_code
+    ]
+    if not heads or not children or not taxpayers:
+        raise DemoFailure("合成人口に必要な世帯がありません（population lacks the scenario households）")
+    head, child, taxpayer = heads[0], children[0], taxpayers[0]
+    expected_values = dict(pop.tax_records[(head.key, NAKANO.lg_code)])
+    today = _today().isoformat()
+
+    def answered(status: int, body: dict[str, Any]) -> str | None:
+        if status != 200 or body.get("status") != "answered":
+            return f"expected answered, got {status} {body.get('status') or body.get('code')}"
+        if body.get("values") != expected_values:
+            return f"values differ: {body.get('values')} != {expected_values}"
+        return None
+
+    def refused(status: int, body: dict[str, Any]) -> str | None:
+        if status != 403 or body.get("code") != "rule_violation" or not body.get("serial"):
+            return f"expected 403 rule_violation with a serial, got {status} {body.get('code')}"
+        return None
+
+    def no_data(status: int, body: dict[str, Any]) -> str | None:
+        if status != 200 or body.get("status") != "no_data":
+            return f"expected no_data, got {status} {body.get('status') or body.get('code')}"
+        return None
+
+    return [
+        Scenario(
+            "a_move_in_tax",
+            "新宿区の児童手当担当が、転入世帯の世帯主の地方税関係情報を中野区に照会する",
+            "Shinjuku child-allowance staff ask Nakano for the local-tax information of a family that moved in",
+            "answered",
+            {
+                "staff_id": "S0001",
+                "system": "child_allowance",
+                "business_atena_no": head.business_numbers["child_allowance"],
+                "procedure_code": CHILD_ALLOWANCE_PROCEDURE,
+                "info_kind_code": LOCAL_TAX_INFO,
+                "provider_org": NAKANO.org_code,
+                "as_of": today,
+            },
+            answered,
+        ),
+        Scenario(
+            "b_not_allowed",
+            "新宿区の住民税担当が、規定のない児童手当関係情報を中野区に照会する",
+            "Shinjuku local-tax staff ask Nakano for child-allowance information, which no rule allows",
+            "refused",
+            {
+                "staff_id": "S0002",
+                "system": "tax",
+                "business_atena_no": taxpayer.business_numbers["tax"],
+                "procedure_code": LOCAL_TAX_PROCEDURE,
+                "info_kind_code": CHILD_ALLOWANCE_INFO,
+                "provider_org": NAKANO.org_code,
+                "as_of": today,
+            },
+            refused,
+        ),
+        Scenario(
+            "c_no_copy",
+            "新宿区の児童手当担当が、中野区に副本のない子について地方税関係情報を照会する",
+            "Shinjuku child-allowance staff ask Nakano about a child Nakano holds no copy for",
+            "no_data",
+            {
+                "staff_id": "S0001",
+                "system": "child_allowance",
+                "business_atena_no": child.business_numbers["child_allowance"],
+                "procedure_code": CHILD_ALLOWANCE_PROCEDURE,
+                "info_kind_code": LOCAL_TAX_INFO,
+                "provider_org": NAKANO.org_code,
+                "as_of": today,
+            },
+            no_data,
+        ),
+    ]
+
+
+def prepare(layout: Layout, pop: Population, database_urls: dict[str, str] | None = None) -> None:
+    say("鍵と証明書を生成します（プライベートCA、機関ごとのTLS証明書・署名鍵・暗号鍵）",
+        "generating the private CA and each organization's TLS certificate, signing and encryption keys")
+    setup.init_pki(layout)
+    setup.write_configs(layout, database_urls)
+    say("情報提供ネットワークシステムの機関登録簿に5機関を登録します", "registering 5 organizations in the hub's registry")
+    setup.register_organizations(layout)
+    n = setup.load_jlis(layout, [(p.individual_number, p.resident_code, p.lg_code) for p in pop.persons])
+    say(f"J-LISに個人番号と住民票コードの対応 {n} 件を登録しました", f"J-LIS holds {n} individual-number/resident-code pairs")
+    for org in (SHINJUKU, NAKANO, NENKIN):
+        setup.add_staff(layout, org, STAFF)
+
+
+def start(layout: Layout, fed: Federation) -> Federation:
+    for org in ORGS:
+        for node in org.nodes:
+            fed.start(f"{org.name}/{node}", node, layout.config_path(org, node), layout.url(org, node))
+    creds = layout.creds_dir(SHINJUKU)
+    fed.wait_healthy(layout.ca_cert, creds / "tls.crt", creds / "tls.key")
+    return fed
+
+
+def acquire_all(client: AtenaClient, atena_nos: list[str], org: Org, timeout: float = 120.0) -> None:
+    result = client.ok("/v1/pseudonyms/acquire", {"atena_nos": atena_nos})
+    say(
+        f"{org.name}: {result['requested']} 人の符号取得を依頼しました（J-LIS中継 {result['relayed']} 件）",
+        f"{org.name}: pseudonym acquisition requested for {result['requested']} people, {result['relayed']} relayed by J-LIS",
+    )
+    deadline = time.monotonic() + timeout
+    while True:
+        status = client.ok("/v1/pseudonyms/status", {"atena_nos": atena_nos})
+        if status["bound"] == len(atena_nos):
+            say(f"{org.name}: 全員の符号を取得しました（{status['bound']} 人）", f"{org.name}: all {status['bound']} pseudonyms bound")
+            return
+        if time.monotonic() > deadline:
+            raise DemoFailure(f"{org.name}: 符号取得が完了しません（{status['bound']}/{len(atena_nos)}）")
+        time.sleep(0.2)
+
+
+def play(layout: Layout, pop: Population) -> list[Scenario]:
+    clients = {org.slug: AtenaClient.open(layout, org) for org in (SHINJUKU, NAKANO, NENKIN)}
+    registered: dict[str, list[str]] = {}
+    for org, records in (
+        (SHINJUKU, ward_records(pop, SHINJUKU.lg_code)),
+        (NAKANO, ward_records(pop, NAKANO.lg_code)),
+        (NENKIN, agency_records(pop)),
+    ):
+        out = clients[org.slug].ok("/v1/residents", {"persons": records})
+        registered[org.slug] = out["atena_nos"]
+        say(f"{org.name}: {len(out['atena_nos'])} 人に団体内統合宛名番号を付番しました",
+            f"{org.name}: {len(out['atena_nos'])} people numbered in the integrated addressee system")
+    for org in (SHINJUKU, NAKANO, NENKIN):
+        acquire_all(clients[org.slug], registered[org.slug], org)
+    for org in (SHINJUKU, NAKANO):
+        copies = tax_copies(pop, org.lg_code)
+        out = clients[org.slug].ok("/v1/fukuhon", {"system": "tax", "records": copies})
+        say(f"{org.name}: 地方税関係情報の副本 {out['registered']} 件を中間サーバーに登録しました",
+            f"{org.name}: {out['registered']} local-tax copies registered in the intermediate server")
+    scenarios = build_scenarios(pop)
+    for sc in scenarios:
+        say(f"シナリオ {sc.name}: {sc.title_ja}", f"scenario {sc.name}: {sc.title_en}")
+        t0 = time.perf_counter()
+        status, body = clients["shinjuku"].post("/v1/inquiries", sc.request)
+        ms = (time.perf_counter() - t0) * 1000
+        failure = sc.check(status, body)
+        outcome = body.get("status") or ("refused" if body.get("code") == "rule_violation" else body.get("code"))
+        sc.result = {
+            "name": sc.name,
+            "description_ja": sc.title_ja,
+            "description_en": sc.title_en,
+            "serial": body.get("serial"),
+            "outcome": outcome,
+            "expected": sc.expected,
+            "ok": failure is None,
+            "round_trip_ms": round(ms, 1),
+            "http_status": status,
+        }
+        if status == 200:
+            label = body.get("status_label")
+            say(f"  → {label}（処理通番 {body.get('serial')}、{ms:.0f} ms）", f"  → {body.get('status')} (serial {body.get('serial')}, {ms:.0f} ms)")
+            if body.get("values"):
+                say(f"  → 回答値: {json.dumps(body['values'], ensure_ascii=False)}", "  → answered values")
+        else:
+            say(f"  → {body.get('title')} {body.get('detail', '')}（処理通番 {body.get('serial')}、{ms:.0f} ms）",
+                f"  → refused: {body.get('code')} (serial {body.get('serial')}, {ms:.0f} ms)")
+            sc.result["reason"] = body.get("detail")
+        if failure is not None:
+            say(f"  ✗ 期待と異なる結果です: {failure}", f"  ✗ unexpected: {failure}")
+        else:
+            say("  ✓ 期待どおり", "  ✓ as expected")
+    return scenarios
+
+
+def run_demo(
+    var: Path,
+    *,
+    serve: bool = False,
+    base_port: int = 18400,
+    seed: int = 20151201,
+    shinjuku: int = 300,
+    nakano: int = 200,
+    database_urls: dict[str, str] | None = None,
+) -> int:
+    started = time.perf_counter()
+    layout = Layout(var, base_port)
+    for org in ORGS:
+        shutil.rmtree(var / org.slug, ignore_errors=True)
+    shutil.rmtree(var / "pki", ignore_errors=True)
+    layout.demo_dir.mkdir(parents=True, exist_ok=True)
+    say("renkei デモを開始します（合成データのみ。実在の人物ではありません）", "renkei demo: synthetic data only, no real person")
+    pop = generate_population(seed=seed, shinjuku=shinjuku, nakano=nakano)
+    write_population_csv(pop, layout.demo_dir / "population.csv")
+    say(f"合成人口: {len(pop.persons)} 人、転入世帯員 {len(pop.movers())} 人（{layout.demo_dir / 'population.csv'}）",
+        f"synthetic population: {len(pop.persons)} people, {len(pop.movers())} moved from Nakano to Shinjuku")
+    prepare(layout, pop, database_urls)
+    say("ノードを起動します（ネットワークシステム、J-LIS、新宿区・中野区・日本年金機構の宛名と中間サーバー、相互TLS）",
+        "starting hub, jlis and each organization's atena and chukan as separate processes with mutual TLS")
+    fed = Federation()
+    try:
+        start(layout, fed)
+        scenarios = play(layout, pop)
+        report = {
+            "generated_at": datetime.now(ZoneInfo("Asia/Tokyo")).isoformat(),
+            "synthetic": True,
+            "population": {"persons": len(pop.persons), "movers": len(pop.movers()), "seed": seed},
+            "scenarios": [sc.result for sc in scenarios],
+            "wall_seconds": round(time.perf_counter() - started, 2),
+        }
+        (layout.demo_dir / "report.json").write_text(json.dumps(report, ensure_ascii=False, indent=2), encoding="utf-8")
+        ok = all(sc.result.get("ok") for sc in scenarios)
+        say(f"結果: {'すべて期待どおり' if ok else '期待と異なるシナリオがあります'}（{layout.demo_dir / 'report.json'}）",
+            f"result: {'all scenarios as expected' if ok else 'some scenario failed'}")
+        if serve:
+            for proc in fed.processes:
+                print(f"  {proc.name}: {proc.url}/docs")
+            say("Ctrl+C で停止します", "press Ctrl+C to stop")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+        return 0 if ok else 1
+    except (DemoFailure, RuntimeError) as exc:
+        say(f"デモが失敗しました: {exc}", f"demo failed: {exc}")
+        return 1
+    finally:
+        fed.stop()
+
+
+__all__ = ["run_demo", "HUB", "JLIS"]

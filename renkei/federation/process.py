@@ -1,0 +1,72 @@
+"""Starting node processes on loopback and waiting until they answer over mutual TLS."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from renkei.core.crypto import pki
+
+
+@dataclass
+class NodeProcess:
+    name: str
+    config: Path
+    url: str
+    log: Path
+    popen: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class Federation:
+    processes: list[NodeProcess] = field(default_factory=list)
+
+    def start(self, name: str, node: str, config: Path, url: str) -> NodeProcess:
+        log = config.parent / "server.log"
+        fh = log.open("ab")
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "renkei.cli", "serve", node, "--config", str(config)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+        proc = NodeProcess(name, config, url, log, popen)
+        self.processes.append(proc)
+        return proc
+
+    def wait_healthy(self, ca: Path, cert: Path, key: Path, timeout: float = 60.0) -> None:
+        ctx = pki.client_ssl_context(cert, key, ca)
+        deadline = time.monotonic() + timeout
+        with httpx.Client(verify=ctx, timeout=2.0) as client:
+            for proc in self.processes:
+                while True:
+                    if proc.popen is not None and proc.popen.poll() is not None:
+                        raise RuntimeError(f"{proc.name} が起動直後に終了しました（ログ: {proc.log}）")
+                    try:
+                        if client.get(proc.url + "/healthz").status_code == 200:
+                            break
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{proc.name} が応答しません（ログ: {proc.log}）")
+                    time.sleep(0.1)
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            if proc.popen is not None and proc.popen.poll() is None:
+                proc.popen.send_signal(signal.SIGTERM)
+        for proc in self.processes:
+            if proc.popen is not None:
+                try:
+                    proc.popen.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.popen.kill()
+                    proc.popen.wait()

@@ -1,0 +1,347 @@
+"""Hub logic: registry, serials, pseudonym issuance, rule check, conversion, records.
+
+Plain functions over a session; no HTTP here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from renkei.catalogue import Catalogue
+from renkei.core import ids
+from renkei.core.db import KernelTables
+from renkei.core.errors import Problem
+from renkei.core.outbox import enqueue
+from renkei.hub.models import (
+    Acquisition,
+    Link,
+    Organization,
+    OrgKey,
+    ProvisionRecord,
+    Pseudonym,
+    Serial,
+)
+
+MAX_BATCH = 10_000
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The hub's key for hashing resident codes; 0600, generated on first start."""
+    if path.exists():
+        return path.read_bytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    fd = path.open("xb")
+    path.chmod(0o600)
+    with fd:
+        fd.write(key)
+    return key
+
+
+# --- registry ---------------------------------------------------------------
+
+
+def register_org(
+    session: Session,
+    public_doc: dict[str, Any],
+    *,
+    kind: str,
+    now: datetime,
+    lg_code: str | None = None,
+    chukan_url: str | None = None,
+    role: str = "member",
+) -> Organization:
+    """Add or update an organization and its public keys (keys are never deleted: rotation)."""
+    org_code = str(public_doc["org_code"])
+    if ids.check(ids.IdKind.ORG_CODE, org_code) is not None:
+        raise Problem(422, "invalid_org_code", "機関コードの形式が誤っています。", org_code)
+    org = session.get(Organization, org_code)
+    if org is None:
+        org = Organization(org_code=org_code, registered_at=now)
+        session.add(org)
+    org.name = str(public_doc.get("name", ""))
+    org.kind = kind
+    org.lg_code = lg_code
+    org.chukan_url = chukan_url
+    org.role = role
+    org.active = True
+    for k in public_doc.get("keys", []):
+        key = session.get(OrgKey, k["kid"])
+        if key is None:
+            session.add(
+                OrgKey(kid=k["kid"], org_code=org_code, use=k["use"], jwk=dict(k), status=k.get("status", "active"))
+            )
+        else:
+            key.status = k.get("status", "active")
+            key.jwk = dict(k)
+    session.flush()
+    return org
+
+
+def registry_documents(session: Session) -> list[dict[str, Any]]:
+    orgs = session.scalars(select(Organization).where(Organization.active)).all()
+    keys: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for k in session.scalars(select(OrgKey).order_by(OrgKey.kid)):
+        keys[k.org_code].append({**k.jwk, "status": k.status})
+    return [
+        {
+            "org_code": o.org_code,
+            "name": o.name,
+            "kind": o.kind,
+            "endpoints": {"chukan": o.chukan_url} if o.chukan_url else {},
+            "keys": keys[o.org_code],
+        }
+        for o in orgs
+    ]
+
+
+def key_document(session: Session, kid: str) -> dict[str, Any] | None:
+    key = session.get(OrgKey, kid)
+    if key is None:
+        return None
+    org = session.get(Organization, key.org_code)
+    if org is None or not org.active:
+        return None
+    return {**key.jwk, "status": key.status}
+
+
+def member(session: Session, org_code: str) -> Organization:
+    org = session.get(Organization, org_code)
+    if org is None or not org.active:
+        raise Problem(404, "unknown_organization", "登録されていない機関です。", org_code)
+    return org
+
+
+# --- serials ----------------------------------------------------------------
+
+
+def issue_serial(session: Session, kind: str, now: datetime) -> str:
+    """20 digits: issue date and a 12-digit database sequence (ours; the real format is not public)."""
+    row = Serial(kind=kind, issued_at=now)
+    session.add(row)
+    session.flush()
+    return f"{now:%Y%m%d}{row.id:012d}"
+
+
+# --- pseudonym acquisition --------------------------------------------------
+
+
+def create_acquisitions(session: Session, org_code: str, count: int, now: datetime) -> list[str]:
+    """Step 1: acquisition numbers for an organization's chukan."""
+    org = member(session, org_code)
+    if org.role != "member" or not org.chukan_url:
+        raise Problem(403, "not_a_member", "符号を取得できる機関ではありません。", org_code)
+    if not 1 <= count <= MAX_BATCH:
+        raise Problem(422, "bad_count", f"取得番号の件数は1〜{MAX_BATCH}件で指定してください。", str(count))
+    out = []
+    for _ in range(count):
+        no = issue_serial(session, "acquisition", now)
+        session.add(Acquisition(acquisition_no=no, org_code=org_code, serial=no, requested_at=now))
+        out.append(no)
+    session.flush()
+    return out
+
+
+def resident_key(secret: bytes, resident_code: str) -> str:
+    return hmac.new(secret, resident_code.encode(), hashlib.sha256).hexdigest()
+
+
+def pseudonym_for(session: Session, link_id: int, org_code: str, now: datetime) -> str:
+    existing = session.scalar(
+        select(Pseudonym.pseudonym).where(Pseudonym.link_id == link_id, Pseudonym.org_code == org_code)
+    )
+    if existing is not None:
+        return existing
+    value = secrets.token_urlsafe(30)  # 40 chars; unrelated across organizations
+    session.add(Pseudonym(pseudonym=value, link_id=link_id, org_code=org_code, issued_at=now))
+    session.flush()
+    return value
+
+
+@dataclass(frozen=True)
+class ResolveResult:
+    acquisition_no: str
+    status: str  # issued | unknown_acquisition | already_resolved | org_mismatch | invalid_resident_code
+
+
+def resolve_acquisitions(
+    session: Session,
+    kernel: KernelTables,
+    secret: bytes,
+    items: list[dict[str, Any]],
+    now: datetime,
+) -> list[ResolveResult]:
+    """Steps 3–4: J-LIS names the person by resident code; issue the pseudonym and queue its delivery."""
+    if len(items) > MAX_BATCH:
+        raise Problem(422, "bad_count", f"一度に{MAX_BATCH}件までです。")
+    results: list[ResolveResult] = []
+    deliveries: dict[str, list[dict[str, str]]] = defaultdict(list)
+    for item in items:
+        acq_no = str(item.get("acquisition_no", ""))
+        code = str(item.get("resident_code", ""))
+        org_code = str(item.get("org_code", ""))
+        acq = session.get(Acquisition, acq_no)
+        if acq is None:
+            results.append(ResolveResult(acq_no, "unknown_acquisition"))
+            continue
+        if acq.org_code != org_code:
+            results.append(ResolveResult(acq_no, "org_mismatch"))
+            continue
+        if ids.check(ids.IdKind.RESIDENT_CODE, code) is not None:
+            results.append(ResolveResult(acq_no, "invalid_resident_code"))
+            continue
+        key = resident_key(secret, code)
+        link = session.scalar(select(Link).where(Link.resident_key == key))
+        if link is None:
+            link = Link(resident_key=key, created_at=now)
+            session.add(link)
+            session.flush()
+        pseudonym = pseudonym_for(session, link.id, acq.org_code, now)
+        # Re-acquisition is idempotent: the same pseudonym is delivered again.
+        status = "issued" if acq.status == "pending" else "already_resolved"
+        acq.status = "issued"
+        acq.resolved_at = now
+        deliveries[acq.org_code].append({"acquisition_no": acq_no, "pseudonym": pseudonym})
+        results.append(ResolveResult(acq_no, status))
+    for org_code, batch in deliveries.items():
+        org = member(session, org_code)
+        assert org.chukan_url is not None
+        enqueue(
+            session,
+            kernel,
+            destination=org.chukan_url.rstrip("/") + "/v1/acquisitions/deliver",
+            audience=org_code,
+            typ="pseudonym.deliver",
+            body={"items": batch},
+            now=now,
+        )
+    session.flush()
+    return results
+
+
+# --- inquiries ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    serial: str
+    provider_url: str
+    provider_pseudonym: str
+
+
+def _parse_date(value: str, label: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise Problem(422, "bad_date", f"{label}の日付形式が誤っています（YYYY-MM-DD）。", str(value)) from None
+
+
+def begin_inquiry(
+    session: Session,
+    catalogue: Catalogue,
+    inquirer_org: str,
+    body: dict[str, Any],
+    now: datetime,
+    today: date,
+) -> tuple[Route | None, Problem | None]:
+    """Check, record and route one inquiry.
+
+    Returns (route, None) to forward, or (None, problem) for a refusal that has
+    been recorded and must be committed before the problem is returned.
+    """
+    for name in ("pseudonym", "provider_org", "procedure_code", "info_kind_code", "as_of"):
+        if not isinstance(body.get(name), str) or not body.get(name):
+            raise Problem(422, "missing_field", f"項目「{name}」がありません。")
+    provider_code = body["provider_org"]
+    if ids.check(ids.IdKind.PROCEDURE_CODE, body["procedure_code"]) is not None:
+        raise Problem(422, "invalid_procedure_code", "事務手続コードの形式が誤っています。", body["procedure_code"])
+    if ids.check(ids.IdKind.INFO_KIND_CODE, body["info_kind_code"]) is not None:
+        raise Problem(422, "invalid_info_kind_code", "特定個人情報名コードの形式が誤っています。", body["info_kind_code"])
+    as_of = _parse_date(body["as_of"], "基準日")
+    inquirer = member(session, inquirer_org)
+    provider = member(session, provider_code)
+    own = session.get(Pseudonym, body["pseudonym"])
+    if own is None or own.org_code != inquirer_org:
+        raise Problem(404, "unknown_pseudonym", "符号エラー（照会者の機関別符号が未発行です）。")
+    serial = issue_serial(session, "inquiry", now)
+    record = ProvisionRecord(
+        serial=serial,
+        requested_at=now,
+        inquirer_org=inquirer_org,
+        provider_org=provider_code,
+        procedure_code=body["procedure_code"],
+        info_kind_code=body["info_kind_code"],
+        link_id=own.link_id,
+        as_of=as_of.isoformat(),
+        outcome="pending",
+    )
+    session.add(record)
+    decision = catalogue.check_rule(
+        inquirer.kind, body["procedure_code"], provider.kind, body["info_kind_code"], today
+    )
+    if not decision.allowed:
+        record.outcome = "refused"
+        record.reason_code = decision.code
+        record.reason = decision.message
+        record.answered_at = now
+        session.flush()
+        return None, Problem(
+            403,
+            "rule_violation",
+            "情報照会は許可されていません。",
+            decision.message or "",
+            serial=serial,
+            reason_code=decision.code,
+        )
+    assert decision.rule is not None
+    record.rule_id = decision.rule.id
+    record.rule_source = decision.rule.source
+    target = session.scalar(
+        select(Pseudonym.pseudonym).where(Pseudonym.link_id == own.link_id, Pseudonym.org_code == provider_code)
+    )
+    if target is None or not provider.chukan_url:
+        record.outcome = "no_pseudonym"
+        record.reason_code = "provider_pseudonym_missing"
+        record.reason = "符号エラー（機関別符号未発行）"
+        record.answered_at = now
+        session.flush()
+        return None, Problem(
+            404,
+            "provider_pseudonym_missing",
+            "符号エラー（機関別符号未発行）",
+            "情報提供者はこの人の符号を取得していません。",
+            serial=serial,
+        )
+    session.flush()
+    return Route(serial=serial, provider_url=provider.chukan_url, provider_pseudonym=target), None
+
+
+def finish_inquiry(session: Session, serial: str, outcome: str, now: datetime, reason_code: str | None = None) -> None:
+    record = session.get(ProvisionRecord, serial)
+    if record is None:
+        raise Problem(404, "unknown_serial", "処理通番が見つかりません。", serial)
+    record.outcome = outcome
+    record.reason_code = reason_code
+    record.answered_at = now
+
+
+def records_for_link(session: Session, link_id: int) -> list[ProvisionRecord]:
+    return list(
+        session.scalars(
+            select(ProvisionRecord).where(ProvisionRecord.link_id == link_id).order_by(ProvisionRecord.requested_at)
+        )
+    )
+
+
+def count_records(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(ProvisionRecord)) or 0)

@@ -1,0 +1,34 @@
+"""J-LIS tables: individual number ↔ resident code, and the acquisitions relayed."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import MetaData, String
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from renkei.core.db import NAMING, BigId, UtcDateTime, kernel_tables
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+kernel = kernel_tables(Base.metadata)
+
+
+class Citizen(Base):
+    __tablename__ = "citizens"
+    resident_code: Mapped[str] = mapped_column(String(11), primary_key=True)
+    individual_number: Mapped[str] = mapped_column(String(12), unique=True)
+    lg_code: Mapped[str] = mapped_column(String(6))
+    registered_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class RelayedAcquisition(Base):
+    __tablename__ = "relayed_acquisitions"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    acquisition_no: Mapped[str] = mapped_column(String(20), index=True)
+    org_code: Mapped[str] = mapped_column(String(16))
+    resident_code: Mapped[str] = mapped_column(String(11))
+    relayed_at: Mapped[datetime] = mapped_column(UtcDateTime())

@@ -1,0 +1,87 @@
+"""J-LIS logic: number ↔ resident code, and the relay of pseudonym acquisition to the hub."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from renkei.core import ids
+from renkei.core.db import KernelTables
+from renkei.core.errors import Problem
+from renkei.core.outbox import enqueue
+from renkei.jlis.models import Citizen, RelayedAcquisition
+
+MAX_BATCH = 10_000
+
+
+def load_citizens(session: Session, rows: Iterable[tuple[str, str, str]], now: datetime) -> int:
+    """Bulk load (individual number, resident code, lg code); existing pairs are kept."""
+    n = 0
+    for number, code, lg in rows:
+        ids.validate(ids.IdKind.INDIVIDUAL_NUMBER, number)
+        ids.validate(ids.IdKind.RESIDENT_CODE, code)
+        if session.get(Citizen, code) is None:
+            session.add(Citizen(resident_code=code, individual_number=number, lg_code=lg, registered_at=now))
+            n += 1
+    session.flush()
+    return n
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    acquisition_no: str
+    status: str  # relayed | invalid_individual_number | unknown_individual_number | bad_acquisition_no
+
+
+def submit_acquisitions(
+    session: Session,
+    kernel: KernelTables,
+    *,
+    org_code: str,
+    items: list[dict[str, Any]],
+    hub_url: str,
+    hub_org: str,
+    now: datetime,
+) -> list[SubmitResult]:
+    """Step 2–3: turn each individual number into the resident code and queue it for the hub."""
+    if len(items) > MAX_BATCH:
+        raise Problem(422, "bad_count", f"一度に{MAX_BATCH}件までです。")
+    results: list[SubmitResult] = []
+    forward: list[dict[str, str]] = []
+    numbers = [str(i.get("individual_number", "")) for i in items]
+    found = {
+        c.individual_number: c.resident_code
+        for c in session.scalars(select(Citizen).where(Citizen.individual_number.in_(numbers)))
+    }
+    for item, number in zip(items, numbers, strict=True):
+        acq_no = str(item.get("acquisition_no", ""))
+        if not (acq_no.isascii() and acq_no.isdigit() and len(acq_no) == 20):
+            results.append(SubmitResult(acq_no, "bad_acquisition_no"))
+            continue
+        if ids.check(ids.IdKind.INDIVIDUAL_NUMBER, number) is not None:
+            results.append(SubmitResult(acq_no, "invalid_individual_number"))
+            continue
+        code = found.get(number)
+        if code is None:
+            results.append(SubmitResult(acq_no, "unknown_individual_number"))
+            continue
+        session.add(RelayedAcquisition(acquisition_no=acq_no, org_code=org_code, resident_code=code, relayed_at=now))
+        forward.append({"acquisition_no": acq_no, "resident_code": code, "org_code": org_code})
+        results.append(SubmitResult(acq_no, "relayed"))
+    if forward:
+        enqueue(
+            session,
+            kernel,
+            destination=hub_url + "/v1/acquisitions/resolve",
+            audience=hub_org,
+            typ="acquisition.resolve",
+            body={"items": forward},
+            now=now,
+        )
+    session.flush()
+    return results

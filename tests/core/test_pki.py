@@ -1,0 +1,260 @@
+"""Private CA, organization credentials and mutual TLS between two real sockets."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import socket
+import ssl
+import stat
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from renkei.core.crypto.pki import (
+    OrgCredentials,
+    PkiError,
+    client_ssl_context,
+    create_ca,
+    issue_org_credentials,
+    org_code_of_certificate,
+    rotate_org_keys,
+    server_ssl_context,
+)
+
+SHINJUKU = "1310410000000001"
+NAKANO = "1311480000000001"
+
+
+@dataclass
+class World:
+    ca: Path
+    other_ca: Path
+    shinjuku: OrgCredentials
+    nakano: OrgCredentials
+    rogue: OrgCredentials  # issued by a different CA
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    root = tmp_path_factory.mktemp("pki")
+    create_ca(root / "ca")
+    # Same CA name, different key: trust must follow the key, not the name.
+    create_ca(root / "other-ca")
+    return World(
+        ca=root / "ca",
+        other_ca=root / "other-ca",
+        shinjuku=issue_org_credentials(root / "ca", root / "shinjuku", SHINJUKU, "新宿区"),
+        nakano=issue_org_credentials(root / "ca", root / "nakano", NAKANO, "中野区"),
+        rogue=issue_org_credentials(root / "other-ca", root / "rogue", NAKANO, "中野区"),
+    )
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def _cert(path: Path) -> x509.Certificate:
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+# --- files and certificate contents ---------------------------------------------------
+
+
+def test_ca_files_and_idempotence(world: World) -> None:
+    cert, key = world.ca / "ca.crt", world.ca / "ca.key"
+    assert _mode(key) == 0o600
+    before = (cert.read_bytes(), key.read_bytes())
+    assert create_ca(world.ca) == (cert, key)
+    assert (cert.read_bytes(), key.read_bytes()) == before
+    ca = _cert(cert)
+    assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    lifetime = ca.not_valid_after_utc - ca.not_valid_before_utc
+    assert lifetime.days >= 3650
+
+
+def test_private_files_are_0600(world: World) -> None:
+    creds = world.shinjuku
+    for path in (creds.tls_key, creds.sig_key, creds.enc_key):
+        assert _mode(path) == 0o600, path
+    assert not _mode(creds.public) & 0o022
+
+
+def test_leaf_certificate_names_the_organization(world: World) -> None:
+    cert = _cert(world.shinjuku.tls_cert)
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == SHINJUKU
+    assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == "新宿区"
+    assert cert.issuer == _cert(world.ca / "ca.crt").subject
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["localhost"]
+    assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert set(eku) == {ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH}
+    assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert 729 <= (cert.not_valid_after_utc - cert.not_valid_before_utc).days <= 731
+    pem = world.shinjuku.tls_cert.read_bytes()
+    assert org_code_of_certificate(pem) == SHINJUKU
+    assert org_code_of_certificate(ssl.PEM_cert_to_DER_cert(pem.decode())) == SHINJUKU
+
+
+def test_org_code_of_certificate_rejects_garbage() -> None:
+    with pytest.raises(PkiError):
+        org_code_of_certificate(b"not a certificate")
+
+
+def test_public_document(world: World) -> None:
+    doc = json.loads(world.shinjuku.public.read_text(encoding="utf-8"))
+    assert doc["org_code"] == SHINJUKU and doc["name"] == "新宿区"
+    by_use = {k["use"]: k for k in doc["keys"]}
+    assert by_use["sig"]["kid"] == f"{SHINJUKU}:sig:1" and by_use["sig"]["crv"] == "Ed25519"
+    assert by_use["enc"]["kid"] == f"{SHINJUKU}:enc:1" and by_use["enc"]["crv"] == "X25519"
+    assert all("d" not in k for k in doc["keys"])
+    sig = json.loads(world.shinjuku.sig_key.read_text())
+    assert sig["kid"] == f"{SHINJUKU}:sig:1" and "d" in sig
+
+
+def test_issue_is_idempotent(world: World) -> None:
+    creds = world.nakano
+    paths = (creds.tls_cert, creds.tls_key, creds.sig_key, creds.enc_key, creds.public)
+    before = [p.read_bytes() for p in paths]
+    again = issue_org_credentials(world.ca, creds.directory, NAKANO, "中野区")
+    assert again == creds
+    assert [p.read_bytes() for p in paths] == before
+
+
+def test_issue_refuses_another_organizations_directory(world: World) -> None:
+    with pytest.raises(PkiError):
+        issue_org_credentials(world.ca, world.nakano.directory, SHINJUKU, "新宿区")
+
+
+def test_rotation_publishes_new_and_retiring_keys(tmp_path: Path, world: World) -> None:
+    creds = issue_org_credentials(world.ca, tmp_path / "org", SHINJUKU, "新宿区")
+    old_sig = json.loads(creds.sig_key.read_text())
+    assert rotate_org_keys(creds.directory, SHINJUKU) == (f"{SHINJUKU}:sig:2", f"{SHINJUKU}:enc:2")
+    assert json.loads((creds.directory / "sig.1.jwk").read_text()) == old_sig
+    for name in ("sig.jwk", "enc.jwk", "sig.1.jwk", "enc.1.jwk"):
+        assert _mode(creds.directory / name) == 0o600
+    keys = {k["kid"]: k for k in json.loads(creds.public.read_text())["keys"]}
+    assert set(keys) == {f"{SHINJUKU}:{u}:{n}" for u in ("sig", "enc") for n in (1, 2)}
+    assert keys[f"{SHINJUKU}:sig:1"]["status"] == "retiring"
+    assert "status" not in keys[f"{SHINJUKU}:sig:2"]
+    # re-running issue must not drop the retiring keys from public.json
+    issue_org_credentials(world.ca, creds.directory, SHINJUKU, "新宿区")
+    assert len(json.loads(creds.public.read_text())["keys"]) == 4
+    # a second rotation keeps only the previous generation
+    rotate_org_keys(creds.directory, SHINJUKU)
+    kids = {k["kid"] for k in json.loads(creds.public.read_text())["keys"]}
+    assert kids == {f"{SHINJUKU}:{u}:{n}" for u in ("sig", "enc") for n in (2, 3)}
+    with pytest.raises(PkiError):
+        rotate_org_keys(creds.directory, NAKANO)
+
+
+# --- mutual TLS ---------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    server_error: BaseException | None = None
+    client_error: BaseException | None = None
+    peer_org: str | None = None
+    reply: bytes = b""
+
+
+def _handshake(
+    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, server_hostname: str = "127.0.0.1"
+) -> Outcome:
+    """One TLS connection on 127.0.0.1: client sends ping, server answers pong."""
+    out = Outcome()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        try:
+            conn, _ = listener.accept()
+            conn.settimeout(5)
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                der = tls.getpeercert(binary_form=True)
+                assert der is not None
+                out.peer_org = org_code_of_certificate(der)
+                if tls.recv(4) == b"ping":
+                    tls.sendall(b"pong")
+        except BaseException as err:  # recorded for the assertions of the main thread
+            out.server_error = err
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+            with client_ctx.wrap_socket(raw, server_hostname=server_hostname) as tls:
+                tls.sendall(b"ping")
+                out.reply = tls.recv(4)
+    except (OSError, ssl.SSLError) as err:
+        out.client_error = err
+    finally:
+        thread.join(10)
+        listener.close()
+    return out
+
+
+def _server(creds: OrgCredentials, ca: Path) -> ssl.SSLContext:
+    return server_ssl_context(creds.tls_cert, creds.tls_key, ca / "ca.crt")
+
+
+def _client(creds: OrgCredentials, ca: Path) -> ssl.SSLContext:
+    return client_ssl_context(creds.tls_cert, creds.tls_key, ca / "ca.crt")
+
+
+def test_contexts_are_strict(world: World) -> None:
+    server = _server(world.shinjuku, world.ca)
+    client = _client(world.nakano, world.ca)
+    assert server.verify_mode == ssl.CERT_REQUIRED
+    assert client.verify_mode == ssl.CERT_REQUIRED and client.check_hostname
+    assert server.minimum_version >= ssl.TLSVersion.TLSv1_2
+    assert client.minimum_version >= ssl.TLSVersion.TLSv1_2
+    # only our CA, no system roots
+    assert len(client.get_ca_certs()) == 1 and len(server.get_ca_certs()) == 1
+
+
+def test_mutual_tls_between_two_organizations(world: World) -> None:
+    out = _handshake(_server(world.shinjuku, world.ca), _client(world.nakano, world.ca))
+    assert out.server_error is None and out.client_error is None
+    assert out.reply == b"pong"
+    assert out.peer_org == NAKANO
+
+
+def test_client_certificate_from_another_ca_is_refused(world: World) -> None:
+    # The rogue client trusts our CA (so it accepts the server) but its own cert is foreign.
+    rogue = client_ssl_context(world.rogue.tls_cert, world.rogue.tls_key, world.ca / "ca.crt")
+    out = _handshake(_server(world.shinjuku, world.ca), rogue)
+    assert isinstance(out.server_error, ssl.SSLCertVerificationError)
+    assert out.reply != b"pong" and out.peer_org is None
+
+
+def test_client_without_certificate_is_refused(world: World) -> None:
+    anonymous = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    anonymous.load_verify_locations(cafile=str(world.ca / "ca.crt"))
+    out = _handshake(_server(world.shinjuku, world.ca), anonymous)
+    assert isinstance(out.server_error, ssl.SSLError)
+    assert "CERTIFICATE" in str(out.server_error).upper()
+    assert out.reply != b"pong" and out.peer_org is None
+
+
+def test_client_refuses_server_from_another_ca(world: World) -> None:
+    out = _handshake(_server(world.rogue, world.other_ca), _client(world.shinjuku, world.ca))
+    assert isinstance(out.client_error, ssl.SSLCertVerificationError)
+    assert out.reply != b"pong"
+
+
+def test_client_checks_the_hostname(world: World) -> None:
+    out = _handshake(
+        _server(world.shinjuku, world.ca),
+        _client(world.nakano, world.ca),
+        server_hostname="atena.example.jp",
+    )
+    assert isinstance(out.client_error, ssl.SSLCertVerificationError)
+    assert out.reply != b"pong"

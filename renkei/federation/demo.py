@@ -300,7 +300,10 @@ def play(layout: Layout, pop: Population) -> list[Scenario]:
         status, body = clients["shinjuku"].post("/v1/inquiries", sc.request)
         ms = (time.perf_counter() - t0) * 1000
         failure = sc.check(status, body)
-        outcome = body.get("status") or ("refused" if body.get("code") == "rule_violation" else body.get("code"))
+        if status == 200:
+            outcome = body.get("status")
+        else:
+            outcome = "refused" if body.get("code") == "rule_violation" else body.get("code")
         sc.result = {
             "name": sc.name,
             "description_ja": sc.title_ja,

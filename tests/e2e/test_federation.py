@@ -1,0 +1,222 @@
+"""End to end: the whole federation as separate processes over mutual TLS.
+
+Runs on SQLite and, when configured, with every node on its own PostgreSQL database.
+Checks the three demo scenarios, the trust boundaries of DESIGN.md §1 over every
+node's data, and that a peer without a certificate of our CA cannot even connect.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, inspect, text
+
+from renkei.core.crypto import pki
+from renkei.dummy.population import Population, generate_population
+from renkei.federation import demo
+from renkei.federation.process import Federation
+from renkei.federation.topology import HUB, NAKANO, ORGS, SHINJUKU, Layout
+from tests.conftest import BACKENDS, create_pg_database, drop_pg_database
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_base_port() -> int:
+    for _ in range(50):
+        base = random.randrange(20000, 40000, 100)
+        ok = True
+        for offset in range(0, 60):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", base + offset))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port range")
+
+
+@dataclass
+class Run:
+    layout: Layout
+    pop: Population
+    scenarios: list[demo.Scenario]
+    database_urls: dict[str, str]
+    fed: Federation
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    var = tmp_path_factory.mktemp(f"var-{request.param}")
+    layout = Layout(var, _free_base_port())
+    urls: dict[str, str] = {}
+    if request.param == "postgresql":
+        for org in ORGS:
+            for node in org.nodes:
+                urls[f"{org.slug}/{node}"] = create_pg_database()
+    pop = generate_population(seed=7, shinjuku=120, nakano=80)
+    fed = Federation()
+    try:
+        demo.prepare(layout, pop, urls)
+        demo.start(layout, fed)
+        scenarios = demo.play(layout, pop)
+        yield Run(layout, pop, scenarios, urls, fed)
+    finally:
+        fed.stop()
+        for url in urls.values():
+            drop_pg_database(url)
+
+
+def test_scenarios_end_as_expected(run: Run) -> None:
+    results = {sc.name: sc.result for sc in run.scenarios}
+    assert results["a_move_in_tax"]["outcome"] == "answered", results
+    assert results["b_not_allowed"]["outcome"] == "refused", results
+    assert results["c_no_copy"]["outcome"] == "no_data", results
+    assert all(r["ok"] for r in results.values()), results
+    serials = [r["serial"] for r in results.values()]
+    assert all(s and len(s) == 20 for s in serials) and len(set(serials)) == 3
+
+
+def _hub_rows(run: Run, sql: str) -> list[tuple[object, ...]]:
+    url = run.database_urls.get("hub/hub") or f"sqlite:///{run.layout.node_dir(HUB, 'hub') / 'hub.db'}"
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+def test_refusal_is_recorded_at_the_hub_naming_the_missing_rule(run: Run) -> None:
+    serial = next(sc.result["serial"] for sc in run.scenarios if sc.name == "b_not_allowed")
+    rows = _hub_rows(run, f"select outcome, reason_code, reason from provision_records where serial = '{serial}'")
+    assert rows and rows[0][0] == "refused" and rows[0][1] == "rule_not_found"
+    assert "TM00000000009001" in str(rows[0][2]) and "JT01010000016001" in str(rows[0][2])
+
+
+def _node_text(run: Run, slug: str, node: str) -> bytes:
+    """Everything a node holds: every file in its data directory, and its database's rows."""
+    org = next(o for o in ORGS if o.slug == slug)
+    parts: list[bytes] = []
+    for path in sorted(run.layout.node_dir(org, node).rglob("*")):
+        if path.is_file():
+            parts.append(path.read_bytes())
+    url = run.database_urls.get(f"{slug}/{node}")
+    if url:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                for table in inspect(conn).get_table_names():
+                    for row in conn.execute(text(f'select * from "{table}"')):
+                        parts.append(repr(tuple(row)).encode("utf-8"))
+        finally:
+            engine.dispose()
+    return b"\n".join(parts)
+
+
+def _answer_markers(run: Run) -> list[bytes]:
+    """Answer values as they would appear in plaintext JSON, for every registered tax copy."""
+    markers = []
+    for values in run.pop.tax_records.values():
+        if values.get("K003", "0") not in {"", "0"}:
+            markers.append(f'"K003": "{values["K003"]}"'.encode())
+            markers.append(f'"K003":"{values["K003"]}"'.encode())
+    return markers
+
+
+def test_trust_boundaries(run: Run) -> None:
+    numbers = [p.individual_number.encode() for p in run.pop.persons]
+    resident_codes = [p.resident_code.encode() for p in run.pop.persons]
+    pseudonyms = [str(r[0]).encode() for r in _hub_rows(run, "select pseudonym from pseudonyms")]
+    assert len(pseudonyms) > 100
+    answers = _answer_markers(run)
+    assert answers
+
+    hub = _node_text(run, "hub", "hub")
+    jlis = _node_text(run, "jlis", "jlis")
+    chukans = {o.slug: _node_text(run, o.slug, "chukan") for o in ORGS if "chukan" in o.nodes}
+    atenas = {o.slug: _node_text(run, o.slug, "atena") for o in ORGS if "atena" in o.nodes}
+
+    def hits(blob: bytes, needles: list[bytes]) -> int:
+        return sum(1 for n in needles if n in blob)
+
+    # The scan must be able to fail: the places that do hold these values are found.
+    assert hits(jlis, numbers) == len(numbers)
+    assert hits(chukans["nakano"], answers) > 0
+    assert hits(chukans["shinjuku"], pseudonyms) > 0
+
+    assert hits(hub, numbers) == 0, "individual number at the hub"
+    assert hits(hub, resident_codes) == 0, "resident code stored in clear at the hub"
+    assert hits(hub, answers) == 0, "answer content readable at the hub"
+    for slug, blob in chukans.items():
+        assert hits(blob, numbers) == 0, f"individual number in {slug} chukan"
+        assert hits(blob, resident_codes) == 0, f"resident code in {slug} chukan"
+    for slug, blob in atenas.items():
+        assert hits(blob, numbers) == 0, f"individual number in clear in {slug} atena"
+        assert hits(blob, resident_codes) == 0, f"resident code in {slug} atena"
+        assert hits(blob, pseudonyms) == 0, f"pseudonym in {slug} atena"
+    assert hits(jlis, pseudonyms) == 0 and hits(jlis, answers) == 0
+
+
+def test_each_organization_gets_a_different_pseudonym(run: Run) -> None:
+    rows = _hub_rows(run, "select link_id, count(distinct pseudonym), count(distinct org_code) from pseudonyms group by link_id")
+    assert rows and all(int(r[1]) == int(r[2]) for r in rows)
+    assert any(int(r[2]) >= 2 for r in rows)
+
+
+def _handshake(url: str, context: ssl.SSLContext) -> None:
+    host, port = url.removeprefix("https://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=host) as tls:
+            tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = tls.recv(4096)
+            if not data:
+                raise ConnectionError("closed")
+
+
+@pytest.mark.parametrize("target", ["hub", "chukan", "atena"])
+def test_peer_without_our_certificate_is_refused(run: Run, target: str, tmp_path: Path) -> None:
+    org = {"hub": HUB, "chukan": NAKANO, "atena": SHINJUKU}[target]
+    url = run.layout.url(org, target)
+    # A good client certificate works.
+    creds = run.layout.creds_dir(SHINJUKU)
+    _handshake(url, pki.client_ssl_context(creds / "tls.crt", creds / "tls.key", run.layout.ca_cert))
+    # No client certificate.
+    bare = ssl.create_default_context(cafile=str(run.layout.ca_cert))
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        _handshake(url, bare)
+    # A certificate from a foreign CA naming a known organization.
+    pki.create_ca(tmp_path / "ca")
+    foreign = pki.issue_org_credentials(tmp_path / "ca", tmp_path / "org", SHINJUKU.org_code, "偽の新宿区")
+    with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
+        _handshake(url, pki.client_ssl_context(foreign.tls_cert, foreign.tls_key, run.layout.ca_cert))
+
+
+def test_demo_command_writes_report_and_population(tmp_path: Path) -> None:
+    """`renkei demo` as a user runs it, in its own directory and ports."""
+    var = tmp_path / "var"
+    proc = subprocess.run(
+        [sys.executable, "-m", "renkei.cli", "demo", "--var", str(var), "--base-port", str(_free_base_port())],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads((var / "demo" / "report.json").read_text(encoding="utf-8"))
+    assert [s["outcome"] for s in report["scenarios"]] == ["answered", "refused", "no_data"]
+    assert all(isinstance(s["round_trip_ms"], float) for s in report["scenarios"])
+    header = (var / "demo" / "population.csv").read_text(encoding="utf-8").splitlines()[0]
+    assert header.startswith("個人番号")
+    assert "該当なし" in proc.stdout and "回答あり" in proc.stdout
+
+

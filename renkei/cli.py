@@ -96,6 +96,8 @@ def serve(node: str, config: Path = typer.Option(..., "--config", help="ノー�
         ssl_cert_reqs=ssl.CERT_REQUIRED,
         log_level="warning",
         access_log=False,
+        # Peers hold keep-alive connections to each other; do not wait for them forever.
+        timeout_graceful_shutdown=3,
     )
 
 

@@ -131,6 +131,7 @@ def _answer_markers(run: Run) -> list[bytes]:
         if values.get("K003", "0") not in {"", "0"}:
             markers.append(f'"K003": "{values["K003"]}"'.encode())
             markers.append(f'"K003":"{values["K003"]}"'.encode())
+            markers.append(f"'K003': '{values['K003']}'".encode())  # rows read back from PostgreSQL
     return markers
 
 

@@ -22,7 +22,6 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	$(PY) -m pytest -m slow -p no:randomly -q -s bench tests
 	$(PY) bench/run.py
 
 lint: $(STAMP)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import base64
+import json
 
 import orjson
 import pytest
@@ -18,6 +19,7 @@ from starlette.testclient import TestClient
 
 from renkei.core import ids
 from renkei.core.crypto import envelope
+from renkei.core.messaging import new_message_id
 from renkei.hub.app import create_app
 from renkei.hub.models import Base, ProvisionRecord, Pseudonym
 from tests.api.fed import (
@@ -250,11 +252,26 @@ def test_refused_message_is_not_remembered_so_it_is_not_a_replay(hub: Hub) -> No
 
 @pytest.mark.parametrize(
     "count",
-    ["1", 1.5, 1.0, None, [], {}, 0, -1, 10_001, 10**30, "一"],
-    ids=["str", "float", "float-int", "null", "list", "object", "zero", "negative", "over", "huge", "kanji"],
+    ["1", 1.5, 1.0, None, [], {}, 0, -1, 10_001, "一"],
+    ids=["str", "float", "float-int", "null", "list", "object", "zero", "negative", "over", "kanji"],
 )
 def test_bad_count(hub: Hub, count: Any) -> None:
     token = hub.fed.seal(SHINJUKU, HUB, "acquisition.create", {"count": count})
+    _refused(hub, "/v1/acquisitions", token, 422, "bad_count")
+
+
+@pytest.mark.parametrize("count", [10**30, -(10**30), 2**64])
+def test_count_beyond_64_bits(hub: Hub, count: int) -> None:
+    # orjson cannot write such a number, the stdlib can: sign the payload by hand.
+    payload = {
+        "id": new_message_id(),
+        "iss": SHINJUKU.org_code,
+        "aud": HUB.org_code,
+        "typ": "acquisition.create",
+        "iat": int(datetime.now(UTC).timestamp()),
+        "body": {"count": count},
+    }
+    token = envelope.sign(json.dumps(payload).encode(), hub.fed.key(SHINJUKU))
     _refused(hub, "/v1/acquisitions", token, 422, "bad_count")
 
 

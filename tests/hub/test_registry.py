@@ -162,3 +162,33 @@ def test_issue_serial_after_rollback_stays_unique(session: Session) -> None:
     third = service.issue_serial(session, "inquiry", NOW)
     session.commit()
     assert third != first and third > first
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="register_org updates an existing OrgKey found by kid without checking that it "
+    "belongs to the organization being registered: one organization's document can replace "
+    "another organization's public key",
+)
+def test_register_org_cannot_replace_another_organizations_key(
+    session: Session, public_docs: dict[str, dict[str, Any]]
+) -> None:
+    service.register_org(session, public_docs[SHINJUKU], kind="市町村長", now=NOW)
+    session.commit()
+    theirs = session.get(OrgKey, f"{SHINJUKU}:sig:1")
+    assert theirs is not None
+    original = dict(theirs.jwk)
+    forged = {
+        **public_docs[NAKANO],
+        "keys": [{**public_docs[NAKANO]["keys"][0], "kid": f"{SHINJUKU}:sig:1"}],
+    }
+    try:
+        service.register_org(session, forged, kind="市町村長", now=NOW)
+        session.commit()
+    except Problem:
+        session.rollback()
+    session.expire_all()
+    key = session.get(OrgKey, f"{SHINJUKU}:sig:1")
+    assert key is not None
+    assert key.org_code == SHINJUKU
+    assert key.jwk == original

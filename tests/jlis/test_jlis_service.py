@@ -1,0 +1,197 @@
+"""J-LIS: the individual number ↔ resident code table and the relay of acquisitions."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from renkei.core import ids
+from renkei.core.errors import Problem
+from renkei.jlis import service
+from renkei.jlis.models import Citizen, RelayedAcquisition, kernel
+from tests.jlis.conftest import NOW
+
+RNG = random.Random(131041)
+PEOPLE = [(ids.generate_individual_number(RNG), ids.generate_resident_code(RNG), "131041") for _ in range(5)]
+HUB_URL = "https://127.0.0.1:9001"
+HUB_ORG = "9000000000000001"
+SHINJUKU = "1310410000000000"
+
+
+def _bump(value: str) -> str:
+    return value[:-1] + str((int(value[-1]) + 1) % 10)
+
+
+def _outbox(session: Session) -> list[dict]:
+    t = kernel.outbox
+    return [dict(r) for r in session.execute(select(t).order_by(t.c.id)).mappings()]
+
+
+def _citizens(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(Citizen)) or 0)
+
+
+def _acq(i: int) -> str:
+    return f"2025040100000000{i:04d}"
+
+
+def test_load_citizens(session: Session) -> None:
+    assert service.load_citizens(session, PEOPLE[:3], NOW) == 3
+    session.commit()
+    rows = {c.resident_code: c for c in session.scalars(select(Citizen))}
+    assert set(rows) == {p[1] for p in PEOPLE[:3]}
+    for number, code, lg in PEOPLE[:3]:
+        assert (rows[code].individual_number, rows[code].lg_code, rows[code].registered_at) == (number, lg, NOW)
+
+
+def test_load_citizens_is_idempotent(session: Session) -> None:
+    assert service.load_citizens(session, PEOPLE[:3], NOW) == 3
+    session.commit()
+    assert service.load_citizens(session, PEOPLE, NOW + timedelta(days=1)) == 2
+    assert service.load_citizens(session, PEOPLE, NOW + timedelta(days=2)) == 0
+    session.commit()
+    assert _citizens(session) == 5
+    first = session.get(Citizen, PEOPLE[0][1])
+    assert first is not None and first.registered_at == NOW
+
+
+def test_load_citizens_accepts_a_generator(session: Session) -> None:
+    assert service.load_citizens(session, (p for p in PEOPLE), NOW) == 5
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        (_bump(PEOPLE[4][0]), PEOPLE[4][1], "131041"),
+        (PEOPLE[4][0][:-1], PEOPLE[4][1], "131041"),
+        ("１" + PEOPLE[4][0][1:], PEOPLE[4][1], "131041"),
+        (PEOPLE[4][0], _bump(PEOPLE[4][1]), "131041"),
+        (PEOPLE[4][0], PEOPLE[4][1] + "0", "131041"),
+    ],
+)
+def test_load_citizens_validates_ids(session: Session, row: tuple[str, str, str]) -> None:
+    with pytest.raises(ids.InvalidId) as exc:
+        service.load_citizens(session, [PEOPLE[0], row], NOW)
+    # the message never repeats the number
+    assert row[0] not in str(exc.value) and row[1] not in str(exc.value)
+    session.rollback()
+    assert _citizens(session) == 0
+
+
+def test_submit_relays_known_numbers(session: Session) -> None:
+    service.load_citizens(session, PEOPLE, NOW)
+    session.commit()
+    items = [
+        {"individual_number": PEOPLE[0][0], "acquisition_no": _acq(1)},
+        {"individual_number": PEOPLE[1][0], "acquisition_no": _acq(2)},
+        {"individual_number": ids.generate_individual_number(random.Random(1)), "acquisition_no": _acq(3)},
+        {"individual_number": _bump(PEOPLE[2][0]), "acquisition_no": _acq(4)},
+        {"individual_number": PEOPLE[2][0], "acquisition_no": "2025040100000000005"},
+        {"individual_number": PEOPLE[2][0], "acquisition_no": "2025040100000000000X"},
+        {"individual_number": PEOPLE[2][0], "acquisition_no": "２０２５０４０１０００００００００００６"},
+        {"individual_number": PEOPLE[2][0]},
+        {"acquisition_no": _acq(7)},
+    ]
+    results = service.submit_acquisitions(
+        session, kernel, org_code=SHINJUKU, items=items, hub_url=HUB_URL, hub_org=HUB_ORG, now=NOW
+    )
+    session.commit()
+    assert [r.status for r in results] == [
+        "relayed",
+        "relayed",
+        "unknown_individual_number",
+        "invalid_individual_number",
+        "bad_acquisition_no",
+        "bad_acquisition_no",
+        "bad_acquisition_no",
+        "bad_acquisition_no",
+        "invalid_individual_number",
+    ]
+    assert [r.acquisition_no for r in results[:4]] == [_acq(1), _acq(2), _acq(3), _acq(4)]
+
+    [box] = _outbox(session)
+    assert box["destination"] == HUB_URL + "/v1/acquisitions/resolve"
+    assert box["audience"] == HUB_ORG and box["typ"] == "acquisition.resolve"
+    assert box["delivered_at"] is None and box["next_attempt_at"] == NOW
+    assert box["body"] == {
+        "items": [
+            {"acquisition_no": _acq(1), "resident_code": PEOPLE[0][1], "org_code": SHINJUKU},
+            {"acquisition_no": _acq(2), "resident_code": PEOPLE[1][1], "org_code": SHINJUKU},
+        ]
+    }
+    # the hub must never see an individual number
+    text = json.dumps(box["body"])
+    assert not any(number in text for number, _, _ in PEOPLE)
+
+    relayed = session.scalars(select(RelayedAcquisition).order_by(RelayedAcquisition.acquisition_no)).all()
+    assert [(r.acquisition_no, r.org_code, r.resident_code, r.relayed_at) for r in relayed] == [
+        (_acq(1), SHINJUKU, PEOPLE[0][1], NOW),
+        (_acq(2), SHINJUKU, PEOPLE[1][1], NOW),
+    ]
+
+
+def test_submit_with_nothing_relayed_enqueues_nothing(session: Session) -> None:
+    service.load_citizens(session, PEOPLE[:1], NOW)
+    items = [
+        {"individual_number": PEOPLE[1][0], "acquisition_no": _acq(1)},
+        {"individual_number": _bump(PEOPLE[0][0]), "acquisition_no": _acq(2)},
+        {"individual_number": PEOPLE[0][0], "acquisition_no": "1"},
+    ]
+    results = service.submit_acquisitions(
+        session, kernel, org_code=SHINJUKU, items=items, hub_url=HUB_URL, hub_org=HUB_ORG, now=NOW
+    )
+    assert [r.status for r in results] == [
+        "unknown_individual_number",
+        "invalid_individual_number",
+        "bad_acquisition_no",
+    ]
+    assert _outbox(session) == []
+    assert session.scalar(select(func.count()).select_from(RelayedAcquisition)) == 0
+    assert service.submit_acquisitions(
+        session, kernel, org_code=SHINJUKU, items=[], hub_url=HUB_URL, hub_org=HUB_ORG, now=NOW
+    ) == []
+    assert _outbox(session) == []
+
+
+def test_each_submission_is_one_message(session: Session) -> None:
+    service.load_citizens(session, PEOPLE, NOW)
+    for i, (number, _, _) in enumerate(PEOPLE):
+        service.submit_acquisitions(
+            session,
+            kernel,
+            org_code=SHINJUKU,
+            items=[{"individual_number": number, "acquisition_no": _acq(i)}],
+            hub_url=HUB_URL,
+            hub_org=HUB_ORG,
+            now=NOW,
+        )
+    session.commit()
+    boxes = _outbox(session)
+    assert len(boxes) == 5 and len({b["message_id"] for b in boxes}) == 5
+    assert [b["body"]["items"][0]["resident_code"] for b in boxes] == [p[1] for p in PEOPLE]
+
+
+def test_submit_batch_limit(session: Session) -> None:
+    with pytest.raises(Problem) as exc:
+        service.submit_acquisitions(
+            session,
+            kernel,
+            org_code=SHINJUKU,
+            items=[{}] * (service.MAX_BATCH + 1),
+            hub_url=HUB_URL,
+            hub_org=HUB_ORG,
+            now=NOW,
+        )
+    assert exc.value.code == "bad_count"
+    assert _outbox(session) == []
+
+
+def test_load_citizens_duplicate_rows_in_one_batch(session: Session) -> None:
+    assert service.load_citizens(session, [PEOPLE[0], PEOPLE[1], PEOPLE[0]], NOW) == 2
+    session.commit()
+    assert _citizens(session) == 2

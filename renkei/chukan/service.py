@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from renkei.catalogue import Catalogue
+from renkei.chukan.models import Fukuhon, PendingAcquisition, ProvisionRecord, PseudonymBinding
 from renkei.core import ids
 from renkei.core.errors import Problem
-from renkei.chukan.models import Fukuhon, PendingAcquisition, ProvisionRecord, PseudonymBinding
 
 MAX_BATCH = 10_000
 

@@ -5,7 +5,6 @@ One `PeerClient` per process (created in the app's lifespan), reused for all cal
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -79,7 +78,7 @@ class PeerClient:
                 raw = await resp.read()
                 ctype = resp.headers.get("content-type", "")
                 status = resp.status
-        except (aiohttp.ClientError, asyncio.TimeoutError, ssl.SSLError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, ssl.SSLError, OSError) as exc:
             raise PeerUnavailable(url, type(exc).__name__) from None
         if status >= 400:
             if ctype.startswith(PROBLEM_MEDIA_TYPE) or ctype.startswith("application/json"):

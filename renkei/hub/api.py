@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+
 from renkei.core.db import transaction
 from renkei.core.errors import Problem
 from renkei.core.messaging import remember

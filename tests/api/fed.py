@@ -30,7 +30,6 @@ from renkei.core.messaging import JOSE_MEDIA_TYPE, new_message_id, seal
 from renkei.federation import setup
 from renkei.federation.topology import HUB, JLIS, NAKANO, NENKIN, SHINJUKU, Layout, Org  # noqa: F401
 
-
 JOSE = {"content-type": JOSE_MEDIA_TYPE}
 _JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
 

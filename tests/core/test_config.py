@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from renkei.core.config import ConfigError, load_config
+from renkei.federation.topology import HUB, SHINJUKU, Layout, write_config
+
+
+def test_generated_config_loads_with_paths_resolved(tmp_path: Path) -> None:
+    layout = Layout(tmp_path / "var", 20000)
+    cfg = load_config(write_config(layout, SHINJUKU, "atena"), environ={})
+    assert cfg.kind == "atena" and cfg.org_code == SHINJUKU.org_code and cfg.port == 20020
+    assert cfg.database_url.startswith("sqlite:///") and cfg.database_url.endswith("atena.db")
+    assert cfg.peer("chukan") == layout.url(SHINJUKU, "chukan")
+    assert cfg.hub_org_code == HUB.org_code and cfg.master_key is not None
+
+
+def test_environment_overrides(tmp_path: Path) -> None:
+    path = write_config(Layout(tmp_path / "var", 20000), SHINJUKU, "chukan")
+    cfg = load_config(path, environ={"RENKEI_NODE_PORT": "9999", "RENKEI_NODE_DATABASE_URL": "postgresql+psycopg://x/y"})
+    assert cfg.port == 9999 and cfg.database_url == "postgresql+psycopg://x/y"
+
+
+def test_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="設定ファイルがありません"):
+        load_config(tmp_path / "missing.toml", environ={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[node]\nkind = 'hub'\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="必須項目"):
+        load_config(bad, environ={})
+    bad.write_text("[node\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="書式"):
+        load_config(bad, environ={})
+    bad.write_text("[node]\nkind = 'mail'\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="kind"):
+        load_config(bad, environ={})
+    with pytest.raises(ConfigError):
+        load_config(write_config(Layout(tmp_path / "v", 20000), HUB, "hub"), environ={}).peer("chukan")

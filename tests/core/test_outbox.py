@@ -1,0 +1,95 @@
+"""The outbox loses nothing: failed deliveries are retried with backoff, repeats count as delivered."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+from sqlalchemy import MetaData, select
+
+from renkei.core.db import kernel_tables, make_engine, make_sessionmaker, transaction
+from renkei.core.errors import Problem
+from renkei.core.http import PeerUnavailable
+from renkei.core.outbox import backoff, deliver_due, enqueue, pending
+
+
+class FlakyPeer:
+    """Fails with the given problems first, then accepts; records what it received."""
+
+    def __init__(self, failures: list[Problem]) -> None:
+        self.failures = failures
+        self.received: list[tuple[str, str, dict[str, Any], str | None]] = []
+
+    async def call(self, url: str, aud: str, typ: str, body: dict[str, Any], *, message_id: str | None = None) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.received.append((url, typ, body, message_id))
+
+
+def _runtime(db_url: str, peer: FlakyPeer, clock: list[datetime]) -> SimpleNamespace:
+    md = MetaData()
+    kernel = kernel_tables(md)
+    engine = make_engine(db_url)
+    md.create_all(engine)
+    return SimpleNamespace(kernel=kernel, sessions=make_sessionmaker(engine), peer=peer, clock=lambda: clock[0])
+
+
+def test_retry_until_delivered_then_not_again(db_url: str) -> None:
+    clock = [datetime(2026, 4, 1, tzinfo=UTC)]
+    peer = FlakyPeer([PeerUnavailable("https://x", "ConnectionRefusedError"), PeerUnavailable("https://x", "timeout")])
+    rt = _runtime(db_url, peer, clock)
+    with transaction(rt.sessions) as s:
+        mid = enqueue(s, rt.kernel, destination="https://x/v1/a", audience="1", typ="t", body={"k": "v"}, now=clock[0])
+    assert asyncio.run(deliver_due(rt)) == 0  # type: ignore[arg-type]
+    # Not due again before the backoff has passed.
+    assert asyncio.run(deliver_due(rt)) == 0  # type: ignore[arg-type]
+    assert peer.failures, "second attempt must wait for the backoff"
+    clock[0] += backoff(1) + timedelta(seconds=1)
+    assert asyncio.run(deliver_due(rt)) == 0  # type: ignore[arg-type]
+    clock[0] += backoff(2) + timedelta(seconds=1)
+    assert asyncio.run(deliver_due(rt)) == 1  # type: ignore[arg-type]
+    assert peer.received == [("https://x/v1/a", "t", {"k": "v"}, mid)]
+    clock[0] += timedelta(days=1)
+    assert asyncio.run(deliver_due(rt)) == 0  # type: ignore[arg-type]
+    with rt.sessions() as s:
+        assert pending(s, rt.kernel) == 0
+        row = s.execute(select(rt.kernel.outbox)).mappings().one()
+        assert row["attempts"] == 2 and row["delivered_at"] is not None
+
+
+def test_replayed_answer_counts_as_delivered(db_url: str) -> None:
+    clock = [datetime(2026, 4, 1, tzinfo=UTC)]
+    peer = FlakyPeer([Problem(409, "replayed_message", "同じ電文が既に受信されています")])
+    rt = _runtime(db_url, peer, clock)
+    with transaction(rt.sessions) as s:
+        enqueue(s, rt.kernel, destination="https://x", audience="1", typ="t", body={}, now=clock[0])
+    assert asyncio.run(deliver_due(rt)) == 1  # type: ignore[arg-type]
+
+
+def test_refused_content_is_parked_not_hammered(db_url: str) -> None:
+    clock = [datetime(2026, 4, 1, tzinfo=UTC)]
+    peer = FlakyPeer([Problem(422, "bad_items", "形式誤り")])
+    rt = _runtime(db_url, peer, clock)
+    with transaction(rt.sessions) as s:
+        enqueue(s, rt.kernel, destination="https://x", audience="1", typ="t", body={}, now=clock[0])
+    asyncio.run(deliver_due(rt))  # type: ignore[arg-type]
+    clock[0] += timedelta(days=30)
+    assert asyncio.run(deliver_due(rt)) == 0  # type: ignore[arg-type]
+    with rt.sessions() as s:
+        row = s.execute(select(rt.kernel.outbox)).mappings().one()
+        assert row["delivered_at"] is None and "bad_items" in row["last_error"]
+
+
+def test_enqueue_rolls_back_with_the_change(db_url: str) -> None:
+    clock = [datetime(2026, 4, 1, tzinfo=UTC)]
+    rt = _runtime(db_url, FlakyPeer([]), clock)
+    try:
+        with transaction(rt.sessions) as s:
+            enqueue(s, rt.kernel, destination="https://x", audience="1", typ="t", body={}, now=clock[0])
+            raise RuntimeError("the state change failed")
+    except RuntimeError:
+        pass
+    with rt.sessions() as s:
+        assert pending(s, rt.kernel) == 0

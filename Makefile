@@ -25,8 +25,8 @@ bench: $(STAMP)
 	$(PY) bench/run.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check renkei/core renkei/catalogue
-	$(VENV)/bin/mypy renkei/core renkei/catalogue
+	$(VENV)/bin/ruff check renkei tests bench
+	$(VENV)/bin/mypy renkei
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import sys
 from pathlib import Path
 
 import typer
@@ -119,4 +118,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

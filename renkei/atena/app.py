@@ -13,16 +13,14 @@ from renkei.catalogue import Catalogue, load_catalogue
 from renkei.core.app import node_app
 from renkei.core.config import NodeConfig
 from renkei.core.crypto.field import FileKms, load_or_create_keyring
-from renkei.core.node import build_runtime, hub_registry_view
+from renkei.core.node import build_runtime, follow_hub_registry, hub_registry_view
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app(config: NodeConfig, *, engine: Engine | None = None, catalogue: Catalogue | None = None) -> FastAPI:
-    holder: dict[str, object] = {}
-    view = hub_registry_view(config, lambda: holder["rt"].peer)  # type: ignore[attr-defined]
-    rt = build_runtime(config, Base.metadata, kernel, view, engine=engine)
-    holder["rt"] = rt
+    rt = build_runtime(config, Base.metadata, kernel, hub_registry_view(config), engine=engine)
+    follow_hub_registry(rt)
     app = node_app(
         title="renkei atena — 団体内統合宛名システム",
         description="団体内統合宛名番号の付番、業務宛名番号との紐付け、個人番号（暗号化）の保持、中間サーバー・J-LISへの中継。",

@@ -12,16 +12,14 @@ from renkei.chukan.api import router
 from renkei.chukan.models import Base, kernel
 from renkei.core.app import node_app
 from renkei.core.config import NodeConfig
-from renkei.core.node import build_runtime, hub_registry_view
+from renkei.core.node import build_runtime, follow_hub_registry, hub_registry_view
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app(config: NodeConfig, *, engine: Engine | None = None, catalogue: Catalogue | None = None) -> FastAPI:
-    holder: dict[str, object] = {}
-    view = hub_registry_view(config, lambda: holder["rt"].peer)  # type: ignore[attr-defined]
-    rt = build_runtime(config, Base.metadata, kernel, view, engine=engine)
-    holder["rt"] = rt
+    rt = build_runtime(config, Base.metadata, kernel, hub_registry_view(config), engine=engine)
+    follow_hub_registry(rt)
     app = node_app(
         title="renkei chukan — 自治体中間サーバー",
         description="副本の保持、符号の管理、自動応答、情報照会の中継、情報提供等の記録。個人番号は保持しない。",

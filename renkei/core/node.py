@@ -151,22 +151,23 @@ def load_public_document(path: Any) -> dict[str, Any]:
     return doc
 
 
-def hub_registry_view(config: NodeConfig, peer_getter: Callable[[], PeerClient]) -> RegistryView:
-    """Registry view of a non-hub node: own keys and the hub's pinned keys, then the hub's registry."""
+def hub_registry_view(config: NodeConfig) -> RegistryView:
+    """Registry view of a non-hub node: its own keys and the hub's pinned keys to start with."""
     docs = [load_public_document(config.keys.public)]
     if config.keys.hub_public is not None:
         docs.append(load_public_document(config.keys.hub_public))
-    view = RegistryView(KeyDirectory.from_documents(docs))
-    hub_code = config.hub_org_code
+    return RegistryView(KeyDirectory.from_documents(docs))
+
+
+def follow_hub_registry(rt: NodeRuntime) -> None:
+    """Refresh the view from the hub's registry on an unknown key id (new peer, rotated key)."""
 
     async def refresh() -> None:
-        msg = await peer_getter().call(config.peer("hub") + "/v1/registry", hub_code, "registry.query", {})
+        msg = await rt.peer.call(rt.config.peer("hub") + "/v1/registry", rt.config.hub_org_code, "registry.query", {})
         for doc in msg.body.get("organizations", []):
-            view.directory.add(doc)
+            rt.registry.directory.add(doc)
 
-    view.refresh = refresh
-    return view
-
+    rt.registry.refresh = refresh
 
 SEALED_BODY: dict[str, Any] = {
     "requestBody": {

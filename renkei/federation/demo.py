@@ -20,6 +20,8 @@ import httpx
 
 from renkei.core import ids
 from renkei.core.crypto import pki
+from renkei.dummy.population import NAKANO as NAKANO_LG
+from renkei.dummy.population import SHINJUKU as SHINJUKU_LG
 from renkei.dummy.population import Person, Population, generate_population, write_population_csv
 from renkei.federation import setup
 from renkei.federation.process import Federation
@@ -152,18 +154,18 @@ def _today() -> date:
 
 def build_scenarios(pop: Population) -> list[Scenario]:
     movers = pop.movers()
-    heads = [p for p in movers if p.relationship == "世帯主" and (p.key, NAKANO.lg_code) in pop.tax_records]
-    children = [p for p in movers if p.relationship == "子" and (p.key, NAKANO.lg_code) not in pop.tax_records]
+    heads = [p for p in movers if p.relationship == "世帯主" and (p.key, NAKANO_LG) in pop.tax_records]
+    children = [p for p in movers if p.relationship == "子" and (p.key, NAKANO_LG) not in pop.tax_records]
     taxpayers = [
         p
         for p in pop.persons
-        if p.lg_code == SHINJUKU.lg_code and p.previous_lg_code is None and "tax" in p.business_numbers
-        and pop.tax_lg_code(p) == SHINJUKU.lg_code
+        if p.lg_code == SHINJUKU_LG and p.previous_lg_code is None and "tax" in p.business_numbers
+        and pop.tax_lg_code(p) == SHINJUKU_LG
     ]
     if not heads or not children or not taxpayers:
         raise DemoFailure("合成人口に必要な世帯がありません（population lacks the scenario households）")
     head, child, taxpayer = heads[0], children[0], taxpayers[0]
-    expected_values = dict(pop.tax_records[(head.key, NAKANO.lg_code)])
+    expected_values = dict(pop.tax_records[(head.key, NAKANO_LG)])
     today = _today().isoformat()
 
     def answered(status: int, body: dict[str, Any]) -> str | None:
@@ -278,8 +280,8 @@ def play(layout: Layout, pop: Population) -> list[Scenario]:
     clients = {org.slug: AtenaClient.open(layout, org) for org in (SHINJUKU, NAKANO, NENKIN)}
     registered: dict[str, list[str]] = {}
     for org, records in (
-        (SHINJUKU, ward_records(pop, SHINJUKU.lg_code)),
-        (NAKANO, ward_records(pop, NAKANO.lg_code)),
+        (SHINJUKU, ward_records(pop, SHINJUKU_LG)),
+        (NAKANO, ward_records(pop, NAKANO_LG)),
         (NENKIN, agency_records(pop)),
     ):
         out = clients[org.slug].ok("/v1/residents", {"persons": records})
@@ -288,8 +290,8 @@ def play(layout: Layout, pop: Population) -> list[Scenario]:
             f"{org.name}: {len(out['atena_nos'])} people numbered in the integrated addressee system")
     for org in (SHINJUKU, NAKANO, NENKIN):
         acquire_all(clients[org.slug], registered[org.slug], org)
-    for org in (SHINJUKU, NAKANO):
-        copies = tax_copies(pop, org.lg_code)
+    for org, lg_code in ((SHINJUKU, SHINJUKU_LG), (NAKANO, NAKANO_LG)):
+        copies = tax_copies(pop, lg_code)
         out = clients[org.slug].ok("/v1/fukuhon", {"system": "tax", "records": copies})
         say(f"{org.name}: 地方税関係情報の副本 {out['registered']} 件を中間サーバーに登録しました",
             f"{org.name}: {out['registered']} local-tax copies registered in the intermediate server")

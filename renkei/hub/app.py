@@ -11,7 +11,6 @@ from sqlalchemy import Engine
 from renkei.catalogue import Catalogue, load_catalogue
 from renkei.core.app import node_app
 from renkei.core.config import NodeConfig
-from renkei.core.db import transaction
 from renkei.core.keydir import KeyDirectory
 from renkei.core.node import RegistryView, build_runtime
 from renkei.hub import service
@@ -51,9 +50,3 @@ def create_app(config: NodeConfig, *, engine: Engine | None = None, catalogue: C
     app.state.secret = service.load_or_create_secret(config.data_dir / "hub-secret.key")
     return app
 
-
-def register_self(config: NodeConfig, public_doc: dict[str, Any], engine: Engine) -> None:
-    from renkei.core.db import make_sessionmaker, utcnow
-
-    with transaction(make_sessionmaker(engine)) as s:
-        service.register_org(s, public_doc, kind="総務大臣", role="hub", now=utcnow())

@@ -27,8 +27,6 @@ async def submit(request: Request) -> Response:
     items = msg.body.get("items")
     if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
         raise Problem(422, "bad_items", "items を配列で指定してください。")
-    if msg.iss not in rt.registry.directory.orgs:
-        await rt.registry.lookup("")  # refresh the registry once
     with transaction(rt.sessions) as s:
         remember(s, rt.kernel, msg, rt.clock())
         results = service.submit_acquisitions(

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from renkei.core.app import node_app
 from renkei.core.config import NodeConfig
-from renkei.core.node import build_runtime, hub_registry_view
+from renkei.core.node import build_runtime, follow_hub_registry, hub_registry_view
 from renkei.jlis.api import router
 from renkei.jlis.models import Base, kernel
 
@@ -17,10 +17,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app(config: NodeConfig, *, engine: Engine | None = None) -> FastAPI:
-    holder: dict[str, object] = {}
-    view = hub_registry_view(config, lambda: holder["rt"].peer)  # type: ignore[attr-defined]
-    rt = build_runtime(config, Base.metadata, kernel, view, engine=engine)
-    holder["rt"] = rt
+    rt = build_runtime(config, Base.metadata, kernel, hub_registry_view(config), engine=engine)
+    follow_hub_registry(rt)
     return node_app(
         title="renkei jlis — 地方公共団体情報システム機構",
         description="個人番号と住民票コードの対応、符号取得の中継。",

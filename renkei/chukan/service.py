@@ -52,6 +52,11 @@ def bind_deliveries(session: Session, items: list[dict[str, Any]], now: datetime
             counts["unknown_acquisition"] += 1
             continue
         binding = session.get(PseudonymBinding, pending.atena_no)
+        holder = atena_of_pseudonym(session, pseudonym)
+        if holder is not None and holder != pending.atena_no:
+            # Two 統合宛名番号 for one person (a missed 名寄せ): a person must decide.
+            counts["conflict"] += 1
+            continue
         if binding is None:
             session.add(PseudonymBinding(atena_no=pending.atena_no, pseudonym=pseudonym, bound_at=now))
             counts["bound"] += 1
@@ -177,10 +182,19 @@ def register_fukuhon(
 
 
 def find_copy(session: Session, atena_no: str, info_kind_code: str, as_of: date) -> Fukuhon | None:
-    """The copy published at `as_of`: newest version of each record, if not a deletion."""
+    """The copy published at `as_of`.
+
+    Per record, the newest version whose publication had started by `as_of` decides;
+    a deletion or an ended publication means nothing is published for that record.
+    A version published later does not hide what was published on `as_of`.
+    """
     rows = session.scalars(
         select(Fukuhon)
-        .where(Fukuhon.atena_no == atena_no, Fukuhon.info_kind_code == info_kind_code)
+        .where(
+            Fukuhon.atena_no == atena_no,
+            Fukuhon.info_kind_code == info_kind_code,
+            Fukuhon.valid_from <= as_of,
+        )
         .order_by(Fukuhon.record_key, Fukuhon.version.desc())
     ).all()
     newest: dict[str, Fukuhon] = {}

@@ -74,6 +74,7 @@ class Acquisition(Base):
     acquisition_no: Mapped[str] = mapped_column(String(20), primary_key=True)
     org_code: Mapped[str] = mapped_column(ForeignKey("organizations.org_code"), index=True)
     serial: Mapped[str] = mapped_column(String(20))
+    link_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
     requested_at: Mapped[datetime] = mapped_column(UtcDateTime())
     resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     status: Mapped[str] = mapped_column(String(12), default="pending")

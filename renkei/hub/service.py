@@ -65,6 +65,15 @@ def register_org(
     org_code = str(public_doc["org_code"])
     if ids.check(ids.IdKind.ORG_CODE, org_code) is not None:
         raise Problem(422, "invalid_org_code", "機関コードの形式が誤っています。", org_code)
+    for k in public_doc.get("keys", []):
+        owner = session.get(OrgKey, str(k.get("kid", "")))
+        if not str(k.get("kid", "")).startswith(org_code + ":") or (owner is not None and owner.org_code != org_code):
+            raise Problem(
+                422,
+                "key_owner_mismatch",
+                "公開鍵の鍵IDが登録する機関のものではありません。",
+                str(k.get("kid", "")),
+            )
     org = session.get(Organization, org_code)
     if org is None:
         org = Organization(org_code=org_code, registered_at=now)
@@ -171,7 +180,7 @@ def pseudonym_for(session: Session, link_id: int, org_code: str, now: datetime) 
 @dataclass(frozen=True)
 class ResolveResult:
     acquisition_no: str
-    status: str  # issued | unknown_acquisition | already_resolved | org_mismatch | invalid_resident_code
+    status: str  # issued | already_resolved | unknown_acquisition | org_mismatch | invalid_resident_code | resident_code_mismatch
 
 
 def resolve_acquisitions(
@@ -206,10 +215,15 @@ def resolve_acquisitions(
             link = Link(resident_key=key, created_at=now)
             session.add(link)
             session.flush()
+        if acq.link_id is not None and acq.link_id != link.id:
+            # An acquisition number names one person, once and for all.
+            results.append(ResolveResult(acq_no, "resident_code_mismatch"))
+            continue
         pseudonym = pseudonym_for(session, link.id, acq.org_code, now)
         # Re-acquisition is idempotent: the same pseudonym is delivered again.
         status = "issued" if acq.status == "pending" else "already_resolved"
         acq.status = "issued"
+        acq.link_id = link.id
         acq.resolved_at = now
         deliveries[acq.org_code].append({"acquisition_no": acq_no, "pseudonym": pseudonym})
         results.append(ResolveResult(acq_no, status))

@@ -25,6 +25,13 @@ def load_citizens(session: Session, rows: Iterable[tuple[str, str, str]], now: d
     for number, code, lg in rows:
         ids.validate(ids.IdKind.INDIVIDUAL_NUMBER, number)
         ids.validate(ids.IdKind.RESIDENT_CODE, code)
+        known = session.scalar(select(Citizen).where(Citizen.individual_number == number))
+        if known is not None and known.resident_code != code:
+            raise Problem(
+                409,
+                "resident_code_changed",
+                "住民票コードの変更は一括登録では扱えません（変更の手続で行ってください）。",
+            )
         if session.get(Citizen, code) is None:
             session.add(Citizen(resident_code=code, individual_number=number, lg_code=lg, registered_at=now))
             n += 1
@@ -77,7 +84,7 @@ def submit_acquisitions(
         enqueue(
             session,
             kernel,
-            destination=hub_url + "/v1/acquisitions/resolve",
+            destination=hub_url.rstrip("/") + "/v1/acquisitions/resolve",
             audience=hub_org,
             typ="acquisition.resolve",
             body={"items": forward},

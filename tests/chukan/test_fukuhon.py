@@ -19,7 +19,14 @@ from tests.chukan.conftest import NOW
 
 A1, A2 = make_atena_no(1), make_atena_no(2)
 TAX = "TM00000000000002"
-VALUES = {"K001": "2024", "K002": "1", "K003": "3500000", "K004": "120000", "K005": "5000", "K006": "2"}
+VALUES = {
+    "K001": "2024",
+    "K002": "1",
+    "K003": "3500000",
+    "K004": "120000",
+    "K005": "5000",
+    "K006": "2",
+}
 
 
 def _rec(**over: Any) -> dict[str, Any]:
@@ -38,7 +45,9 @@ def _count(session: Session) -> int:
     return int(session.scalar(select(func.count()).select_from(Fukuhon)) or 0)
 
 
-def _register(session: Session, catalogue: Catalogue, *recs: dict[str, Any], at: Any = NOW) -> list[service.Registered]:
+def _register(
+    session: Session, catalogue: Catalogue, *recs: dict[str, Any], at: Any = NOW
+) -> list[service.Registered]:
     return service.register_fukuhon(session, catalogue, list(recs), at)
 
 
@@ -53,13 +62,28 @@ def test_register_valid_record(session: Session, catalogue: Catalogue) -> None:
     assert row.valid_from == date(2024, 6, 1) and row.valid_to is None
     assert row.deleted is False and row.no_auto_answer is False and row.registered_at == NOW
 
-
-def test_values_are_stored_as_strings(session: Session, catalogue: Catalogue) -> None:
-    values: dict[str, Any] = {"K001": 2024, "K002": 1, "K003": 0, "K004": None, "K005": 5000, "K006": 0}
-    _register(session, catalogue, _rec(values=values, record_key="", no_auto_answer=True))
+    # values given as numbers or None are stored as strings; an empty key is record "1"
+    values: dict[str, Any] = {
+        "K001": 2024,
+        "K002": 1,
+        "K003": 0,
+        "K004": None,
+        "K005": 5000,
+        "K006": 0,
+    }
+    _register(
+        session, catalogue, _rec(atena_no=A2, values=values, record_key="", no_auto_answer=True)
+    )
     session.commit()
-    [row] = session.scalars(select(Fukuhon)).all()
-    assert row.values == {"K001": "2024", "K002": "1", "K003": "0", "K004": "", "K005": "5000", "K006": "0"}
+    row = session.scalars(select(Fukuhon).where(Fukuhon.atena_no == A2)).one()
+    assert row.values == {
+        "K001": "2024",
+        "K002": "1",
+        "K003": "0",
+        "K004": "",
+        "K005": "5000",
+        "K006": "0",
+    }
     assert row.record_key == "1"  # default key
     assert row.no_auto_answer is True
 
@@ -85,7 +109,9 @@ def test_versions_count_per_record(session: Session, catalogue: Catalogue) -> No
     # both records of A1 start on 2024-06-01; the later registration (day 2) wins the tie
     assert copy.record_key == "2024" and copy.version == 2
     v2 = session.scalar(
-        select(Fukuhon).where(Fukuhon.atena_no == A1, Fukuhon.record_key == "2024", Fukuhon.version == 2)
+        select(Fukuhon).where(
+            Fukuhon.atena_no == A1, Fukuhon.record_key == "2024", Fukuhon.version == 2
+        )
     )
     assert v2 is not None and v2.values["K003"] == "3600000"
 
@@ -121,7 +147,13 @@ def test_invalid_values_refuse_the_whole_batch(session: Session, catalogue: Cata
     assert p.code == "invalid_fukuhon" and p.status == 422
     errors = p.extra["errors"]
     got = {(e["index"], e["item"], e["code"]) for e in errors}
-    assert {(i, item) for i, item, _ in got} == {(1, "K002"), (1, "K006"), (2, "K001"), (2, "K999"), (3, "K003")}
+    assert {(i, item) for i, item, _ in got} == {
+        (1, "K002"),
+        (1, "K006"),
+        (2, "K001"),
+        (2, "K999"),
+        (3, "K003"),
+    }
     assert all(e["index"] != 0 for e in errors)
     assert all(e["message"] for e in errors)
     # values are never repeated in messages
@@ -131,38 +163,36 @@ def test_invalid_values_refuse_the_whole_batch(session: Session, catalogue: Cata
     assert _count(session) == 1
 
 
-@pytest.mark.parametrize(
-    ("over", "code"),
-    [
-        ({"info_kind_code": "TM99999999999999"}, "unknown_info_kind"),
-        ({"info_kind_code": ""}, "unknown_info_kind"),
-        ({"valid_from": "2024-13-01"}, "bad_date"),
-        ({"valid_from": "2024/06/01"}, "bad_date"),
-        ({"valid_from": None}, "bad_date"),
-        ({"valid_to": "2024-06-31"}, "bad_date"),
-        ({"valid_to": "2024-05-31"}, "bad_period"),
-        ({"valid_from": "2010-04-01"}, "no_edition"),
-        ({"atena_no": "12345"}, "invalid_atena_no"),
-        ({"atena_no": None}, "invalid_atena_no"),
-    ],
-)
-def test_record_level_problems(session: Session, catalogue: Catalogue, over: dict[str, Any], code: str) -> None:
-    with pytest.raises(Problem) as exc:
-        service.register_fukuhon(session, catalogue, [_rec(), _rec(**over)], NOW)
-    assert exc.value.code == "invalid_fukuhon"
-    assert exc.value.extra["errors"] == [
-        {"index": 1, "item": None, "code": code, "message": exc.value.extra["errors"][0]["message"]}
-    ]
-    session.rollback()
-    assert _count(session) == 0
+RECORD_PROBLEMS: list[tuple[dict[str, Any], str]] = [
+    ({"info_kind_code": "TM99999999999999"}, "unknown_info_kind"),
+    ({"info_kind_code": ""}, "unknown_info_kind"),
+    ({"valid_from": "2024-13-01"}, "bad_date"),
+    ({"valid_from": "2024/06/01"}, "bad_date"),
+    ({"valid_from": None}, "bad_date"),
+    ({"valid_to": "2024-06-31"}, "bad_date"),
+    ({"valid_to": "2024-05-31"}, "bad_period"),
+    ({"valid_from": "2010-04-01"}, "no_edition"),
+    ({"atena_no": "12345"}, "invalid_atena_no"),
+    ({"atena_no": None}, "invalid_atena_no"),
+]
 
 
-def test_bad_count(session: Session, catalogue: Catalogue) -> None:
+def test_record_level_problems(session: Session, catalogue: Catalogue) -> None:
+    for over, code in RECORD_PROBLEMS:
+        with pytest.raises(Problem) as exc:
+            service.register_fukuhon(session, catalogue, [_rec(), _rec(**over)], NOW)
+        assert exc.value.code == "invalid_fukuhon", over
+        [error] = exc.value.extra["errors"]
+        assert (error["index"], error["item"], error["code"]) == (1, None, code), over
+        assert error["message"]
+    # valid_to equal to valid_from is a one-day period, not an error
+    _register(session, catalogue, _rec(atena_no=A2, valid_to="2024-06-01"))
     for records in ([], [_rec()] * (service.MAX_BATCH + 1)):
         with pytest.raises(Problem) as exc:
             service.register_fukuhon(session, catalogue, records, NOW)
         assert exc.value.code == "bad_count"
-    assert _count(session) == 0
+    session.commit()
+    assert _count(session) == 1
 
 
 def test_period_boundaries_are_inclusive(session: Session, catalogue: Catalogue) -> None:
@@ -191,16 +221,26 @@ def test_find_copy_picks_newest_version(session: Session, catalogue: Catalogue) 
     assert service.find_copy(session, A1, TAX, date(2025, 1, 1)) is None
 
 
-def test_find_copy_across_records_prefers_latest_start(session: Session, catalogue: Catalogue) -> None:
+def test_find_copy_across_records_prefers_latest_start(
+    session: Session, catalogue: Catalogue
+) -> None:
     _register(
         session,
         catalogue,
-        _rec(record_key="2023", values={**VALUES, "K001": "2023"}, valid_from="2023-06-01", valid_to="2024-05-31"),
+        _rec(
+            record_key="2023",
+            values={**VALUES, "K001": "2023"},
+            valid_from="2023-06-01",
+            valid_to="2024-05-31",
+        ),
         _rec(record_key="2024", valid_from="2024-06-01"),
         _rec(record_key="2025", values={**VALUES, "K001": "2025"}, valid_from="2025-06-01"),
     )
     session.commit()
-    keys = {d: service.find_copy(session, A1, TAX, d) for d in (date(2023, 7, 1), date(2024, 7, 1), date(2025, 7, 1))}
+    keys = {
+        d: service.find_copy(session, A1, TAX, d)
+        for d in (date(2023, 7, 1), date(2024, 7, 1), date(2025, 7, 1))
+    }
     assert {d: c.record_key if c else None for d, c in keys.items()} == {
         date(2023, 7, 1): "2023",
         date(2024, 7, 1): "2024",
@@ -210,7 +250,7 @@ def test_find_copy_across_records_prefers_latest_start(session: Session, catalog
 
 
 def test_record(session: Session) -> None:
-    common = dict(
+    common: dict[str, Any] = dict(
         serial="20250401000000000001",
         counterpart_org="1311480000000000",
         procedure_code="JT01010000074001",
@@ -218,8 +258,15 @@ def test_record(session: Session) -> None:
         as_of="2024-06-01",
         now=NOW,
     )
-    service.record(session, direction="inquiry", atena_no=A1, outcome="answered", **common)  # type: ignore[arg-type]
-    service.record(session, direction="provision", atena_no=None, outcome="no_data", reason="該当なし", **common)  # type: ignore[arg-type]
+    service.record(session, direction="inquiry", atena_no=A1, outcome="answered", **common)
+    service.record(
+        session,
+        direction="provision",
+        atena_no=None,
+        outcome="no_data",
+        reason="該当なし",
+        **common,
+    )
     session.commit()
     rows = session.scalars(select(ProvisionRecord).order_by(ProvisionRecord.direction)).all()
     assert [(r.direction, r.atena_no, r.outcome, r.reason, r.at) for r in rows] == [
@@ -228,4 +275,15 @@ def test_record(session: Session) -> None:
     ]
     assert {r.serial for r in rows} == {"20250401000000000001"}
     with pytest.raises(IntegrityError):
-        service.record(session, direction="inquiry", atena_no=A1, outcome="answered", **common)  # type: ignore[arg-type]
+        service.record(session, direction="inquiry", atena_no=A1, outcome="answered", **common)
+
+
+def test_later_version_does_not_hide_what_was_published_earlier(session: Session, catalogue: Catalogue) -> None:
+    _register(session, catalogue, _rec(valid_from="2024-06-01"))
+    _register(session, catalogue, _rec(values={**VALUES, "K003": "3600000"}, valid_from="2025-06-01"))
+    session.commit()
+    early = service.find_copy(session, A1, TAX, date(2024, 12, 1))
+    late = service.find_copy(session, A1, TAX, date(2025, 7, 1))
+    assert early is not None and early.version == 1 and early.values["K003"] == "3500000"
+    assert late is not None and late.version == 2 and late.values["K003"] == "3600000"
+    assert service.find_copy(session, A1, TAX, date(2024, 5, 31)) is None

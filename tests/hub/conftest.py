@@ -70,6 +70,8 @@ def session(node_db: Callable[[str], Any]) -> Iterator[Session]:
 def federation(session: Session, public_docs: dict[str, dict[str, Any]]) -> Session:
     """The hub database with every organization registered."""
     for code, (_name, kind, role, url) in ORGS.items():
-        service.register_org(session, public_docs[code], kind=kind, role=role, chukan_url=url, now=NOW)
+        service.register_org(
+            session, public_docs[code], kind=kind, role=role, chukan_url=url, now=NOW
+        )
     session.commit()
     return session

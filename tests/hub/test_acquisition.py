@@ -7,6 +7,7 @@ import random
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -27,7 +28,7 @@ def _bad_check_digit(code: str) -> str:
     return code[:-1] + str((int(code[-1]) + 1) % 10)
 
 
-def _outbox(session: Session) -> list[dict]:
+def _outbox(session: Session) -> list[dict[str, Any]]:
     t = kernel.outbox
     return [dict(r) for r in session.execute(select(t).order_by(t.c.id)).mappings()]
 
@@ -35,7 +36,11 @@ def _outbox(session: Session) -> list[dict]:
 def _resolve(session: Session, org: str, code: str) -> tuple[str, service.ResolveResult]:
     [acq] = service.create_acquisitions(session, org, 1, NOW)
     [res] = service.resolve_acquisitions(
-        session, kernel, SECRET, [{"acquisition_no": acq, "resident_code": code, "org_code": org}], NOW
+        session,
+        kernel,
+        SECRET,
+        [{"acquisition_no": acq, "resident_code": code, "org_code": org}],
+        NOW,
     )
     return acq, res
 
@@ -62,39 +67,33 @@ def test_create_acquisitions(federation: Session) -> None:
     assert not set(again) & set(nos)
 
 
-@pytest.mark.parametrize("count", [0, -1, service.MAX_BATCH + 1])
-def test_create_acquisitions_bad_count(federation: Session, count: int) -> None:
+def test_create_acquisitions_refusals(federation: Session) -> None:
+    s = federation
+    for count in (0, -1, service.MAX_BATCH + 1):
+        with pytest.raises(Problem) as exc:
+            service.create_acquisitions(s, SHINJUKU, count, NOW)
+        assert exc.value.code == "bad_count" and exc.value.status == 422, count
     with pytest.raises(Problem) as exc:
-        service.create_acquisitions(federation, SHINJUKU, count, NOW)
-    assert exc.value.code == "bad_count" and exc.value.status == 422
-    assert federation.scalar(select(func.count()).select_from(Acquisition)) == 0
-
-
-def test_create_acquisitions_not_a_member(federation: Session) -> None:
-    with pytest.raises(Problem) as exc:
-        service.create_acquisitions(federation, JLIS, 1, NOW)
+        service.create_acquisitions(s, JLIS, 1, NOW)
     assert exc.value.code == "not_a_member" and exc.value.status == 403
     # a member without an intermediate server cannot receive a pseudonym either
-    org = federation.get(Organization, NENKIN)
-    assert org is not None
-    org.chukan_url = None
-    federation.flush()
+    nenkin = s.get(Organization, NENKIN)
+    assert nenkin is not None
+    nenkin.chukan_url = None
     with pytest.raises(Problem) as exc:
-        service.create_acquisitions(federation, NENKIN, 1, NOW)
+        service.create_acquisitions(s, NENKIN, 1, NOW)
     assert exc.value.code == "not_a_member"
-
-
-def test_create_acquisitions_unknown_or_inactive_organization(federation: Session) -> None:
     with pytest.raises(Problem) as exc:
-        service.create_acquisitions(federation, "1399990000000000", 1, NOW)
-    assert exc.value.code == "unknown_organization"
-    org = federation.get(Organization, NAKANO)
-    assert org is not None
-    org.active = False
-    federation.flush()
+        service.create_acquisitions(s, "1399990000000000", 1, NOW)
+    assert exc.value.code == "unknown_organization" and exc.value.status == 404
+    nakano = s.get(Organization, NAKANO)
+    assert nakano is not None
+    nakano.active = False
     with pytest.raises(Problem) as exc:
-        service.create_acquisitions(federation, NAKANO, 1, NOW)
+        service.create_acquisitions(s, NAKANO, 1, NOW)
     assert exc.value.code == "unknown_organization"
+    s.flush()
+    assert s.scalar(select(func.count()).select_from(Acquisition)) == 0
 
 
 def test_resolve_issues_distinct_pseudonyms_per_org_on_one_link(federation: Session) -> None:
@@ -137,7 +136,11 @@ def test_resolve_is_idempotent(federation: Session) -> None:
     pseudonym = _pseudonym_of(s, acq)
     later = NOW + timedelta(hours=1)
     [again] = service.resolve_acquisitions(
-        s, kernel, SECRET, [{"acquisition_no": acq, "resident_code": CODE_A, "org_code": SHINJUKU}], later
+        s,
+        kernel,
+        SECRET,
+        [{"acquisition_no": acq, "resident_code": CODE_A, "org_code": SHINJUKU}],
+        later,
     )
     s.commit()
     assert first.status == "issued"
@@ -176,10 +179,8 @@ def test_resolve_refusals(federation: Session) -> None:
     assert s.scalar(select(func.count()).select_from(Pseudonym)) == 0
     assert {a.status for a in s.scalars(select(Acquisition))} == {"pending"}
 
-
-def test_resolve_batch_limit(federation: Session) -> None:
     with pytest.raises(Problem) as exc:
-        service.resolve_acquisitions(federation, kernel, SECRET, [{}] * (service.MAX_BATCH + 1), NOW)
+        service.resolve_acquisitions(s, kernel, SECRET, [{}] * (service.MAX_BATCH + 1), NOW)
     assert exc.value.code == "bad_count"
 
 
@@ -203,7 +204,9 @@ def test_resolve_enqueues_one_delivery_per_organization(federation: Session) -> 
     assert boxes[NAKANO]["destination"] == "https://127.0.0.1:9201/v1/acquisitions/deliver"
     for row in boxes.values():
         assert row["typ"] == "pseudonym.deliver"
-        assert row["delivered_at"] is None and row["attempts"] == 0 and row["next_attempt_at"] == NOW
+        assert (
+            row["delivered_at"] is None and row["attempts"] == 0 and row["next_attempt_at"] == NOW
+        )
         assert all(set(item) == {"acquisition_no", "pseudonym"} for item in row["body"]["items"])
         text = json.dumps(row["body"])
         assert CODE_A not in text and CODE_B not in text
@@ -222,7 +225,11 @@ def test_resident_code_is_stored_only_as_keyed_hash(federation: Session) -> None
     _resolve(s, SHINJUKU, CODE_B)
     [bad] = service.create_acquisitions(s, NAKANO, 1, NOW)
     service.resolve_acquisitions(
-        s, kernel, SECRET, [{"acquisition_no": bad, "resident_code": _bad_check_digit(CODE_B), "org_code": NAKANO}], NOW
+        s,
+        kernel,
+        SECRET,
+        [{"acquisition_no": bad, "resident_code": _bad_check_digit(CODE_B), "org_code": NAKANO}],
+        NOW,
     )
     s.commit()
     keys = set(s.scalars(select(Link.resident_key)))
@@ -236,7 +243,9 @@ def test_resident_code_is_stored_only_as_keyed_hash(federation: Session) -> None
     for table in Base.metadata.sorted_tables:
         for row in s.execute(select(table)).all():
             scanned += 1
-            text = json.dumps([str(v) if not isinstance(v, dict) else v for v in row], ensure_ascii=False)
+            text = json.dumps(
+                [str(v) if not isinstance(v, dict) else v for v in row], ensure_ascii=False
+            )
             for code in secrets_:
                 assert code not in text, f"resident code found in table {table.name}"
     assert scanned > 0
@@ -244,7 +253,7 @@ def test_resident_code_is_stored_only_as_keyed_hash(federation: Session) -> None
     bind = s.get_bind()
     if bind.dialect.name == "sqlite":
         s.close()
-        db_path = Path(str(bind.url.database))
+        db_path = Path(str(bind.engine.url.database))
         for path in [db_path, *db_path.parent.glob(db_path.name + "-*")]:
             data = path.read_bytes()
             for code in secrets_:
@@ -257,3 +266,14 @@ def test_load_or_create_secret(tmp_path: Path) -> None:
     assert len(key) == 32
     assert path.stat().st_mode & 0o777 == 0o600
     assert service.load_or_create_secret(path) == key
+
+
+def test_acquisition_number_names_one_person_for_good(federation: Session) -> None:
+    acq, first = _resolve(federation, SHINJUKU, CODE_A)
+    assert first.status == "issued"
+    deliveries = len(_outbox(federation))
+    [again] = service.resolve_acquisitions(
+        federation, kernel, SECRET, [{"acquisition_no": acq, "resident_code": CODE_B, "org_code": SHINJUKU}], NOW
+    )
+    assert again.status == "resident_code_mismatch"
+    assert len(_outbox(federation)) == deliveries  # nothing delivered for another person

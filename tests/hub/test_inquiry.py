@@ -26,10 +26,16 @@ OTHER_CODE = ids.generate_resident_code(RNG)
 def _acquire(session: Session, org: str, code: str = CODE) -> str:
     [acq] = service.create_acquisitions(session, org, 1, NOW)
     [res] = service.resolve_acquisitions(
-        session, kernel, SECRET, [{"acquisition_no": acq, "resident_code": code, "org_code": org}], NOW
+        session,
+        kernel,
+        SECRET,
+        [{"acquisition_no": acq, "resident_code": code, "org_code": org}],
+        NOW,
     )
     assert res.status == "issued"
-    link_id = session.scalar(select(Link.id).where(Link.resident_key == service.resident_key(SECRET, code)))
+    link_id = session.scalar(
+        select(Link.id).where(Link.resident_key == service.resident_key(SECRET, code))
+    )
     pseudonym = session.scalar(
         select(Pseudonym.pseudonym).where(Pseudonym.link_id == link_id, Pseudonym.org_code == org)
     )
@@ -70,7 +76,11 @@ def test_allowed_inquiry_is_routed_with_the_providers_pseudonym(
     link_id = s.scalar(select(Pseudonym.link_id).where(Pseudonym.pseudonym == mine))
     assert rec.serial == route.serial
     assert (rec.inquirer_org, rec.provider_org) == (SHINJUKU, NAKANO)
-    assert (rec.procedure_code, rec.info_kind_code, rec.as_of) == ("JT01010000074001", "TM00000000000002", "2024-06-01")
+    assert (rec.procedure_code, rec.info_kind_code, rec.as_of) == (
+        "JT01010000074001",
+        "TM00000000000002",
+        "2024-06-01",
+    )
     assert rec.outcome == "pending" and rec.answered_at is None and rec.requested_at == NOW
     assert rec.link_id == link_id
     assert rec.rule_id == "MR-074-1"  # the successor ordinance is in force on TODAY
@@ -87,13 +97,27 @@ def test_allowed_inquiry_is_routed_with_the_providers_pseudonym(
     assert service.count_records(s) == 1
 
 
-def test_rule_before_succession_uses_the_old_table(federation: Session, catalogue: Catalogue) -> None:
-    mine = _acquire(federation, SHINJUKU)
-    _acquire(federation, NAKANO)
-    route, _ = service.begin_inquiry(federation, catalogue, SHINJUKU, _body(mine), NOW, date(2020, 1, 1))
+def test_rule_is_checked_on_the_day_of_the_inquiry(
+    federation: Session, catalogue: Catalogue
+) -> None:
+    s = federation
+    mine = _acquire(s, SHINJUKU)
+    _acquire(s, NAKANO)
+    route, _ = service.begin_inquiry(s, catalogue, SHINJUKU, _body(mine), NOW, date(2020, 1, 1))
     assert route is not None
-    [rec] = _records(federation)
-    assert rec.rule_id == "B2-074-1"
+    assert s.get(ProvisionRecord, route.serial).rule_id == "B2-074-1"  # type: ignore[union-attr]
+    route, _ = service.begin_inquiry(s, catalogue, SHINJUKU, _body(mine), NOW, date(2024, 5, 27))
+    assert route is not None
+    assert s.get(ProvisionRecord, route.serial).rule_id == "MR-074-1"  # type: ignore[union-attr]
+    # the day before linkage started
+    route, problem = service.begin_inquiry(
+        s, catalogue, SHINJUKU, _body(mine), NOW, date(2017, 7, 17)
+    )
+    assert route is None and problem is not None
+    assert problem.code == "rule_violation" and problem.extra["reason_code"] == "rule_not_in_force"
+    rec = s.get(ProvisionRecord, problem.extra["serial"])
+    assert rec is not None and rec.outcome == "refused" and rec.reason_code == "rule_not_in_force"
+    assert rec.reason is not None and "2017-07-17" in rec.reason and "2017-07-18" in rec.reason
 
 
 def test_refused_inquiry_is_recorded(federation: Session, catalogue: Catalogue) -> None:
@@ -132,26 +156,25 @@ def test_refused_when_no_rule_in_force(federation: Session, catalogue: Catalogue
     assert rec.reason is not None and "2017-07-17" in rec.reason
 
 
-def test_refused_for_wrong_provider_kind(federation: Session, catalogue: Catalogue) -> None:
-    # 地方税関係情報 is held by 市町村長, not by 日本年金機構
-    mine = _acquire(federation, SHINJUKU)
-    _acquire(federation, NENKIN)
-    route, problem = service.begin_inquiry(
-        federation, catalogue, SHINJUKU, _body(mine, provider_org=NENKIN), NOW, TODAY
-    )
-    assert route is None and problem is not None
-    assert problem.extra["reason_code"] == "rule_not_found"
-    assert "日本年金機構" in (_records(federation)[0].reason or "")
-
-
-def test_unknown_procedure_in_catalogue_is_refused(federation: Session, catalogue: Catalogue) -> None:
-    mine = _acquire(federation, SHINJUKU)
-    route, problem = service.begin_inquiry(
-        federation, catalogue, SHINJUKU, _body(mine, procedure_code="JT99999999999999"), NOW, TODAY
-    )
-    assert route is None and problem is not None
-    assert problem.extra["reason_code"] == "unknown_procedure"
-    assert _records(federation)[0].outcome == "refused"
+def test_other_refusals_by_the_catalogue(federation: Session, catalogue: Catalogue) -> None:
+    s = federation
+    mine = _acquire(s, SHINJUKU)
+    _acquire(s, NAKANO)
+    _acquire(s, NENKIN)
+    cases = [
+        # 地方税関係情報 is held by 市町村長, not by 日本年金機構
+        (_body(mine, provider_org=NENKIN), "rule_not_found", "日本年金機構"),
+        (_body(mine, procedure_code="JT99999999999999"), "unknown_procedure", "JT99999999999999"),
+        (_body(mine, info_kind_code="TM99999999999999"), "unknown_info_kind", "TM99999999999999"),
+    ]
+    for body, reason_code, needle in cases:
+        route, problem = service.begin_inquiry(s, catalogue, SHINJUKU, body, NOW, TODAY)
+        assert route is None and problem is not None
+        assert problem.extra["reason_code"] == reason_code
+        rec = s.get(ProvisionRecord, problem.extra["serial"])
+        assert rec is not None and rec.outcome == "refused" and rec.reason_code == reason_code
+        assert needle in (rec.reason or "")
+    assert service.count_records(s) == 3
 
 
 def test_provider_without_pseudonym(federation: Session, catalogue: Catalogue) -> None:
@@ -169,61 +192,51 @@ def test_provider_without_pseudonym(federation: Session, catalogue: Catalogue) -
     assert rec.answered_at == NOW
 
 
-def test_unknown_pseudonym(federation: Session, catalogue: Catalogue) -> None:
-    s = federation
-    _acquire(s, SHINJUKU)
-    theirs = _acquire(s, NAKANO)
-    for pseudonym in (theirs, "no-such-pseudonym"):
-        with pytest.raises(Problem) as exc:
-            service.begin_inquiry(s, catalogue, SHINJUKU, _body(pseudonym), NOW, TODAY)
-        assert exc.value.code == "unknown_pseudonym" and exc.value.status == 404
-    assert service.count_records(s) == 0
+MALFORMED: list[tuple[dict[str, Any], str]] = [
+    ({"pseudonym": ""}, "missing_field"),
+    ({"pseudonym": None}, "missing_field"),
+    ({"provider_org": 1311480000000000}, "missing_field"),
+    ({"procedure_code": ""}, "missing_field"),
+    ({"info_kind_code": None}, "missing_field"),
+    ({"as_of": ""}, "missing_field"),
+    ({"procedure_code": "JM01010000074001"}, "invalid_procedure_code"),
+    ({"procedure_code": "JT0101000007400"}, "invalid_procedure_code"),
+    ({"info_kind_code": "TM0000000000000X"}, "invalid_info_kind_code"),
+    ({"as_of": "2024-13-01"}, "bad_date"),
+    ({"as_of": "令和6年6月1日"}, "bad_date"),
+    ({"as_of": "2024-02-30"}, "bad_date"),
+]
 
 
-def test_unknown_provider(federation: Session, catalogue: Catalogue) -> None:
-    mine = _acquire(federation, SHINJUKU)
-    with pytest.raises(Problem) as exc:
-        service.begin_inquiry(
-            federation, catalogue, SHINJUKU, _body(mine, provider_org="1399990000000000"), NOW, TODAY
-        )
-    assert exc.value.code == "unknown_organization"
-
-
-@pytest.mark.parametrize(
-    ("over", "code"),
-    [
-        ({"pseudonym": ""}, "missing_field"),
-        ({"pseudonym": None}, "missing_field"),
-        ({"provider_org": 1311480000000000}, "missing_field"),
-        ({"procedure_code": ""}, "missing_field"),
-        ({"info_kind_code": None}, "missing_field"),
-        ({"as_of": ""}, "missing_field"),
-        ({"procedure_code": "JM01010000074001"}, "invalid_procedure_code"),
-        ({"procedure_code": "JT0101000007400"}, "invalid_procedure_code"),
-        ({"info_kind_code": "TM0000000000000X"}, "invalid_info_kind_code"),
-        ({"as_of": "2024-13-01"}, "bad_date"),
-        ({"as_of": "令和6年6月1日"}, "bad_date"),
-        ({"as_of": "2024-02-30"}, "bad_date"),
-    ],
-)
-def test_malformed_inquiry(
-    federation: Session, catalogue: Catalogue, over: dict[str, Any], code: str
+def test_malformed_or_unknown_inquiries_are_refused_unrecorded(
+    federation: Session, catalogue: Catalogue
 ) -> None:
-    mine = _acquire(federation, SHINJUKU)
-    _acquire(federation, NAKANO)
-    with pytest.raises(Problem) as exc:
-        service.begin_inquiry(federation, catalogue, SHINJUKU, {**_body(mine), **over}, NOW, TODAY)
-    assert exc.value.code == code and exc.value.status == 422
-    assert service.count_records(federation) == 0
-
-
-def test_missing_key(federation: Session, catalogue: Catalogue) -> None:
-    mine = _acquire(federation, SHINJUKU)
+    s = federation
+    mine = _acquire(s, SHINJUKU)
+    theirs = _acquire(s, NAKANO)
+    for over, code in MALFORMED:
+        with pytest.raises(Problem) as exc:
+            service.begin_inquiry(s, catalogue, SHINJUKU, {**_body(mine), **over}, NOW, TODAY)
+        assert (exc.value.code, exc.value.status) == (code, 422), over
     body = _body(mine)
     del body["as_of"]
     with pytest.raises(Problem) as exc:
-        service.begin_inquiry(federation, catalogue, SHINJUKU, body, NOW, TODAY)
+        service.begin_inquiry(s, catalogue, SHINJUKU, body, NOW, TODAY)
     assert exc.value.code == "missing_field" and "as_of" in exc.value.title
+    # someone else's pseudonym, or none at all
+    for pseudonym in (theirs, "no-such-pseudonym"):
+        with pytest.raises(Problem) as exc:
+            service.begin_inquiry(s, catalogue, SHINJUKU, _body(pseudonym), NOW, TODAY)
+        assert (exc.value.code, exc.value.status) == ("unknown_pseudonym", 404)
+    with pytest.raises(Problem) as exc:
+        service.begin_inquiry(
+            s, catalogue, SHINJUKU, _body(mine, provider_org="1399990000000000"), NOW, TODAY
+        )
+    assert exc.value.code == "unknown_organization"
+    with pytest.raises(Problem) as exc:
+        service.begin_inquiry(s, catalogue, "1399990000000000", _body(mine), NOW, TODAY)
+    assert exc.value.code == "unknown_organization"
+    assert service.count_records(s) == 0
 
 
 def test_finish_inquiry_error_and_unknown_serial(federation: Session, catalogue: Catalogue) -> None:
@@ -251,7 +264,9 @@ def test_serials_of_inquiries_are_distinct_and_records_per_link(
     other = _acquire(s, SHINJUKU, OTHER_CODE)
     serials = []
     for i in range(3):
-        route, _ = service.begin_inquiry(s, catalogue, SHINJUKU, _body(mine), NOW + timedelta(minutes=i), TODAY)
+        route, _ = service.begin_inquiry(
+            s, catalogue, SHINJUKU, _body(mine), NOW + timedelta(minutes=i), TODAY
+        )
         assert route is not None
         serials.append(route.serial)
     _, problem = service.begin_inquiry(s, catalogue, SHINJUKU, _body(other), NOW, TODAY)
@@ -261,4 +276,11 @@ def test_serials_of_inquiries_are_distinct_and_records_per_link(
     link_id = s.scalar(select(Pseudonym.link_id).where(Pseudonym.pseudonym == mine))
     assert [r.serial for r in service.records_for_link(s, link_id or 0)] == serials
     assert service.count_records(s) == 4
-    assert s.scalar(select(func.count()).select_from(ProvisionRecord).where(ProvisionRecord.outcome == "pending")) == 3
+    assert (
+        s.scalar(
+            select(func.count())
+            .select_from(ProvisionRecord)
+            .where(ProvisionRecord.outcome == "pending")
+        )
+        == 3
+    )

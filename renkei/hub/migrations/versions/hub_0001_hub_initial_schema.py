@@ -2,12 +2,12 @@
 
 Revision ID: hub_0001
 Revises: 
-Create Date: 2026-11-26 08:06:59.739342
+Create Date: 2026-11-26 08:22:40.156168
 """
-import sqlalchemy as sa
 from alembic import op
-
+import sqlalchemy as sa
 import renkei.core.db
+
 
 revision = 'hub_0001'
 down_revision = None
@@ -94,6 +94,7 @@ def upgrade() -> None:
     sa.Column('acquisition_no', sa.String(length=20), nullable=False),
     sa.Column('org_code', sa.String(length=16), nullable=False),
     sa.Column('serial', sa.String(length=20), nullable=False),
+    sa.Column('link_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
     sa.Column('requested_at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
     sa.Column('resolved_at', renkei.core.db.UtcDateTime(timezone=True), nullable=True),
     sa.Column('status', sa.String(length=12), nullable=False),

@@ -90,7 +90,7 @@ def bench_inquiries(tmp: Path, count: int = 300, concurrency: int = 8) -> None:
                 fn()
                 start = time.perf_counter()
                 with ThreadPoolExecutor(concurrency) as pool:
-                    lat = list(pool.map(lambda _: fn(), range(count)))
+                    lat = list(pool.map(lambda _, f=fn: f(), range(count)))
                 wall = time.perf_counter() - start
                 q = statistics.quantiles(lat, n=100)
                 print(f"{label}: {count / wall:,.0f}/s at concurrency {concurrency}; p50 {q[49]:.1f} ms, p95 {q[94]:.1f} ms")

@@ -162,7 +162,7 @@ def unchanged(before: Mapping[str, int], after: Mapping[str, int]) -> None:
     assert not changed, f"rows written: {changed}"
 
 
-def iter_post_routes(app: Any) -> Iterator[str]:
-    for route in app.routes:
+def iter_post_routes(router: Any) -> Iterator[str]:
+    for route in router.routes:
         if "POST" in getattr(route, "methods", set()):
             yield route.path

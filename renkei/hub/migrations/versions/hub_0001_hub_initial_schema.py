@@ -4,10 +4,10 @@ Revision ID: hub_0001
 Revises: 
 Create Date: 2026-11-26 08:22:40.156168
 """
-from alembic import op
 import sqlalchemy as sa
-import renkei.core.db
+from alembic import op
 
+import renkei.core.db
 
 revision = 'hub_0001'
 down_revision = None

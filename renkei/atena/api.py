@@ -23,6 +23,7 @@ from renkei.core import ids
 from renkei.core.db import transaction
 from renkei.core.errors import Problem
 from renkei.core.node import NodeRuntime
+from renkei.core.text.wareki import WarekiError, parse_date, to_wareki
 
 router = APIRouter()
 
@@ -130,6 +131,10 @@ async def inquiry(request: Request, body: InquiryIn) -> InquiryOut:
         problem = ids.check(kind, value)
         if problem is not None:
             raise Problem(422, f"invalid_{kind.name.lower()}", problem.message)
+    try:
+        as_of = parse_date(body.as_of)
+    except WarekiError as exc:
+        raise Problem(422, "bad_date", f"基準日: {exc}") from None
     with rt.sessions() as s:
         affair_code = service.authorize_inquiry(s, catalogue, body.staff_id, body.procedure_code)
         atena_no = service.translate(s, body.system, body.business_atena_no)
@@ -151,7 +156,7 @@ async def inquiry(request: Request, body: InquiryIn) -> InquiryOut:
                 "procedure_code": body.procedure_code,
                 "info_kind_code": body.info_kind_code,
                 "provider_org": body.provider_org,
-                "as_of": body.as_of,
+                "as_of": as_of.isoformat(),
             },
         )
     except Problem as exc:
@@ -170,4 +175,6 @@ async def inquiry(request: Request, body: InquiryIn) -> InquiryOut:
         values={str(k): str(v) for k, v in values.items()} if isinstance(values, dict) else None,
         edition=result.get("edition"),
         record_key=result.get("record_key"),
+        as_of=as_of.isoformat(),
+        as_of_wareki=to_wareki(as_of),
     )

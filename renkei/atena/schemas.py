@@ -51,7 +51,7 @@ class InquiryIn(BaseModel):
     procedure_code: str = Field(min_length=1, max_length=32)
     info_kind_code: str = Field(min_length=1, max_length=32)
     provider_org: str = Field(min_length=1, max_length=32)
-    as_of: str = Field(min_length=1, max_length=32, description="基準日 YYYY-MM-DD")
+    as_of: str = Field(min_length=1, max_length=32, description="基準日（和暦または西暦: 令和7年4月1日、R7.4.1、2025-04-01）")
 
 
 class InquiryOut(BaseModel):
@@ -61,3 +61,5 @@ class InquiryOut(BaseModel):
     values: dict[str, str] | None = None
     edition: str | None = None
     record_key: str | None = None
+    as_of: str
+    as_of_wareki: str

@@ -80,6 +80,8 @@ def parse_resident(rec: dict[str, Any]) -> ResidentInput:
     if not isinstance(business, dict):
         raise Problem(422, "bad_business_numbers", "業務宛名番号は {業務: 番号} の形で指定してください。")
     for system, no in business.items():
+        if not isinstance(system, str) or not 1 <= len(system) <= 40:
+            raise Problem(422, "bad_business_system", "業務システムIDは1〜40文字で指定してください。")
         p = ids.check(ids.IdKind.ATENA_NO, str(no))
         if p is not None:
             raise Problem(422, "invalid_business_atena_no", f"業務「{system}」の宛名番号: {p.message}")

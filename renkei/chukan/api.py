@@ -167,7 +167,9 @@ async def provide(request: Request) -> Response:
     expect_typ(msg, "provision.request")
     expect_sender(msg, rt.config.hub_org_code)
     body = msg.body
-    serial = str(body.get("serial", ""))
+    serial = body.get("serial")
+    if not (isinstance(serial, str) and serial.isascii() and serial.isdigit() and len(serial) == 20):
+        raise Problem(422, "invalid_serial", "処理通番の形式が誤っています（20桁の数字）。")
     inquirer = str(body.get("inquirer_org", ""))
     kind_code = str(body.get("info_kind_code", ""))
     as_of = service.parse_date(body.get("as_of"), "基準日")
@@ -176,6 +178,8 @@ async def provide(request: Request) -> Response:
         raise Problem(422, "unknown_organization", "照会者の暗号鍵が機関登録簿にありません。", inquirer)
     with transaction(rt.sessions) as s:
         remember(s, rt.kernel, msg, rt.clock())
+        if service.provision_recorded(s, serial):
+            raise Problem(409, "duplicate_serial", "この処理通番の情報提供は既に記録されています。", serial)
         atena_no = service.atena_of_pseudonym(s, str(body.get("pseudonym", "")))
         copy = service.find_copy(s, atena_no, kind_code, as_of) if atena_no else None
         if copy is None:

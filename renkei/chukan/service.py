@@ -126,7 +126,12 @@ def register_fukuhon(
             if valid_to is not None and valid_to < valid_from:
                 raise Problem(422, "bad_period", "公開終了日が公開開始日より前です。")
             record_key = str(rec.get("record_key", "")) or "1"
-            values = {str(k): "" if v is None else str(v) for k, v in dict(rec.get("values", {})).items()}
+            if len(record_key) > 64:
+                raise Problem(422, "too_long", "レコードキーは64文字以内で指定してください。")
+            raw_values = rec.get("values", {})
+            if not isinstance(raw_values, dict):
+                raise Problem(422, "bad_values", "副本の項目（values）は {項目コード: 値} の形で指定してください。")
+            values = {str(k): "" if v is None else str(v) for k, v in raw_values.items()}
             deleted = bool(rec.get("delete", False))
             edition = kind.edition_on(valid_from)
             if edition is None:
@@ -208,6 +213,15 @@ def find_copy(session: Session, atena_no: str, info_kind_code: str, as_of: date)
     if not candidates:
         return None
     return max(candidates, key=lambda r: (r.valid_from, r.registered_at))
+
+
+def provision_recorded(session: Session, serial: str) -> bool:
+    return (
+        session.scalar(
+            select(ProvisionRecord.id).where(ProvisionRecord.serial == serial, ProvisionRecord.direction == "provision")
+        )
+        is not None
+    )
 
 
 # --- records --------------------------------------------------------------------

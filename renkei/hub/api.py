@@ -45,7 +45,7 @@ async def acquisitions(request: Request) -> Response:
     msg = await rt.receive(request)
     expect_typ(msg, "acquisition.create")
     count = msg.body.get("count")
-    if not isinstance(count, int):
+    if not isinstance(count, int) or isinstance(count, bool):
         raise Problem(422, "bad_count", "件数（count）を整数で指定してください。")
     with transaction(rt.sessions) as s:
         remember(s, rt.kernel, msg, rt.clock())

@@ -28,10 +28,11 @@ from renkei.core.config import NodeConfig, load_config
 from renkei.core.crypto import envelope, pki
 from renkei.core.messaging import JOSE_MEDIA_TYPE, new_message_id, seal
 from renkei.federation import setup
-from renkei.federation.topology import HUB, JLIS, NAKANO, NENKIN, SHINJUKU, Layout, Org  # noqa: F401
+from renkei.federation.topology import NENKIN, Layout, Org
 
 JOSE = {"content-type": JOSE_MEDIA_TYPE}
 _JAPANESE = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uff66-\uff9f]")
+
 
 def has_japanese(text: str) -> bool:
     return bool(_JAPANESE.search(text))
@@ -87,9 +88,21 @@ class Federation:
         now: datetime | None = None,
     ) -> str:
         key = self.key(sender) if isinstance(sender, Org) else sender
-        issuer = iss if iss is not None else (sender.org_code if isinstance(sender, Org) else key.kid.split(":")[0])
+        issuer = (
+            iss
+            if iss is not None
+            else (sender.org_code if isinstance(sender, Org) else key.kid.split(":")[0])
+        )
         audience = aud.org_code if isinstance(aud, Org) else aud
-        return seal(key, issuer, audience, typ, body, message_id=message_id or new_message_id(), now=now or datetime.now(UTC))
+        return seal(
+            key,
+            issuer,
+            audience,
+            typ,
+            body,
+            message_id=message_id or new_message_id(),
+            now=now or datetime.now(UTC),
+        )
 
     def stranger_same_code(self, org: Org) -> envelope.SigningKey:
         """Keys for `org`'s code issued by a second, unrelated CA (same kid, other key)."""
@@ -104,7 +117,9 @@ class Federation:
         root = self.layout.root / "second-ca"
         if not (root / "ca" / "ca.crt").exists():
             pki.create_ca(root / "ca", "someone else's CA")
-        creds = pki.issue_org_credentials(root / "ca", root / f"org-{org_code}", org_code, "未登録機関（架空）")
+        creds = pki.issue_org_credentials(
+            root / "ca", root / f"org-{org_code}", org_code, "未登録機関（架空）"
+        )
         return envelope.load_signing_key(creds.sig_key)
 
 
@@ -128,7 +143,9 @@ def counts(engine: Engine, metadata: MetaData) -> dict[str, int]:
     out = {}
     with engine.connect() as conn:
         for table in metadata.sorted_tables:
-            out[table.name] = int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+            out[table.name] = int(
+                conn.execute(select(func.count()).select_from(table)).scalar_one()
+            )
     return out
 
 

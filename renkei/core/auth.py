@@ -1,0 +1,1227 @@
+"""Staff identity kernel: passwords (argon2id), TOTP, lockout, DB sessions, CSRF, API tokens.
+
+Every node adds the three tables with `auth_tables` and calls these functions with a
+SQLAlchemy `Session` and an explicit timezone-aware `now` (there is no global clock:
+tests move time by passing another `now`).
+
+Secrets are never stored: sessions are keyed by the SHA-256 of the opaque cookie token,
+CSRF tokens and API tokens are kept as SHA-256 hashes, and the TOTP secret is encrypted
+with the caller's `FieldCipher` (AAD ``("staff", "totp_secret", staff_id)``).
+
+Failures that must persist (failed-login counters, lockout) are written to the session
+before the `AuthError` is raised; the caller must commit even when an `AuthError`
+escapes. `auth_transaction` does exactly that (commit on success and on AuthError,
+roll back on anything else) — `renkei.core.db.transaction` would roll the counter back.
+
+Errors are `AuthError` (a `Problem`) with a stable `code` and a Japanese `message_ja`;
+unknown staff ID and wrong password give the very same error (no user enumeration),
+and an unknown staff ID costs one argon2 verification like a known one.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from functools import lru_cache
+from typing import Any, Final, cast
+
+import pyotp
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import CursorResult, Result, RowMapping
+from sqlalchemy.orm import Session, sessionmaker
+
+from renkei.core.crypto.field import FieldCipher
+from renkei.core.db import UtcDateTime
+from renkei.core.errors import Problem
+from renkei.core.roles import ADMIN, check_separation, normalize_roles, parse_role, require
+
+__all__ = [
+    "AUTH_ERROR_CODES",
+    "DEFAULT_POLICY",
+    "ApiTokenInfo",
+    "AuthError",
+    "AuthPolicy",
+    "AuthTables",
+    "LoginResult",
+    "StaffPrincipal",
+    "auth_tables",
+    "auth_transaction",
+    "authenticate",
+    "authenticate_api_token",
+    "change_password",
+    "check_csrf",
+    "check_password",
+    "create_staff",
+    "csrf_token_for",
+    "hash_password",
+    "issue_api_token",
+    "list_api_tokens",
+    "login",
+    "logout",
+    "password_problems",
+    "purge_sessions",
+    "reset_password",
+    "reset_totp",
+    "revoke_api_token",
+    "revoke_sessions",
+    "set_active",
+    "set_roles",
+    "totp_qr_svg",
+    "totp_uri",
+    "unlock",
+]
+
+JST: Final = timezone(timedelta(hours=9), "JST")  # Japan has no daylight saving time
+TOTP_INTERVAL: Final = 30
+TOTP_DIGITS: Final = 6
+TOTP_AAD_TABLE: Final = "staff"
+TOTP_AAD_COLUMN: Final = "totp_secret"
+# Bound on presented tokens: token_urlsafe(32) is 43 characters.
+_MAX_TOKEN_LENGTH: Final = 256
+_STAFF_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+_CSRF_LABEL: Final = b"renkei/csrf/v1"
+
+# --- errors ----------------------------------------------------------------------------
+
+# code → (HTTP status, default Japanese message)
+AUTH_ERROR_CODES: Final[dict[str, tuple[int, str]]] = {
+    "bad_credentials": (401, "職員IDまたはパスワードが正しくありません。"),
+    "locked": (
+        403,
+        "アカウントがロックされています。しばらくしてから再度ログインするか、管理者に解除を依頼してください。",
+    ),
+    "totp_required": (401, "ワンタイムパスワードを入力してください。"),
+    "totp_invalid": (401, "ワンタイムパスワードが正しくないか、有効期限が切れています。"),
+    "totp_reused": (
+        401,
+        "このワンタイムパスワードは既に使用されています。次のコードが表示されてから入力してください。",
+    ),
+    "password_policy": (422, "パスワードが要件を満たしていません。"),
+    "session_expired": (
+        401,
+        "ログインの有効期間が過ぎたか、一定時間操作がなかったため、ログアウトしました。再度ログインしてください。",
+    ),
+    "session_revoked": (401, "このログインは無効化されています。再度ログインしてください。"),
+    "session_unknown": (401, "ログインしていません。ログインしてください。"),
+    "csrf_failed": (
+        403,
+        "不正な要求の可能性があるため処理を中止しました。画面を開き直してから操作してください。",
+    ),
+    "token_invalid": (401, "APIトークンが無効です。"),
+    "token_expired": (401, "APIトークンの有効期限が切れています。"),
+    "scope_denied": (403, "APIトークンに指定できない権限が含まれています。"),
+    "inactive": (403, "この職員アカウントは利用停止中です。管理者に連絡してください。"),
+}
+
+
+class AuthError(Problem):
+    """An authentication failure with a stable ``code`` and a Japanese ``message_ja``.
+
+    ``locked_until`` is set for ``locked``; ``problems`` lists the unmet rules for
+    ``password_policy``.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message_ja: str | None = None,
+        *,
+        detail: str = "",
+        locked_until: datetime | None = None,
+        problems: Sequence[str] = (),
+    ) -> None:
+        if code not in AUTH_ERROR_CODES:
+            raise ValueError(f"unknown auth error code: {code}")
+        status, default = AUTH_ERROR_CODES[code]
+        message = message_ja if message_ja is not None else default
+        super().__init__(status, code, message, detail)
+        self.message_ja = message
+        self.locked_until = locked_until
+        self.problems = tuple(problems)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_auth_error,
+            (self.code, self.message_ja, self.detail, self.locked_until, self.problems),
+        )
+
+
+def _rebuild_auth_error(
+    code: str,
+    message_ja: str,
+    detail: str,
+    locked_until: datetime | None,
+    problems: tuple[str, ...],
+) -> AuthError:
+    return AuthError(code, message_ja, detail=detail, locked_until=locked_until, problems=problems)
+
+
+def _format_jst(dt: datetime) -> str:
+    local = dt.astimezone(JST)
+    if local.second or local.microsecond:  # round up: never tell a time that is too early
+        local = local.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    return f"{local.year}年{local.month}月{local.day}日 {local.hour}時{local.minute:02d}分"
+
+
+def _locked(until: datetime) -> AuthError:
+    return AuthError(
+        "locked",
+        f"ログインの失敗が続いたため、アカウントがロックされています。"
+        f"{_format_jst(until)}（日本時間）以降に再度ログインするか、管理者に解除を依頼してください。",
+        locked_until=until,
+    )
+
+
+# --- tables ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuthTables:
+    staff: Table
+    sessions: Table
+    api_tokens: Table
+
+
+def auth_tables(metadata: MetaData) -> AuthTables:
+    """Add the staff, session and API-token tables to a node's metadata.
+
+    Named ``auth_*`` so they can live next to a node's own tables (atena already has
+    a ``staff`` table of its own).
+    """
+    staff = Table(
+        "auth_staff",
+        metadata,
+        Column("staff_id", String(64), primary_key=True),
+        Column("name", String(100), nullable=False),
+        Column("password_hash", String(255), nullable=False),
+        # FieldCipher blob, AAD ("staff", "totp_secret", staff_id)
+        Column("totp_secret", LargeBinary, nullable=True),
+        Column("totp_last_step", BigInteger, nullable=True),
+        Column("failed_count", Integer, nullable=False, default=0),
+        Column("locked_until", UtcDateTime(), nullable=True),
+        Column("roles", JSON, nullable=False),
+        Column("active", Boolean, nullable=False, default=True),
+        Column("created_at", UtcDateTime(), nullable=False),
+        Column("password_changed_at", UtcDateTime(), nullable=False),
+    )
+    sessions = Table(
+        "auth_sessions",
+        metadata,
+        Column("id", String(64), primary_key=True),  # hex SHA-256 of the cookie token
+        Column(
+            "staff_id", String(64), ForeignKey("auth_staff.staff_id"), nullable=False, index=True
+        ),
+        Column("created_at", UtcDateTime(), nullable=False),
+        Column("last_seen_at", UtcDateTime(), nullable=False),
+        Column("expires_at", UtcDateTime(), nullable=False),
+        Column("revoked_at", UtcDateTime(), nullable=True),
+        Column("terminal", String(255), nullable=True),
+        Column("csrf_token_hash", String(64), nullable=False),
+    )
+    api_tokens = Table(
+        "auth_api_tokens",
+        metadata,
+        Column("id", String(32), primary_key=True),
+        Column(
+            "staff_id", String(64), ForeignKey("auth_staff.staff_id"), nullable=False, index=True
+        ),
+        Column("token_hash", String(64), nullable=False, unique=True),
+        Column("name", String(100), nullable=False),
+        Column("scopes", JSON, nullable=False),
+        Column("created_at", UtcDateTime(), nullable=False),
+        Column("expires_at", UtcDateTime(), nullable=False),
+        Column("revoked_at", UtcDateTime(), nullable=True),
+        Column("last_used_at", UtcDateTime(), nullable=True),
+    )
+    return AuthTables(staff=staff, sessions=sessions, api_tokens=api_tokens)
+
+
+# --- policy ----------------------------------------------------------------------------
+
+# Compared after NFKC and casefold; only entries that would otherwise pass the length
+# and character-class rules matter.
+COMMON_PASSWORDS: Final = frozenset(
+    {
+        "password1234",
+        "password123!",
+        "password2024!",
+        "password2025!",
+        "password2026!",
+        "p@ssw0rd1234",
+        "p@ssword1234",
+        "passw0rd1234",
+        "passw0rd!234",
+        "qwerty123456",
+        "qwerty123456!",
+        "qwertyuiop123",
+        "welcome12345",
+        "welcome2024!",
+        "administrator1",
+        "admin1234567",
+        "admin@123456",
+        "abc123456789",
+        "abcd12345678",
+        "iloveyou1234",
+        "letmein12345",
+        "changeme1234",
+        "changeme123!",
+        "1qaz2wsx3edc4rfv",
+        "1qaz!qaz2wsx",
+        "zaq12wsxcde3",
+        "tokyo2020!!!",
+        "japan1234567",
+        "nihon1234567",
+        "renkei123456",
+        "mynumber1234",
+        "mynumber123!",
+    }
+)
+
+
+@dataclass(frozen=True)
+class AuthPolicy:
+    """Lockout, session and password rules; `hasher` sets the argon2id cost.
+
+    The default hasher is argon2-cffi's `PasswordHasher()` (RFC 9106 low-memory
+    profile); tests pass a cheap one. Hashes made with other parameters are upgraded
+    at the next successful login (`check_needs_rehash`).
+    """
+
+    max_failures: int = 5
+    lockout_minutes: int = 15
+    idle_minutes: int = 30
+    absolute_hours: int = 8
+    password_min_length: int = 12
+    password_max_length: int = 256
+    password_min_classes: int = 3
+    common_passwords: frozenset[str] = COMMON_PASSWORDS
+    totp_required: bool = True
+    totp_issuer: str = "renkei"
+    totp_window: int = 1  # steps accepted either side of the current one
+    api_token_max_days: int = 90
+    hasher: PasswordHasher = field(default_factory=PasswordHasher, compare=False, repr=False)
+
+    @property
+    def lockout(self) -> timedelta:
+        return timedelta(minutes=self.lockout_minutes)
+
+    @property
+    def idle(self) -> timedelta:
+        return timedelta(minutes=self.idle_minutes)
+
+    @property
+    def absolute(self) -> timedelta:
+        return timedelta(hours=self.absolute_hours)
+
+
+DEFAULT_POLICY: Final = AuthPolicy()
+
+
+# --- results ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    """``token`` goes into the session cookie (HttpOnly, Secure, SameSite=Strict);
+    ``csrf_token`` into forms/headers (`csrf_token_for(token)` recomputes it);
+    ``expires_at`` is the absolute end of the session."""
+
+    token: str
+    csrf_token: str
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class StaffPrincipal:
+    """Who is calling. For an API token, ``roles`` are the token's scopes (those the
+    staff member still holds), ``session_id`` and ``terminal`` are None."""
+
+    staff_id: str
+    name: str
+    roles: frozenset[str]
+    session_id: str | None
+    terminal: str | None
+    api_token_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ApiTokenInfo:
+    id: str
+    staff_id: str
+    name: str
+    scopes: tuple[str, ...]
+    created_at: datetime
+    expires_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _rowcount(result: Result[Any]) -> int:
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def _aware(now: datetime) -> datetime:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be timezone-aware")
+    return now
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _normalize_password(password: str) -> str:
+    # The same password typed with a full-width IME must verify: hash the NFKC form.
+    return unicodedata.normalize("NFKC", password)
+
+
+def _normalize_staff_id(staff_id: str) -> str:
+    return unicodedata.normalize("NFKC", staff_id).strip()
+
+
+def _valid_staff_id(staff_id: str) -> str:
+    sid = _normalize_staff_id(staff_id)
+    if not _STAFF_ID_RE.fullmatch(sid):
+        raise ValueError(
+            "職員IDは英数字で始まる64文字以内の英数字・記号（. _ @ -）で指定してください。"
+        )
+    return sid
+
+
+def _valid_name(name: str) -> str:
+    text = unicodedata.normalize("NFKC", name).strip()
+    if not text or len(text) > 100:
+        raise ValueError("氏名は1文字以上100文字以内で指定してください。")
+    return text
+
+
+def _hasher_key(h: PasswordHasher) -> tuple[int, int, int, int, int, Type]:
+    return (h.time_cost, h.memory_cost, h.parallelism, h.hash_len, h.salt_len, h.type)
+
+
+@lru_cache(maxsize=8)
+def _dummy_hash(key: tuple[int, int, int, int, int, Type]) -> str:
+    t, m, p, hl, sl, ty = key
+    hasher = PasswordHasher(
+        time_cost=t, memory_cost=m, parallelism=p, hash_len=hl, salt_len=sl, type=ty
+    )
+    return hasher.hash(secrets.token_urlsafe(16))
+
+
+def _verify(hasher: PasswordHasher, stored: str, password: str) -> bool:
+    try:
+        return hasher.verify(stored, _normalize_password(password))
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def _burn_verify(hasher: PasswordHasher, password: str) -> None:
+    """Spend one verification on an unknown staff ID, like a known one would."""
+    _verify(hasher, _dummy_hash(_hasher_key(hasher)), password)
+
+
+def _staff_row(
+    session: Session, tables: AuthTables, staff_id: str, *, lock: bool = False
+) -> RowMapping | None:
+    st = tables.staff
+    stmt = select(st).where(st.c.staff_id == staff_id)
+    if lock:
+        stmt = stmt.with_for_update()  # PostgreSQL: serialize concurrent logins of one account
+    return session.execute(stmt).mappings().one_or_none()
+
+
+def _require_staff(
+    session: Session, tables: AuthTables, staff_id: str, *, lock: bool = False
+) -> RowMapping:
+    row = _staff_row(session, tables, _normalize_staff_id(staff_id), lock=lock)
+    if row is None:
+        raise LookupError(f"職員ID「{staff_id}」は登録されていません。")
+    return row
+
+
+def _record_failure(
+    session: Session, tables: AuthTables, staff_id: str, policy: AuthPolicy, now: datetime
+) -> None:
+    """Count one failed attempt; lock the account when the limit is reached (raises locked)."""
+    st = tables.staff
+    session.execute(
+        update(st).where(st.c.staff_id == staff_id).values(failed_count=st.c.failed_count + 1)
+    )
+    count = session.execute(select(st.c.failed_count).where(st.c.staff_id == staff_id)).scalar_one()
+    if count >= policy.max_failures:
+        until = now + policy.lockout
+        # The counter starts again when the lock ends.
+        session.execute(
+            update(st).where(st.c.staff_id == staff_id).values(failed_count=0, locked_until=until)
+        )
+        session.flush()
+        raise _locked(until)
+    session.flush()
+
+
+def _refuse_if_locked(row: RowMapping, now: datetime) -> None:
+    until: datetime | None = row["locked_until"]
+    if until is not None and now < until:
+        raise _locked(until)
+
+
+def _principal_roles(stored: Any) -> list[str]:
+    if not isinstance(stored, list):
+        return []
+    out: set[str] = set()
+    for r in stored:
+        try:
+            out.add(str(parse_role(str(r))))
+        except ValueError:
+            continue  # a malformed stored role grants nothing
+    return sorted(out)
+
+
+def _revoke_staff_sessions(
+    session: Session, tables: AuthTables, staff_id: str, now: datetime, *, keep: str | None = None
+) -> int:
+    ss = tables.sessions
+    stmt = update(ss).where(ss.c.staff_id == staff_id, ss.c.revoked_at.is_(None))
+    if keep is not None:
+        stmt = stmt.where(ss.c.id != keep)
+    count = _rowcount(session.execute(stmt.values(revoked_at=now)))
+    session.flush()
+    return count
+
+
+# --- passwords -------------------------------------------------------------------------
+
+_CLASS_NAMES: Final = ("英大文字", "英小文字", "数字", "記号")
+
+
+def _char_class(ch: str) -> int:
+    if ch.isdigit():
+        return 2
+    if ch.isupper():
+        return 0
+    if ch.islower():
+        return 1
+    return 3  # symbols, spaces, and letters without case (kana, kanji) count as 記号
+
+
+def password_problems(
+    password: str, staff_id: str, policy: AuthPolicy = DEFAULT_POLICY
+) -> list[str]:
+    """The unmet password rules, in Japanese (empty when the password is acceptable).
+
+    Checked on the NFKC form: a full-width letter or digit counts in its class.
+    """
+    pw = _normalize_password(password)
+    problems: list[str] = []
+    if len(pw) < policy.password_min_length:
+        problems.append(
+            f"{policy.password_min_length}文字以上にしてください（現在{len(pw)}文字）。"
+        )
+    if len(pw) > policy.password_max_length:
+        problems.append(f"{policy.password_max_length}文字以内にしてください。")
+    present = {_char_class(ch) for ch in pw}
+    if len(present) < policy.password_min_classes:
+        missing = "、".join(name for i, name in enumerate(_CLASS_NAMES) if i not in present)
+        problems.append(
+            f"英大文字・英小文字・数字・記号のうち{policy.password_min_classes}種類以上を含めてください"
+            f"（含まれていない種類: {missing}）。"
+        )
+    sid = _normalize_staff_id(staff_id).casefold()
+    if len(sid) >= 3 and sid in pw.casefold():
+        problems.append("職員IDを含めないでください。")
+    if pw.casefold() in policy.common_passwords:
+        problems.append("よく使われるパスワードは使用できません。")
+    return problems
+
+
+def check_password(password: str, staff_id: str, policy: AuthPolicy = DEFAULT_POLICY) -> None:
+    """Raise AuthError ``password_policy`` listing every unmet rule."""
+    problems = password_problems(password, staff_id, policy)
+    if problems:
+        raise AuthError(
+            "password_policy",
+            "パスワードが要件を満たしていません。" + "".join(problems),
+            problems=problems,
+        )
+
+
+def hash_password(password: str, policy: AuthPolicy = DEFAULT_POLICY) -> str:
+    """argon2id hash of the NFKC form of ``password`` with the policy's hasher."""
+    return policy.hasher.hash(_normalize_password(password))
+
+
+# --- TOTP ------------------------------------------------------------------------------
+
+
+def _totp_aad(staff_id: str) -> tuple[str, str, str]:
+    return (TOTP_AAD_TABLE, TOTP_AAD_COLUMN, staff_id)
+
+
+def totp_uri(staff_id: str, secret: str, *, issuer: str = "renkei") -> str:
+    """``otpauth://totp/...`` provisioning URI for an authenticator app."""
+    return pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_INTERVAL).provisioning_uri(
+        name=staff_id, issuer_name=issuer
+    )
+
+
+def totp_qr_svg(uri: str) -> str:
+    """The provisioning URI as an inline SVG QR code (needs the optional package segno)."""
+    import segno  # optional dependency: only the enrolment screen needs it
+
+    svg: str = segno.make(uri, error="m").svg_inline(scale=4)
+    return svg
+
+
+def _step(now: datetime) -> int:
+    return int(now.timestamp()) // TOTP_INTERVAL
+
+
+def _check_totp(
+    session: Session,
+    tables: AuthTables,
+    cipher: FieldCipher,
+    row: RowMapping,
+    code: str | None,
+    policy: AuthPolicy,
+    now: datetime,
+) -> None:
+    staff_id: str = row["staff_id"]
+    blob = row["totp_secret"]
+    if blob is None:
+        raise AuthError(
+            "totp_required",
+            "ワンタイムパスワードが登録されていません。管理者に再登録を依頼してください。",
+        )
+    if code is None or not code.strip():
+        raise AuthError("totp_required")
+    presented = re.sub(r"\s", "", unicodedata.normalize("NFKC", code))
+    secret = cipher.decrypt(bytes(blob), _totp_aad(staff_id))
+    totp = pyotp.TOTP(secret, digits=TOTP_DIGITS, interval=TOTP_INTERVAL)
+    current = _step(now)
+    matched: list[int] = []
+    well_formed = len(presented) == TOTP_DIGITS and presented.isascii() and presented.isdigit()
+    for step in range(current - policy.totp_window, current + policy.totp_window + 1):
+        expected = totp.generate_otp(step)
+        if hmac.compare_digest(expected.encode(), presented.encode()) and well_formed:
+            matched.append(step)
+    if not matched:
+        _record_failure(session, tables, staff_id, policy, now)
+        raise AuthError("totp_invalid")
+    last: int | None = row["totp_last_step"]
+    unused = [s for s in matched if last is None or s > last]
+    if unused:
+        st = tables.staff
+        step = max(unused)
+        # Conditional update: two concurrent logins with one code cannot both win.
+        won = _rowcount(
+            session.execute(
+                update(st)
+                .where(
+                    st.c.staff_id == staff_id,
+                    or_(st.c.totp_last_step.is_(None), st.c.totp_last_step < step),
+                )
+                .values(totp_last_step=step)
+            )
+        )
+        if won == 1:
+            return
+    _record_failure(session, tables, staff_id, policy, now)
+    raise AuthError("totp_reused")
+
+
+def _new_totp_secret(cipher: FieldCipher, staff_id: str) -> tuple[str, bytes]:
+    secret = pyotp.random_base32()
+    return secret, cipher.encrypt(secret, _totp_aad(staff_id))
+
+
+# --- staff -----------------------------------------------------------------------------
+
+
+def create_staff(
+    session: Session,
+    tables: AuthTables,
+    cipher: FieldCipher,
+    staff_id: str,
+    name: str,
+    password: str,
+    roles: Iterable[str],
+    *,
+    policy: AuthPolicy = DEFAULT_POLICY,
+    now: datetime,
+) -> str:
+    """Register a staff member; returns the TOTP provisioning URI (show it once).
+
+    ValueError for a bad staff ID, name or role, `RoleConflict` (a ValueError) when the
+    roles break separation of duties, AuthError ``password_policy`` for a weak password.
+    The caller authorizes (first administrator at set-up, later a 管理 principal).
+    """
+    _aware(now)
+    sid = _valid_staff_id(staff_id)
+    display = _valid_name(name)
+    canonical = normalize_roles(roles)
+    check_separation(canonical)
+    check_password(password, sid, policy)
+    if _staff_row(session, tables, sid) is not None:
+        raise ValueError(f"職員ID「{sid}」は既に登録されています。")
+    secret, blob = _new_totp_secret(cipher, sid)
+    session.execute(
+        insert(tables.staff).values(
+            staff_id=sid,
+            name=display,
+            password_hash=hash_password(password, policy),
+            totp_secret=blob,
+            totp_last_step=None,
+            failed_count=0,
+            locked_until=None,
+            roles=canonical,
+            active=True,
+            created_at=now,
+            password_changed_at=now,
+        )
+    )
+    session.flush()
+    return totp_uri(sid, secret, issuer=policy.totp_issuer)
+
+
+def set_roles(
+    session: Session, tables: AuthTables, staff_id: str, roles: Iterable[str], by: StaffPrincipal
+) -> list[str]:
+    """Replace a staff member's roles (by a 管理 principal); returns the canonical roles.
+
+    Takes effect at the next request: sessions read the roles afresh, API tokens keep
+    only the scopes the staff member still holds.
+    """
+    require(by.roles, ADMIN)
+    row = _require_staff(session, tables, staff_id, lock=True)
+    canonical = normalize_roles(roles)
+    check_separation(canonical)
+    st = tables.staff
+    session.execute(update(st).where(st.c.staff_id == row["staff_id"]).values(roles=canonical))
+    session.flush()
+    return canonical
+
+
+def set_active(
+    session: Session,
+    tables: AuthTables,
+    staff_id: str,
+    active: bool,
+    by: StaffPrincipal,
+    *,
+    now: datetime,
+) -> None:
+    """Suspend or reinstate a staff member (by a 管理 principal); suspending ends their sessions."""
+    _aware(now)
+    require(by.roles, ADMIN)
+    row = _require_staff(session, tables, staff_id, lock=True)
+    st = tables.staff
+    session.execute(update(st).where(st.c.staff_id == row["staff_id"]).values(active=active))
+    if not active:
+        _revoke_staff_sessions(session, tables, row["staff_id"], now)
+    session.flush()
+
+
+def unlock(session: Session, tables: AuthTables, staff_id: str, by: StaffPrincipal) -> None:
+    """Lift a lockout and clear the failure counter (by a 管理 principal)."""
+    require(by.roles, ADMIN)
+    row = _require_staff(session, tables, staff_id, lock=True)
+    st = tables.staff
+    session.execute(
+        update(st).where(st.c.staff_id == row["staff_id"]).values(failed_count=0, locked_until=None)
+    )
+    session.flush()
+
+
+def reset_totp(
+    session: Session,
+    tables: AuthTables,
+    cipher: FieldCipher,
+    staff_id: str,
+    by: StaffPrincipal,
+    *,
+    policy: AuthPolicy = DEFAULT_POLICY,
+) -> str:
+    """New TOTP secret for a staff member (by a 管理 principal); returns the provisioning URI."""
+    require(by.roles, ADMIN)
+    row = _require_staff(session, tables, staff_id, lock=True)
+    sid: str = row["staff_id"]
+    secret, blob = _new_totp_secret(cipher, sid)
+    st = tables.staff
+    session.execute(
+        update(st).where(st.c.staff_id == sid).values(totp_secret=blob, totp_last_step=None)
+    )
+    session.flush()
+    return totp_uri(sid, secret, issuer=policy.totp_issuer)
+
+
+def reset_password(
+    session: Session,
+    tables: AuthTables,
+    staff_id: str,
+    new_password: str,
+    by: StaffPrincipal,
+    *,
+    policy: AuthPolicy = DEFAULT_POLICY,
+    now: datetime,
+) -> None:
+    """Set a new password for a staff member (by a 管理 principal); ends their sessions."""
+    _aware(now)
+    require(by.roles, ADMIN)
+    row = _require_staff(session, tables, staff_id, lock=True)
+    sid: str = row["staff_id"]
+    check_password(new_password, sid, policy)
+    st = tables.staff
+    session.execute(
+        update(st)
+        .where(st.c.staff_id == sid)
+        .values(
+            password_hash=hash_password(new_password, policy),
+            password_changed_at=now,
+            failed_count=0,
+            locked_until=None,
+        )
+    )
+    _revoke_staff_sessions(session, tables, sid, now)
+
+
+# --- login and sessions ----------------------------------------------------------------
+
+
+def csrf_token_for(token: str) -> str:
+    """The synchronizer CSRF token of a session token.
+
+    Derived (HMAC-SHA256 keyed by the session token), so the server can render it into
+    every form from the cookie alone; the database keeps only its SHA-256.
+    """
+    mac = hmac.new(token.encode("utf-8", "surrogatepass"), _CSRF_LABEL, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+
+def login(
+    session: Session,
+    tables: AuthTables,
+    cipher: FieldCipher,
+    staff_id: str,
+    password: str,
+    totp_code: str | None,
+    *,
+    terminal: str | None,
+    policy: AuthPolicy = DEFAULT_POLICY,
+    now: datetime,
+) -> LoginResult:
+    """Password (argon2id) + TOTP sign-in; opens a session.
+
+    Order: unknown ID / locked → password → suspended → TOTP. Wrong passwords and wrong
+    or reused TOTP codes count towards the lockout; the attempt that reaches
+    ``max_failures`` locks the account and raises ``locked``. Counter changes are
+    flushed before raising: commit even on AuthError (see `auth_transaction`).
+    """
+    _aware(now)
+    sid = _normalize_staff_id(staff_id)
+    row = _staff_row(session, tables, sid, lock=True) if sid else None
+    if row is None:
+        _burn_verify(policy.hasher, password)
+        raise AuthError("bad_credentials")
+    sid = row["staff_id"]
+    _refuse_if_locked(row, now)
+    stored_hash: str = row["password_hash"]
+    if not _verify(policy.hasher, stored_hash, password):
+        _record_failure(session, tables, sid, policy, now)
+        raise AuthError("bad_credentials")
+    if not row["active"]:
+        raise AuthError("inactive")
+    if policy.totp_required or (totp_code is not None and totp_code.strip()):
+        _check_totp(session, tables, cipher, row, totp_code, policy, now)
+
+    st = tables.staff
+    values: dict[str, Any] = {"failed_count": 0, "locked_until": None}
+    if policy.hasher.check_needs_rehash(stored_hash):
+        values["password_hash"] = hash_password(password, policy)
+    session.execute(update(st).where(st.c.staff_id == sid).values(**values))
+
+    token = secrets.token_urlsafe(32)
+    csrf = csrf_token_for(token)
+    expires_at = now + policy.absolute
+    session.execute(
+        insert(tables.sessions).values(
+            id=_digest(token),
+            staff_id=sid,
+            created_at=now,
+            last_seen_at=now,
+            expires_at=expires_at,
+            revoked_at=None,
+            terminal=terminal,
+            csrf_token_hash=_digest(csrf),
+        )
+    )
+    session.flush()
+    return LoginResult(token=token, csrf_token=csrf, expires_at=expires_at)
+
+
+def authenticate(
+    session: Session,
+    tables: AuthTables,
+    token: str | None,
+    *,
+    policy: AuthPolicy = DEFAULT_POLICY,
+    now: datetime,
+) -> StaffPrincipal:
+    """The principal of a session cookie; enforces the idle and absolute timeouts.
+
+    Touches ``last_seen_at``. Roles are read from the staff row on every call, so a
+    role change or suspension takes effect at once. ``terminal`` is the terminal the
+    session was opened on: a listener that requires terminal certificates should
+    compare it with the current one.
+    """
+    _aware(now)
+    if not token or len(token) > _MAX_TOKEN_LENGTH:
+        raise AuthError("session_unknown")
+    ss, st = tables.sessions, tables.staff
+    row = (
+        session.execute(
+            select(
+                ss.c.id,
+                ss.c.created_at,
+                ss.c.last_seen_at,
+                ss.c.expires_at,
+                ss.c.revoked_at,
+                ss.c.terminal,
+                st.c.staff_id,
+                st.c.name,
+                st.c.roles,
+                st.c.active,
+            )
+            .select_from(ss.join(st, ss.c.staff_id == st.c.staff_id))
+            .where(ss.c.id == _digest(token))
+        )
+        .mappings()
+        .one_or_none()
+    )
+    if row is None:
+        raise AuthError("session_unknown")
+    if row["revoked_at"] is not None:
+        raise AuthError("session_revoked")
+    if now >= min(row["expires_at"], row["created_at"] + policy.absolute):
+        raise AuthError("session_expired", detail="absolute")
+    if now - row["last_seen_at"] >= policy.idle:
+        raise AuthError("session_expired", detail="idle")
+    if not row["active"]:
+        raise AuthError("inactive")
+    session.execute(update(ss).where(ss.c.id == row["id"]).values(last_seen_at=now))
+    session.flush()
+    return StaffPrincipal(
+        staff_id=row["staff_id"],
+        name=row["name"],
+        roles=frozenset(_principal_roles(row["roles"])),
+        session_id=row["id"],
+        terminal=row["terminal"],
+    )
+
+
+def check_csrf(
+    session: Session, tables: AuthTables, principal: StaffPrincipal, presented: str | None
+) -> None:
+    """Raise ``csrf_failed`` unless ``presented`` is the session's CSRF token (constant time).
+
+    Principals from API tokens pass: bearer tokens are not sent by browsers on their own.
+    """
+    if principal.session_id is None:
+        return
+    if not presented or len(presented) > _MAX_TOKEN_LENGTH:
+        raise AuthError("csrf_failed")
+    ss = tables.sessions
+    stored = session.execute(
+        select(ss.c.csrf_token_hash).where(ss.c.id == principal.session_id)
+    ).scalar_one_or_none()
+    if stored is None or not hmac.compare_digest(str(stored).encode(), _digest(presented).encode()):
+        raise AuthError("csrf_failed")
+
+
+def logout(
+    session: Session, tables: AuthTables, principal: StaffPrincipal, *, now: datetime
+) -> None:
+    """End the principal's session."""
+    _aware(now)
+    if principal.session_id is None:
+        raise ValueError("logout needs a session principal, not an API token")
+    ss = tables.sessions
+    session.execute(
+        update(ss)
+        .where(ss.c.id == principal.session_id, ss.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    session.flush()
+
+
+def revoke_sessions(
+    session: Session, tables: AuthTables, staff_id: str, by: StaffPrincipal, *, now: datetime
+) -> int:
+    """End every open session of a staff member (by a 管理 principal); returns how many."""
+    _aware(now)
+    require(by.roles, ADMIN)
+    return _revoke_staff_sessions(session, tables, _normalize_staff_id(staff_id), now)
+
+
+def change_password(
+    session: Session,
+    tables: AuthTables,
+    staff_id: str,
+    old_password: str,
+    new_password: str,
+    *,
+    policy: AuthPolicy = DEFAULT_POLICY,
+    now: datetime,
+    keep_session_id: str | None = None,
+) -> None:
+    """The staff member changes their own password; other sessions end.
+
+    A wrong old password counts as a failed login (so a stolen session cannot be used
+    to guess it). ``keep_session_id`` (the current principal's session) stays open.
+    """
+    _aware(now)
+    sid = _normalize_staff_id(staff_id)
+    row = _staff_row(session, tables, sid, lock=True) if sid else None
+    if row is None:
+        _burn_verify(policy.hasher, old_password)
+        raise AuthError("bad_credentials")
+    sid = row["staff_id"]
+    _refuse_if_locked(row, now)
+    if not _verify(policy.hasher, row["password_hash"], old_password):
+        _record_failure(session, tables, sid, policy, now)
+        raise AuthError("bad_credentials")
+    if not row["active"]:
+        raise AuthError("inactive")
+    problems = password_problems(new_password, sid, policy)
+    if _normalize_password(new_password) == _normalize_password(old_password):
+        problems.append("現在のパスワードとは異なるものにしてください。")
+    if problems:
+        raise AuthError(
+            "password_policy",
+            "パスワードが要件を満たしていません。" + "".join(problems),
+            problems=problems,
+        )
+    st = tables.staff
+    session.execute(
+        update(st)
+        .where(st.c.staff_id == sid)
+        .values(
+            password_hash=hash_password(new_password, policy),
+            password_changed_at=now,
+            failed_count=0,
+        )
+    )
+    _revoke_staff_sessions(session, tables, sid, now, keep=keep_session_id)
+
+
+def purge_sessions(
+    session: Session, tables: AuthTables, *, now: datetime, keep: timedelta = timedelta(days=1)
+) -> int:
+    """Delete sessions that ended (expired or revoked) more than ``keep`` ago."""
+    _aware(now)
+    ss = tables.sessions
+    cutoff = now - keep
+    count = _rowcount(
+        session.execute(delete(ss).where(or_(ss.c.expires_at < cutoff, ss.c.revoked_at < cutoff)))
+    )
+    session.flush()
+    return count
+
+
+@contextmanager
+def auth_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """Like `renkei.core.db.transaction`, but an AuthError commits before propagating,
+    so failure counters and lockouts persist."""
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except AuthError:
+        session.commit()
+        raise
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+# --- API tokens ------------------------------------------------------------------------
+
+
+def issue_api_token(
+    session: Session,
+    tables: AuthTables,
+    staff_id: str,
+    name: str,
+    scopes: Iterable[str],
+    expires_at: datetime,
+    *,
+    policy: AuthPolicy = DEFAULT_POLICY,
+    now: datetime,
+) -> str:
+    """A bearer token for scripts, limited to ``scopes`` (a subset of the staff's roles).
+
+    Returns the token once; only its SHA-256 is stored. ``scope_denied`` for a scope
+    the staff member does not hold (or a malformed one); ValueError for an expiry not
+    in (now, now + api_token_max_days]. The caller authenticates the staff member
+    (a session, not another API token).
+    """
+    _aware(now)
+    _aware(expires_at)
+    row = _require_staff(session, tables, staff_id)
+    sid: str = row["staff_id"]
+    if not row["active"]:
+        raise AuthError("inactive")
+    label = _valid_name(name)
+    try:
+        requested = normalize_roles(scopes)
+    except ValueError as err:
+        raise AuthError("scope_denied", f"APIトークンの権限が不正です: {err}") from err
+    if not requested:
+        raise AuthError("scope_denied", "APIトークンには少なくとも1つの権限を指定してください。")
+    held = set(_principal_roles(row["roles"]))
+    beyond = [s for s in requested if s not in held]
+    if beyond:
+        raise AuthError(
+            "scope_denied",
+            "職員が持っていない権限はAPIトークンに付与できません: " + "、".join(beyond),
+        )
+    if expires_at <= now:
+        raise ValueError("APIトークンの有効期限は現在より後にしてください。")
+    if expires_at > now + timedelta(days=policy.api_token_max_days):
+        raise ValueError(
+            f"APIトークンの有効期限は{policy.api_token_max_days}日以内にしてください。"
+        )
+    token = secrets.token_urlsafe(32)
+    session.execute(
+        insert(tables.api_tokens).values(
+            id=secrets.token_hex(8),
+            staff_id=sid,
+            token_hash=_digest(token),
+            name=label,
+            scopes=requested,
+            created_at=now,
+            expires_at=expires_at,
+            revoked_at=None,
+            last_used_at=None,
+        )
+    )
+    session.flush()
+    return token
+
+
+def authenticate_api_token(
+    session: Session, tables: AuthTables, token: str | None, *, now: datetime
+) -> StaffPrincipal:
+    """The principal of a bearer API token; roles = the token's scopes still held by the staff."""
+    _aware(now)
+    if not token or len(token) > _MAX_TOKEN_LENGTH:
+        raise AuthError("token_invalid")
+    at, st = tables.api_tokens, tables.staff
+    row = (
+        session.execute(
+            select(
+                at.c.id,
+                at.c.scopes,
+                at.c.expires_at,
+                at.c.revoked_at,
+                st.c.staff_id,
+                st.c.name,
+                st.c.roles,
+                st.c.active,
+            )
+            .select_from(at.join(st, at.c.staff_id == st.c.staff_id))
+            .where(at.c.token_hash == _digest(token))
+        )
+        .mappings()
+        .one_or_none()
+    )
+    if row is None:
+        raise AuthError("token_invalid")
+    if row["revoked_at"] is not None:
+        raise AuthError("token_invalid", "このAPIトークンは失効しています。")
+    if now >= row["expires_at"]:
+        raise AuthError("token_expired")
+    if not row["active"]:
+        raise AuthError("inactive")
+    held = set(_principal_roles(row["roles"]))
+    roles = frozenset(s for s in _principal_roles(row["scopes"]) if s in held)
+    session.execute(update(at).where(at.c.id == row["id"]).values(last_used_at=now))
+    session.flush()
+    return StaffPrincipal(
+        staff_id=row["staff_id"],
+        name=row["name"],
+        roles=roles,
+        session_id=None,
+        terminal=None,
+        api_token_id=row["id"],
+    )
+
+
+def list_api_tokens(session: Session, tables: AuthTables, staff_id: str) -> list[ApiTokenInfo]:
+    """A staff member's API tokens (never the tokens themselves), newest first."""
+    at = tables.api_tokens
+    rows = session.execute(
+        select(at)
+        .where(at.c.staff_id == _normalize_staff_id(staff_id))
+        .order_by(at.c.created_at.desc(), at.c.id)
+    ).mappings()
+    return [
+        ApiTokenInfo(
+            id=r["id"],
+            staff_id=r["staff_id"],
+            name=r["name"],
+            scopes=tuple(r["scopes"]),
+            created_at=r["created_at"],
+            expires_at=r["expires_at"],
+            revoked_at=r["revoked_at"],
+            last_used_at=r["last_used_at"],
+        )
+        for r in rows
+    ]
+
+
+def revoke_api_token(
+    session: Session, tables: AuthTables, token_id: str, by: StaffPrincipal, *, now: datetime
+) -> None:
+    """Revoke an API token: by its owner or a 管理 principal. LookupError if unknown."""
+    _aware(now)
+    at = tables.api_tokens
+    owner = session.execute(select(at.c.staff_id).where(at.c.id == token_id)).scalar_one_or_none()
+    if owner is None:
+        raise LookupError(f"APIトークン「{token_id}」は存在しません。")
+    if owner != by.staff_id:
+        require(by.roles, ADMIN)
+    session.execute(
+        update(at).where(at.c.id == token_id, at.c.revoked_at.is_(None)).values(revoked_at=now)
+    )
+    session.flush()

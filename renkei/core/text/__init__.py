@@ -1,0 +1,1 @@
+"""Text for staff: Japanese era dates (和暦)."""

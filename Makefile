@@ -22,7 +22,7 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 bench: $(STAMP)
-	$(PY) bench/run.py
+	cd bench && ../$(PY) run.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check renkei tests bench

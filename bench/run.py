@@ -108,6 +108,10 @@ def main() -> int:
         print("== renkei bench (synthetic data; this machine) ==")
         bench_envelope(tmp)
         bench_inquiries(tmp)
+    # Audit log: batch append rate and verification of 1,000,000 entries (issue 3 goals).
+    import bench_audit
+
+    bench_audit.main([])
     return 0
 
 

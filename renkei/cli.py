@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -13,7 +14,9 @@ app = typer.Typer(help="renkei — マイナンバー情報連携（合成デー
 ids_app = typer.Typer(help="識別番号の検査 / identifier checks", no_args_is_help=True)
 pki_app = typer.Typer(help="プライベートCAと機関の鍵 / private CA and organization keys", no_args_is_help=True)
 app.add_typer(ids_app, name="ids")
+audit_app = typer.Typer(help="監査ログの検証と書き出し / audit log verification and export", no_args_is_help=True)
 app.add_typer(pki_app, name="pki")
+app.add_typer(audit_app, name="audit")
 
 ID_KINDS = {
     "individual-number": ids.IdKind.INDIVIDUAL_NUMBER,
@@ -98,6 +101,98 @@ def serve(node: str, config: Path = typer.Option(..., "--config", help="ノー�
         # Peers hold keep-alive connections to each other; do not wait for them forever.
         timeout_graceful_shutdown=3,
     )
+
+
+def _node_db(config: Path) -> tuple[Any, Any, Any]:
+    """(config, sessionmaker, audit tables) of the node a config file names."""
+    import importlib
+
+    from renkei.core.config import ConfigError, load_config
+    from renkei.core.db import make_engine, make_sessionmaker
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    models = importlib.import_module(f"renkei.{cfg.kind}.models")
+    return cfg, make_sessionmaker(make_engine(cfg.database_url)), models.audit
+
+
+def _key_resolver(cfg: Any) -> Any:
+    import json
+
+    from renkei.core.crypto import envelope
+
+    doc = json.loads(cfg.keys.public.read_text(encoding="utf-8"))
+    keys = envelope.public_keys_from_document(doc)
+    # Keys retired from public.json stay on disk as sig.<n>.jwk; their public halves verify old checkpoints.
+    for old in cfg.keys.sig.parent.glob("sig.*.jwk"):
+        from joserfc.jwk import OKPKey
+
+        key = envelope.load_signing_key(old)
+        keys.setdefault(key.kid, OKPKey.import_key(key.key.as_dict(private=False)))
+    return keys.get
+
+
+@audit_app.command("verify")
+def audit_verify(config: Path = typer.Option(..., "--config", help="ノードの設定ファイル")) -> None:
+    """Walk the node's audit chain and checkpoints; exit 1 at the first broken link."""
+    from renkei.core.audit import verify
+
+    cfg, sessions, tables = _node_db(config)
+    with sessions() as s:
+        report = verify(s, tables, _key_resolver(cfg))
+    typer.echo(report.message)
+    typer.echo(f"entries={report.entries} checkpoints={report.checkpoints} problem={report.problem or '-'} first_broken={report.first_broken_seq or '-'}")
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@audit_app.command("export")
+def audit_export(
+    config: Path = typer.Option(..., "--config", help="ノードの設定ファイル"),
+    start: str = typer.Option("", "--from", help="開始日時（ISO 8601、和暦の日付も可）"),
+    end: str = typer.Option("", "--to", help="終了日時（ISO 8601、和暦の日付も可）"),
+    out: Path = typer.Option(..., "--out", help="書き出し先（JSON Lines）"),
+    actor: str = typer.Option(..., "--actor", help="書き出す職員ID（ファイルと監査ログに記録）"),
+) -> None:
+    """Write audit entries as JSON Lines for auditors; the export itself is audited."""
+    from renkei.core.audit import AuditEvent, AuditLog, export_jsonl
+    from renkei.core.crypto import envelope
+    from renkei.core.db import transaction
+
+    cfg, sessions, tables = _node_db(config)
+    lo, hi = _when(start), _when(end)
+    with out.open("w", encoding="utf-8") as fh, sessions() as s:
+        n = export_jsonl(s, tables, fh, start=lo, end=hi)
+    log = AuditLog(tables, envelope.load_signing_key(cfg.keys.sig))
+    with transaction(sessions) as s:
+        log.append(
+            s,
+            AuditEvent(actor=actor, action="audit.export", outcome="ok",
+                       detail={"entries": n, "from": start, "to": end, "file": out.name}),
+        )
+    typer.echo(f"{n} 件を書き出しました: {out}")
+
+
+def _when(text: str) -> Any:
+    from datetime import UTC, datetime, time
+    from zoneinfo import ZoneInfo
+
+    from renkei.core.text.wareki import WarekiError, parse_date
+
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+        return value if value.tzinfo else value.replace(tzinfo=ZoneInfo("Asia/Tokyo"))
+    except ValueError:
+        pass
+    try:
+        return datetime.combine(parse_date(text), time(), ZoneInfo("Asia/Tokyo")).astimezone(UTC)
+    except WarekiError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
 
 
 @app.command("demo")

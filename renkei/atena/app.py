@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from renkei.atena.api import router
-from renkei.atena.models import Base, kernel
+from renkei.atena.models import Base, audit, kernel
 from renkei.catalogue import Catalogue, load_catalogue
 from renkei.core.app import node_app
 from renkei.core.config import NodeConfig
@@ -19,7 +19,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app(config: NodeConfig, *, engine: Engine | None = None, catalogue: Catalogue | None = None) -> FastAPI:
-    rt = build_runtime(config, Base.metadata, kernel, hub_registry_view(config), engine=engine)
+    rt = build_runtime(config, Base.metadata, kernel, hub_registry_view(config), audit, engine=engine)
     follow_hub_registry(rt)
     app = node_app(
         title="renkei atena — 団体内統合宛名システム",

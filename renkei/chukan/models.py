@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import JSON, Boolean, Date, Integer, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from renkei.core.audit import audit_tables
 from renkei.core.db import NAMING, BigId, UtcDateTime, kernel_tables
 
 
@@ -19,6 +20,7 @@ class Base(DeclarativeBase):
 
 
 kernel = kernel_tables(Base.metadata)
+audit = audit_tables(Base.metadata)
 
 
 class PseudonymBinding(Base):

@@ -7,13 +7,32 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import structlog
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import MetaData
 
-from renkei.core.db import migrate
+from renkei.core.db import migrate, transaction
 from renkei.core.errors import install_problem_handlers
 from renkei.core.node import NodeRuntime
 from renkei.core.outbox import run_worker
+
+
+def _checkpoint(rt: NodeRuntime) -> None:
+    with transaction(rt.sessions) as s:
+        rt.audit.checkpoint(s)
+
+
+async def _checkpoint_loop(rt: NodeRuntime, stop: asyncio.Event) -> None:
+    """Sign the audit head periodically, so that quiet periods end signed too."""
+    interval = rt.audit.checkpoint_interval.total_seconds()
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=interval)
+        except TimeoutError:
+            try:
+                _checkpoint(rt)
+            except Exception as exc:  # keep serving; the next round retries
+                structlog.get_logger("renkei.audit").error("checkpoint_failed", error_type=type(exc).__name__)
 
 
 def node_app(
@@ -37,12 +56,15 @@ def node_app(
         await rt.peer.start()
         stop = asyncio.Event()
         worker = asyncio.create_task(run_worker(rt, stop)) if outbox_worker else None
+        checkpoints = asyncio.create_task(_checkpoint_loop(rt, stop))
         try:
             yield
         finally:
             stop.set()
             if worker is not None:
                 await worker
+            await checkpoints
+            _checkpoint(rt)
             await rt.peer.close()
 
     app = FastAPI(

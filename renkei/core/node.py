@@ -19,6 +19,7 @@ from fastapi.responses import Response
 from sqlalchemy import Engine, MetaData
 from sqlalchemy.orm import Session, sessionmaker
 
+from renkei.core.audit import AuditEvent, AuditLog, AuditTables
 from renkei.core.config import NodeConfig
 from renkei.core.crypto import envelope, pki
 from renkei.core.db import KernelTables, make_engine, make_sessionmaker
@@ -75,7 +76,12 @@ class NodeRuntime:
     encryption_key: envelope.EncryptionKey
     registry: RegistryView
     peer: PeerClient
+    audit: AuditLog
     clock: Callable[[], datetime] = utc_now
+
+    def record(self, session: Session, event: AuditEvent) -> int:
+        """Append an audit entry in the caller's transaction: it commits or rolls back with the change."""
+        return self.audit.append(session, event)
 
     @property
     def org_code(self) -> str:
@@ -118,6 +124,7 @@ def build_runtime(
     metadata: MetaData,
     kernel: KernelTables,
     registry: RegistryView,
+    audit_tables: AuditTables,
     *,
     engine: Engine | None = None,
 ) -> NodeRuntime:
@@ -142,6 +149,7 @@ def build_runtime(
         encryption_key=encryption_key,
         registry=registry,
         peer=peer,
+        audit=AuditLog(audit_tables, signing_key),
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from renkei.core.audit import AuditEvent
 from renkei.core.db import transaction
 from renkei.core.errors import Problem
 from renkei.core.messaging import remember
@@ -28,7 +29,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok", "node": "hub"}
 
 
-@router.post("/v1/registry", openapi_extra=SEALED_BODY, tags=["機関登録簿"], summary="機関登録簿（公開鍵）の照会")
+@router.post(
+    "/v1/registry",
+    openapi_extra=SEALED_BODY,
+    tags=["機関登録簿"],
+    summary="機関登録簿（公開鍵）の照会",
+)
 async def registry(request: Request) -> Response:
     rt = _rt(request)
     msg = await rt.receive(request)
@@ -39,7 +45,9 @@ async def registry(request: Request) -> Response:
     return rt.reply(msg, "registry.list", {"organizations": docs})
 
 
-@router.post("/v1/acquisitions", openapi_extra=SEALED_BODY, tags=["符号取得"], summary="取得番号の払出し")
+@router.post(
+    "/v1/acquisitions", openapi_extra=SEALED_BODY, tags=["符号取得"], summary="取得番号の払出し"
+)
 async def acquisitions(request: Request) -> Response:
     rt = _rt(request)
     msg = await rt.receive(request)
@@ -50,10 +58,25 @@ async def acquisitions(request: Request) -> Response:
     with transaction(rt.sessions) as s:
         remember(s, rt.kernel, msg, rt.clock())
         nos = service.create_acquisitions(s, msg.iss, count, rt.clock())
+        rt.record(
+            s,
+            AuditEvent(
+                actor=msg.iss,
+                action="acquisition.create",
+                outcome="ok",
+                ref=msg.id,
+                detail={"count": len(nos)},
+            ),
+        )
     return rt.reply(msg, "acquisition.created", {"acquisition_nos": nos})
 
 
-@router.post("/v1/acquisitions/resolve", openapi_extra=SEALED_BODY, tags=["符号取得"], summary="J-LISからの符号生成依頼")
+@router.post(
+    "/v1/acquisitions/resolve",
+    openapi_extra=SEALED_BODY,
+    tags=["符号取得"],
+    summary="J-LISからの符号生成依頼",
+)
 async def resolve(request: Request) -> Response:
     rt = _rt(request)
     msg = await rt.receive(request)
@@ -64,9 +87,23 @@ async def resolve(request: Request) -> Response:
     with transaction(rt.sessions) as s:
         sender = s.get(Organization, msg.iss)
         if sender is None or sender.role != "jlis":
-            raise Problem(403, "sender_not_allowed", "符号生成依頼はJ-LISのみが送信できます。", msg.iss)
+            raise Problem(
+                403, "sender_not_allowed", "符号生成依頼はJ-LISのみが送信できます。", msg.iss
+            )
         remember(s, rt.kernel, msg, rt.clock())
-        results = service.resolve_acquisitions(s, rt.kernel, request.app.state.secret, items, rt.clock())
+        results = service.resolve_acquisitions(
+            s, rt.kernel, request.app.state.secret, items, rt.clock()
+        )
+        rt.record(
+            s,
+            AuditEvent(
+                actor=msg.iss,
+                action="acquisition.resolve",
+                outcome="ok",
+                ref=msg.id,
+                detail=_tally(r.status for r in results),
+            ),
+        )
     return rt.reply(
         msg,
         "acquisition.resolved",
@@ -74,7 +111,9 @@ async def resolve(request: Request) -> Response:
     )
 
 
-@router.post("/v1/inquiries", openapi_extra=SEALED_BODY, tags=["情報照会"], summary="情報照会の中継")
+@router.post(
+    "/v1/inquiries", openapi_extra=SEALED_BODY, tags=["情報照会"], summary="情報照会の中継"
+)
 async def inquiries(request: Request) -> Response:
     rt = _rt(request)
     msg = await rt.receive(request)
@@ -84,6 +123,30 @@ async def inquiries(request: Request) -> Response:
         remember(s, rt.kernel, msg, now)
         route, refusal = service.begin_inquiry(
             s, request.app.state.catalogue, msg.iss, msg.body, now, _today(rt)
+        )
+        rt.record(
+            s,
+            AuditEvent(
+                actor=msg.iss,
+                action="inquiry.check",
+                outcome="forwarded" if route is not None else "refused",
+                affair=str(msg.body.get("procedure_code")),
+                ref=route.serial
+                if route is not None
+                else str(refusal.extra.get("serial") if refusal else ""),
+                detail={
+                    "provider": str(msg.body.get("provider_org")),
+                    "info_kind": str(msg.body.get("info_kind_code")),
+                    **(
+                        {
+                            "reason": refusal.code,
+                            "reason_code": str(refusal.extra.get("reason_code")),
+                        }
+                        if refusal
+                        else {}
+                    ),
+                },
+            ),
         )
     if refusal is not None:
         raise refusal
@@ -117,6 +180,16 @@ async def inquiries(request: Request) -> Response:
     outcome = status if status in {"answered", "no_data", "pending"} else "error"
     with transaction(rt.sessions) as s:
         service.finish_inquiry(s, route.serial, outcome, rt.clock())
+        rt.record(
+            s,
+            AuditEvent(
+                actor=msg.iss,
+                action="inquiry.relay",
+                outcome=outcome,
+                affair=msg.body["procedure_code"],
+                ref=route.serial,
+            ),
+        )
     # The answer stays an opaque JWE: the hub relays bytes it cannot read.
     return rt.reply(
         msg,
@@ -125,8 +198,14 @@ async def inquiries(request: Request) -> Response:
     )
 
 
+def _tally(statuses: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for st in statuses:
+        out[st] = out.get(st, 0) + 1
+    return out
+
+
 def _today(rt: NodeRuntime) -> date:
     from zoneinfo import ZoneInfo
 
     return rt.clock().astimezone(ZoneInfo("Asia/Tokyo")).date()
-

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from renkei.core.audit import AuditEvent
 from renkei.core.db import transaction
 from renkei.core.errors import Problem
 from renkei.core.messaging import remember
@@ -19,7 +20,12 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok", "node": "jlis"}
 
 
-@router.post("/v1/acquisitions", openapi_extra=SEALED_BODY, tags=["符号取得"], summary="符号取得依頼の中継（個人番号→住民票コード）")
+@router.post(
+    "/v1/acquisitions",
+    openapi_extra=SEALED_BODY,
+    tags=["符号取得"],
+    summary="符号取得依頼の中継（個人番号→住民票コード）",
+)
 async def submit(request: Request) -> Response:
     rt: NodeRuntime = request.app.state.rt
     msg = await rt.receive(request)
@@ -38,6 +44,17 @@ async def submit(request: Request) -> Response:
             hub_org=rt.config.hub_org_code,
             now=rt.clock(),
         )
+        tally: dict[str, int] = {}
+        for r in results:
+            tally[r.status] = tally.get(r.status, 0) + 1
+        rt.record(
+            s,
+            AuditEvent(
+                actor=msg.iss, action="acquisition.relay", outcome="ok", ref=msg.id, detail=tally
+            ),
+        )
     return rt.reply(
-        msg, "acquisition.submitted", {"results": [{"acquisition_no": r.acquisition_no, "status": r.status} for r in results]}
+        msg,
+        "acquisition.submitted",
+        {"results": [{"acquisition_no": r.acquisition_no, "status": r.status} for r in results]},
     )

@@ -7,6 +7,7 @@ from datetime import datetime
 from sqlalchemy import MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from renkei.core.audit import audit_tables
 from renkei.core.db import NAMING, BigId, UtcDateTime, kernel_tables
 
 
@@ -15,6 +16,7 @@ class Base(DeclarativeBase):
 
 
 kernel = kernel_tables(Base.metadata)
+audit = audit_tables(Base.metadata)
 
 
 class Citizen(Base):

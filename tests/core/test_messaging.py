@@ -106,3 +106,21 @@ def test_replay_refused_once_remembered(tmp_path: Path, keys: tuple[envelope.Sig
     assert info.value.code == "replayed_message" and info.value.status == 409
     with sessions() as s:
         assert s.scalar(select(func.count()).select_from(kernel.received_messages)) == 1
+
+
+def test_message_id_shaped_like_an_individual_number_is_refused(
+    keys: tuple[envelope.SigningKey, KeyDirectory, envelope.SigningKey],
+) -> None:
+    key, kd, _ = keys
+    with pytest.raises(Problem) as info:
+        _open(seal(key, ORG, PEER, "t", {}, message_id="abc123456789018x"), kd)
+    assert info.value.code == "malformed_message"
+
+
+def test_generated_message_ids_never_hold_a_12_digit_run() -> None:
+    import re
+
+    from renkei.core.messaging import new_message_id
+
+    ids_ = {new_message_id() for _ in range(5000)}
+    assert len(ids_) == 5000 and not any(re.search(r"[0-9]{12}", i) for i in ids_)

@@ -221,3 +221,29 @@ def test_demo_command_writes_report_and_population(tmp_path: Path) -> None:
     assert "該当なし" in proc.stdout and "回答あり" in proc.stdout
 
 
+
+
+def test_every_node_keeps_a_verifiable_audit_chain(run: Run, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from renkei.cli import app
+
+    runner = CliRunner()
+    for org in ORGS:
+        for node in org.nodes:
+            config = str(run.layout.config_path(org, node))
+            result = runner.invoke(app, ["audit", "verify", "--config", config])
+            assert result.exit_code == 0, (org.slug, node, result.output)
+            assert "改ざんは見つかりませんでした" in result.output
+    out = tmp_path / "hub-audit.jsonl"
+    config = str(run.layout.config_path(HUB, "hub"))
+    result = runner.invoke(app, ["audit", "export", "--config", config, "--out", str(out), "--actor", "A0001"])
+    assert result.exit_code == 0, result.output
+    lines = out.read_text(encoding="utf-8").splitlines()
+    actions = [json.loads(line)["action"] for line in lines]
+    assert "inquiry.check" in actions and "acquisition.resolve" in actions
+    refused = [json.loads(line) for line in lines if json.loads(line).get("outcome") == "refused"]
+    assert refused and refused[0]["detail"]["reason_code"] == "rule_not_found"
+    # No individual number in any node's audit export.
+    numbers = {p.individual_number for p in run.pop.persons}
+    assert not any(n in line for line in lines for n in numbers)

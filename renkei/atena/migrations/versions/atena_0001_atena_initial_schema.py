@@ -2,7 +2,7 @@
 
 Revision ID: atena_0001
 Revises: 
-Create Date: 2026-11-26 08:06:59.824895
+Create Date: 2026-11-26 09:22:03.989350
 """
 import sqlalchemy as sa
 from alembic import op
@@ -21,6 +21,41 @@ def upgrade() -> None:
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('issued_at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_atena_serials'))
+    )
+    op.create_table('audit_checkpoints',
+    sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
+    sa.Column('at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('hash', sa.String(length=64), nullable=False),
+    sa.Column('kid', sa.String(length=128), nullable=False),
+    sa.Column('signature', sa.Text(), nullable=False),
+    sa.PrimaryKeyConstraint('seq', name=op.f('pk_audit_checkpoints'))
+    )
+    op.create_table('audit_entries',
+    sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=False, nullable=False),
+    sa.Column('at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('actor', sa.String(length=128), nullable=False),
+    sa.Column('terminal', sa.String(length=128), nullable=False),
+    sa.Column('action', sa.String(length=128), nullable=False),
+    sa.Column('subject', sa.String(length=64), nullable=True),
+    sa.Column('affair', sa.String(length=64), nullable=True),
+    sa.Column('outcome', sa.String(length=64), nullable=False),
+    sa.Column('ref', sa.String(length=128), nullable=True),
+    sa.Column('detail', sa.JSON(none_as_null=True), nullable=True),
+    sa.Column('prev_hash', sa.String(length=64), nullable=False),
+    sa.Column('hash', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('seq', name=op.f('pk_audit_entries'))
+    )
+    with op.batch_alter_table('audit_entries', schema=None) as batch_op:
+        batch_op.create_index('ix_audit_entries_at', ['at', 'seq'], unique=False)
+
+    op.create_table('audit_head',
+    sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('hash', sa.String(length=64), nullable=False),
+    sa.Column('last_checkpoint_seq', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('last_checkpoint_at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.CheckConstraint('id = 1', name=op.f('ck_audit_head_single_row')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_head'))
     )
     op.create_table('inquiry_log',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -132,5 +167,11 @@ def downgrade() -> None:
 
     op.drop_table('outbox')
     op.drop_table('inquiry_log')
+    op.drop_table('audit_head')
+    with op.batch_alter_table('audit_entries', schema=None) as batch_op:
+        batch_op.drop_index('ix_audit_entries_at')
+
+    op.drop_table('audit_entries')
+    op.drop_table('audit_checkpoints')
     op.drop_table('atena_serials')
     # ### end Alembic commands ###

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from renkei.catalogue import Catalogue, load_catalogue
 from renkei.chukan.api import router
-from renkei.chukan.models import Base, audit, kernel
+from renkei.chukan.models import Base, audit, guard, kernel
 from renkei.core.app import node_app
 from renkei.core.config import NodeConfig
 from renkei.core.node import build_runtime, follow_hub_registry, hub_registry_view
@@ -18,7 +18,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app(config: NodeConfig, *, engine: Engine | None = None, catalogue: Catalogue | None = None) -> FastAPI:
-    rt = build_runtime(config, Base.metadata, kernel, hub_registry_view(config), audit, engine=engine)
+    rt = build_runtime(config, Base.metadata, kernel, hub_registry_view(config), audit, guard=guard, engine=engine)
     follow_hub_registry(rt)
     app = node_app(
         title="renkei chukan — 自治体中間サーバー",

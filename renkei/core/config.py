@@ -50,6 +50,7 @@ class NodeConfig:
     master_key: Path | None = None
     max_clock_skew_seconds: int = 300
     hub_org_code: str = ""
+    guard: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -121,6 +122,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> NodeConfig
             peers={str(k): str(v) for k, v in raw.get("peers", {}).items()},
             master_key=p(field_cfg["master_key"]) if "master_key" in field_cfg else None,
             max_clock_skew_seconds=int(node.get("max_clock_skew_seconds", 300)),
+            guard=dict(raw.get("guard", {})),
             extra=dict(raw.get("extra", {})),
         )
     except KeyError as exc:

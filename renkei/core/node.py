@@ -24,6 +24,7 @@ from renkei.core.config import NodeConfig
 from renkei.core.crypto import envelope, pki
 from renkei.core.db import KernelTables, make_engine, make_sessionmaker
 from renkei.core.errors import Problem
+from renkei.core.guard import GuardPolicy, GuardTables, alert_event, check
 from renkei.core.http import PeerClient
 from renkei.core.keydir import KeyDirectory
 from renkei.core.messaging import JOSE_MEDIA_TYPE, Message, open_message, seal
@@ -78,6 +79,34 @@ class NodeRuntime:
     peer: PeerClient
     audit: AuditLog
     clock: Callable[[], datetime] = utc_now
+    guard: GuardTables | None = None
+    guard_policy: GuardPolicy = field(default_factory=GuardPolicy)
+
+    def screen(self, kind: str, subject: str, person: str | None = None) -> None:
+        """Rate limits and abnormal-traffic rules, in a short transaction of their own.
+
+        A refusal is committed (counts and alerts stay) before it is raised.
+        """
+        if self.guard is None:
+            return
+        tables = self.guard
+        with self.sessions() as s:
+
+            def audit(alert: Any) -> None:
+                self.audit.append(s, alert_event(alert))
+
+            decision = check(
+                s,
+                tables,
+                self.guard_policy,
+                kind=kind,  # type: ignore[arg-type]
+                subject=subject,
+                person=person,
+                now=self.clock(),
+                audit=audit,
+            )
+            s.commit()
+        decision.raise_for_refusal()
 
     def record(self, session: Session, event: AuditEvent) -> int:
         """Append an audit entry in the caller's transaction: it commits or rolls back with the change."""
@@ -106,13 +135,16 @@ class NodeRuntime:
         key = await self.registry.lookup(kid)
         if key is None:
             raise Problem(401, "unknown_organization", "登録されていない機関からの電文です。", kid)
-        return open_message(
+        msg = open_message(
             token,
             key,
             expected_aud=self.org_code,
             now=self.clock(),
             max_skew_seconds=self.config.max_clock_skew_seconds,
         )
+        # Only a verified sender is counted: nobody can spend another peer's allowance.
+        self.screen("peer", msg.iss)
+        return msg
 
     def reply(self, to: Message, typ: str, body: dict[str, Any], status: int = 200) -> Response:
         token = seal(self.signing_key, self.org_code, to.iss, typ, body, now=self.clock())
@@ -126,6 +158,7 @@ def build_runtime(
     registry: RegistryView,
     audit_tables: AuditTables,
     *,
+    guard: GuardTables | None = None,
     engine: Engine | None = None,
 ) -> NodeRuntime:
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -150,6 +183,8 @@ def build_runtime(
         registry=registry,
         peer=peer,
         audit=AuditLog(audit_tables, signing_key),
+        guard=guard,
+        guard_policy=GuardPolicy.from_dict(config.guard),
     )
 
 

@@ -15,7 +15,7 @@ from renkei.core.keydir import KeyDirectory
 from renkei.core.node import RegistryView, build_runtime
 from renkei.hub import service
 from renkei.hub.api import router
-from renkei.hub.models import Base, audit, kernel
+from renkei.hub.models import Base, audit, guard, kernel
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -35,7 +35,7 @@ class DbRegistryView(RegistryView):
 
 def create_app(config: NodeConfig, *, engine: Engine | None = None, catalogue: Catalogue | None = None) -> FastAPI:
     view = DbRegistryView(KeyDirectory())
-    rt = build_runtime(config, Base.metadata, kernel, view, audit, engine=engine)
+    rt = build_runtime(config, Base.metadata, kernel, view, audit, guard=guard, engine=engine)
     view.sessions = rt.sessions
     app = node_app(
         title="renkei hub — 情報提供ネットワークシステム",

@@ -13,6 +13,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from renkei.core.audit import audit_tables
 from renkei.core.db import NAMING, BigId, UtcDateTime, kernel_tables
+from renkei.core.guard import guard_tables
 
 
 class Base(DeclarativeBase):
@@ -21,6 +22,7 @@ class Base(DeclarativeBase):
 
 kernel = kernel_tables(Base.metadata)
 audit = audit_tables(Base.metadata)
+guard = guard_tables(Base.metadata)
 
 
 class Organization(Base):

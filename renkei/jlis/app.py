@@ -11,13 +11,13 @@ from renkei.core.app import node_app
 from renkei.core.config import NodeConfig
 from renkei.core.node import build_runtime, follow_hub_registry, hub_registry_view
 from renkei.jlis.api import router
-from renkei.jlis.models import Base, audit, kernel
+from renkei.jlis.models import Base, audit, guard, kernel
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def create_app(config: NodeConfig, *, engine: Engine | None = None) -> FastAPI:
-    rt = build_runtime(config, Base.metadata, kernel, hub_registry_view(config), audit, engine=engine)
+    rt = build_runtime(config, Base.metadata, kernel, hub_registry_view(config), audit, guard=guard, engine=engine)
     follow_hub_registry(rt)
     return node_app(
         title="renkei jlis — 地方公共団体情報システム機構",

@@ -174,8 +174,12 @@ def b64flip(token: str, part: int = 1) -> str:
     return ".".join(segments)
 
 
-# A refusal is itself audited (who tried what): the audit log may grow, nothing else.
-AUDIT_TABLES = {"audit_entries", "audit_head", "audit_checkpoints"}
+# A refusal is itself audited (who tried what) and counted by the abnormal-traffic
+# guard (attempts count against rate limits): those tables may grow, nothing else.
+AUDIT_TABLES = {
+    "audit_entries", "audit_head", "audit_checkpoints",
+    "guard_counters", "guard_lookups", "guard_secret", "guard_alerts",
+}
 
 
 def unchanged(before: Mapping[str, int], after: Mapping[str, int]) -> None:

@@ -2,7 +2,7 @@
 
 Revision ID: hub_0001
 Revises: 
-Create Date: 2026-11-26 09:22:03.874224
+Create Date: 2026-11-26 09:27:50.938468
 """
 import sqlalchemy as sa
 from alembic import op
@@ -51,6 +51,45 @@ def upgrade() -> None:
     sa.Column('last_checkpoint_at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
     sa.CheckConstraint('id = 1', name=op.f('ck_audit_head_single_row')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_head'))
+    )
+    op.create_table('guard_alerts',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('rule', sa.String(length=32), nullable=False),
+    sa.Column('subject_kind', sa.String(length=16), nullable=False),
+    sa.Column('subject', sa.String(length=128), nullable=False),
+    sa.Column('detail', sa.JSON(), nullable=False),
+    sa.Column('action', sa.String(length=8), nullable=False),
+    sa.Column('acknowledged_at', renkei.core.db.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('acknowledged_by', sa.String(length=128), nullable=True),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_guard_alerts'))
+    )
+    with op.batch_alter_table('guard_alerts', schema=None) as batch_op:
+        batch_op.create_index('ix_guard_alerts_open', ['acknowledged_at', 'id'], unique=False)
+
+    op.create_table('guard_counters',
+    sa.Column('key', sa.String(length=200), nullable=False),
+    sa.Column('window_start', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('count', sa.Integer(), nullable=False),
+    sa.PrimaryKeyConstraint('key', 'window_start', name=op.f('pk_guard_counters'))
+    )
+    op.create_table('guard_lookups',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
+    sa.Column('at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('actor', sa.String(length=160), nullable=False),
+    sa.Column('person', sa.String(length=64), nullable=False),
+    sa.Column('cluster', sa.String(length=64), nullable=False),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_guard_lookups'))
+    )
+    with op.batch_alter_table('guard_lookups', schema=None) as batch_op:
+        batch_op.create_index('ix_guard_lookups_actor_at', ['actor', 'at'], unique=False)
+        batch_op.create_index('ix_guard_lookups_at', ['at'], unique=False)
+
+    op.create_table('guard_secret',
+    sa.Column('id', sa.Integer(), autoincrement=False, nullable=False),
+    sa.Column('key', sa.String(length=64), nullable=False),
+    sa.CheckConstraint('id = 1', name=op.f('ck_guard_secret_guard_secret_single_row')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_guard_secret'))
     )
     op.create_table('links',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -196,6 +235,17 @@ def downgrade() -> None:
     op.drop_table('outbox')
     op.drop_table('organizations')
     op.drop_table('links')
+    op.drop_table('guard_secret')
+    with op.batch_alter_table('guard_lookups', schema=None) as batch_op:
+        batch_op.drop_index('ix_guard_lookups_at')
+        batch_op.drop_index('ix_guard_lookups_actor_at')
+
+    op.drop_table('guard_lookups')
+    op.drop_table('guard_counters')
+    with op.batch_alter_table('guard_alerts', schema=None) as batch_op:
+        batch_op.drop_index('ix_guard_alerts_open')
+
+    op.drop_table('guard_alerts')
     op.drop_table('audit_head')
     with op.batch_alter_table('audit_entries', schema=None) as batch_op:
         batch_op.drop_index('ix_audit_entries_at')

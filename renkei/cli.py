@@ -16,7 +16,9 @@ pki_app = typer.Typer(help="プライベートCAと機関の鍵 / private CA and
 app.add_typer(ids_app, name="ids")
 audit_app = typer.Typer(help="監査ログの検証と書き出し / audit log verification and export", no_args_is_help=True)
 app.add_typer(pki_app, name="pki")
+keys_app = typer.Typer(help="項目暗号化の鍵 / field-encryption keys", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 
 ID_KINDS = {
     "individual-number": ids.IdKind.INDIVIDUAL_NUMBER,
@@ -193,6 +195,75 @@ def _when(text: str) -> Any:
     except WarekiError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    config: Path = typer.Option(..., "--config", help="ノード（atena）の設定ファイル"),
+    master: bool = typer.Option(False, "--master", help="先にマスター鍵も更新する / rotate the master key first"),
+    batch: int = typer.Option(1000, help="1回に再暗号化する行数"),
+    retire: bool = typer.Option(True, "--retire/--keep-old", help="完了後に旧世代の鍵を廃棄する"),
+) -> None:
+    """Re-encrypt every encrypted column under a new data key, online and resumable."""
+    from rich.progress import Progress
+
+    from renkei.core.crypto.field import FileKms, KmsError
+    from renkei.core.crypto.rotation import (
+        ENCRYPTED_COLUMNS,
+        RotationError,
+        rotate_keys,
+        rotate_master_key,
+    )
+    from renkei.core.db import make_engine
+
+    cfg, _, _ = _node_db(config)
+    keyring = cfg.data_dir / "keyring.json"
+    master_path = cfg.master_key or cfg.data_dir / "master.key"
+    engine = make_engine(cfg.database_url)
+    try:
+        if master:
+            rotate_master_key(keyring, master_path)
+            typer.echo("マスター鍵を更新し、データ鍵を再ラップしました。")
+        with Progress() as bar:
+            tasks: dict[str, Any] = {}
+
+            def progress(col: Any, done: int, total: int) -> None:
+                if col.label not in tasks:
+                    tasks[col.label] = bar.add_task(col.label, total=max(total, 1))
+                bar.update(tasks[col.label], completed=done, total=max(total, 1))
+
+            report = rotate_keys(engine, keyring, FileKms(master_path), ENCRYPTED_COLUMNS, batch=batch, progress=progress, retire=retire)
+    except (RotationError, KmsError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    finally:
+        engine.dispose()
+    done = sum(c.reencrypted for c in report.columns)
+    typer.echo(f"鍵世代 {report.generation}: {done} 件を再暗号化しました。廃棄した世代: {list(report.retired) or 'なし'}")
+    if not report.completed:
+        typer.echo("未完了です。同じコマンドを再実行すると続きから再開します。")
+        raise typer.Exit(1)
+
+
+@keys_app.command("status")
+def keys_status(config: Path = typer.Option(..., "--config", help="ノード（atena）の設定ファイル")) -> None:
+    """Key generations in the keyring and how many values each encrypts."""
+    from renkei.core.crypto.rotation import ENCRYPTED_COLUMNS, generation_counts, keyring_status
+    from renkei.core.db import make_engine
+
+    cfg, _, _ = _node_db(config)
+    status = keyring_status(cfg.data_dir / "keyring.json")
+    typer.echo(f"現在の鍵世代: {status.current}（保持: {list(status.generations)}、廃棄済み: {list(status.retired)}）")
+    engine = make_engine(cfg.database_url)
+    try:
+        for col in ENCRYPTED_COLUMNS:
+            try:
+                counts = generation_counts(engine, table=col.table, ciphertext_column=col.ciphertext_column)
+            except Exception:  # table absent in this node's schema
+                continue
+            typer.echo(f"{col.label}: {counts}")
+    finally:
+        engine.dispose()
 
 
 @app.command("demo")

@@ -259,7 +259,9 @@ class FieldCipher:
             raise FieldDecryptError("unknown field format")
         return blob[0]
 
-    def encrypt(self, plaintext: str, aad: tuple[str, str, str], *, generation: int | None = None) -> bytes:
+    def encrypt(
+        self, plaintext: str, aad: tuple[str, str, str], *, generation: int | None = None
+    ) -> bytes:
         """Generation byte + 96-bit random nonce + AES-256-GCM ciphertext and tag.
 
         Written with the newest generation unless ``generation`` names another one
@@ -290,7 +292,9 @@ class FieldCipher:
         except (InvalidTag, UnicodeDecodeError) as err:
             raise FieldDecryptError("field does not decrypt with this key and AAD") from err
 
-    def reencrypt(self, blob: bytes, aad: tuple[str, str, str], *, generation: int | None = None) -> bytes:
+    def reencrypt(
+        self, blob: bytes, aad: tuple[str, str, str], *, generation: int | None = None
+    ) -> bytes:
         """Decrypt ``blob`` and encrypt it again with ``generation`` (default: the newest)."""
         gen = self.generation if generation is None else generation
         return self.encrypt(self.decrypt(blob, aad), aad, generation=gen)
@@ -321,9 +325,13 @@ class FieldCipher:
                 log.warning("keyring_reload_failed", path=str(src.path), error=str(exc))
                 return False
             if not hmac.compare_digest(fresh._index_key, self._index_key):
-                log.error("keyring_reload_refused", path=str(src.path), reason="blind index key differs")
+                log.error(
+                    "keyring_reload_refused", path=str(src.path), reason="blind index key differs"
+                )
                 return False
-            changed = fresh._gens.current != self._gens.current or fresh.generations != self.generations
+            changed = (
+                fresh._gens.current != self._gens.current or fresh.generations != self.generations
+            )
             self._gens = fresh._gens
             if changed:
                 log.info("keyring_reloaded", path=str(src.path), generation=fresh.generation)
@@ -355,7 +363,13 @@ class KeyringFile:
             version, key_id = doc["version"], doc["kms_key_id"]
             index_key = base64.b64decode(doc["index_key"], validate=True)
             if version == KEYRING_VERSION:
-                ring = cls(key_id, index_key, {1: base64.b64decode(doc["dek"], validate=True)}, 1, version=version)
+                ring = cls(
+                    key_id,
+                    index_key,
+                    {1: base64.b64decode(doc["dek"], validate=True)},
+                    1,
+                    version=version,
+                )
             elif version == KEYRING_VERSION_GENERATIONS:
                 gens: dict[str, Any] = doc["generations"]
                 ring = cls(

@@ -73,6 +73,8 @@ def bench_inquiries(tmp: Path, count: int = 300, concurrency: int = 8) -> None:
         creds = layout.creds_dir(SHINJUKU)
         ctx = pki.client_ssl_context(creds / "tls.crt", creds / "tls.key", layout.ca_cert)
         base = layout.url(SHINJUKU, "atena")
+        # Staff S0001 signs in (password + TOTP from set-up's credentials file).
+        staff_headers = demo.AtenaClient.open(layout, SHINJUKU).staff_headers("S0001")
         with httpx.Client(verify=ctx, timeout=30) as client:
 
             def health() -> float:
@@ -82,7 +84,7 @@ def bench_inquiries(tmp: Path, count: int = 300, concurrency: int = 8) -> None:
 
             def inquire() -> float:
                 t = time.perf_counter()
-                r = client.post(base + "/v1/inquiries", json=request)
+                r = client.post(base + "/v1/inquiries", json=request, headers=staff_headers)
                 assert r.status_code == 200 and r.json()["status"] == "answered", r.text
                 return (time.perf_counter() - t) * 1000
 

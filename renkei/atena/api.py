@@ -1,29 +1,57 @@
-"""atena routes for business systems and staff terminals (JSON; node-to-node calls are sealed)."""
+"""atena routes for business systems and staff terminals (JSON; node-to-node calls are sealed).
+
+Who may call what (DESIGN.md §5):
+
+- staff sign in with `POST /v1/session` (staff ID, password, TOTP) and are then known by
+  an opaque session cookie (HttpOnly, Secure, SameSite=Strict); state-changing requests
+  made with the cookie also carry the session's CSRF token in ``X-CSRF-Token``. Scripts
+  of a staff member use a personal API token (``Authorization: Bearer``, no CSRF),
+  limited to some of the staff member's roles;
+- business systems use OAuth 2.0 client credentials (``client_secret_jwt`` at
+  ``/oauth/token``) and send the short-lived access token as ``Authorization: Bearer``;
+  each route needs one scope ``業務システムID:リソース:操作``.
+
+Every refusal is problem+json with a stable code and a Japanese title, and is audited.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request, Response
+from sqlalchemy import select
 
 from renkei.atena import service
+from renkei.atena.models import auth as auth_t
+from renkei.atena.models import oauth as oauth_t
 from renkei.atena.schemas import (
     AcquireIn,
     AcquireOut,
+    ApiTokenIn,
+    ApiTokenOut,
     FukuhonIn,
     FukuhonOut,
     InquiryIn,
     InquiryOut,
+    PrincipalOut,
     ResidentsIn,
     ResidentsOut,
+    SessionIn,
+    SessionOut,
     StatusIn,
     StatusOut,
 )
-from renkei.core import ids
+from renkei.core import auth, ids
 from renkei.core.audit import AuditEvent
 from renkei.core.db import transaction
 from renkei.core.errors import Problem
 from renkei.core.node import NodeRuntime
+from renkei.core.oauth import OAuthError, authenticate_bearer, introspect
 from renkei.core.text.wareki import WarekiError, parse_date, to_wareki
 
 router = APIRouter()
@@ -31,10 +59,237 @@ router = APIRouter()
 STATUS_LABELS = {"answered": "回答あり", "no_data": "該当なし", "pending": "回答待ち"}
 CHUNK = 1000
 
+# __Host-: the browser keeps the cookie only if it is Secure, has Path=/ and no Domain.
+SESSION_COOKIE = "__Host-renkei-session"
+CSRF_HEADER = "X-CSRF-Token"
+DEFAULT_RESIDENT_SYSTEM = "jumin01"
+ANONYMOUS = "anonymous"
+_SCOPE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
+_SAFE_ACTOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+_DIGIT_RUN = re.compile(r"\d{12,}")
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+_NO_SCOPE = "-"  # a scope no token can hold (the request names a malformed system ID)
+
 
 def _rt(request: Request) -> NodeRuntime:
     rt: NodeRuntime = request.app.state.rt
     return rt
+
+
+def _now(request: Request) -> datetime:
+    """The authentication clock (`app.state.clock`; tests move it)."""
+    clock: Callable[[], datetime] = request.app.state.clock
+    return clock()
+
+
+def _policy(request: Request) -> auth.AuthPolicy:
+    policy: auth.AuthPolicy = request.app.state.auth_policy
+    return policy
+
+
+def resident_system(request: Request) -> str:
+    """The business-system ID of the resident register (scopes ``<id>:residents:register``)."""
+    return str(request.app.state.resident_system)
+
+
+def _terminal(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def _actor_of(presented: str) -> str:
+    """A presented (unauthenticated) staff ID fit for the audit log, else "anonymous"."""
+    sid = presented.strip()
+    if _SAFE_ACTOR.fullmatch(sid) and not _DIGIT_RUN.search(sid):
+        return sid
+    return ANONYMOUS
+
+
+def _audit_refusal(
+    request: Request, actor: str, action: str, outcome: str, **fields: Any
+) -> None:
+    rt = _rt(request)
+    with transaction(rt.sessions) as s:
+        rt.record(
+            s,
+            AuditEvent(
+                actor=actor, terminal=_terminal(request), action=action, outcome=outcome, **fields
+            ),
+        )
+
+
+# --- who is calling -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller: a staff member or a business system (OAuth client)."""
+
+    actor: str  # staff ID or OAuth client ID
+    kind: str  # staff | client
+    staff: auth.StaffPrincipal | None = None
+
+
+def _authentication_required(message: str) -> OAuthError:
+    # reason "missing_token": the bare RFC 6750 challenge, without an error attribute.
+    return OAuthError(401, "authentication_required", message, reason="missing_token", challenge=True)
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None or not header.strip():
+        return None
+    scheme, _, credentials = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return credentials.strip()
+
+
+def _token_client(request: Request, token: str | None) -> str:
+    """The OAuth client of a live token, for the audit entry of a refusal."""
+    if not token:
+        return ANONYMOUS
+    with _rt(request).sessions() as s:
+        info = introspect(s, oauth_t, token, _now(request))
+    return str(info.get("client_id") or ANONYMOUS)
+
+
+def business_system(
+    scope: Callable[[Request], Awaitable[str | None]], action: str
+) -> Callable[[Request], Awaitable[Caller]]:
+    """Dependency: an OAuth bearer token holding ``scope(request)``.
+
+    ``scope`` returning None means the scope cannot be told yet (the body is malformed):
+    the token must then be live, and the body's validation refuses the request.
+    """
+
+    async def dependency(request: Request) -> Caller:
+        rt = _rt(request)
+        token = _bearer(request)
+        needed: str | None = None
+        try:
+            if token is None:
+                raise _authentication_required(
+                    "認証が必要です。業務システムは /oauth/token で取得したアクセストークンを"
+                    "Authorization: Bearer ヘッダーで送ってください。"
+                )
+            needed = await scope(request)
+            now = _now(request)
+            with rt.sessions() as s:
+                if needed is None or needed == _NO_SCOPE:
+                    info = introspect(s, oauth_t, token, now)
+                    if not info.get("active"):
+                        raise OAuthError(
+                            401,
+                            "invalid_token",
+                            "アクセストークンが無効です（期限切れ・失効・不明）。トークンを取得し直してください。",
+                            reason="inactive_token",
+                            challenge=True,
+                        )
+                    if needed == _NO_SCOPE:
+                        raise OAuthError(
+                            403,
+                            "insufficient_scope",
+                            "業務システムIDの形式が正しくないため、この操作を許可できません"
+                            "（英数字・_・-・.の64文字以内）。",
+                            reason="insufficient_scope",
+                            challenge=True,
+                        )
+                    return Caller(actor=str(info["client_id"]), kind="client")
+                principal = authenticate_bearer(
+                    s, oauth_t, request.headers.get("authorization"), needed, now
+                )
+        except OAuthError as exc:
+            detail = {"scope": needed} if needed and needed != _NO_SCOPE else None
+            _audit_refusal(request, _token_client(request, token), action, exc.error, detail=detail)
+            raise
+        return Caller(actor=principal.client_id, kind="client")
+
+    return dependency
+
+
+def _static_scope(resource: str) -> Callable[[Request], Awaitable[str | None]]:
+    async def scope(request: Request) -> str | None:
+        return f"{resident_system(request)}:{resource}"
+
+    return scope
+
+
+async def _fukuhon_scope(request: Request) -> str | None:
+    """``<system>:fukuhon:register`` for the body's ``system``."""
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    system = body.get("system") if isinstance(body, dict) else None
+    if not isinstance(system, str) or not system:
+        return None
+    if not _SCOPE_PART.fullmatch(system):
+        return _NO_SCOPE  # no client can hold a scope for such a system ID
+    return f"{system}:fukuhon:register"
+
+
+def _staff_principal(request: Request, *, api_token_ok: bool = True) -> auth.StaffPrincipal:
+    """Session cookie (CSRF token for state-changing methods) or personal API token."""
+    rt = _rt(request)
+    now = _now(request)
+    token = _bearer(request)
+    with auth.auth_transaction(rt.sessions) as s:
+        if token is not None:
+            if not api_token_ok:
+                raise Problem(
+                    403,
+                    "session_required",
+                    "この操作にはログインが必要です（APIトークンでは実行できません）。",
+                )
+            return auth.authenticate_api_token(s, auth_t, token, now=now)
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if not cookie:
+            raise _authentication_required(
+                "認証が必要です。職員IDとパスワード、ワンタイムパスワードでログインしてください。"
+            )
+        principal = auth.authenticate(s, auth_t, cookie, policy=_policy(request), now=now)
+        if request.method not in _SAFE_METHODS:
+            try:
+                auth.check_csrf(s, auth_t, principal, request.headers.get(CSRF_HEADER))
+            except auth.AuthError as exc:
+                exc.extra["actor"] = principal.staff_id
+                raise
+        return principal
+
+
+def staff(action: str, *, api_token_ok: bool = True) -> Callable[[Request], Caller]:
+    """Dependency: a signed-in staff member (or their API token); refusals are audited."""
+
+    def dependency(request: Request) -> Caller:
+        try:
+            principal = _staff_principal(request, api_token_ok=api_token_ok)
+        except (auth.AuthError, OAuthError, Problem) as exc:
+            code = exc.error if isinstance(exc, OAuthError) else exc.code
+            actor = ANONYMOUS
+            if isinstance(exc, Problem):
+                actor = str(exc.extra.pop("actor", ANONYMOUS))
+            _audit_refusal(request, actor, action, code)
+            raise
+        return Caller(actor=principal.staff_id, kind="staff", staff=principal)
+
+    return dependency
+
+
+# Who may call each route (FastAPI dependencies; refusals are audited under the action).
+ResidentRegister = Annotated[
+    Caller, Depends(business_system(_static_scope("residents:register"), "residents.register"))
+]
+PseudonymAcquirer = Annotated[
+    Caller, Depends(business_system(_static_scope("pseudonyms:acquire"), "pseudonym.acquire"))
+]
+PseudonymStatusReader = Annotated[
+    Caller, Depends(business_system(_static_scope("pseudonyms:acquire"), "pseudonym.status"))
+]
+FukuhonRegister = Annotated[Caller, Depends(business_system(_fukuhon_scope, "fukuhon.register"))]
+InquiringStaff = Annotated[Caller, Depends(staff("inquiry"))]
+SignedInStaff = Annotated[Caller, Depends(staff("session.show"))]
+LeavingStaff = Annotated[Caller, Depends(staff("session.logout", api_token_ok=False))]
+TokenIssuingStaff = Annotated[Caller, Depends(staff("api_token.issue", api_token_ok=False))]
 
 
 @router.get("/healthz", tags=["運用"])
@@ -48,7 +303,11 @@ async def healthz() -> dict[str, str]:
     tags=["宛名管理"],
     summary="住民の登録（団体内統合宛名番号の付番）",
 )
-async def residents(request: Request, body: ResidentsIn) -> ResidentsOut:
+async def residents(
+    request: Request,
+    body: ResidentsIn,
+    caller: ResidentRegister,
+) -> ResidentsOut:
     rt = _rt(request)
     with transaction(rt.sessions) as s:
         atena_nos = service.register_residents(
@@ -57,7 +316,7 @@ async def residents(request: Request, body: ResidentsIn) -> ResidentsOut:
         rt.record(
             s,
             AuditEvent(
-                actor=_client(request),
+                actor=caller.actor,
                 terminal=_terminal(request),
                 action="residents.register",
                 outcome="ok",
@@ -73,7 +332,11 @@ async def residents(request: Request, body: ResidentsIn) -> ResidentsOut:
     tags=["符号取得"],
     summary="符号取得（中間サーバー・J-LIS経由）",
 )
-async def acquire(request: Request, body: AcquireIn) -> AcquireOut:
+async def acquire(
+    request: Request,
+    body: AcquireIn,
+    caller: PseudonymAcquirer,
+) -> AcquireOut:
     rt = _rt(request)
     with rt.sessions() as s:
         if body.all_pending:
@@ -123,7 +386,7 @@ async def acquire(request: Request, body: AcquireIn) -> AcquireOut:
             rt.record(
                 s,
                 AuditEvent(
-                    actor=_client(request),
+                    actor=caller.actor,
                     terminal=_terminal(request),
                     action="pseudonym.acquire",
                     outcome="ok",
@@ -131,15 +394,6 @@ async def acquire(request: Request, body: AcquireIn) -> AcquireOut:
                 ),
             )
     return AcquireOut(requested=len(targets), relayed=relayed, problems=problems)
-
-
-def _client(request: Request) -> str:
-    # Until staff sign-in and OAuth clients are wired in, the caller is the terminal itself.
-    return "terminal"
-
-
-def _terminal(request: Request) -> str:
-    return request.client.host if request.client else ""
 
 
 def _bad(value: str) -> str:
@@ -151,7 +405,11 @@ def _bad(value: str) -> str:
 @router.post(
     "/v1/pseudonyms/status", response_model=StatusOut, tags=["符号取得"], summary="符号取得状況"
 )
-async def status(request: Request, body: StatusIn) -> StatusOut:
+async def status(
+    request: Request,
+    body: StatusIn,
+    caller: PseudonymStatusReader,
+) -> StatusOut:
     rt = _rt(request)
     for a in body.atena_nos:
         if ids.check(ids.IdKind.ATENA_NO, a) is not None:
@@ -177,7 +435,11 @@ async def status(request: Request, body: StatusIn) -> StatusOut:
     tags=["副本登録"],
     summary="副本の登録（業務宛名番号で指定）",
 )
-async def fukuhon(request: Request, body: FukuhonIn) -> FukuhonOut:
+async def fukuhon(
+    request: Request,
+    body: FukuhonIn,
+    caller: FukuhonRegister,
+) -> FukuhonOut:
     rt = _rt(request)
     records: list[dict[str, Any]] = []
     with rt.sessions() as s:
@@ -202,7 +464,7 @@ async def fukuhon(request: Request, body: FukuhonIn) -> FukuhonOut:
         rt.record(
             s,
             AuditEvent(
-                actor=_client(request),
+                actor=caller.actor,
                 terminal=_terminal(request),
                 action="fukuhon.register",
                 outcome="ok",
@@ -213,7 +475,9 @@ async def fukuhon(request: Request, body: FukuhonIn) -> FukuhonOut:
 
 
 @router.post("/v1/inquiries", response_model=InquiryOut, tags=["情報照会"], summary="情報照会")
-async def inquiry(request: Request, body: InquiryIn) -> InquiryOut:
+async def inquiry(
+    request: Request, body: InquiryIn, caller: InquiringStaff
+) -> InquiryOut:
     rt = _rt(request)
     catalogue = request.app.state.catalogue
     for kind, value in (
@@ -230,26 +494,26 @@ async def inquiry(request: Request, body: InquiryIn) -> InquiryOut:
         raise Problem(422, "bad_date", f"基準日: {exc}") from None
     try:
         with rt.sessions() as s:
-            affair_code = service.authorize_inquiry(
-                s, catalogue, body.staff_id, body.procedure_code
-            )
+            roles = caller.staff.roles if caller.staff is not None else frozenset()
+            affair_code = service.authorize_inquiry(catalogue, roles, body.procedure_code)
             atena_no = service.translate(s, body.system, body.business_atena_no)
     except Problem as exc:
-        # Refusals are audited too: who tried what, for which procedure.
+        # Refusals are audited too: who tried what, for which affair (or procedure).
+        known = catalogue.affair_of(body.procedure_code)
         with transaction(rt.sessions) as s:
             rt.record(
                 s,
                 AuditEvent(
-                    actor=body.staff_id,
+                    actor=caller.actor,
                     terminal=_terminal(request),
                     action="inquiry",
                     outcome=exc.code,
-                    affair=body.procedure_code,
+                    affair=known.code if known is not None else body.procedure_code,
                 ),
             )
         raise
     log = {
-        "staff_id": body.staff_id,
+        "staff_id": caller.actor,
         "affair_code": affair_code,
         "procedure_code": body.procedure_code,
         "info_kind_code": body.info_kind_code,
@@ -282,7 +546,7 @@ async def inquiry(request: Request, body: InquiryIn) -> InquiryOut:
             rt.record(
                 s,
                 AuditEvent(
-                    actor=body.staff_id,
+                    actor=caller.actor,
                     terminal=_terminal(request),
                     action="inquiry",
                     outcome=exc.code,
@@ -306,7 +570,7 @@ async def inquiry(request: Request, body: InquiryIn) -> InquiryOut:
         rt.record(
             s,
             AuditEvent(
-                actor=body.staff_id,
+                actor=caller.actor,
                 terminal=_terminal(request),
                 action="inquiry",
                 outcome=status_value,
@@ -326,3 +590,187 @@ async def inquiry(request: Request, body: InquiryIn) -> InquiryOut:
         as_of=as_of.isoformat(),
         as_of_wareki=to_wareki(as_of),
     )
+
+
+# --- staff sign-in --------------------------------------------------------------------------
+
+
+def _set_session_cookie(response: Response, token: str, max_age: int) -> None:
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=max_age,
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="strict",
+    )
+
+
+def _encodable(*values: str | None) -> None:
+    for value in values:
+        try:
+            (value or "").encode("utf-8")
+        except UnicodeEncodeError:
+            raise Problem(
+                422, "invalid_request", "入力内容に誤りがあります。", "使用できない文字が含まれています。"
+            ) from None
+
+
+@router.post(
+    "/v1/session",
+    response_model=SessionOut,
+    tags=["職員認証"],
+    summary="職員のログイン（職員ID・パスワード・ワンタイムパスワード）",
+    description="成功するとセッションCookie（HttpOnly, Secure, SameSite=Strict）を設定し、"
+    "CSRFトークンを返します。Cookieで送る状態変更の要求にはヘッダー X-CSRF-Token が必要です。",
+)
+def sign_in(request: Request, response: Response, body: SessionIn) -> SessionOut:
+    rt = _rt(request)
+    now = _now(request)
+    policy = _policy(request)
+    _encodable(body.staff_id, body.password, body.totp)
+    with auth.auth_transaction(rt.sessions) as s:
+        try:
+            result = auth.login(
+                s,
+                auth_t,
+                request.app.state.cipher,
+                body.staff_id,
+                body.password,
+                body.totp,
+                terminal=_terminal(request),
+                policy=policy,
+                now=now,
+            )
+        except auth.AuthError as exc:
+            # Committed with the failure counter (auth_transaction commits on AuthError).
+            rt.record(
+                s,
+                AuditEvent(
+                    actor=_actor_of(body.staff_id),
+                    terminal=_terminal(request),
+                    action="session.login",
+                    outcome=exc.code,
+                ),
+            )
+            raise
+        principal = auth.authenticate(s, auth_t, result.token, policy=policy, now=now)
+        rt.record(
+            s,
+            AuditEvent(
+                actor=principal.staff_id,
+                terminal=_terminal(request),
+                action="session.login",
+                outcome="ok",
+            ),
+        )
+    _set_session_cookie(response, result.token, int((result.expires_at - now).total_seconds()))
+    response.headers["Cache-Control"] = "no-store"
+    return SessionOut(
+        staff_id=principal.staff_id,
+        name=principal.name,
+        roles=sorted(principal.roles),
+        csrf_token=result.csrf_token,
+        expires_at=result.expires_at,
+    )
+
+
+@router.get(
+    "/v1/session", response_model=PrincipalOut, tags=["職員認証"], summary="ログイン中の職員"
+)
+def who_am_i(caller: SignedInStaff) -> PrincipalOut:
+    principal = caller.staff
+    if principal is None:  # pragma: no cover - staff() always sets it
+        raise Problem(401, "authentication_required", "認証が必要です。")
+    return PrincipalOut(
+        staff_id=principal.staff_id,
+        name=principal.name,
+        roles=sorted(principal.roles),
+        via="session" if principal.session_id is not None else "api_token",
+    )
+
+
+@router.delete(
+    "/v1/session",
+    status_code=204,
+    tags=["職員認証"],
+    summary="ログアウト",
+    response_class=Response,
+)
+def sign_out(
+    request: Request, caller: LeavingStaff
+) -> Response:
+    rt = _rt(request)
+    principal = caller.staff
+    if principal is None:  # pragma: no cover - staff() always sets it
+        raise Problem(401, "authentication_required", "認証が必要です。")
+    with transaction(rt.sessions) as s:
+        auth.logout(s, auth_t, principal, now=_now(request))
+        rt.record(
+            s,
+            AuditEvent(
+                actor=principal.staff_id,
+                terminal=_terminal(request),
+                action="session.logout",
+                outcome="ok",
+            ),
+        )
+    response = Response(status_code=204)
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict"
+    )
+    return response
+
+
+@router.post(
+    "/v1/api-tokens",
+    response_model=ApiTokenOut,
+    tags=["職員認証"],
+    summary="個人用APIトークンの発行（ログイン中の職員の権限の一部に限定）",
+)
+def issue_api_token(
+    request: Request,
+    body: ApiTokenIn,
+    caller: TokenIssuingStaff,
+) -> ApiTokenOut:
+    rt = _rt(request)
+    now = _now(request)
+    _encodable(body.name, *body.scopes)
+    expires_at = now + timedelta(days=body.expires_in_days)
+    with auth.auth_transaction(rt.sessions) as s:
+        try:
+            token = auth.issue_api_token(
+                s, auth_t, caller.actor, body.name, body.scopes, expires_at,
+                policy=_policy(request), now=now,
+            )
+        except auth.AuthError as exc:
+            rt.record(
+                s,
+                AuditEvent(
+                    actor=caller.actor,
+                    terminal=_terminal(request),
+                    action="api_token.issue",
+                    outcome=exc.code,
+                ),
+            )
+            raise
+        except ValueError as exc:
+            raise Problem(422, "invalid_expiry", str(exc)) from None
+        digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
+        token_id = s.execute(
+            select(auth_t.api_tokens.c.id).where(auth_t.api_tokens.c.token_hash == digest)
+        ).scalar_one()
+        info = next(t for t in auth.list_api_tokens(s, auth_t, caller.actor) if t.id == token_id)
+        rt.record(
+            s,
+            AuditEvent(
+                actor=caller.actor,
+                terminal=_terminal(request),
+                action="api_token.issue",
+                outcome="ok",
+                ref=info.id,
+                detail={"scopes": list(info.scopes)},
+            ),
+        )
+    return ApiTokenOut(id=info.id, token=token, scopes=list(info.scopes), expires_at=info.expires_at)

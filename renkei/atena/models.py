@@ -1,19 +1,22 @@
-"""Integrated-addressee tables: persons, 基本4情報 history, business links, staff, inquiry log.
+"""Integrated-addressee tables: persons, 基本4情報 history, business links, inquiry log.
 
 The individual number is stored AES-GCM encrypted with an HMAC blind index for
-lookup; no resident code and no pseudonym is ever stored here.
+lookup; no resident code and no pseudonym is ever stored here. Staff accounts,
+sessions and API tokens are the kernel's `auth_*` tables (renkei.core.auth), business
+systems the kernel's `oauth_*` tables (renkei.core.oauth).
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
 
-from sqlalchemy import JSON, Date, ForeignKey, LargeBinary, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import Date, ForeignKey, LargeBinary, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from renkei.core.audit import audit_tables
+from renkei.core.auth import auth_tables
 from renkei.core.db import NAMING, BigId, UtcDateTime, kernel_tables
+from renkei.core.oauth import oauth_tables
 
 
 class Base(DeclarativeBase):
@@ -22,6 +25,8 @@ class Base(DeclarativeBase):
 
 kernel = kernel_tables(Base.metadata)
 audit = audit_tables(Base.metadata)
+auth = auth_tables(Base.metadata)
+oauth = oauth_tables(Base.metadata)
 
 
 class Person(Base):
@@ -72,18 +77,11 @@ class BusinessLink(Base):
     linked_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
-class Staff(Base):
-    __tablename__ = "staff"
-    staff_id: Mapped[str] = mapped_column(String(20), primary_key=True)
-    name: Mapped[str] = mapped_column(String(100))
-    roles: Mapped[list[Any]] = mapped_column(JSON)  # ["<事務コード>:照会", ...]
-
-
 class InquiryLog(Base):
     __tablename__ = "inquiry_log"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UtcDateTime())
-    staff_id: Mapped[str] = mapped_column(String(20))
+    staff_id: Mapped[str] = mapped_column(String(64))  # auth_staff.staff_id of the principal
     affair_code: Mapped[str] = mapped_column(String(16))
     procedure_code: Mapped[str] = mapped_column(String(16))
     info_kind_code: Mapped[str] = mapped_column(String(16))

@@ -1,4 +1,4 @@
-"""Integrated-addressee logic over a session: numbering, links, translation, staff checks."""
+"""Integrated-addressee logic over a session: numbering, links, translation, affair checks."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from renkei.atena.models import AtenaSerial, BasicFour, BusinessLink, InquiryLog, Person, Staff
+from renkei.atena.models import AtenaSerial, BasicFour, BusinessLink, InquiryLog, Person
 from renkei.catalogue import Catalogue
 from renkei.core import ids
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.errors import Problem
+from renkei.core.roles import PermissionDenied, has_role
 
 MAX_BATCH = 10_000
 NUMBER_AAD = ("persons", "individual_number")
@@ -212,32 +213,23 @@ def translate(session: Session, system: str, business_atena_no: str) -> str:
     return atena_no
 
 
-def add_staff(session: Session, staff_id: str, name: str, roles: list[str]) -> Staff:
-    staff = session.get(Staff, staff_id)
-    if staff is None:
-        staff = Staff(staff_id=staff_id, name=name, roles=list(roles))
-        session.add(staff)
-    else:
-        staff.name = name
-        staff.roles = list(roles)
-    session.flush()
-    return staff
+INQUIRY = "照会"
 
 
-def authorize_inquiry(session: Session, catalogue: Catalogue, staff_id: str, procedure_code: str) -> str:
-    """The staff member must hold the inquiry role of the procedure's affair; returns the affair code."""
+def authorize_inquiry(catalogue: Catalogue, roles: Iterable[str], procedure_code: str) -> str:
+    """The principal must hold ``<affair>:照会`` for the procedure's affair; returns the affair code.
+
+    ``roles`` are the authenticated principal's roles (a session's staff roles, or an API
+    token's scopes that the staff member still holds).
+    """
     affair = catalogue.affair_of(procedure_code)
     if affair is None:
         raise Problem(422, "unknown_procedure", f"事務手続「{procedure_code}」は登録されていません。")
-    staff = session.get(Staff, staff_id)
-    if staff is None:
-        raise Problem(403, "unknown_staff", "職員が登録されていません。", staff_id)
-    if f"{affair.code}:照会" not in staff.roles:
-        raise Problem(
-            403,
+    if not has_role(roles, INQUIRY, affair=affair.code):
+        raise PermissionDenied(
             "affair_not_permitted",
             f"この職員は事務「{affair.name}」の照会権限を持っていません。",
-            staff_id,
+            needed=f"{affair.code}:{INQUIRY}",
         )
     return affair.code
 

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from renkei.catalogue import Catalogue
 from renkei.chukan import service
+from renkei.core import ids
 from renkei.core.audit import AuditEvent
 from renkei.core.crypto import envelope
 from renkei.core.db import transaction
@@ -31,6 +32,14 @@ def _catalogue(request: Request) -> Catalogue:
 
 def _hub(rt: NodeRuntime) -> tuple[str, str]:
     return rt.config.peer("hub"), rt.config.hub_org_code
+
+
+def _codes(body: dict[str, Any]) -> None:
+    """Check code fields before they reach records or the audit log."""
+    for name, kind in (("procedure_code", ids.IdKind.PROCEDURE_CODE), ("info_kind_code", ids.IdKind.INFO_KIND_CODE)):
+        problem = ids.check(kind, str(body.get(name, "")))
+        if problem is not None:
+            raise Problem(422, f"invalid_{name}", problem.message)
 
 
 def _list(body: dict[str, Any], name: str) -> list[Any]:
@@ -289,6 +298,7 @@ async def provide(request: Request) -> Response:
         isinstance(serial, str) and serial.isascii() and serial.isdigit() and len(serial) == 20
     ):
         raise Problem(422, "invalid_serial", "処理通番の形式が誤っています（20桁の数字）。")
+    _codes(body)
     inquirer = str(body.get("inquirer_org", ""))
     kind_code = str(body.get("info_kind_code", ""))
     as_of = service.parse_date(body.get("as_of"), "基準日")

@@ -11,15 +11,18 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
+import pyotp
 
+from renkei.atena.api import CSRF_HEADER, SESSION_COOKIE
 from renkei.core import ids
 from renkei.core.crypto import pki
+from renkei.core.oauth import CLIENT_ASSERTION_TYPE, GRANT_TYPE, make_client_assertion
 from renkei.dummy.population import NAKANO as NAKANO_LG
 from renkei.dummy.population import SHINJUKU as SHINJUKU_LG
 from renkei.dummy.population import Person, Population, generate_population, write_population_csv
@@ -35,10 +38,24 @@ LOCAL_TAX_INFO = "TM00000000000002"
 CHILD_ALLOWANCE_INFO = "TM00000000009001"
 TAX_COPY_PUBLISHED = "2024-06-01"
 
+RESIDENT_SYSTEM = "jumin01"  # the resident register (住民記録システム)
+TAX_SYSTEM = "tax"
+
 STAFF = [
-    ("S0001", "児童手当係 職員（架空）", [f"{CHILD_ALLOWANCE_AFFAIR}:照会"]),
-    ("S0002", "住民税係 職員（架空）", [f"{LOCAL_TAX_AFFAIR}:照会"]),
+    setup.StaffSpec("S0001", "児童手当係 職員（架空）", (f"{CHILD_ALLOWANCE_AFFAIR}:照会",)),
+    setup.StaffSpec("S0002", "住民税係 職員（架空）", (f"{LOCAL_TAX_AFFAIR}:照会",)),
 ]
+CLIENTS = [
+    setup.ClientSpec(
+        "jumin01-batch",
+        RESIDENT_SYSTEM,
+        "住民記録システム 連携バッチ（架空）",
+        (f"{RESIDENT_SYSTEM}:residents:register", f"{RESIDENT_SYSTEM}:pseudonyms:acquire"),
+    ),
+    setup.ClientSpec("tax-batch", TAX_SYSTEM, "税務システム 副本登録バッチ（架空）", (f"{TAX_SYSTEM}:fukuhon:register",)),
+]
+# A business system asks for a fresh access token once its token is this old (seconds).
+TOKEN_REFRESH_S = 300.0
 
 Say = Callable[[str, str], None]
 
@@ -53,27 +70,100 @@ class DemoFailure(Exception):
 
 @dataclass
 class AtenaClient:
-    """A staff terminal / business system talking to its own atena over mutual TLS."""
+    """A staff terminal / business system talking to its own atena over mutual TLS.
+
+    Business systems authenticate with OAuth client credentials (a ``client_secret_jwt``
+    assertion for /oauth/token, then the bearer token); staff sign in with ID, password
+    and a TOTP code and send the session cookie and the CSRF token. The credentials come
+    from the 0600 file that set-up wrote; they are never printed.
+    """
 
     base: str
     client: httpx.Client
+    credentials: dict[str, Any]
+    tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
+    sessions: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @classmethod
     def open(cls, layout: Layout, org: Org) -> AtenaClient:
         creds = layout.creds_dir(org)
         ctx = pki.client_ssl_context(creds / "tls.crt", creds / "tls.key", layout.ca_cert)
-        return cls(layout.url(org, "atena"), httpx.Client(verify=ctx, timeout=120.0))
+        return cls(
+            layout.url(org, "atena"),
+            httpx.Client(verify=ctx, timeout=120.0),
+            setup.load_credentials(layout, org),
+        )
 
-    def post(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        r = self.client.post(self.base + path, json=body)
+    def access_token(self, client_id: str, scope: str) -> str:
+        cached = self.tokens.get(scope)
+        if cached is not None and time.monotonic() - cached[1] < TOKEN_REFRESH_S:
+            return cached[0]
+        client = self.credentials["clients"][client_id]
+        endpoint = str(self.credentials["token_endpoint"])
+        assertion = make_client_assertion(client_id, client["secret"], endpoint, datetime.now(UTC))
+        r = self.client.post(
+            self.base + "/oauth/token",
+            data={
+                "grant_type": GRANT_TYPE,
+                "scope": scope,
+                "client_assertion_type": CLIENT_ASSERTION_TYPE,
+                "client_assertion": assertion,
+            },
+        )
+        data: dict[str, Any] = r.json()
+        if r.status_code != 200:
+            raise DemoFailure(f"/oauth/token: {r.status_code} {data.get('error')} {data.get('error_description', '')}")
+        token = str(data["access_token"])
+        self.tokens[scope] = (token, time.monotonic())
+        return token
+
+    def sign_in(self, staff_id: str) -> None:
+        member = self.credentials["staff"][staff_id]
+        code = pyotp.TOTP(pyotp.parse_uri(member["totp_uri"]).secret).now()
+        r = self.client.post(
+            self.base + "/v1/session",
+            json={"staff_id": staff_id, "password": member["password"], "totp": code},
+        )
+        data: dict[str, Any] = r.json()
+        if r.status_code != 200:
+            raise DemoFailure(f"/v1/session: {r.status_code} {data.get('title')}")
+        cookie = r.cookies.get(SESSION_COOKIE)
+        if not cookie:
+            raise DemoFailure("/v1/session: no session cookie")
+        self.client.cookies.clear()  # each staff session is sent explicitly
+        self.sessions[staff_id] = (cookie, str(data["csrf_token"]))
+
+    def staff_headers(self, staff_id: str) -> dict[str, str]:
+        if staff_id not in self.sessions:
+            self.sign_in(staff_id)
+        cookie, csrf = self.sessions[staff_id]
+        return {"Cookie": f"{SESSION_COOKIE}={cookie}", CSRF_HEADER: csrf}
+
+    def post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        r = self.client.post(self.base + path, json=body, headers=headers)
         data: dict[str, Any] = r.json()
         return r.status_code, data
 
-    def ok(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        status, data = self.post(path, body)
+    def ok(self, path: str, body: dict[str, Any], *, client_id: str, scope: str) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {self.access_token(client_id, scope)}"}
+        status, data = self.post(path, body, headers)
         if status >= 400:
             raise DemoFailure(f"{path}: {status} {data.get('title')} {data.get('detail', '')}")
         return data
+
+    def residents(self, persons: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.ok("/v1/residents", {"persons": persons},
+                       client_id="jumin01-batch", scope=f"{RESIDENT_SYSTEM}:residents:register")
+
+    def pseudonyms(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.ok(path, body, client_id="jumin01-batch", scope=f"{RESIDENT_SYSTEM}:pseudonyms:acquire")
+
+    def fukuhon(self, system: str, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.ok("/v1/fukuhon", {"system": system, "records": records},
+                       client_id="tax-batch", scope=f"{system}:fukuhon:register")
+
+    def inquire(self, staff_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        return self.post("/v1/inquiries", body, self.staff_headers(staff_id))
 
 
 def resident_record(p: Person, systems: set[str]) -> dict[str, Any]:
@@ -143,6 +233,7 @@ class Scenario:
     title_ja: str
     title_en: str
     expected: str
+    staff_id: str
     request: dict[str, Any]
     check: Callable[[int, dict[str, Any]], str | None]
     result: dict[str, Any] = field(default_factory=dict)
@@ -180,6 +271,11 @@ def build_scenarios(pop: Population) -> list[Scenario]:
             return f"expected 403 rule_violation with a serial, got {status} {body.get('code')}"
         return None
 
+    def denied(status: int, body: dict[str, Any]) -> str | None:
+        if status != 403 or body.get("code") != "affair_not_permitted" or body.get("serial"):
+            return f"expected 403 affair_not_permitted without a serial, got {status} {body.get('code')}"
+        return None
+
     def no_data(status: int, body: dict[str, Any]) -> str | None:
         if status != 200 or body.get("status") != "no_data":
             return f"expected no_data, got {status} {body.get('status') or body.get('code')}"
@@ -191,8 +287,8 @@ def build_scenarios(pop: Population) -> list[Scenario]:
             "新宿区の児童手当担当が、転入世帯の世帯主の地方税関係情報を中野区に照会する",
             "Shinjuku child-allowance staff ask Nakano for the local-tax information of a family that moved in",
             "answered",
+            "S0001",
             {
-                "staff_id": "S0001",
                 "system": "child_allowance",
                 "business_atena_no": head.business_numbers["child_allowance"],
                 "procedure_code": CHILD_ALLOWANCE_PROCEDURE,
@@ -207,8 +303,8 @@ def build_scenarios(pop: Population) -> list[Scenario]:
             "新宿区の住民税担当が、規定のない児童手当関係情報を中野区に照会する",
             "Shinjuku local-tax staff ask Nakano for child-allowance information, which no rule allows",
             "refused",
+            "S0002",
             {
-                "staff_id": "S0002",
                 "system": "tax",
                 "business_atena_no": taxpayer.business_numbers["tax"],
                 "procedure_code": LOCAL_TAX_PROCEDURE,
@@ -223,8 +319,8 @@ def build_scenarios(pop: Population) -> list[Scenario]:
             "新宿区の児童手当担当が、中野区に副本のない子について地方税関係情報を照会する",
             "Shinjuku child-allowance staff ask Nakano about a child Nakano holds no copy for",
             "no_data",
+            "S0001",
             {
-                "staff_id": "S0001",
                 "system": "child_allowance",
                 "business_atena_no": child.business_numbers["child_allowance"],
                 "procedure_code": CHILD_ALLOWANCE_PROCEDURE,
@@ -233,6 +329,22 @@ def build_scenarios(pop: Population) -> list[Scenario]:
                 "as_of": today,
             },
             no_data,
+        ),
+        Scenario(
+            "d_wrong_affair",
+            "新宿区の住民税担当（児童手当の照会権限なし）が、児童手当の事務で照会しようとする",
+            "Shinjuku local-tax staff, who hold no child-allowance role, try a child-allowance inquiry",
+            "denied",
+            "S0002",
+            {
+                "system": "child_allowance",
+                "business_atena_no": head.business_numbers["child_allowance"],
+                "procedure_code": CHILD_ALLOWANCE_PROCEDURE,
+                "info_kind_code": LOCAL_TAX_INFO,
+                "provider_org": NAKANO.org_code,
+                "as_of": today,
+            },
+            denied,
         ),
     ]
 
@@ -247,7 +359,11 @@ def prepare(layout: Layout, pop: Population, database_urls: dict[str, str] | Non
     n = setup.load_jlis(layout, [(p.individual_number, p.resident_code, p.lg_code) for p in pop.persons])
     say(f"J-LISに個人番号と住民票コードの対応 {n} 件を登録しました", f"J-LIS holds {n} individual-number/resident-code pairs")
     for org in (SHINJUKU, NAKANO, NENKIN):
-        setup.add_staff(layout, org, STAFF)
+        setup.enrol_atena(layout, org, STAFF, CLIENTS)
+    say("各団体の宛名システムに職員（パスワード・ワンタイムパスワード）と業務システム（OAuthクライアント）を登録しました"
+        "（認証情報は各 secrets/demo-credentials.json、所有者のみ読取可）",
+        "enrolled staff (password + TOTP) and business systems (OAuth clients) in each atena;"
+        " credentials are in each atena's secrets/demo-credentials.json (mode 0600)")
 
 
 def start(layout: Layout, fed: Federation) -> Federation:
@@ -260,14 +376,14 @@ def start(layout: Layout, fed: Federation) -> Federation:
 
 
 def acquire_all(client: AtenaClient, atena_nos: list[str], org: Org, timeout: float = 120.0) -> None:
-    result = client.ok("/v1/pseudonyms/acquire", {"atena_nos": atena_nos})
+    result = client.pseudonyms("/v1/pseudonyms/acquire", {"atena_nos": atena_nos})
     say(
         f"{org.name}: {result['requested']} 人の符号取得を依頼しました（J-LIS中継 {result['relayed']} 件）",
         f"{org.name}: pseudonym acquisition requested for {result['requested']} people, {result['relayed']} relayed by J-LIS",
     )
     deadline = time.monotonic() + timeout
     while True:
-        status = client.ok("/v1/pseudonyms/status", {"atena_nos": atena_nos})
+        status = client.pseudonyms("/v1/pseudonyms/status", {"atena_nos": atena_nos})
         if status["bound"] == len(atena_nos):
             say(f"{org.name}: 全員の符号を取得しました（{status['bound']} 人）", f"{org.name}: all {status['bound']} pseudonyms bound")
             return
@@ -284,7 +400,7 @@ def play(layout: Layout, pop: Population) -> list[Scenario]:
         (NAKANO, ward_records(pop, NAKANO_LG)),
         (NENKIN, agency_records(pop)),
     ):
-        out = clients[org.slug].ok("/v1/residents", {"persons": records})
+        out = clients[org.slug].residents(records)
         registered[org.slug] = out["atena_nos"]
         say(f"{org.name}: {len(out['atena_nos'])} 人に団体内統合宛名番号を付番しました",
             f"{org.name}: {len(out['atena_nos'])} people numbered in the integrated addressee system")
@@ -292,24 +408,27 @@ def play(layout: Layout, pop: Population) -> list[Scenario]:
         acquire_all(clients[org.slug], registered[org.slug], org)
     for org, lg_code in ((SHINJUKU, SHINJUKU_LG), (NAKANO, NAKANO_LG)):
         copies = tax_copies(pop, lg_code)
-        out = clients[org.slug].ok("/v1/fukuhon", {"system": "tax", "records": copies})
+        out = clients[org.slug].fukuhon(TAX_SYSTEM, copies)
         say(f"{org.name}: 地方税関係情報の副本 {out['registered']} 件を中間サーバーに登録しました",
             f"{org.name}: {out['registered']} local-tax copies registered in the intermediate server")
     scenarios = build_scenarios(pop)
     for sc in scenarios:
         say(f"シナリオ {sc.name}: {sc.title_ja}", f"scenario {sc.name}: {sc.title_en}")
         t0 = time.perf_counter()
-        status, body = clients["shinjuku"].post("/v1/inquiries", sc.request)
+        status, body = clients["shinjuku"].inquire(sc.staff_id, sc.request)
         ms = (time.perf_counter() - t0) * 1000
         failure = sc.check(status, body)
         if status == 200:
             outcome = body.get("status")
         else:
-            outcome = "refused" if body.get("code") == "rule_violation" else body.get("code")
+            outcome = {"rule_violation": "refused", "affair_not_permitted": "denied"}.get(
+                str(body.get("code")), body.get("code")
+            )
         sc.result = {
             "name": sc.name,
             "description_ja": sc.title_ja,
             "description_en": sc.title_en,
+            "staff_id": sc.staff_id,
             "serial": body.get("serial"),
             "outcome": outcome,
             "expected": sc.expected,
@@ -323,8 +442,11 @@ def play(layout: Layout, pop: Population) -> list[Scenario]:
             if body.get("values"):
                 say(f"  → 回答値: {json.dumps(body['values'], ensure_ascii=False)}", "  → answered values")
         else:
-            say(f"  → {body.get('title')} {body.get('detail', '')}（処理通番 {body.get('serial')}、{ms:.0f} ms）",
-                f"  → refused: {body.get('code')} (serial {body.get('serial')}, {ms:.0f} ms)")
+            where = f"処理通番 {body.get('serial')}" if body.get("serial") else "ネットワークシステムへは送信せず"
+            where_en = f"serial {body.get('serial')}" if body.get("serial") else "never sent to the hub"
+            text = " ".join(str(t) for t in (body.get("title"), body.get("detail")) if t)
+            say(f"  → {text}（{where}、{ms:.0f} ms）",
+                f"  → refused: {body.get('code')} ({where_en}, {ms:.0f} ms)")
             sc.result["reason"] = body.get("detail")
         if failure is not None:
             say(f"  ✗ 期待と異なる結果です: {failure}", f"  ✗ unexpected: {failure}")

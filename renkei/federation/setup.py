@@ -1,15 +1,20 @@
-"""Setting a federation up: keys and certificates, node configs, registry and seed data."""
+"""Setting a federation up: keys and certificates, node configs, registry, seed data, accounts."""
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from renkei.core.auth import DEFAULT_POLICY, AuthPolicy, create_staff, password_problems
 from renkei.core.config import load_config
 from renkei.core.crypto import pki
 from renkei.core.db import make_engine, make_sessionmaker, migrate, transaction, utcnow
+from renkei.core.oauth import register_client
 from renkei.federation.topology import HUB, ORGS, Layout, Org, write_config
 
 
@@ -73,15 +78,109 @@ def load_jlis(layout: Layout, rows: list[tuple[str, str, str]]) -> int:
     return n
 
 
-def add_staff(layout: Layout, org: Org, staff: list[tuple[str, str, list[str]]]) -> None:
-    from renkei.atena import service as atena_service
-    from renkei.atena.app import MIGRATIONS
+@dataclass(frozen=True)
+class StaffSpec:
+    staff_id: str
+    name: str
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """A business system allowed to call atena with OAuth client credentials."""
+
+    client_id: str
+    system_id: str
+    name: str
+    scopes: tuple[str, ...]
+
+
+CREDENTIALS_FILE = "demo-credentials.json"
+
+
+def credentials_path(layout: Layout, org: Org) -> Path:
+    """Where `enrol_atena` writes the generated credentials (mode 0600, never committed)."""
+    return layout.node_dir(org, "atena") / "secrets" / CREDENTIALS_FILE
+
+
+def new_password(staff_id: str, policy: AuthPolicy = DEFAULT_POLICY) -> str:
+    """A random password that meets the policy (about 190 bits)."""
+    while True:
+        candidate = secrets.token_urlsafe(24) + secrets.choice("!#%+=?@") + secrets.choice("0123456789")
+        if not password_problems(candidate, staff_id, policy):
+            return candidate
+
+
+def _write_private_json(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, ensure_ascii=False, indent=2)
+    os.chmod(path, 0o600)  # also when the file existed with a wider mode
+
+
+def enrol_atena(
+    layout: Layout,
+    org: Org,
+    staff: Iterable[StaffSpec],
+    clients: Iterable[ClientSpec] = (),
+    *,
+    policy: AuthPolicy = DEFAULT_POLICY,
+) -> Path:
+    """Create staff (generated password, TOTP enrolled) and OAuth clients in an atena.
+
+    The generated passwords, TOTP provisioning URIs and client secrets are written to
+    `credentials_path` (0600) and nowhere else: neither printed nor logged. Returns it.
+    """
+    from renkei.atena.app import MIGRATIONS, field_cipher, token_endpoint_url
     from renkei.atena.models import Base
+    from renkei.atena.models import auth as auth_t
+    from renkei.atena.models import oauth as oauth_t
 
     cfg = load_config(layout.config_path(org, "atena"))
+    cipher = field_cipher(cfg)
     engine = make_engine(cfg.database_url)
     migrate(engine, MIGRATIONS, Base.metadata)
-    with transaction(make_sessionmaker(engine)) as s:
-        for staff_id, name, roles in staff:
-            atena_service.add_staff(s, staff_id, name, roles)
-    engine.dispose()
+    doc: dict[str, Any] = {
+        "org_code": org.org_code,
+        "atena_url": layout.url(org, "atena"),
+        "token_endpoint": token_endpoint_url(cfg),
+        "staff": {},
+        "clients": {},
+    }
+    try:
+        with transaction(make_sessionmaker(engine)) as s:
+            now = utcnow()
+            for member in staff:
+                password = new_password(member.staff_id, policy)
+                uri = create_staff(
+                    s, auth_t, cipher, member.staff_id, member.name, password, member.roles,
+                    policy=policy, now=now,
+                )
+                doc["staff"][member.staff_id] = {
+                    "name": member.name,
+                    "roles": list(member.roles),
+                    "password": password,
+                    "totp_uri": uri,
+                }
+            for client in clients:
+                secret = register_client(
+                    s, oauth_t, cipher,
+                    client_id=client.client_id, system_id=client.system_id, name=client.name,
+                    allowed_scopes=list(client.scopes), now=now,
+                )
+                doc["clients"][client.client_id] = {
+                    "system_id": client.system_id,
+                    "scopes": list(client.scopes),
+                    "secret": secret,
+                }
+    finally:
+        engine.dispose()
+    path = credentials_path(layout, org)
+    _write_private_json(path, doc)
+    return path
+
+
+def load_credentials(layout: Layout, org: Org) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(credentials_path(layout, org).read_text(encoding="utf-8"))
+    return doc

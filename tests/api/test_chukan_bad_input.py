@@ -117,6 +117,7 @@ HUB_ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
             "serial": "1" * 20,
             "pseudonym": "p" * 40,
             "inquirer_org": NAKANO.org_code,
+            "procedure_code": "JT01010000074001",
             "info_kind_code": LOCAL_TAX_INFO,
             "as_of": "2024-06-01",
         },

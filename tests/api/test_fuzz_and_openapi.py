@@ -40,6 +40,7 @@ from tests.api.fed import (
     has_japanese,
     iter_post_routes,
 )
+from tests.atena import kit as atena_kit
 
 
 @dataclass
@@ -50,10 +51,16 @@ class Node:
     client: TestClient
 
 
+# atena's routes are fuzzed with valid credentials, so that the bodies reach the checks
+# behind authentication: a staff member not among the sample values (random sign-in
+# bodies must not lock the account used here) and business systems for every scope.
+FUZZ_STAFF = setup.StaffSpec("F0001", "職員（架空）", ("JM01000000074000:照会",))
+
+
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Federation:
     f = build_federation(tmp_path_factory, "fuzz-federation")
-    setup.add_staff(f.layout, SHINJUKU, [("S0001", "職員（架空）", ["JM01000000074000:照会"])])
+    setup.enrol_atena(f.layout, SHINJUKU, [FUZZ_STAFF], atena_kit.CLIENTS, policy=atena_kit.CHEAP_POLICY)
     return f
 
 
@@ -63,7 +70,10 @@ def nodes(fed: Federation) -> Iterator[dict[str, Node]]:
         "hub": (HUB, hub_app(fed.config(HUB, "hub"))),
         "jlis": (JLIS, jlis_app(fed.config(JLIS, "jlis"))),
         "chukan": (SHINJUKU, chukan_app(fed.config(SHINJUKU, "chukan"))),
-        "atena": (SHINJUKU, atena_app(fed.config(SHINJUKU, "atena"))),
+        "atena": (
+            SHINJUKU,
+            atena_app(fed.config(SHINJUKU, "atena"), auth_policy=atena_kit.CHEAP_POLICY),
+        ),
     }
     for name, (_, app) in apps.items():
         if name != "hub":
@@ -72,6 +82,8 @@ def nodes(fed: Federation) -> Iterator[dict[str, Node]]:
                 view.directory.add(fed.public_doc(org))
             view.refresh = None  # never reach for a hub that is not there
     clients = {name: TestClient(app) for name, (_, app) in apps.items()}
+    # atena's session cookie is Secure: its client speaks "https".
+    clients["atena"] = TestClient(apps["atena"][1], base_url="https://testserver")
     for c in clients.values():
         c.__enter__()
     try:
@@ -98,8 +110,15 @@ EXPECTED_POST_ROUTES = {
         "/v1/pseudonyms/status",
         "/v1/fukuhon",
         "/v1/inquiries",
+        "/v1/session",
+        "/v1/api-tokens",
+        "/oauth/token",
+        "/oauth/introspect",
     },
 }
+# Mounted on the atena app itself (renkei.core.oauth), not on atena's router; they take
+# forms and answer RFC 6749 errors (application/json), not problem+json.
+OAUTH_POSTS = {"/oauth/token", "/oauth/introspect"}
 ROUTERS = {
     "hub": hub_api.router,
     "jlis": jlis_api.router,
@@ -148,6 +167,11 @@ KEYS = [
     "all_pending",
     "system",
     "staff_id",
+    "password",
+    "totp",
+    "scopes",
+    "name",
+    "expires_in_days",
     "business_atena_no",
     "K001",
     "K002",
@@ -205,11 +229,15 @@ FUZZ = settings(
 )
 
 
-def _check(resp: Any, what: str) -> None:
+def _check(resp: Any, what: str, *, oauth: bool = False) -> None:
     if resp.status_code == 503 and resp.json().get("code") == "peer_unavailable":
         return  # the input passed every check and the node called its peer: none runs here
     assert resp.status_code < 500, (what, resp.status_code, resp.text[:500])
-    if resp.status_code >= 400:
+    if resp.status_code >= 400 and oauth:
+        body = resp.json()
+        assert isinstance(body.get("error"), str) and body["error"], (what, body)
+        assert has_japanese(str(body.get("error_description", ""))), (what, body)
+    elif resp.status_code >= 400:
         assert resp.headers.get("content-type", "").startswith("application/problem+json"), (
             what,
             resp.headers,
@@ -219,29 +247,61 @@ def _check(resp: Any, what: str) -> None:
         assert has_japanese(str(body.get("title", ""))), (what, body)
 
 
+@pytest.fixture(scope="module")
+def atena_auth(nodes: dict[str, Node], fed: Federation) -> atena_kit.AtenaKit:
+    """Credentials for atena's routes, with a clock the tests move (no TOTP reuse)."""
+    node = nodes["atena"]
+    kit = atena_kit.AtenaKit(
+        node.app, node.client, setup.load_credentials(fed.layout, SHINJUKU), atena_kit.Clock()
+    )
+    node.app.state.clock = kit.clock
+    return kit
+
+
+def _auth(kit: atena_kit.AtenaKit, node: str, path: str) -> dict[str, str]:
+    """The credentials a route takes; none for the sign-in and the OAuth endpoints."""
+    if node != "atena" or path in OAUTH_POSTS or path == "/v1/session":
+        return {}
+    return kit.headers_for(path, staff_id=FUZZ_STAFF.staff_id)
+
+
 @pytest.mark.parametrize(("node", "path"), ROUTES)
-def test_random_bytes_never_5xx(nodes: dict[str, Node], node: str, path: str) -> None:
+def test_random_bytes_never_5xx(
+    nodes: dict[str, Node], atena_auth: atena_kit.AtenaKit, node: str, path: str
+) -> None:
     client = nodes[node].client
+    auth = _auth(atena_auth, node, path)
 
     @FUZZ
     @given(data=st.binary(max_size=300), ctype=CTYPES)
     def run(data: bytes, ctype: str) -> None:
-        headers = {"content-type": ctype} if ctype else {}
-        _check(client.post(path, content=data, headers=headers), f"{node}{path} {ctype} {data!r}")
+        headers = {**auth, "content-type": ctype} if ctype else dict(auth)
+        _check(
+            client.post(path, content=data, headers=headers),
+            f"{node}{path} {ctype} {data!r}",
+            oauth=path in OAUTH_POSTS,
+        )
 
     run()
 
 
 @pytest.mark.parametrize(("node", "path"), ROUTES)
-def test_random_json_never_5xx(nodes: dict[str, Node], node: str, path: str) -> None:
+def test_random_json_never_5xx(
+    nodes: dict[str, Node], atena_auth: atena_kit.AtenaKit, node: str, path: str
+) -> None:
     client = nodes[node].client
+    auth = _auth(atena_auth, node, path)
 
     @FUZZ
     @given(body=JSON | OBJECTS, ctype=CTYPES)
     def run(body: Any, ctype: str) -> None:
         data = orjson.dumps(body)
-        headers = {"content-type": ctype} if ctype else {}
-        _check(client.post(path, content=data, headers=headers), f"{node}{path} {ctype} {body!r}")
+        headers = {**auth, "content-type": ctype} if ctype else dict(auth)
+        _check(
+            client.post(path, content=data, headers=headers),
+            f"{node}{path} {ctype} {body!r}",
+            oauth=path in OAUTH_POSTS,
+        )
 
     run()
 
@@ -408,7 +468,6 @@ ATENA_VALID: dict[str, dict[str, Any]] = {
         ]
     },
     "/v1/inquiries": {
-        "staff_id": "S0001",
         "system": "tax",
         "business_atena_no": GOOD_ATENA,
         "procedure_code": "JT01010000074001",
@@ -427,15 +486,18 @@ ATENA_VALID: dict[str, dict[str, Any]] = {
             }
         ],
     },
+    "/v1/session": {"staff_id": "S0001", "password": "Wrong-password-123", "totp": "123456"},
+    "/v1/api-tokens": {"name": "照会バッチ", "scopes": ["JM01000000074000:照会"], "expires_in_days": 7},
 }
 
 
 @pytest.mark.parametrize("path", list(ATENA_VALID))
 def test_one_bad_field_in_a_valid_atena_request_never_5xx(
-    nodes: dict[str, Node], path: str
+    nodes: dict[str, Node], atena_auth: atena_kit.AtenaKit, path: str
 ) -> None:
     client = nodes["atena"].client
     base = ATENA_VALID[path]
+    auth = _auth(atena_auth, "atena", path)
 
     @FUZZ
     @given(where=st.sampled_from(_fields(base)), value=JSON)
@@ -450,7 +512,8 @@ def test_one_bad_field_in_a_valid_atena_request_never_5xx(
             data = orjson.dumps(body)
         except TypeError:
             return
-        resp = client.post(path, content=data, headers={"content-type": "application/json"})
+        headers = {**auth, "content-type": "application/json"}
+        resp = client.post(path, content=data, headers=headers)
         _check(resp, f"atena{path} {where}={value!r}")
 
     run()
@@ -468,7 +531,8 @@ def test_openapi_document_lists_the_routes(nodes: dict[str, Node], node: str) ->
     assert has_japanese(doc["info"]["title"] + doc["info"].get("description", ""))
     posts = {p for p, ops in doc["paths"].items() if "post" in ops}
     assert posts == EXPECTED_POST_ROUTES[node]
-    assert posts == set(iter_post_routes(ROUTERS[node]))
+    mounted = OAUTH_POSTS if node == "atena" else set()
+    assert posts == set(iter_post_routes(ROUTERS[node])) | mounted
     assert "/healthz" in doc["paths"]
     for p in posts:
         op = doc["paths"][p]["post"]
@@ -477,6 +541,8 @@ def test_openapi_document_lists_the_routes(nodes: dict[str, Node], node: str) ->
         content = op.get("requestBody", {}).get("content", {})
         if node in SEALED:
             assert JOSE_MEDIA_TYPE in content, (p, content)
+        elif p in OAUTH_POSTS:
+            assert "application/x-www-form-urlencoded" in content, (p, content)
         else:
             assert "application/json" in content, (p, content)
 

@@ -4,31 +4,18 @@ writes nothing for a refused request (a batch is all or nothing)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from fastapi import FastAPI
-from starlette.testclient import TestClient
 
-from renkei.atena.app import create_app
-from renkei.atena.models import Base
 from renkei.core import ids
-from renkei.federation import setup
-from renkei.federation.topology import SHINJUKU
-from tests.api.fed import Federation, assert_problem, counts, unchanged
+from tests.api.fed import Federation, assert_problem, unchanged
+from tests.atena.kit import AtenaKit as Atena
+from tests.atena.kit import open_atena
 
-CHILD_ALLOWANCE_AFFAIR = "JM01000000074000"
 CHILD_ALLOWANCE_PROCEDURE = "JT01010000074001"
-LOCAL_TAX_AFFAIR = "JM01000000016000"
 LOCAL_TAX_INFO = "TM00000000000002"
 NAKANO_ORG = "1311480000000000"
-
-STAFF = [
-    ("S0001", "児童手当係 職員（架空）", [f"{CHILD_ALLOWANCE_AFFAIR}:照会"]),
-    ("S0002", "住民税係 職員（架空）", [f"{LOCAL_TAX_AFFAIR}:照会"]),
-    ("S0003", "権限なし 職員（架空）", []),
-]
 
 NUMBER = ids.make_individual_number("12345678901")
 TAX_NO = ids.make_atena_no(700_001)
@@ -57,32 +44,13 @@ def person(n: int, **over: Any) -> dict[str, Any]:
     return rec
 
 
-@dataclass
-class Atena:
-    app: FastAPI
-    client: TestClient
-
-    def counts(self) -> dict[str, int]:
-        return counts(self.app.state.rt.engine, Base.metadata)
-
-    def refused(self, path: str, body: Any, status: int, code: str) -> dict[str, Any]:
-        before = self.counts()
-        resp = self.client.post(path, json=body)
-        problem = assert_problem(resp, status, code)
-        unchanged(before, self.counts())
-        return problem
-
-
 @pytest.fixture(scope="module")
 def atena(fed: Federation) -> Iterator[Atena]:
-    setup.add_staff(fed.layout, SHINJUKU, STAFF)
-    app = create_app(fed.config(SHINJUKU, "atena"))
-    with TestClient(app) as client:
-        a = Atena(app, client)
+    with open_atena(fed) as a:
         # One known resident, linked to the tax and child-allowance systems.
-        r = client.post(
+        r = a.post(
             "/v1/residents",
-            json={
+            {
                 "persons": [
                     person(
                         0,
@@ -102,7 +70,7 @@ def atena(fed: Federation) -> Iterator[Atena]:
 def test_wrong_check_digit_is_refused_without_echoing_the_number(atena: Atena) -> None:
     bad = wrong_check_digit(ids.make_individual_number("98765432109"))
     before = atena.counts()
-    resp = atena.client.post("/v1/residents", json={"persons": [person(1, individual_number=bad)]})
+    resp = atena.post("/v1/residents", {"persons": [person(1, individual_number=bad)]})
     problem = assert_problem(resp, 422, "invalid_individual_number")
     assert bad not in resp.text and bad[:11] not in resp.text
     assert problem.get("reason") == "bad_check_digit"
@@ -130,9 +98,7 @@ def test_malformed_individual_number_is_refused_without_echoing_it(
     atena: Atena, number: str
 ) -> None:
     resp_before = atena.counts()
-    resp = atena.client.post(
-        "/v1/residents", json={"persons": [person(2, individual_number=number)]}
-    )
+    resp = atena.post("/v1/residents", {"persons": [person(2, individual_number=number)]})
     assert_problem(resp, 422, "invalid_individual_number")
     digits = ids.make_individual_number("11122233344")
     full = "".join(chr(ord("０") + int(d)) for d in digits)
@@ -166,11 +132,12 @@ def test_individual_number_of_the_wrong_json_type(atena: Atena, number: Any) -> 
 
 def test_invalid_json_with_a_number_is_not_echoed(atena: Atena) -> None:
     number = ids.make_individual_number("33344455566")
+    headers = atena.headers_for("/v1/residents")
     before = atena.counts()
     resp = atena.client.post(
         "/v1/residents",
         content=('{"persons": [{"individual_number": "' + number + '",').encode(),
-        headers={"content-type": "application/json"},
+        headers={**headers, "content-type": "application/json"},
     )
     assert_problem(resp, 422, "invalid_request")
     assert number not in resp.text
@@ -270,9 +237,12 @@ def test_third_record_taking_someone_elses_business_number_writes_nothing(atena:
 
 def test_good_batch_is_written(atena: Atena) -> None:
     # The baseline: the same shape of records does get written when all are valid.
+    headers = atena.headers_for("/v1/residents")
     before = atena.counts()
     resp = atena.client.post(
-        "/v1/residents", json={"persons": [person(40), person(41), person(42)]}
+        "/v1/residents",
+        json={"persons": [person(40), person(41), person(42)]},
+        headers=headers,
     )
     assert resp.status_code == 200, resp.text
     assert len(resp.json()["atena_nos"]) == 3
@@ -284,7 +254,6 @@ def test_good_batch_is_written(atena: Atena) -> None:
 
 def inquiry(**over: Any) -> dict[str, Any]:
     body = {
-        "staff_id": "S0001",
         "system": "child_allowance",
         "business_atena_no": CHILD_NO,
         "procedure_code": CHILD_ALLOWANCE_PROCEDURE,
@@ -309,17 +278,30 @@ def test_inquiry_with_an_empty_field(atena: Atena, field: str) -> None:
     atena.refused("/v1/inquiries", inquiry(**{field: ""}), 422, "invalid_request")
 
 
-def test_unknown_staff(atena: Atena) -> None:
-    atena.refused("/v1/inquiries", inquiry(staff_id="S9999"), 403, "unknown_staff")
+def test_staff_id_in_the_body_is_not_accepted_any_more(atena: Atena) -> None:
+    # The actor is the signed-in staff member; a staff_id field is simply ignored.
+    problem = atena.refused(
+        "/v1/inquiries", inquiry(staff_id="S0001"), 403, "affair_not_permitted", staff_id="S0002"
+    )
+    assert problem["code"] == "affair_not_permitted"
 
 
 def test_tax_clerk_may_not_inquire_for_child_allowance(atena: Atena) -> None:
-    problem = atena.refused("/v1/inquiries", inquiry(staff_id="S0002"), 403, "affair_not_permitted")
+    problem = atena.refused(
+        "/v1/inquiries", inquiry(), 403, "affair_not_permitted", staff_id="S0002"
+    )
     assert "児童手当" in problem["title"]
+    entry = atena.audit()[-1]
+    assert (entry["actor"], entry["action"], entry["outcome"]) == (
+        "S0002",
+        "inquiry",
+        "affair_not_permitted",
+    )
+    assert entry["affair"] == "JM01000000074000"
 
 
 def test_staff_without_any_role(atena: Atena) -> None:
-    atena.refused("/v1/inquiries", inquiry(staff_id="S0003"), 403, "affair_not_permitted")
+    atena.refused("/v1/inquiries", inquiry(), 403, "affair_not_permitted", staff_id="S0003")
 
 
 def test_unknown_business_atena_no(atena: Atena) -> None:

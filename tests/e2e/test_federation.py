@@ -82,9 +82,59 @@ def test_scenarios_end_as_expected(run: Run) -> None:
     assert results["a_move_in_tax"]["outcome"] == "answered", results
     assert results["b_not_allowed"]["outcome"] == "refused", results
     assert results["c_no_copy"]["outcome"] == "no_data", results
+    assert results["d_wrong_affair"]["outcome"] == "denied", results
     assert all(r["ok"] for r in results.values()), results
-    serials = [r["serial"] for r in results.values()]
+    serials = [r["serial"] for r in results.values() if r["name"] != "d_wrong_affair"]
     assert all(s and len(s) == 20 for s in serials) and len(set(serials)) == 3
+    # Refused at atena by the affair role check: never numbered, never sent to the hub.
+    assert results["d_wrong_affair"]["serial"] is None
+    assert results["d_wrong_affair"]["http_status"] == 403
+
+
+def _atena_rows(run: Run, sql: str) -> list[tuple[object, ...]]:
+    url = run.database_urls.get("shinjuku/atena") or (
+        f"sqlite:///{run.layout.node_dir(SHINJUKU, 'atena') / 'atena.db'}"
+    )
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+def test_atena_knows_who_asked(run: Run) -> None:
+    """The actor of inquiries is the signed-in staff member; business systems by client id."""
+    logged = _atena_rows(run, "select staff_id, outcome from inquiry_log order by id")
+    assert logged == [("S0001", "answered"), ("S0002", "rule_violation"), ("S0001", "no_data")]
+    audit = set(_atena_rows(run, "select actor, action, outcome from audit_entries"))
+    assert ("S0002", "inquiry", "affair_not_permitted") in audit
+    assert ("S0001", "session.login", "ok") in audit and ("S0002", "session.login", "ok") in audit
+    assert ("jumin01-batch", "residents.register", "ok") in audit
+    assert ("tax-batch", "fukuhon.register", "ok") in audit
+
+
+def test_credentials_stay_in_their_private_file(run: Run) -> None:
+    import os
+    import stat
+
+    from renkei.federation import setup
+
+    for org in (SHINJUKU, NAKANO):
+        path = setup.credentials_path(run.layout, org)
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        creds = setup.load_credentials(run.layout, org)
+        assert {"S0001", "S0002"} <= set(creds["staff"])
+        # Nothing else under the atena's data directory holds a password or a client secret.
+        others = b"\n".join(
+            p.read_bytes()
+            for p in run.layout.node_dir(org, "atena").rglob("*")
+            if p.is_file() and p != path
+        )
+        for member in creds["staff"].values():
+            assert member["password"].encode() not in others
+        for client in creds["clients"].values():
+            assert client["secret"].encode() not in others
 
 
 def _hub_rows(run: Run, sql: str) -> list[tuple[object, ...]]:
@@ -214,11 +264,21 @@ def test_demo_command_writes_report_and_population(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((var / "demo" / "report.json").read_text(encoding="utf-8"))
-    assert [s["outcome"] for s in report["scenarios"]] == ["answered", "refused", "no_data"]
+    assert [s["outcome"] for s in report["scenarios"]] == ["answered", "refused", "no_data", "denied"]
+    assert [s["expected"] for s in report["scenarios"]] == ["answered", "refused", "no_data", "denied"]
     assert all(isinstance(s["round_trip_ms"], float) for s in report["scenarios"])
     header = (var / "demo" / "population.csv").read_text(encoding="utf-8").splitlines()[0]
     assert header.startswith("個人番号")
     assert "該当なし" in proc.stdout and "回答あり" in proc.stdout
+    assert "d_wrong_affair" in proc.stdout
+    # The generated credentials are never printed.
+    from renkei.federation import setup
+
+    creds = setup.load_credentials(Layout(var), SHINJUKU)
+    for member in creds["staff"].values():
+        assert member["password"] not in proc.stdout + proc.stderr
+    for client in creds["clients"].values():
+        assert client["secret"] not in proc.stdout + proc.stderr
 
 
 

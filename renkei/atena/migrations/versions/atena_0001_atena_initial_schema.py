@@ -2,7 +2,7 @@
 
 Revision ID: atena_0001
 Revises: 
-Create Date: 2026-11-26 09:22:03.989350
+Create Date: 2026-11-26 09:29:18.203200
 """
 import sqlalchemy as sa
 from alembic import op
@@ -57,10 +57,24 @@ def upgrade() -> None:
     sa.CheckConstraint('id = 1', name=op.f('ck_audit_head_single_row')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_audit_head'))
     )
+    op.create_table('auth_staff',
+    sa.Column('staff_id', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=100), nullable=False),
+    sa.Column('password_hash', sa.String(length=255), nullable=False),
+    sa.Column('totp_secret', sa.LargeBinary(), nullable=True),
+    sa.Column('totp_last_step', sa.BigInteger(), nullable=True),
+    sa.Column('failed_count', sa.Integer(), nullable=False),
+    sa.Column('locked_until', renkei.core.db.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('roles', sa.JSON(), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('created_at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('password_changed_at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('staff_id', name=op.f('pk_auth_staff'))
+    )
     op.create_table('inquiry_log',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
-    sa.Column('staff_id', sa.String(length=20), nullable=False),
+    sa.Column('staff_id', sa.String(length=64), nullable=False),
     sa.Column('affair_code', sa.String(length=16), nullable=False),
     sa.Column('procedure_code', sa.String(length=16), nullable=False),
     sa.Column('info_kind_code', sa.String(length=16), nullable=False),
@@ -70,6 +84,16 @@ def upgrade() -> None:
     sa.Column('outcome', sa.String(length=20), nullable=False),
     sa.Column('reason', sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_inquiry_log'))
+    )
+    op.create_table('oauth_clients',
+    sa.Column('client_id', sa.String(length=64), nullable=False),
+    sa.Column('system_id', sa.String(length=64), nullable=False),
+    sa.Column('name', sa.String(length=255), nullable=False),
+    sa.Column('secret', sa.LargeBinary(), nullable=False),
+    sa.Column('allowed_scopes', sa.JSON(), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('created_at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('client_id', name=op.f('pk_oauth_clients'))
     )
     op.create_table('outbox',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
@@ -106,12 +130,38 @@ def upgrade() -> None:
     sa.Column('received_at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('message_id', name=op.f('pk_received_messages'))
     )
-    op.create_table('staff',
-    sa.Column('staff_id', sa.String(length=20), nullable=False),
+    op.create_table('auth_api_tokens',
+    sa.Column('id', sa.String(length=32), nullable=False),
+    sa.Column('staff_id', sa.String(length=64), nullable=False),
+    sa.Column('token_hash', sa.String(length=64), nullable=False),
     sa.Column('name', sa.String(length=100), nullable=False),
-    sa.Column('roles', sa.JSON(), nullable=False),
-    sa.PrimaryKeyConstraint('staff_id', name=op.f('pk_staff'))
+    sa.Column('scopes', sa.JSON(), nullable=False),
+    sa.Column('created_at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', renkei.core.db.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('last_used_at', renkei.core.db.UtcDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['staff_id'], ['auth_staff.staff_id'], name=op.f('fk_auth_api_tokens_staff_id_auth_staff')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_auth_api_tokens')),
+    sa.UniqueConstraint('token_hash', name=op.f('uq_auth_api_tokens_token_hash'))
     )
+    with op.batch_alter_table('auth_api_tokens', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_auth_api_tokens_staff_id'), ['staff_id'], unique=False)
+
+    op.create_table('auth_sessions',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('staff_id', sa.String(length=64), nullable=False),
+    sa.Column('created_at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('last_seen_at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', renkei.core.db.UtcDateTime(timezone=True), nullable=True),
+    sa.Column('terminal', sa.String(length=255), nullable=True),
+    sa.Column('csrf_token_hash', sa.String(length=64), nullable=False),
+    sa.ForeignKeyConstraint(['staff_id'], ['auth_staff.staff_id'], name=op.f('fk_auth_sessions_staff_id_auth_staff')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_auth_sessions'))
+    )
+    with op.batch_alter_table('auth_sessions', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_auth_sessions_staff_id'), ['staff_id'], unique=False)
+
     op.create_table('basic_four',
     sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), autoincrement=True, nullable=False),
     sa.Column('atena_no', sa.String(length=15), nullable=False),
@@ -146,11 +196,44 @@ def upgrade() -> None:
     with op.batch_alter_table('business_links', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_business_links_atena_no'), ['atena_no'], unique=False)
 
+    op.create_table('oauth_tokens',
+    sa.Column('id', sa.String(length=64), nullable=False),
+    sa.Column('client_id', sa.String(length=64), nullable=False),
+    sa.Column('scopes', sa.JSON(), nullable=False),
+    sa.Column('issued_at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.Column('revoked_at', renkei.core.db.UtcDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['client_id'], ['oauth_clients.client_id'], name=op.f('fk_oauth_tokens_client_id_oauth_clients')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_oauth_tokens'))
+    )
+    with op.batch_alter_table('oauth_tokens', schema=None) as batch_op:
+        batch_op.create_index('ix_oauth_tokens_client_id', ['client_id'], unique=False)
+        batch_op.create_index('ix_oauth_tokens_expires_at', ['expires_at'], unique=False)
+
+    op.create_table('oauth_used_jtis',
+    sa.Column('client_id', sa.String(length=64), nullable=False),
+    sa.Column('jti', sa.String(length=255), nullable=False),
+    sa.Column('expires_at', renkei.core.db.UtcDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['client_id'], ['oauth_clients.client_id'], name=op.f('fk_oauth_used_jtis_client_id_oauth_clients')),
+    sa.PrimaryKeyConstraint('client_id', 'jti', name=op.f('pk_oauth_used_jtis'))
+    )
+    with op.batch_alter_table('oauth_used_jtis', schema=None) as batch_op:
+        batch_op.create_index('ix_oauth_used_jtis_expires_at', ['expires_at'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('oauth_used_jtis', schema=None) as batch_op:
+        batch_op.drop_index('ix_oauth_used_jtis_expires_at')
+
+    op.drop_table('oauth_used_jtis')
+    with op.batch_alter_table('oauth_tokens', schema=None) as batch_op:
+        batch_op.drop_index('ix_oauth_tokens_expires_at')
+        batch_op.drop_index('ix_oauth_tokens_client_id')
+
+    op.drop_table('oauth_tokens')
     with op.batch_alter_table('business_links', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_business_links_atena_no'))
 
@@ -159,14 +242,23 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_basic_four_atena_no'))
 
     op.drop_table('basic_four')
-    op.drop_table('staff')
+    with op.batch_alter_table('auth_sessions', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_auth_sessions_staff_id'))
+
+    op.drop_table('auth_sessions')
+    with op.batch_alter_table('auth_api_tokens', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_auth_api_tokens_staff_id'))
+
+    op.drop_table('auth_api_tokens')
     op.drop_table('received_messages')
     op.drop_table('persons')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_index('ix_outbox_due')
 
     op.drop_table('outbox')
+    op.drop_table('oauth_clients')
     op.drop_table('inquiry_log')
+    op.drop_table('auth_staff')
     op.drop_table('audit_head')
     with op.batch_alter_table('audit_entries', schema=None) as batch_op:
         batch_op.drop_index('ix_audit_entries_at')

@@ -412,6 +412,10 @@ def play(layout: Layout, pop: Population) -> list[Scenario]:
         say(f"{org.name}: 地方税関係情報の副本 {out['registered']} 件を中間サーバーに登録しました",
             f"{org.name}: {out['registered']} local-tax copies registered in the intermediate server")
     scenarios = build_scenarios(pop)
+    # Staff sign in first (password + TOTP): the round trips below are the inquiries alone.
+    for staff_id in sorted({sc.staff_id for sc in scenarios}):
+        clients["shinjuku"].staff_headers(staff_id)
+    say("職員がログインしました（ID・パスワード・ワンタイムパスワード）", "staff signed in (ID, password, TOTP)")
     for sc in scenarios:
         say(f"シナリオ {sc.name}: {sc.title_ja}", f"scenario {sc.name}: {sc.title_en}")
         t0 = time.perf_counter()

@@ -68,13 +68,14 @@ def bench_inquiries(tmp: Path, count: int = 300, concurrency: int = 8) -> None:
     try:
         demo.prepare(layout, pop)
         demo.start(layout, fed)
-        scenarios = demo.play(layout, pop)
+        clients = demo.open_clients(layout)
+        scenarios = demo.play(layout, pop, clients)
         request = next(sc.request for sc in scenarios if sc.name == "a_move_in_tax")
         creds = layout.creds_dir(SHINJUKU)
         ctx = pki.client_ssl_context(creds / "tls.crt", creds / "tls.key", layout.ca_cert)
         base = layout.url(SHINJUKU, "atena")
         # Staff S0001 signs in (password + TOTP from set-up's credentials file).
-        staff_headers = demo.AtenaClient.open(layout, SHINJUKU).staff_headers("S0001")
+        staff_headers = clients["shinjuku"].staff_headers("S0001")
         with httpx.Client(verify=ctx, timeout=30) as client:
 
             def health() -> float:

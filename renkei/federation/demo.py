@@ -392,8 +392,13 @@ def acquire_all(client: AtenaClient, atena_nos: list[str], org: Org, timeout: fl
         time.sleep(0.2)
 
 
-def play(layout: Layout, pop: Population) -> list[Scenario]:
-    clients = {org.slug: AtenaClient.open(layout, org) for org in (SHINJUKU, NAKANO, NENKIN)}
+def open_clients(layout: Layout) -> dict[str, AtenaClient]:
+    return {org.slug: AtenaClient.open(layout, org) for org in (SHINJUKU, NAKANO, NENKIN)}
+
+
+def play(layout: Layout, pop: Population, clients: dict[str, AtenaClient] | None = None) -> list[Scenario]:
+    """Pass `clients` to keep their signed-in sessions afterwards (a TOTP code is single-use)."""
+    clients = clients if clients is not None else open_clients(layout)
     registered: dict[str, list[str]] = {}
     for org, records in (
         (SHINJUKU, ward_records(pop, SHINJUKU_LG)),

@@ -274,7 +274,14 @@ def demo(
     seed: int = typer.Option(20151201, help="合成人口の乱数種 / population seed"),
 ) -> None:
     """Run the whole federation on loopback with synthetic people and play the scenarios."""
+    import logging
+
+    import structlog
+
     from renkei.federation.demo import run_demo
+
+    # The demo speaks in its own bilingual steps; set-up's info logs would only interleave.
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 
     raise typer.Exit(run_demo(var, serve=serve, base_port=base_port, seed=seed))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import date
 from typing import Any
 
@@ -101,7 +102,7 @@ async def resolve(request: Request) -> Response:
                 action="acquisition.resolve",
                 outcome="ok",
                 ref=msg.id,
-                detail=_tally(r.status for r in results),
+                detail=dict(Counter(r.status for r in results)),
             ),
         )
     return rt.reply(
@@ -196,13 +197,6 @@ async def inquiries(request: Request) -> Response:
         "inquiry.answer",
         {"serial": route.serial, "status": outcome, "answer": answer.body.get("answer")},
     )
-
-
-def _tally(statuses: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for st in statuses:
-        out[st] = out.get(st, 0) + 1
-    return out
 
 
 def _today(rt: NodeRuntime) -> date:

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from renkei.catalogue import Catalogue
 from renkei.core import ids
+from renkei.core.crypto.field import create_secret_file
 from renkei.core.db import KernelTables
 from renkei.core.errors import Problem
 from renkei.core.outbox import enqueue
@@ -36,16 +37,14 @@ MAX_BATCH = 10_000
 
 
 def load_or_create_secret(path: Path) -> bytes:
-    """The hub's key for hashing resident codes; 0600, generated on first start."""
-    if path.exists():
-        return path.read_bytes()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_bytes(32)
-    fd = path.open("xb")
-    path.chmod(0o600)
-    with fd:
-        fd.write(key)
-    return key
+    """The hub's key for hashing resident codes; 0600, generated on first start.
+
+    Several hub processes may start at once: whoever creates the file first wins, and
+    every process reads back the key that is on disk.
+    """
+    if not path.exists():
+        create_secret_file(path, secrets.token_bytes(32))
+    return path.read_bytes()
 
 
 # --- registry ---------------------------------------------------------------

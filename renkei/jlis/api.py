@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -44,9 +46,7 @@ async def submit(request: Request) -> Response:
             hub_org=rt.config.hub_org_code,
             now=rt.clock(),
         )
-        tally: dict[str, int] = {}
-        for r in results:
-            tally[r.status] = tally.get(r.status, 0) + 1
+        tally = dict(Counter(r.status for r in results))
         rt.record(
             s,
             AuditEvent(

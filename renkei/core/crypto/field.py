@@ -92,8 +92,8 @@ class Kms(Protocol):
         ...
 
 
-def _create_secret_file(path: Path, data: bytes) -> None:
-    """Create ``path`` (mode 0600) if absent; concurrent creators agree on one file."""
+def _write_private_temp(path: Path, data: bytes) -> Path:
+    """``data`` in a fresh 0600 file beside ``path``, flushed to disk; the caller links or renames it."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -102,12 +102,23 @@ def _create_secret_file(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)  # atomic create-if-absent: never overwrite a key
-        except FileExistsError:
-            pass
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def create_secret_file(path: Path, data: bytes) -> None:
+    """Create ``path`` (mode 0600) if absent; concurrent creators agree on one file."""
+    tmp = _write_private_temp(path, data)
+    try:
+        os.link(tmp, path)  # atomic create-if-absent: never overwrite a key
+    except FileExistsError:
+        pass
     finally:
         tmp.unlink(missing_ok=True)
+
+
 
 
 class FileKms:
@@ -138,7 +149,7 @@ class FileKms:
     def create(cls, path: Path) -> FileKms:
         """Generate the master key file if absent (idempotent) and load it."""
         if not path.exists():
-            _create_secret_file(path, secrets.token_bytes(KEY_SIZE))
+            create_secret_file(path, secrets.token_bytes(KEY_SIZE))
         return cls(path)
 
     def wrap(self, dek: bytes) -> bytes:
@@ -449,14 +460,8 @@ def _matching_kms(key_id: str, kms: Kms) -> Kms:
 
 def _replace_secret_file(path: Path, data: bytes) -> None:
     """Write ``data`` to a 0600 temporary file, fsync, rename over ``path``, fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = _write_private_temp(path, data)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -483,7 +488,7 @@ def load_or_create_keyring(path: Path, kms: Kms) -> FieldCipher:
             "dek": base64.b64encode(kms.wrap(secrets.token_bytes(KEY_SIZE))).decode(),
             "index_key": base64.b64encode(kms.wrap(secrets.token_bytes(KEY_SIZE))).decode(),
         }
-        _create_secret_file(path, json.dumps(doc, indent=2).encode() + b"\n")
+        create_secret_file(path, json.dumps(doc, indent=2).encode() + b"\n")
     signature = _signature(path)  # before reading: a later replacement is seen as a change
     ring = KeyringFile.read(path)
     if _matching_kms(ring.kms_key_id, kms).key_id != ring.kms_key_id:

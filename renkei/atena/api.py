@@ -117,6 +117,21 @@ def _audit_refusal(
         )
 
 
+def _screen(
+    request: Request, kind: str, subject: str, action: str, *, person: str | None = None
+) -> None:
+    """Rate limits and abnormal-traffic rules for a staff member or business system.
+
+    A refusal (429 rate_limited, 403 blocked_by_rule) is audited under the action; the
+    guard itself records the alert.
+    """
+    try:
+        _rt(request).screen(kind, subject, person)
+    except Problem as exc:
+        _audit_refusal(request, subject, action, exc.code, subject=person)
+        raise
+
+
 # --- who is calling -------------------------------------------------------------------------
 
 
@@ -202,6 +217,7 @@ def business_system(
             detail = {"scope": needed} if needed and needed != _NO_SCOPE else None
             _audit_refusal(request, _token_client(request, token), action, exc.error, detail=detail)
             raise
+        _screen(request, "client", principal.client_id, action)
         return Caller(actor=principal.client_id, kind="client")
 
     return dependency
@@ -257,8 +273,14 @@ def _staff_principal(request: Request, *, api_token_ok: bool = True) -> auth.Sta
         return principal
 
 
-def staff(action: str, *, api_token_ok: bool = True) -> Callable[[Request], Caller]:
-    """Dependency: a signed-in staff member (or their API token); refusals are audited."""
+def staff(
+    action: str, *, api_token_ok: bool = True, screen: bool = True
+) -> Callable[[Request], Caller]:
+    """Dependency: a signed-in staff member (or their API token); refusals are audited.
+
+    ``screen=False`` leaves the abnormal-traffic check to the route, which knows the
+    person the request is about (a lookup counts towards "many unrelated persons").
+    """
 
     def dependency(request: Request) -> Caller:
         try:
@@ -270,6 +292,8 @@ def staff(action: str, *, api_token_ok: bool = True) -> Callable[[Request], Call
                 actor = str(exc.extra.pop("actor", ANONYMOUS))
             _audit_refusal(request, actor, action, code)
             raise
+        if screen:
+            _screen(request, "staff", principal.staff_id, action)
         return Caller(actor=principal.staff_id, kind="staff", staff=principal)
 
     return dependency
@@ -286,7 +310,7 @@ PseudonymStatusReader = Annotated[
     Caller, Depends(business_system(_static_scope("pseudonyms:acquire"), "pseudonym.status"))
 ]
 FukuhonRegister = Annotated[Caller, Depends(business_system(_fukuhon_scope, "fukuhon.register"))]
-InquiringStaff = Annotated[Caller, Depends(staff("inquiry"))]
+InquiringStaff = Annotated[Caller, Depends(staff("inquiry", screen=False))]
 SignedInStaff = Annotated[Caller, Depends(staff("session.show"))]
 LeavingStaff = Annotated[Caller, Depends(staff("session.logout", api_token_ok=False))]
 TokenIssuingStaff = Annotated[Caller, Depends(staff("api_token.issue", api_token_ok=False))]
@@ -512,6 +536,7 @@ async def inquiry(
                 ),
             )
         raise
+    _screen(request, "staff", caller.actor, "inquiry", person=atena_no)
     log = {
         "staff_id": caller.actor,
         "affair_code": affair_code,

@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from starlette.responses import Response
 
 from renkei.atena.api import DEFAULT_RESIDENT_SYSTEM, router
-from renkei.atena.models import Base, audit, kernel
+from renkei.atena.models import Base, audit, guard, kernel
 from renkei.atena.models import oauth as oauth_t
 from renkei.catalogue import Catalogue, load_catalogue
 from renkei.core.app import node_app
@@ -47,7 +47,9 @@ def create_app(
     catalogue: Catalogue | None = None,
     auth_policy: AuthPolicy = DEFAULT_POLICY,
 ) -> FastAPI:
-    rt = build_runtime(config, Base.metadata, kernel, hub_registry_view(config), audit, engine=engine)
+    rt = build_runtime(
+        config, Base.metadata, kernel, hub_registry_view(config), audit, guard=guard, engine=engine
+    )
     follow_hub_registry(rt)
     app = node_app(
         title="renkei atena — 団体内統合宛名システム",

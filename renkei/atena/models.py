@@ -16,6 +16,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from renkei.core.audit import audit_tables
 from renkei.core.auth import auth_tables
 from renkei.core.db import NAMING, BigId, UtcDateTime, kernel_tables
+from renkei.core.exports import export_tables
+from renkei.core.guard import guard_tables
 from renkei.core.oauth import oauth_tables
 
 
@@ -27,6 +29,8 @@ kernel = kernel_tables(Base.metadata)
 audit = audit_tables(Base.metadata)
 auth = auth_tables(Base.metadata)
 oauth = oauth_tables(Base.metadata)
+guard = guard_tables(Base.metadata)  # rate limits and alerts for staff and business clients
+exports = export_tables(Base.metadata)  # downloads of personal data and their approvals
 
 
 class Person(Base):

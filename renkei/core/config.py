@@ -131,18 +131,29 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> NodeConfig
         raise ConfigError(f"設定ファイル {path} の値が誤っています: {exc}") from None
 
 
+def _toml_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{escaped}"'
+
+
+def _dump_table(name: str, values: dict[str, Any], lines: list[str]) -> None:
+    lines.append(f"[{name}]")
+    nested = {k: v for k, v in values.items() if isinstance(v, dict)}
+    for key, value in values.items():
+        if key not in nested:
+            lines.append(f"{key} = {_toml_scalar(value)}")
+    lines.append("")
+    for key, value in nested.items():
+        _dump_table(f"{name}.{key}", value, lines)
+
+
 def dump_config(cfg: dict[str, dict[str, Any]]) -> str:
-    """Write a minimal TOML (strings, ints, bools) — enough for the files `renkei` generates."""
+    """Write a minimal TOML (strings, ints, bools, sub-tables) — enough for the files `renkei` generates."""
     lines: list[str] = []
     for section, values in cfg.items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            if isinstance(value, bool):
-                lines.append(f"{key} = {'true' if value else 'false'}")
-            elif isinstance(value, int):
-                lines.append(f"{key} = {value}")
-            else:
-                escaped = str(value).replace("\\", "\\\\").replace('"', '\\"')
-                lines.append(f'{key} = "{escaped}"')
-        lines.append("")
+        _dump_table(section, values, lines)
     return "\n".join(lines)

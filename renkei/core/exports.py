@@ -41,11 +41,11 @@ def export_tables(metadata: MetaData) -> ExportTables:
             Column("id", BigId, primary_key=True, autoincrement=True),
             Column("kind", String(40), nullable=False),
             Column("params", JSON, nullable=False),
-            Column("requested_by", String(20), nullable=False),
+            Column("requested_by", String(64), nullable=False),
             Column("requested_at", UtcDateTime(), nullable=False),
             Column("estimated_rows", Integer, nullable=False),
             Column("status", String(12), nullable=False),  # pending | approved | running | done | rejected
-            Column("decided_by", String(20), nullable=True),
+            Column("decided_by", String(64), nullable=True),
             Column("decided_at", UtcDateTime(), nullable=True),
             Column("rows_written", Integer, nullable=True),
             Column("finished_at", UtcDateTime(), nullable=True),

@@ -102,6 +102,9 @@ def node_config(layout: Layout, org: Org, node: str, database_url: str | None = 
         cfg["peers"]["chukan"] = layout.url(org, "chukan")
     if node == "atena":
         cfg["field"] = {"master_key": str((layout.node_dir(org, node) / "secrets" / "master.key").resolve())}
+        # The demo and `make bench` play hundreds of inquiries by one staff member within a
+        # minute; a real office keeps the defaults (60 requests a minute, 50 persons an hour).
+        cfg["guard"] = {"limits": {"staff": 6000}, "distinct_persons": {"max": 5000}}
     return cfg
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -38,3 +39,18 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
         load_config(bad, environ={})
     with pytest.raises(ConfigError):
         load_config(write_config(Layout(tmp_path / "v", 20000), HUB, "hub"), environ={}).peer("chukan")
+
+
+def test_dump_config_writes_sub_tables_that_load_back(tmp_path: Path) -> None:
+    from renkei.core.config import dump_config
+    from renkei.core.guard import GuardPolicy
+
+    cfg = {
+        "node": {"kind": "atena", "port": 9443, "flag": True, "name": 'a "quoted" \\ name'},
+        "guard": {"rate_limit_alerts": False, "limits": {"staff": 6000}, "distinct_persons": {"max": 5000}},
+    }
+    text = dump_config(cfg)
+    assert tomllib.loads(text) == cfg
+    policy = GuardPolicy.from_dict(tomllib.loads(text)["guard"])
+    assert policy.limits["staff"].max == 6000 and policy.distinct_persons.max == 5000
+    assert policy.limits["client"].max == 600  # untouched defaults stay

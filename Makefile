@@ -13,12 +13,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,lint]'
 	@touch $(STAMP)
 
+# Browser tests drive Debian's chromium (Playwright never downloads a browser here).
+$(VENV)/.chromium: | $(STAMP)
+	@command -v chromium >/dev/null 2>&1 && fc-list :lang=ja | grep -q . || { echo "installing Debian's chromium and a Japanese font for the browser tests"; \
+	  apt-get install -y --no-install-recommends chromium fonts-ipafont-gothic >/dev/null 2>&1 || \
+	  { apt-get update >/dev/null 2>&1 && apt-get install -y --no-install-recommends chromium fonts-ipafont-gothic >/dev/null 2>&1; } || \
+	  echo "warning: chromium could not be installed; browser tests will fail under CI"; }
+	@command -v chromium >/dev/null 2>&1 && touch $@ || true
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/renkei demo
 
-test: $(STAMP)
+test: $(STAMP) $(VENV)/.chromium
 	$(PY) -m pytest
 
 bench: $(STAMP)

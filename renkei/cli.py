@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from renkei.core import ids
+from renkei.core.staff_cli import staff_app
 
 app = typer.Typer(help="renkei — マイナンバー情報連携（合成データのみ） / My Number information linkage", no_args_is_help=True)
 ids_app = typer.Typer(help="識別番号の検査 / identifier checks", no_args_is_help=True)
@@ -19,6 +20,7 @@ app.add_typer(pki_app, name="pki")
 keys_app = typer.Typer(help="項目暗号化の鍵 / field-encryption keys", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(staff_app, name="staff")
 
 ID_KINDS = {
     "individual-number": ids.IdKind.INDIVIDUAL_NUMBER,
@@ -56,9 +58,41 @@ def pki_init(var: Path = typer.Option(Path("var"), help="データディレク�
         typer.echo(f"{org.name} ({org.org_code}): {layout.creds_dir(org)}")
 
 
+@pki_app.command("terminal")
+def pki_terminal(
+    data_dir: Path = typer.Option(..., "--data-dir", help="端末CAを置くディレクトリ（ノードのデータディレクトリなど）"),
+    org: str = typer.Option(..., "--org", help="機関コード（16桁）"),
+    name: str = typer.Option(..., "--name", help="端末名（例: 窓口端末01）"),
+    out: Path = typer.Option(..., "--out", help="端末証明書の出力先ディレクトリ（新規）"),
+) -> None:
+    """Issue a designated-terminal client certificate (creating the organization's terminal CA if needed).
+
+    The CA lives in DATA_DIR/terminal-ca (set ``[staff] terminal_ca`` to its ca.crt; the
+    server needs only that file: keep ca.key away from it in production). The terminal
+    gets terminal.crt/.key (PEM) and terminal.p12 with its passphrase in
+    terminal.p12.pass (both 0600) to import into the browser.
+    """
+    from renkei.core.crypto import pki
+
+    ca_dir = data_dir / "terminal-ca"
+    try:
+        ca_cert, _ = pki.create_terminal_ca(ca_dir, org)
+        creds = pki.issue_terminal_certificate(ca_dir, out, org, name)
+    except pki.PkiError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"端末CA: {ca_cert}（[staff] terminal_ca に指定します）")
+    typer.echo(f"端末証明書: {creds.cert}  秘密鍵: {creds.key}")
+    typer.echo(f"ブラウザ用: {creds.p12}（パスフレーズ: {creds.p12_password}）")
+
+
 @app.command("serve")
 def serve(node: str, config: Path = typer.Option(..., "--config", help="ノードの設定ファイル（TOML）")) -> None:
-    """Run one node (hub, jlis, chukan, atena) over HTTPS with mutual TLS."""
+    """Run one node (hub, jlis, chukan, atena) over HTTPS with mutual TLS.
+
+    An atena with a ``[staff]`` section also serves the staff UI on its own port, where
+    terminal certificates are required unless ``require_terminal_cert = false``.
+    """
     import uvicorn
 
     from renkei.core.config import ConfigError, load_config
@@ -90,6 +124,9 @@ def serve(node: str, config: Path = typer.Option(..., "--config", help="ノー�
     else:
         typer.echo(f"未対応のノードです: {node}", err=True)
         raise typer.Exit(2)
+    if cfg.staff is not None and node == "atena":
+        _serve_with_staff_listener(asgi, cfg)
+        return
     uvicorn.run(
         asgi,
         host=cfg.host,
@@ -102,6 +139,35 @@ def serve(node: str, config: Path = typer.Option(..., "--config", help="ノー�
         access_log=False,
         # Peers hold keep-alive connections to each other; do not wait for them forever.
         timeout_graceful_shutdown=3,
+    )
+
+
+def _serve_with_staff_listener(asgi: Any, cfg: Any) -> None:
+    """atena with ``[staff]``: the mTLS listener and the staff UI listener in one process."""
+    import uvicorn
+
+    from renkei.core.config import ConfigError
+    from renkei.web.atena import create_staff_app
+    from renkei.web.listener import peer_tls_options, serve_together, staff_tls_options
+    from renkei.web.site import PasswordRules
+
+    staff = cfg.staff
+    try:
+        staff_tls = staff_tls_options(cfg, staff)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    if not staff.require_terminal_cert:
+        typer.echo("警告: 指定端末の確認（端末証明書）が無効です。本番環境では有効にしてください。", err=True)
+    ui = create_staff_app(
+        asgi,
+        terminal_check=staff.require_terminal_cert,
+        passwords=PasswordRules(staff.password_max_age_days, staff.change_initial_password),
+    )
+    common: dict[str, Any] = {"log_level": "warning", "access_log": False, "timeout_graceful_shutdown": 3}
+    serve_together(
+        uvicorn.Config(asgi, host=cfg.host, port=cfg.port, **peer_tls_options(cfg), **common),
+        uvicorn.Config(ui, host=staff.host, port=staff.port, lifespan="off", **staff_tls, **common),
     )
 
 
@@ -153,48 +219,80 @@ def audit_verify(config: Path = typer.Option(..., "--config", help="ノードの
 @audit_app.command("export")
 def audit_export(
     config: Path = typer.Option(..., "--config", help="ノードの設定ファイル"),
-    start: str = typer.Option("", "--from", help="開始日時（ISO 8601、和暦の日付も可）"),
-    end: str = typer.Option("", "--to", help="終了日時（ISO 8601、和暦の日付も可）"),
+    start: str = typer.Option("", "--from", help="開始日（2026-04-01、令和8年4月1日）または日時（ISO 8601）"),
+    end: str = typer.Option("", "--to", help="終了日（その日を含む）または日時"),
     out: Path = typer.Option(..., "--out", help="書き出し先（JSON Lines）"),
-    actor: str = typer.Option(..., "--actor", help="書き出す職員ID（ファイルと監査ログに記録）"),
+    actor: str = typer.Option(..., "--actor", help="書き出す職員ID（監査の権限が必要。ファイルと監査ログに記録）"),
+    request: int = typer.Option(0, "--request", help="承認済みの書き出し依頼の番号（件数が上限を超える場合）"),
 ) -> None:
-    """Write audit entries as JSON Lines for auditors; the export itself is audited."""
-    from renkei.core.audit import AuditEvent, AuditLog, export_jsonl
-    from renkei.core.crypto import envelope
+    """Write audit entries as JSON Lines for auditors, through the export approval flow.
+
+    The actor must be an active staff member of this node holding 監査. Without
+    ``--request`` a request is made; if it is small enough it runs at once, else it waits
+    for a second auditor's approval (``POST /v1/exports/{id}/approve``) and is then run
+    with ``--request``. The first line names the exporter, request and approver.
+    """
+    import sqlalchemy as sa
+
+    from renkei.core import exports, staff_admin
+    from renkei.core.audit import AuditEvent
+    from renkei.core.config import ConfigError, load_config
     from renkei.core.db import transaction
+    from renkei.core.errors import Problem
+    from renkei.core.export_kinds import audit_export_kind
+    from renkei.core.node import utc_now
 
-    cfg, sessions, tables = _node_db(config)
-    lo, hi = _when(start), _when(end)
-    with out.open("w", encoding="utf-8") as fh, sessions() as s:
-        n = export_jsonl(s, tables, fh, start=lo, end=hi)
-    log = AuditLog(tables, envelope.load_signing_key(cfg.keys.sig))
-    with transaction(sessions) as s:
-        log.append(
-            s,
-            AuditEvent(actor=actor, action="audit.export", outcome="ok",
-                       detail={"entries": n, "from": start, "to": end, "file": out.name}),
-        )
-    typer.echo(f"{n} 件を書き出しました: {out}")
-
-
-def _when(text: str) -> Any:
-    from datetime import UTC, datetime, time
-    from zoneinfo import ZoneInfo
-
-    from renkei.core.text.wareki import WarekiError, parse_date
-
-    if not text:
-        return None
     try:
-        value = datetime.fromisoformat(text)
-        return value if value.tzinfo else value.replace(tzinfo=ZoneInfo("Asia/Tokyo"))
-    except ValueError:
-        pass
-    try:
-        return datetime.combine(parse_date(text), time(), ZoneInfo("Asia/Tokyo")).astimezone(UTC)
-    except WarekiError as exc:
+        cfg = load_config(config)
+        store = staff_admin.open_node_store(cfg)
+    except (ConfigError, ValueError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+    import importlib
+
+    models = importlib.import_module(f"renkei.{cfg.kind}.models")
+    tables = models.exports
+    registry = exports.ExportRegistry([audit_export_kind(store.audit.tables)])
+    policy = exports.ExportPolicy.from_config(cfg.extra)
+    now = utc_now()
+    try:
+        with store.sessions() as s:
+            row = s.execute(
+                sa.select(store.auth.staff.c.roles, store.auth.staff.c.active).where(
+                    store.auth.staff.c.staff_id == actor
+                )
+            ).first()
+        if row is None or not row.active:
+            raise Problem(403, "unknown_staff", f"職員ID「{actor}」は有効な職員ではありません。")
+        roles = list(row.roles or ())
+        if not request:
+            params = {k: v for k, v in (("from", start), ("to", end)) if v}
+            with transaction(store.sessions) as s:
+                req = exports.ask_export(
+                    s, tables, registry, staff_id=actor, roles=roles, kind="audit",
+                    params=params, policy=policy, now=now,
+                )
+                store.audit.append(s, AuditEvent(actor=actor, action="export.request", outcome=req.status,
+                                                 ref=f"export:{req.id}", detail={"kind": "audit", **req.params}))
+            if req.status != "approved":
+                typer.echo(f"書き出し依頼 {req.id} を作成しました（{req.estimated_rows} 件）。件数が上限を超えるため、"
+                           f"別の監査担当者の承認後に --request {req.id} で実行してください。")
+                raise typer.Exit(3)
+            request = req.id
+        with transaction(store.sessions) as s, out.open("w", encoding="utf-8") as fh:
+            result = exports.run_export(
+                s, tables, registry, request, staff_id=actor, roles=roles, policy=policy, now=now, out=fh,
+            )
+            store.audit.append(s, AuditEvent(actor=actor, action="export.download", outcome="ok",
+                                             ref=f"export:{request}",
+                                             detail={"kind": "audit", "rows": result.rows, "file": out.name}))
+    except Problem as exc:
+        out.unlink(missing_ok=True)
+        typer.echo(f"{exc.title}{'（' + exc.detail + '）' if exc.detail else ''}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        store.close()
+    typer.echo(f"{result.rows} 件を書き出しました: {out}（依頼 {request}）")
 
 
 @keys_app.command("rotate")

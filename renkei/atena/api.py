@@ -52,11 +52,11 @@ from renkei.core.db import transaction
 from renkei.core.errors import Problem
 from renkei.core.node import NodeRuntime
 from renkei.core.oauth import OAuthError, authenticate_bearer, introspect
-from renkei.core.text.wareki import WarekiError, parse_date, to_wareki
+from renkei.core.text.wareki import to_wareki
 
 router = APIRouter()
 
-STATUS_LABELS = {"answered": "回答あり", "no_data": "該当なし", "pending": "回答待ち"}
+STATUS_LABELS = service.STATUS_LABELS
 CHUNK = 1000
 
 # __Host-: the browser keeps the cookie only if it is Secure, has Path=/ and no Domain.
@@ -502,118 +502,31 @@ async def fukuhon(
 async def inquiry(
     request: Request, body: InquiryIn, caller: InquiringStaff
 ) -> InquiryOut:
-    rt = _rt(request)
-    catalogue = request.app.state.catalogue
-    for kind, value in (
-        (ids.IdKind.PROCEDURE_CODE, body.procedure_code),
-        (ids.IdKind.INFO_KIND_CODE, body.info_kind_code),
-        (ids.IdKind.ORG_CODE, body.provider_org),
-    ):
-        problem = ids.check(kind, value)
-        if problem is not None:
-            raise Problem(422, f"invalid_{kind.name.lower()}", problem.message)
-    try:
-        as_of = parse_date(body.as_of)
-    except WarekiError as exc:
-        raise Problem(422, "bad_date", f"基準日: {exc}") from None
-    try:
-        with rt.sessions() as s:
-            roles = caller.staff.roles if caller.staff is not None else frozenset()
-            affair_code = service.authorize_inquiry(catalogue, roles, body.procedure_code)
-            atena_no = service.translate(s, body.system, body.business_atena_no)
-    except Problem as exc:
-        # Refusals are audited too: who tried what, for which affair (or procedure).
-        known = catalogue.affair_of(body.procedure_code)
-        with transaction(rt.sessions) as s:
-            rt.record(
-                s,
-                AuditEvent(
-                    actor=caller.actor,
-                    terminal=_terminal(request),
-                    action="inquiry",
-                    outcome=exc.code,
-                    affair=known.code if known is not None else body.procedure_code,
-                ),
-            )
-        raise
-    _screen(request, "staff", caller.actor, "inquiry", person=atena_no)
-    log = {
-        "staff_id": caller.actor,
-        "affair_code": affair_code,
-        "procedure_code": body.procedure_code,
-        "info_kind_code": body.info_kind_code,
-        "provider_org": body.provider_org,
-        "atena_no": atena_no,
-    }
-    try:
-        answer = await rt.peer.call(
-            rt.config.peer("chukan") + "/v1/inquiries",
-            rt.org_code,
-            "inquiry.request",
-            {
-                "atena_no": atena_no,
-                "procedure_code": body.procedure_code,
-                "info_kind_code": body.info_kind_code,
-                "provider_org": body.provider_org,
-                "as_of": as_of.isoformat(),
-            },
-        )
-    except Problem as exc:
-        with transaction(rt.sessions) as s:
-            service.log_inquiry(
-                s,
-                at=rt.clock(),
-                serial=exc.extra.get("serial"),
-                outcome=exc.code,
-                reason=exc.detail or exc.title,
-                **log,
-            )
-            rt.record(
-                s,
-                AuditEvent(
-                    actor=caller.actor,
-                    terminal=_terminal(request),
-                    action="inquiry",
-                    outcome=exc.code,
-                    subject=atena_no,
-                    affair=affair_code,
-                    ref=str(exc.extra.get("serial") or "") or None,
-                ),
-            )
-        raise
-    result = answer.body
-    status_value = str(result.get("status", ""))
-    with transaction(rt.sessions) as s:
-        service.log_inquiry(
-            s,
-            at=rt.clock(),
-            serial=str(result.get("serial")),
-            outcome=status_value,
-            reason=None,
-            **log,
-        )
-        rt.record(
-            s,
-            AuditEvent(
-                actor=caller.actor,
-                terminal=_terminal(request),
-                action="inquiry",
-                outcome=status_value,
-                subject=atena_no,
-                affair=affair_code,
-                ref=str(result.get("serial")),
-            ),
-        )
-    values = result.get("values")
+    roles = caller.staff.roles if caller.staff is not None else frozenset()
+    result = await service.inquire(
+        _rt(request),
+        request.app.state.catalogue,
+        service.InquiryRequest(
+            procedure_code=body.procedure_code,
+            info_kind_code=body.info_kind_code,
+            provider_org=body.provider_org,
+            as_of=body.as_of,
+            system=body.system,
+            business_atena_no=body.business_atena_no,
+        ),
+        actor=caller.actor,
+        roles=roles,
+        terminal=_terminal(request),
+    )
     return InquiryOut(
-        serial=str(result.get("serial", "")),
-        status=status_value,
-        status_label=STATUS_LABELS.get(status_value, status_value),
-        values={str(k): str(v) for k, v in values.items()} if isinstance(values, dict) else None,
-        edition=result.get("edition"),
-        record_key=result.get("record_key"),
-        as_of=as_of.isoformat(),
-        as_of_wareki=to_wareki(as_of),
+        serial=result.serial,
+        status=result.status,
+        status_label=result.status_label,
+        values=result.values,
+        edition=result.edition,
+        record_key=result.record_key,
+        as_of=result.as_of.isoformat(),
+        as_of_wareki=to_wareki(result.as_of),
     )
 
 
@@ -632,14 +545,21 @@ def _set_session_cookie(response: Response, token: str, max_age: int) -> None:
     )
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _encodable(*values: str | None) -> None:
+    """Refuse lone surrogates and control characters (PostgreSQL rejects NUL in text)."""
     for value in values:
         try:
             (value or "").encode("utf-8")
+            usable = not _CONTROL.search(value or "")
         except UnicodeEncodeError:
+            usable = False
+        if not usable:
             raise Problem(
                 422, "invalid_request", "入力内容に誤りがあります。", "使用できない文字が含まれています。"
-            ) from None
+            )
 
 
 @router.post(

@@ -10,7 +10,10 @@ from starlette.responses import Response
 
 from renkei.atena.api import DEFAULT_RESIDENT_SYSTEM, router
 from renkei.atena.models import Base, audit, guard, kernel
+from renkei.atena.models import auth as auth_t
+from renkei.atena.models import exports as exports_t
 from renkei.atena.models import oauth as oauth_t
+from renkei.atena.service import addressees_export
 from renkei.catalogue import Catalogue, load_catalogue
 from renkei.core.app import node_app
 from renkei.core.auth import DEFAULT_POLICY, AuthPolicy
@@ -19,6 +22,7 @@ from renkei.core.crypto.field import FieldCipher, FileKms, load_or_create_keyrin
 from renkei.core.db import transaction
 from renkei.core.node import build_runtime, follow_hub_registry, hub_registry_view
 from renkei.core.oauth import OAuthError, bearer_problem_response, oauth_router
+from renkei.core.staff_api import StaffTables, mount_staff_api
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 TOKEN_PATH = "/oauth/token"
@@ -83,4 +87,12 @@ def create_app(
         return bearer_problem_response(exc)
 
     app.add_exception_handler(OAuthError, _bearer_refusal)
+    # The kernel's staff routes atena lacks: administration, alerts, audit, exports
+    # (sign-in and API tokens stay atena's own routes, renkei.atena.api).
+    mount_staff_api(
+        app,
+        StaffTables(auth=auth_t, exports=exports_t, guard=guard),
+        parts={"admin", "alerts", "audit", "exports"},
+        extra_exports=[addressees_export()],
+    )
     return app

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import csv
+import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+import jaconv
+from sqlalchemy import exists, func, select
+from sqlalchemy.orm import Session, aliased
 
 from renkei.atena.models import AtenaSerial, BasicFour, BusinessLink, InquiryLog, Person
 from renkei.catalogue import Catalogue
 from renkei.core import ids
+from renkei.core.audit import AuditEvent
 from renkei.core.crypto.field import FieldCipher
+from renkei.core.db import transaction
 from renkei.core.errors import Problem
+from renkei.core.exports import EXPORT_ROLES, ExportKind
+from renkei.core.node import NodeRuntime
 from renkei.core.roles import PermissionDenied, has_role
+from renkei.core.text.wareki import WarekiError, parse_date, to_wareki
 
 MAX_BATCH = 10_000
 NUMBER_AAD = ("persons", "individual_number")
@@ -237,3 +246,467 @@ def authorize_inquiry(catalogue: Catalogue, roles: Iterable[str], procedure_code
 def log_inquiry(session: Session, **fields: Any) -> None:
     session.add(InquiryLog(**fields))
     session.flush()
+
+
+# --- staff screens (web) ---
+#
+# Read models for the staff UI (renkei.web.atena) and the inquiry path shared by the
+# JSON route /v1/inquiries and the inquiry screen. Every function here takes what it
+# needs explicitly; the callers authorize and audit the views.
+
+STATUS_LABELS = {"answered": "回答あり", "no_data": "該当なし", "pending": "回答待ち"}
+SEX_LABELS = {"1": "男", "2": "女", "9": "不明"}
+RESIDENCE_LABELS = {"resident": "住民", "non_resident": "住登外者"}
+SEARCH_PAGE_SIZE = 20
+MAX_KANA_PREFIX = 40
+MAX_SYSTEM_LENGTH = 40
+_KANA_KEY = re.compile(r"[\u30a1-\u30f6\u30fc]+")  # katakana and the long-vowel mark
+_KANA_IGNORED = re.compile(r"[\s\u30fb]+")  # spaces and the middle dot between names
+
+
+@dataclass(frozen=True)
+class BasicFourView:
+    """One version of 基本4情報 as staff read it."""
+
+    family_name: str
+    given_name: str
+    family_kana: str
+    given_kana: str
+    birth_date: date
+    sex: str
+    postal_code: str
+    address: str
+    lg_code: str
+    change_kind: str
+    effective_on: date
+    recorded_at: datetime
+
+    @property
+    def sex_label(self) -> str:
+        return SEX_LABELS.get(self.sex, self.sex)
+
+
+@dataclass(frozen=True)
+class ResidentSummary:
+    atena_no: str
+    residence: str
+    current: BasicFourView
+
+
+@dataclass(frozen=True)
+class LinkView:
+    system: str
+    business_atena_no: str
+    linked_at: datetime
+
+
+@dataclass(frozen=True)
+class ResidentDetail:
+    atena_no: str
+    residence: str
+    pseudonym_status: str
+    created_at: datetime
+    history: tuple[BasicFourView, ...]  # newest first
+    links: tuple[LinkView, ...]
+    has_individual_number: bool
+
+    @property
+    def current(self) -> BasicFourView:
+        return self.history[0]
+
+
+def _view(row: BasicFour) -> BasicFourView:
+    return BasicFourView(
+        family_name=row.family_name,
+        given_name=row.given_name,
+        family_kana=row.family_kana,
+        given_kana=row.given_kana,
+        birth_date=row.birth_date,
+        sex=row.sex,
+        postal_code=row.postal_code,
+        address=row.address,
+        lg_code=row.lg_code,
+        change_kind=row.change_kind,
+        effective_on=row.effective_on,
+        recorded_at=row.recorded_at,
+    )
+
+
+def check_atena_no(atena_no: str) -> str:
+    """A well-formed 統合宛名番号 (15 digits, check digit) or Problem 422 invalid_atena_no."""
+    problem = ids.check(ids.IdKind.ATENA_NO, atena_no)
+    if problem is not None:
+        raise Problem(422, "invalid_atena_no", f"統合宛名番号: {problem.message}")
+    return atena_no
+
+
+def check_system(system: str) -> str:
+    """A business-system ID as stored in the links (1–40 characters)."""
+    text = system.strip()
+    if not 1 <= len(text) <= MAX_SYSTEM_LENGTH:
+        raise Problem(
+            422, "bad_business_system", f"業務システムIDは1〜{MAX_SYSTEM_LENGTH}文字で指定してください。"
+        )
+    return text
+
+
+def kana_search_key(text: str) -> str:
+    """Full-width katakana without spaces: how a typed kana name is compared.
+
+    Half-width kana and hiragana are accepted (NFKC, then hiragana → katakana).
+    """
+    key = _KANA_IGNORED.sub("", jaconv.hira2kata(unicodedata.normalize("NFKC", text)))
+    if not key:
+        raise Problem(422, "missing_kana", "カナ氏名（先頭の数文字でも可）を入力してください。")
+    if len(key) > MAX_KANA_PREFIX or not _KANA_KEY.fullmatch(key):
+        raise Problem(
+            422,
+            "bad_kana",
+            f"カナ氏名はカタカナまたはひらがな{MAX_KANA_PREFIX}文字以内で入力してください。",
+        )
+    return key
+
+
+def _is_current(row: type[BasicFour]) -> Any:
+    """No newer version of the same person's 基本4情報 exists."""
+    newer = aliased(BasicFour)
+    return ~exists().where(newer.atena_no == row.atena_no, newer.id > row.id)
+
+
+def person_exists(session: Session, atena_no: str) -> bool:
+    return session.get(Person, check_atena_no(atena_no)) is not None
+
+
+def search_by_kana(
+    session: Session,
+    kana_prefix: str,
+    birth_date: date,
+    *,
+    page: int = 1,
+    page_size: int = SEARCH_PAGE_SIZE,
+) -> tuple[list[ResidentSummary], int]:
+    """Persons whose current kana name (氏＋名) starts with the prefix, born on that date.
+
+    Returns one page (1-based) and the total count. The birth date is required so that
+    a search names a person, not a browse of the register.
+    """
+    key = kana_search_key(kana_prefix)
+    page = max(1, page)
+    full_kana = BasicFour.family_kana + BasicFour.given_kana
+    where = (
+        BasicFour.birth_date == birth_date,
+        full_kana.like(key + "%"),  # the key is katakana only: no LIKE wildcard in it
+        _is_current(BasicFour),
+    )
+    total = int(session.scalar(select(func.count()).select_from(BasicFour).where(*where)) or 0)
+    rows = session.execute(
+        select(BasicFour, Person.residence)
+        .join(Person, Person.atena_no == BasicFour.atena_no)
+        .where(*where)
+        .order_by(BasicFour.family_kana, BasicFour.given_kana, BasicFour.atena_no)
+        .offset((page - 1) * page_size)
+        .limit(page_size)
+    ).all()
+    return [ResidentSummary(bf.atena_no, residence, _view(bf)) for bf, residence in rows], total
+
+
+def resident_detail(session: Session, atena_no: str) -> ResidentDetail:
+    """Current 基本4情報, its history and the business links; Problem 404 if unknown."""
+    person = session.get(Person, check_atena_no(atena_no))
+    if person is None:
+        raise Problem(404, "unknown_atena_no", f"統合宛名番号「{atena_no}」は登録されていません。")
+    history = session.scalars(
+        select(BasicFour).where(BasicFour.atena_no == atena_no).order_by(BasicFour.id.desc())
+    ).all()
+    links = session.scalars(
+        select(BusinessLink)
+        .where(BusinessLink.atena_no == atena_no)
+        .order_by(BusinessLink.system, BusinessLink.business_atena_no)
+    ).all()
+    if not history:
+        raise Problem(404, "unknown_atena_no", f"統合宛名番号「{atena_no}」の基本4情報がありません。")
+    return ResidentDetail(
+        atena_no=person.atena_no,
+        residence=person.residence,
+        pseudonym_status=person.pseudonym_status,
+        created_at=person.created_at,
+        history=tuple(_view(r) for r in history),
+        links=tuple(LinkView(li.system, li.business_atena_no, li.linked_at) for li in links),
+        has_individual_number=person.individual_number_enc is not None,
+    )
+
+
+def individual_number_of(session: Session, cipher: FieldCipher, atena_no: str) -> str | None:
+    """The decrypted individual number of one person (None if none is held).
+
+    The caller decides what may be shown: masked for every viewer, in clear only for a
+    reveal that passed `can_see_individual_number` and is audited.
+    """
+    person = session.get(Person, check_atena_no(atena_no))
+    if person is None:
+        raise Problem(404, "unknown_atena_no", f"統合宛名番号「{atena_no}」は登録されていません。")
+    if person.individual_number_enc is None:
+        return None
+    return cipher.decrypt(person.individual_number_enc, _aad(person.atena_no))
+
+
+@dataclass(frozen=True)
+class InquiryRequest:
+    """An inquiry as staff ask it: the person by 統合宛名番号 or by (system, 業務宛名番号)."""
+
+    procedure_code: str
+    info_kind_code: str
+    provider_org: str
+    as_of: str  # 和暦 or 西暦, as typed
+    system: str | None = None
+    business_atena_no: str | None = None
+    atena_no: str | None = None
+
+
+@dataclass(frozen=True)
+class InquiryResult:
+    serial: str
+    status: str
+    values: dict[str, str] | None
+    edition: Any
+    record_key: Any
+    as_of: date
+    affair_code: str
+    atena_no: str
+
+    @property
+    def status_label(self) -> str:
+        return STATUS_LABELS.get(self.status, self.status)
+
+
+def _inquiry_target(session: Session, req: InquiryRequest) -> str:
+    if req.atena_no is not None:
+        atena_no = check_atena_no(req.atena_no)
+        if session.get(Person, atena_no) is None:
+            raise Problem(404, "unknown_atena_no", f"統合宛名番号「{atena_no}」は登録されていません。")
+        return atena_no
+    return translate(session, req.system or "", req.business_atena_no or "")
+
+
+async def inquire(
+    rt: NodeRuntime,
+    catalogue: Catalogue,
+    req: InquiryRequest,
+    *,
+    actor: str,
+    roles: Iterable[str],
+    terminal: str,
+) -> InquiryResult:
+    """情報照会 through this organization's chukan, for /v1/inquiries and the inquiry screen.
+
+    Checks the codes and the date, that the staff member holds ``<affair>:照会``
+    (`authorize_inquiry`), finds the person, screens the request (abnormal traffic),
+    then relays it. Every refusal after the format checks, and every outcome, is logged
+    (inquiry log) and audited under the action ``inquiry``.
+    """
+    for kind, value in (
+        (ids.IdKind.PROCEDURE_CODE, req.procedure_code),
+        (ids.IdKind.INFO_KIND_CODE, req.info_kind_code),
+        (ids.IdKind.ORG_CODE, req.provider_org),
+    ):
+        problem = ids.check(kind, value)
+        if problem is not None:
+            raise Problem(422, f"invalid_{kind.name.lower()}", problem.message)
+    try:
+        as_of = parse_date(req.as_of)
+    except WarekiError as exc:
+        raise Problem(422, "bad_date", f"基準日: {exc}") from None
+    try:
+        with rt.sessions() as s:
+            affair_code = authorize_inquiry(catalogue, roles, req.procedure_code)
+            atena_no = _inquiry_target(s, req)
+    except Problem as exc:
+        # Refusals are audited too: who tried what, for which affair (or procedure).
+        known = catalogue.affair_of(req.procedure_code)
+        with transaction(rt.sessions) as s:
+            rt.record(
+                s,
+                AuditEvent(
+                    actor=actor,
+                    terminal=terminal,
+                    action="inquiry",
+                    outcome=exc.code,
+                    affair=known.code if known is not None else req.procedure_code,
+                ),
+            )
+        raise
+    try:
+        rt.screen("staff", actor, atena_no)
+    except Problem as exc:
+        with transaction(rt.sessions) as s:
+            rt.record(
+                s,
+                AuditEvent(
+                    actor=actor, terminal=terminal, action="inquiry", outcome=exc.code, subject=atena_no
+                ),
+            )
+        raise
+    log = {
+        "staff_id": actor,
+        "affair_code": affair_code,
+        "procedure_code": req.procedure_code,
+        "info_kind_code": req.info_kind_code,
+        "provider_org": req.provider_org,
+        "atena_no": atena_no,
+    }
+    try:
+        answer = await rt.peer.call(
+            rt.config.peer("chukan") + "/v1/inquiries",
+            rt.org_code,
+            "inquiry.request",
+            {
+                "atena_no": atena_no,
+                "procedure_code": req.procedure_code,
+                "info_kind_code": req.info_kind_code,
+                "provider_org": req.provider_org,
+                "as_of": as_of.isoformat(),
+            },
+        )
+    except Problem as exc:
+        with transaction(rt.sessions) as s:
+            log_inquiry(
+                s,
+                at=rt.clock(),
+                serial=exc.extra.get("serial"),
+                outcome=exc.code,
+                reason=exc.detail or exc.title,
+                **log,
+            )
+            rt.record(
+                s,
+                AuditEvent(
+                    actor=actor,
+                    terminal=terminal,
+                    action="inquiry",
+                    outcome=exc.code,
+                    subject=atena_no,
+                    affair=affair_code,
+                    ref=str(exc.extra.get("serial") or "") or None,
+                ),
+            )
+        raise
+    result = answer.body
+    status_value = str(result.get("status", ""))
+    with transaction(rt.sessions) as s:
+        log_inquiry(
+            s, at=rt.clock(), serial=str(result.get("serial")), outcome=status_value, reason=None, **log
+        )
+        rt.record(
+            s,
+            AuditEvent(
+                actor=actor,
+                terminal=terminal,
+                action="inquiry",
+                outcome=status_value,
+                subject=atena_no,
+                affair=affair_code,
+                ref=str(result.get("serial")),
+            ),
+        )
+    values = result.get("values")
+    return InquiryResult(
+        serial=str(result.get("serial", "")),
+        status=status_value,
+        values={str(k): str(v) for k, v in values.items()} if isinstance(values, dict) else None,
+        edition=result.get("edition"),
+        record_key=result.get("record_key"),
+        as_of=as_of,
+        affair_code=affair_code,
+        atena_no=atena_no,
+    )
+
+
+# --- exports ---------------------------------------------------------------------------
+
+ADDRESSEE_RESIDENCES = frozenset({"resident", "non_resident"})
+ADDRESSEE_CSV_HEADER = (
+    "統合宛名番号",
+    "住民区分",
+    "氏",
+    "名",
+    "氏（カナ）",
+    "名（カナ）",
+    "生年月日",
+    "性別",
+    "郵便番号",
+    "住所",
+)
+
+
+def parse_addressee_params(raw: Any, _now: datetime) -> dict[str, Any]:
+    """``{"residence": "resident" | "non_resident"}`` or ``{}`` for everybody."""
+    if not isinstance(raw, dict):
+        raise Problem(422, "bad_export_params", "条件は「residence」を持つオブジェクトで指定してください。")
+    unknown = sorted(str(k)[:40] for k in raw if k != "residence")
+    if unknown:
+        raise Problem(
+            422, "bad_export_params", "指定できない条件があります（指定できるのは residence です）。", "、".join(unknown)
+        )
+    residence = raw.get("residence")
+    if residence is not None and residence not in ADDRESSEE_RESIDENCES:
+        raise Problem(422, "bad_export_params", "residence は resident（住民）か non_resident（住登外者）です。")
+    return {"residence": residence}
+
+
+def _addressee_filter(params: Any) -> Any:
+    residence = params.get("residence")
+    return Person.residence == residence if residence else Person.residence.in_(ADDRESSEE_RESIDENCES)
+
+
+def count_addressees(session: Session, params: Any) -> int:
+    return int(session.scalar(select(func.count()).select_from(Person).where(_addressee_filter(params))) or 0)
+
+
+def write_addressees_csv(session: Session, params: Any, out: Any) -> int:
+    """The current 基本4情報 of each addressee as CSV; never an individual number."""
+    newest = (
+        select(BasicFour.atena_no, func.max(BasicFour.id).label("id"))
+        .group_by(BasicFour.atena_no)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Person.atena_no, Person.residence, BasicFour)
+        .join(newest, newest.c.atena_no == Person.atena_no)
+        .join(BasicFour, BasicFour.id == newest.c.id)
+        .where(_addressee_filter(params))
+        .order_by(Person.atena_no)
+        .execution_options(yield_per=1000)
+    )
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(ADDRESSEE_CSV_HEADER)
+    n = 0
+    for atena_no, residence, b in rows:
+        writer.writerow(
+            (
+                atena_no,
+                RESIDENCE_LABELS.get(residence, residence),
+                b.family_name,
+                b.given_name,
+                b.family_kana,
+                b.given_kana,
+                to_wareki(b.birth_date),
+                SEX_LABELS.get(b.sex, b.sex),
+                b.postal_code,
+                b.address,
+            )
+        )
+        n += 1
+    return n
+
+
+def addressees_export() -> ExportKind:
+    """宛名一覧 (CSV, role 宛名:参照): the current 基本4情報 of residents and/or non-residents."""
+    return ExportKind(
+        name="addressees",
+        role=EXPORT_ROLES["addressees"],
+        label="宛名一覧",
+        format="csv",
+        parse_params=parse_addressee_params,
+        count=count_addressees,
+        write=write_addressees_csv,
+    )

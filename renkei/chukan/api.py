@@ -153,7 +153,9 @@ async def register(request: Request) -> Response:
     records = [r if isinstance(r, dict) else {} for r in _list(msg.body, "records")]
     with transaction(rt.sessions) as s:
         remember(s, rt.kernel, msg, rt.clock())
-        done = service.register_fukuhon(s, _catalogue(request), records, rt.clock())
+        done = service.register_fukuhon(
+            s, _catalogue(request), records, rt.clock(), request.app.state.cipher
+        )
         rt.record(
             s,
             AuditEvent(
@@ -351,11 +353,13 @@ async def provide(request: Request) -> Response:
         "as_of": as_of.isoformat(),
     }
     if copy is not None and status == "answered":
+        with rt.sessions() as s:
+            values = service.copy_values(copy, request.app.state.cipher)
         payload.update(
             {
                 "edition": copy.edition,
                 "record_key": copy.record_key,
-                "values": copy.values,
+                "values": values,
                 "valid_from": copy.valid_from.isoformat(),
                 "valid_to": copy.valid_to.isoformat() if copy.valid_to else None,
             }

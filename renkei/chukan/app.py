@@ -9,10 +9,12 @@ from sqlalchemy import Engine
 
 from renkei.catalogue import Catalogue, load_catalogue
 from renkei.chukan.api import router
-from renkei.chukan.models import Base, audit, guard, kernel
+from renkei.chukan.models import Base, audit, auth, exports, guard, kernel
+from renkei.chukan.staff_routes import provision_records_export, staff_routes
 from renkei.core.app import node_app
 from renkei.core.config import NodeConfig
 from renkei.core.node import build_runtime, follow_hub_registry, hub_registry_view
+from renkei.core.staff_api import StaffTables, mount_staff_api
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -29,4 +31,12 @@ def create_app(config: NodeConfig, *, engine: Engine | None = None, catalogue: C
         metadata=Base.metadata,
     )
     app.state.catalogue = catalogue or load_catalogue()
+    # Staff: sign-in, administration, alerts, audit, exports, and the provision records
+    # of the affairs each clerk holds.
+    access = mount_staff_api(
+        app,
+        StaffTables(auth=auth, exports=exports, guard=guard),
+        extra_exports=[provision_records_export()],
+    )
+    app.include_router(staff_routes(access))
     return app

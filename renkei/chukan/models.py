@@ -8,11 +8,23 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from renkei.core.audit import audit_tables
+from renkei.core.auth import auth_tables
 from renkei.core.db import NAMING, BigId, UtcDateTime, kernel_tables
+from renkei.core.exports import export_tables
 from renkei.core.guard import guard_tables
 
 
@@ -23,6 +35,8 @@ class Base(DeclarativeBase):
 kernel = kernel_tables(Base.metadata)
 audit = audit_tables(Base.metadata)
 guard = guard_tables(Base.metadata)
+auth = auth_tables(Base.metadata)  # staff (operators) with password + TOTP, sessions, API tokens
+exports = export_tables(Base.metadata)  # downloads of personal data and their approvals
 
 
 class PseudonymBinding(Base):
@@ -52,7 +66,10 @@ class Fukuhon(Base):
     edition: Mapped[str] = mapped_column(String(4))
     record_key: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer)
-    values: Mapped[dict[str, Any]] = mapped_column(JSON)
+    values: Mapped[dict[str, Any]] = mapped_column(JSON)  # the items not marked sensitive
+    # Items the catalogue marks sensitive (e.g. 総所得金額等, 所得割額): one JSON object,
+    # AES-256-GCM under the node's field key, AAD ("fukuhon", "sealed_values", id).
+    sealed_values: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     valid_from: Mapped[date] = mapped_column(Date)
     valid_to: Mapped[date | None] = mapped_column(Date, nullable=True)
     deleted: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -12,7 +14,9 @@ from sqlalchemy.orm import Session
 from renkei.catalogue import Catalogue
 from renkei.chukan.models import Fukuhon, PendingAcquisition, ProvisionRecord, PseudonymBinding
 from renkei.core import ids
+from renkei.core.crypto.field import FieldCipher
 from renkei.core.errors import Problem
+from renkei.core.roles import PermissionDenied, has_role
 
 MAX_BATCH = 10_000
 
@@ -103,12 +107,29 @@ class Registered:
     version: int
 
 
+def sealed_aad(row_id: int) -> tuple[str, str, str]:
+    return ("fukuhon", "sealed_values", str(row_id))
+
+
+def copy_values(row: Fukuhon, cipher: FieldCipher) -> dict[str, str]:
+    """All items of a copy: the plain ones and, decrypted, the sensitive ones."""
+    values = {str(k): str(v) for k, v in row.values.items()}
+    if row.sealed_values is not None:
+        values.update(json.loads(cipher.decrypt(row.sealed_values, sealed_aad(row.id))))
+    return values
+
+
 def register_fukuhon(
-    session: Session, catalogue: Catalogue, records: list[dict[str, Any]], now: datetime
+    session: Session,
+    catalogue: Catalogue,
+    records: list[dict[str, Any]],
+    now: datetime,
+    cipher: FieldCipher,
 ) -> list[Registered]:
     """Validate every record against its layout edition, then add each as a new version.
 
-    All or nothing: one invalid record refuses the batch, naming each problem.
+    All or nothing: one invalid record refuses the batch, naming each problem. Items
+    the layout edition marks sensitive are stored encrypted (`Fukuhon.sealed_values`).
     """
     if not 1 <= len(records) <= MAX_BATCH:
         raise Problem(422, "bad_count", f"副本は1〜{MAX_BATCH}件で登録してください。")
@@ -165,23 +186,29 @@ def register_fukuhon(
             )
         )
         version = int(last or 0) + 1
-        session.add(
-            Fukuhon(
-                atena_no=atena_no,
-                info_kind_code=kind_code,
-                dataset=edition.dataset,
-                edition=edition.edition,
-                record_key=record_key,
-                version=version,
-                values=values,
-                valid_from=valid_from,
-                valid_to=valid_to,
-                deleted=deleted,
-                no_auto_answer=bool(rec.get("no_auto_answer", False)),
-                registered_at=now,
-            )
+        sensitive = {it.code for it in edition.items if it.sensitive}
+        sealed = {k: v for k, v in values.items() if k in sensitive}
+        row = Fukuhon(
+            atena_no=atena_no,
+            info_kind_code=kind_code,
+            dataset=edition.dataset,
+            edition=edition.edition,
+            record_key=record_key,
+            version=version,
+            values={k: v for k, v in values.items() if k not in sensitive},
+            valid_from=valid_from,
+            valid_to=valid_to,
+            deleted=deleted,
+            no_auto_answer=bool(rec.get("no_auto_answer", False)),
+            registered_at=now,
         )
-        session.flush()
+        session.add(row)
+        session.flush()  # the row id is part of the sealed items' AAD
+        if sealed:
+            row.sealed_values = cipher.encrypt(
+                json.dumps(sealed, ensure_ascii=False, sort_keys=True), sealed_aad(row.id)
+            )
+            session.flush()
         out.append(Registered(atena_no, kind_code, record_key, version))
     return out
 
@@ -256,3 +283,127 @@ def record(
         )
     )
     session.flush()
+
+
+# --- staff: provision records by affair role, and their export ------------------------------
+# (情報提供等の記録 at this chukan; the staff routes are in renkei/chukan/staff_routes.py)
+
+READ = "参照"
+
+
+@dataclass(frozen=True)
+class RecordView:
+    """One provision record as staff see it: no reason text, the affair named."""
+
+    serial: str
+    direction: str
+    at: datetime
+    counterpart_org: str
+    procedure_code: str
+    affair_code: str
+    info_kind_code: str
+    as_of: str
+    outcome: str
+
+
+def readable_affairs(catalogue: Catalogue, roles: Iterable[str]) -> list[str]:
+    """The affairs whose records the roles may read (``<affair>:参照``)."""
+    held = list(roles)
+    return sorted(code for code in catalogue.affairs if has_role(held, READ, affair=code))
+
+
+def provision_records_for_staff(
+    session: Session,
+    catalogue: Catalogue,
+    roles: Iterable[str],
+    atena_no: str,
+    *,
+    limit: int = 500,
+) -> tuple[list[RecordView], list[str]]:
+    """One person's provision records here, only those of affairs the staff member may read.
+
+    A record's affair is its procedure's (catalogue); a tax clerk sees tax records only.
+    Returns (records newest first, the affairs read). PermissionDenied without any
+    ``<affair>:参照`` role.
+    """
+    person = check_atena_no(atena_no)
+    affairs = readable_affairs(catalogue, roles)
+    if not affairs:
+        raise PermissionDenied(
+            "role_required",
+            "情報提供等の記録を参照するには、事務の参照権限（例: JM01000000074000:参照）が必要です。",
+            needed=f"<事務コード>:{READ}",
+        )
+    affair_of = {
+        code: proc.affair_code
+        for code, proc in catalogue.procedures.items()
+        if proc.affair_code in affairs
+    }
+    rows = session.scalars(
+        select(ProvisionRecord)
+        .where(
+            ProvisionRecord.atena_no == person,
+            ProvisionRecord.procedure_code.in_(sorted(affair_of)),
+        )
+        .order_by(ProvisionRecord.at.desc(), ProvisionRecord.id.desc())
+        .limit(limit)
+    ).all()
+    views = [
+        RecordView(
+            serial=r.serial,
+            direction=r.direction,
+            at=r.at,
+            counterpart_org=r.counterpart_org,
+            procedure_code=r.procedure_code,
+            affair_code=affair_of[r.procedure_code],
+            info_kind_code=r.info_kind_code,
+            as_of=r.as_of,
+            outcome=r.outcome,
+        )
+        for r in rows
+    ]
+    return views, affairs
+
+
+def _in_period(stmt: Any, start: datetime | None, end: datetime | None) -> Any:
+    if start is not None:
+        stmt = stmt.where(ProvisionRecord.at >= start)
+    if end is not None:
+        stmt = stmt.where(ProvisionRecord.at < end)
+    return stmt
+
+
+def count_provision_records(session: Session, start: datetime | None, end: datetime | None) -> int:
+    """How many provision records fall in [start, end)."""
+    stmt = _in_period(select(func.count()).select_from(ProvisionRecord), start, end)
+    return int(session.execute(stmt).scalar_one())
+
+
+def write_provision_records(
+    session: Session, start: datetime | None, end: datetime | None, out: IO[str], *, batch: int = 5000
+) -> int:
+    """The provision records of [start, end) as JSON Lines, oldest first; returns how many."""
+    written = 0
+    after = 0
+    while True:
+        stmt = _in_period(
+            select(ProvisionRecord).where(ProvisionRecord.id > after), start, end
+        ).order_by(ProvisionRecord.id).limit(batch)
+        rows = session.scalars(stmt).all()
+        for r in rows:
+            line = {
+                "serial": r.serial,
+                "direction": r.direction,
+                "at": r.at.isoformat(),
+                "counterpart_org": r.counterpart_org,
+                "procedure_code": r.procedure_code,
+                "info_kind_code": r.info_kind_code,
+                "atena_no": r.atena_no,
+                "as_of": r.as_of,
+                "outcome": r.outcome,
+            }
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        written += len(rows)
+        if len(rows) < batch:
+            return written
+        after = rows[-1].id

@@ -878,6 +878,8 @@ def verify_jsonl(
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
             return _broken("malformed", expected, count, n_cp, where=lineno)
+        if lineno == 1 and isinstance(obj, dict) and obj.keys() == {"renkei_export"}:
+            continue  # the export header (exporter, request, approver): not part of the chain
         if not isinstance(obj, dict) or not _ENTRY_KEYS <= obj.keys():
             return _broken("malformed", expected, count, n_cp, where=lineno)
         stored = obj.pop("hash", None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,27 @@ class KeysConfig:
 
 
 @dataclass(frozen=True)
+class StaffConfig:
+    """``[staff]``: the staff UI listener (atena), separate from the peers' mTLS listener.
+
+    ``require_terminal_cert`` (default true, the production setting) makes the listener
+    demand a client certificate chained to ``terminal_ca``, the organization's own
+    terminal CA (``renkei pki terminal``), at the TLS handshake. ``cert``/``key`` default
+    to ``[tls]``. ``password_max_age_days`` 0 means passwords do not expire by age;
+    ``change_initial_password`` makes a password set by an administrator expire at once.
+    """
+
+    port: int
+    host: str = "127.0.0.1"
+    require_terminal_cert: bool = True
+    terminal_ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    password_max_age_days: int = 0
+    change_initial_password: bool = True
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     kind: str
     org_code: str
@@ -52,6 +74,7 @@ class NodeConfig:
     hub_org_code: str = ""
     guard: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    staff: StaffConfig | None = None
 
     @property
     def base_url(self) -> str:
@@ -74,8 +97,54 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
             continue
         rest = name[len("RENKEI_") :].lower()
         section, _, key = rest.partition("_")
-        if section in {"node", "tls", "keys", "peers", "field"} and key:
+        if section in {"node", "tls", "keys", "peers", "field", "staff"} and key:
             raw.setdefault(section, {})[key] = value
+
+
+def _flag(value: Any, where: str) -> bool:
+    """A TOML boolean, or its spelling in an environment override."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"true", "1", "yes", "on"}:
+        return True
+    if text in {"false", "0", "no", "off"}:
+        return False
+    raise ConfigError(f"{where} は true または false で指定してください: {value}")
+
+
+def _staff_config(
+    raw: dict[str, Any], node: dict[str, Any], p: Callable[[str], Path]
+) -> StaffConfig | None:
+    section = raw.get("staff")
+    if section is None:
+        return None
+    if not isinstance(section, dict) or "port" not in section:
+        raise ConfigError("[staff] には port（職員用画面の待受ポート）が必要です")
+    require = _flag(section.get("require_terminal_cert", True), "[staff] require_terminal_cert")
+    ca = section.get("terminal_ca")
+    if require and not ca:
+        raise ConfigError(
+            "[staff] require_terminal_cert = true には terminal_ca（端末証明書を発行したCAの証明書）が必要です"
+            "（renkei pki terminal で作成します）"
+        )
+    cfg = StaffConfig(
+        port=int(section["port"]),
+        host=str(section.get("host") or node.get("host", "127.0.0.1")),
+        require_terminal_cert=require,
+        terminal_ca=p(str(ca)) if ca else None,
+        cert=p(str(section["cert"])) if section.get("cert") else None,
+        key=p(str(section["key"])) if section.get("key") else None,
+        password_max_age_days=int(section.get("password_max_age_days", 0)),
+        change_initial_password=_flag(
+            section.get("change_initial_password", True), "[staff] change_initial_password"
+        ),
+    )
+    if not 0 < cfg.port < 65536 or cfg.password_max_age_days < 0:
+        raise ConfigError("[staff] port または password_max_age_days の値が範囲外です")
+    if (cfg.cert is None) != (cfg.key is None):
+        raise ConfigError("[staff] cert と key は両方指定するか、両方省略してください")
+    return cfg
 
 
 def load_config(path: Path, environ: dict[str, str] | None = None) -> NodeConfig:
@@ -124,6 +193,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> NodeConfig
             max_clock_skew_seconds=int(node.get("max_clock_skew_seconds", 300)),
             guard=dict(raw.get("guard", {})),
             extra=dict(raw.get("extra", {})),
+            staff=_staff_config(raw, node, p),
         )
     except KeyError as exc:
         raise ConfigError(f"設定ファイル {path} に必須項目 {exc.args[0]} がありません") from None

@@ -26,7 +26,7 @@ from renkei.core.oauth import CLIENT_ASSERTION_TYPE, GRANT_TYPE, make_client_ass
 from renkei.dummy.population import NAKANO as NAKANO_LG
 from renkei.dummy.population import SHINJUKU as SHINJUKU_LG
 from renkei.dummy.population import Person, Population, generate_population, write_population_csv
-from renkei.federation import setup
+from renkei.federation import setup, staff
 from renkei.federation.process import Federation
 from renkei.federation.topology import HUB, JLIS, NAKANO, NENKIN, ORGS, SHINJUKU, Layout, Org
 
@@ -44,6 +44,15 @@ TAX_SYSTEM = "tax"
 STAFF = [
     setup.StaffSpec("S0001", "児童手当係 職員（架空）", (f"{CHILD_ALLOWANCE_AFFAIR}:照会",)),
     setup.StaffSpec("S0002", "住民税係 職員（架空）", (f"{LOCAL_TAX_AFFAIR}:照会",)),
+    # For the staff UI (`renkei demo --serve`): a child-allowance clerk who may look up
+    # addressees and see an individual number, an administrator, an auditor.
+    setup.StaffSpec(
+        "S0003",
+        "児童手当係 主任（架空）",
+        (f"{CHILD_ALLOWANCE_AFFAIR}:照会", "宛名:参照", "個人番号:表示"),
+    ),
+    setup.StaffSpec("S0090", "情報政策課 管理者（架空）", ("管理",)),
+    setup.StaffSpec("S0091", "監査担当（架空）", ("監査",)),
 ]
 CLIENTS = [
     setup.ClientSpec(
@@ -360,6 +369,7 @@ def prepare(layout: Layout, pop: Population, database_urls: dict[str, str] | Non
     say(f"J-LISに個人番号と住民票コードの対応 {n} 件を登録しました", f"J-LIS holds {n} individual-number/resident-code pairs")
     for org in (SHINJUKU, NAKANO, NENKIN):
         setup.enrol_atena(layout, org, STAFF, CLIENTS)
+    staff.enrol_federation_staff(layout)  # operators of hub and J-LIS, staff of each chukan
     say("各団体の宛名システムに職員（パスワード・ワンタイムパスワード）と業務システム（OAuthクライアント）を登録しました"
         "（認証情報は各 secrets/demo-credentials.json、所有者のみ読取可）",
         "enrolled staff (password + TOTP) and business systems (OAuth clients) in each atena;"
@@ -506,6 +516,9 @@ def run_demo(
         if serve:
             for proc in fed.processes:
                 print(f"  {proc.name}: {proc.url}/docs")
+            for org in (SHINJUKU, NAKANO, NENKIN):
+                print(f"  {org.name} 職員画面 / staff UI: {setup.staff_url(layout, org)}/"
+                      f"  （認証情報: {setup.credentials_path(layout, org)}）")
             say("Ctrl+C で停止します", "press Ctrl+C to stop")
             try:
                 while True:

@@ -11,18 +11,55 @@ from pathlib import Path
 from typing import Any
 
 from renkei.core.auth import DEFAULT_POLICY, AuthPolicy, create_staff, password_problems
-from renkei.core.config import load_config
+from renkei.core.config import dump_config, load_config
 from renkei.core.crypto import pki
 from renkei.core.db import make_engine, make_sessionmaker, migrate, transaction, utcnow
 from renkei.core.oauth import register_client
-from renkei.federation.topology import HUB, ORGS, Layout, Org, write_config
+from renkei.federation.topology import HUB, ORGS, Layout, Org, node_config, write_config
+
+# The staff UI listener of each atena: its mTLS port + 5 (free in every organization's block of 10).
+STAFF_PORT_OFFSET = 5
+
+
+def terminal_ca_dir(layout: Layout, org: Org) -> Path:
+    """The organization's own CA for designated staff terminals (not the federation CA).
+
+    Where `renkei pki terminal --data-dir <atena data dir>` keeps it.
+    """
+    return layout.node_dir(org, "atena") / "terminal-ca"
 
 
 def init_pki(layout: Layout, orgs: Iterable[Org] = ORGS) -> None:
-    """Private CA and, per organization, TLS certificate, signing and encryption keys."""
+    """Private CA and, per organization, TLS certificate, signing and encryption keys;
+    a terminal CA for each organization with an atena."""
     pki.create_ca(layout.ca_dir)
     for org in orgs:
         pki.issue_org_credentials(layout.ca_dir, layout.creds_dir(org), org.org_code, org.name)
+        if "atena" in org.nodes:
+            pki.create_terminal_ca(terminal_ca_dir(layout, org), org.org_code)
+
+
+def staff_port(layout: Layout, org: Org) -> int:
+    return layout.port(org, "atena") + STAFF_PORT_OFFSET
+
+
+def staff_url(layout: Layout, org: Org) -> str:
+    return f"https://127.0.0.1:{staff_port(layout, org)}"
+
+
+def staff_section(layout: Layout, org: Org) -> dict[str, Any]:
+    """``[staff]`` of a demo atena: the UI listener, terminal certificates NOT required.
+
+    The demo has no terminal certificates in browsers, so every page shows the red
+    warning; production keeps the default (true). To try the check, issue a certificate
+    with `renkei pki terminal --data-dir <var>/<org>/atena ...`, import its .p12 into the
+    browser and start with RENKEI_STAFF_REQUIRE_TERMINAL_CERT=true.
+    """
+    return {
+        "port": staff_port(layout, org),
+        "require_terminal_cert": False,
+        "terminal_ca": str((terminal_ca_dir(layout, org) / pki.CA_CERT).resolve()),
+    }
 
 
 def write_configs(layout: Layout, database_urls: dict[str, str] | None = None) -> dict[tuple[str, str], Path]:
@@ -30,7 +67,16 @@ def write_configs(layout: Layout, database_urls: dict[str, str] | None = None) -
     out = {}
     for org in ORGS:
         for node in org.nodes:
-            out[(org.slug, node)] = write_config(layout, org, node, urls.get(f"{org.slug}/{node}"))
+            url = urls.get(f"{org.slug}/{node}")
+            if node == "atena":
+                cfg = node_config(layout, org, node, url)
+                cfg["staff"] = staff_section(layout, org)
+                path = layout.config_path(org, node)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(dump_config(cfg), encoding="utf-8")
+                out[(org.slug, node)] = path
+            else:
+                out[(org.slug, node)] = write_config(layout, org, node, url)
     return out
 
 

@@ -13,9 +13,10 @@ from renkei.core.app import node_app
 from renkei.core.config import NodeConfig
 from renkei.core.keydir import KeyDirectory
 from renkei.core.node import RegistryView, build_runtime
+from renkei.core.staff_api import StaffTables, mount_staff_api
 from renkei.hub import service
 from renkei.hub.api import router
-from renkei.hub.models import Base, audit, guard, kernel
+from renkei.hub.models import Base, audit, auth, exports, guard, kernel
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -48,5 +49,7 @@ def create_app(config: NodeConfig, *, engine: Engine | None = None, catalogue: C
     )
     app.state.catalogue = catalogue or load_catalogue()
     app.state.secret = service.load_or_create_secret(config.data_dir / "hub-secret.key")
+    # Operators: sign-in, administration, alerts, audit and its export (JSON routes).
+    mount_staff_api(app, StaffTables(auth=auth, exports=exports, guard=guard))
     return app
 

@@ -8,7 +8,9 @@ from sqlalchemy import MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from renkei.core.audit import audit_tables
+from renkei.core.auth import auth_tables
 from renkei.core.db import NAMING, BigId, UtcDateTime, kernel_tables
+from renkei.core.exports import export_tables
 from renkei.core.guard import guard_tables
 
 
@@ -19,6 +21,8 @@ class Base(DeclarativeBase):
 kernel = kernel_tables(Base.metadata)
 audit = audit_tables(Base.metadata)
 guard = guard_tables(Base.metadata)
+auth = auth_tables(Base.metadata)  # staff (operators) with password + TOTP, sessions, API tokens
+exports = export_tables(Base.metadata)  # downloads of personal data and their approvals
 
 
 class Citizen(Base):

@@ -45,6 +45,8 @@ STAFF = [
     ),
     setup.StaffSpec("S0005", "ロック確認用 職員（架空）", (f"{CHILD_ALLOWANCE_AFFAIR}:照会",)),
     setup.StaffSpec("S0006", "失敗確認用 職員（架空）", (f"{CHILD_ALLOWANCE_AFFAIR}:照会",)),
+    setup.StaffSpec("S0007", "宛名係 職員（架空）", ("宛名:参照",)),
+    setup.StaffSpec("S0008", "宛名係 主任（架空）", ("宛名:参照",)),
 ]
 RESIDENTS = "jumin01:residents:register"
 PSEUDONYMS = "jumin01:pseudonyms:acquire"

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from renkei.catalogue import Catalogue, load_catalogue
+from renkei.core.crypto.field import FieldCipher
 
 NOW = datetime(2025, 4, 1, 0, 30, tzinfo=UTC)
 
@@ -17,6 +18,11 @@ NOW = datetime(2025, 4, 1, 0, 30, tzinfo=UTC)
 @pytest.fixture(scope="session")
 def catalogue() -> Catalogue:
     return load_catalogue()
+
+
+@pytest.fixture(scope="session")
+def cipher() -> FieldCipher:
+    return FieldCipher.generate()
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date, timedelta
 from typing import Any
 
@@ -13,11 +14,13 @@ from sqlalchemy.orm import Session
 from renkei.catalogue import Catalogue
 from renkei.chukan import service
 from renkei.chukan.models import Fukuhon, ProvisionRecord
+from renkei.core.crypto.field import FieldCipher, FieldDecryptError
 from renkei.core.errors import Problem
 from renkei.core.ids import make_atena_no
 from tests.chukan.conftest import NOW
 
 A1, A2 = make_atena_no(1), make_atena_no(2)
+CIPHER = FieldCipher.generate()
 TAX = "TM00000000000002"
 VALUES = {
     "K001": "2024",
@@ -48,7 +51,7 @@ def _count(session: Session) -> int:
 def _register(
     session: Session, catalogue: Catalogue, *recs: dict[str, Any], at: Any = NOW
 ) -> list[service.Registered]:
-    return service.register_fukuhon(session, catalogue, list(recs), at)
+    return service.register_fukuhon(session, catalogue, list(recs), at, CIPHER)
 
 
 def test_register_valid_record(session: Session, catalogue: Catalogue) -> None:
@@ -58,7 +61,7 @@ def test_register_valid_record(session: Session, catalogue: Catalogue) -> None:
     [row] = session.scalars(select(Fukuhon)).all()
     assert (row.atena_no, row.info_kind_code, row.record_key, row.version) == (A1, TAX, "2024", 1)
     assert (row.dataset, row.edition) == ("0001", "0001")
-    assert row.values == VALUES
+    assert service.copy_values(row, CIPHER) == VALUES
     assert row.valid_from == date(2024, 6, 1) and row.valid_to is None
     assert row.deleted is False and row.no_auto_answer is False and row.registered_at == NOW
 
@@ -76,7 +79,7 @@ def test_register_valid_record(session: Session, catalogue: Catalogue) -> None:
     )
     session.commit()
     row = session.scalars(select(Fukuhon).where(Fukuhon.atena_no == A2)).one()
-    assert row.values == {
+    assert service.copy_values(row, CIPHER) == {
         "K001": "2024",
         "K002": "1",
         "K003": "0",
@@ -113,7 +116,7 @@ def test_versions_count_per_record(session: Session, catalogue: Catalogue) -> No
             Fukuhon.atena_no == A1, Fukuhon.record_key == "2024", Fukuhon.version == 2
         )
     )
-    assert v2 is not None and v2.values["K003"] == "3600000"
+    assert v2 is not None and service.copy_values(v2, CIPHER)["K003"] == "3600000"
 
 
 def test_deletion_is_a_new_version(session: Session, catalogue: Catalogue) -> None:
@@ -125,7 +128,7 @@ def test_deletion_is_a_new_version(session: Session, catalogue: Catalogue) -> No
     assert service.find_copy(session, A1, TAX, date(2024, 7, 1)) is None
     rows = session.scalars(select(Fukuhon).order_by(Fukuhon.version)).all()
     assert [(r.version, r.deleted) for r in rows] == [(1, False), (2, True)]
-    assert rows[0].values == VALUES  # the old version is kept unchanged
+    assert service.copy_values(rows[0], CIPHER) == VALUES  # the old version is kept unchanged
     # registering again after the deletion publishes it again
     assert _register(session, catalogue, _rec())[0].version == 3
     copy = service.find_copy(session, A1, TAX, date(2024, 7, 1))
@@ -142,7 +145,7 @@ def test_invalid_values_refuse_the_whole_batch(session: Session, catalogue: Cata
         _rec(values={**VALUES, "K003": "-1"}),
     ]
     with pytest.raises(Problem) as exc:
-        service.register_fukuhon(session, catalogue, batch, NOW)
+        service.register_fukuhon(session, catalogue, batch, NOW, CIPHER)
     p = exc.value
     assert p.code == "invalid_fukuhon" and p.status == 422
     errors = p.extra["errors"]
@@ -180,7 +183,7 @@ RECORD_PROBLEMS: list[tuple[dict[str, Any], str]] = [
 def test_record_level_problems(session: Session, catalogue: Catalogue) -> None:
     for over, code in RECORD_PROBLEMS:
         with pytest.raises(Problem) as exc:
-            service.register_fukuhon(session, catalogue, [_rec(), _rec(**over)], NOW)
+            service.register_fukuhon(session, catalogue, [_rec(), _rec(**over)], NOW, CIPHER)
         assert exc.value.code == "invalid_fukuhon", over
         [error] = exc.value.extra["errors"]
         assert (error["index"], error["item"], error["code"]) == (1, None, code), over
@@ -189,7 +192,7 @@ def test_record_level_problems(session: Session, catalogue: Catalogue) -> None:
     _register(session, catalogue, _rec(atena_no=A2, valid_to="2024-06-01"))
     for records in ([], [_rec()] * (service.MAX_BATCH + 1)):
         with pytest.raises(Problem) as exc:
-            service.register_fukuhon(session, catalogue, records, NOW)
+            service.register_fukuhon(session, catalogue, records, NOW, CIPHER)
         assert exc.value.code == "bad_count"
     session.commit()
     assert _count(session) == 1
@@ -213,7 +216,7 @@ def test_find_copy_picks_newest_version(session: Session, catalogue: Catalogue) 
     _register(session, catalogue, _rec(values={**VALUES, "K003": "1"}))
     _register(session, catalogue, _rec(values={**VALUES, "K003": "2"}))
     copy = service.find_copy(session, A1, TAX, date(2024, 12, 1))
-    assert copy is not None and copy.version == 3 and copy.values["K003"] == "2"
+    assert copy is not None and copy.version == 3 and service.copy_values(copy, CIPHER)["K003"] == "2"
     # the newest version replaces the older ones even where its period is shorter
     _register(session, catalogue, _rec(values={**VALUES, "K003": "4"}, valid_to="2024-12-31"))
     copy = service.find_copy(session, A1, TAX, date(2024, 12, 31))
@@ -284,6 +287,32 @@ def test_later_version_does_not_hide_what_was_published_earlier(session: Session
     session.commit()
     early = service.find_copy(session, A1, TAX, date(2024, 12, 1))
     late = service.find_copy(session, A1, TAX, date(2025, 7, 1))
-    assert early is not None and early.version == 1 and early.values["K003"] == "3500000"
-    assert late is not None and late.version == 2 and late.values["K003"] == "3600000"
+    assert early is not None and early.version == 1 and service.copy_values(early, CIPHER)["K003"] == "3500000"
+    assert late is not None and late.version == 2 and service.copy_values(late, CIPHER)["K003"] == "3600000"
     assert service.find_copy(session, A1, TAX, date(2024, 5, 31)) is None
+
+
+def test_sensitive_items_are_stored_encrypted(session: Session, catalogue: Catalogue) -> None:
+    """総所得金額等 (K003) and 所得割額 (K004) are marked sensitive: never in clear at rest."""
+    _register(session, catalogue, _rec())
+    session.commit()
+    [row] = session.scalars(select(Fukuhon)).all()
+    assert set(row.values) == {"K001", "K002", "K005", "K006"}
+    assert row.sealed_values is not None
+    assert b"3500000" not in row.sealed_values and b"120000" not in row.sealed_values
+    stored = json.dumps(row.values)
+    assert "3500000" not in stored and "120000" not in stored
+    assert service.copy_values(row, CIPHER) == VALUES
+    # Bound to its row: the same blob under another row id does not decrypt.
+    with pytest.raises(FieldDecryptError):
+        CIPHER.decrypt(row.sealed_values, service.sealed_aad(row.id + 1))
+    # And only under this node's key.
+    with pytest.raises(FieldDecryptError):
+        service.copy_values(row, FieldCipher.generate())
+
+
+def test_copy_without_sensitive_items_has_nothing_sealed(session: Session, catalogue: Catalogue) -> None:
+    _register(session, catalogue, _rec(values={}, delete=True))
+    session.commit()
+    [row] = session.scalars(select(Fukuhon)).all()
+    assert row.sealed_values is None and service.copy_values(row, CIPHER) == {}

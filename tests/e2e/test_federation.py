@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import socket
 import ssl
 import subprocess
@@ -185,6 +186,12 @@ def _answer_markers(run: Run) -> list[bytes]:
     return markers
 
 
+def _plain_item_markers(run: Run) -> list[bytes]:
+    """An item the catalogue does not mark sensitive (K001, the tax year), as plaintext JSON."""
+    year = str(run.pop.tax_year)
+    return [f'"K001": "{year}"'.encode(), f'"K001":"{year}"'.encode(), f"'K001': '{year}'".encode()]
+
+
 def test_trust_boundaries(run: Run) -> None:
     numbers = [p.individual_number.encode() for p in run.pop.persons]
     resident_codes = [p.resident_code.encode() for p in run.pop.persons]
@@ -203,20 +210,23 @@ def test_trust_boundaries(run: Run) -> None:
 
     # The scan must be able to fail: the places that do hold these values are found.
     assert hits(jlis, numbers) == len(numbers)
-    assert hits(chukans["nakano"], answers) > 0
+    plain = _plain_item_markers(run)
+    assert hits(chukans["nakano"], plain) > 0
     assert hits(chukans["shinjuku"], pseudonyms) > 0
 
     assert hits(hub, numbers) == 0, "individual number at the hub"
     assert hits(hub, resident_codes) == 0, "resident code stored in clear at the hub"
-    assert hits(hub, answers) == 0, "answer content readable at the hub"
+    assert hits(hub, answers) == 0 and hits(hub, plain) == 0, "answer content readable at the hub"
     for slug, blob in chukans.items():
+        # 総所得金額等 is marked sensitive: sealed at rest even where the copy is held.
+        assert hits(blob, answers) == 0, f"sensitive item in clear in {slug} chukan"
         assert hits(blob, numbers) == 0, f"individual number in {slug} chukan"
         assert hits(blob, resident_codes) == 0, f"resident code in {slug} chukan"
     for slug, blob in atenas.items():
         assert hits(blob, numbers) == 0, f"individual number in clear in {slug} atena"
         assert hits(blob, resident_codes) == 0, f"resident code in {slug} atena"
         assert hits(blob, pseudonyms) == 0, f"pseudonym in {slug} atena"
-    assert hits(jlis, pseudonyms) == 0 and hits(jlis, answers) == 0
+    assert hits(jlis, pseudonyms) == 0 and hits(jlis, answers) == 0 and hits(jlis, plain) == 0
 
 
 def test_each_organization_gets_a_different_pseudonym(run: Run) -> None:
@@ -283,6 +293,22 @@ def test_demo_command_writes_report_and_population(tmp_path: Path) -> None:
 
 
 
+def _approve_at_hub(run: Run, request_id: int, approver: str) -> None:
+    """What a second auditor's POST /v1/exports/{id}/approve does, on the hub's database."""
+    from renkei.core import exports
+    from renkei.core.config import load_config
+    from renkei.core.db import make_engine, make_sessionmaker, transaction, utcnow
+    from renkei.hub import models
+
+    cfg = load_config(run.layout.config_path(HUB, "hub"))
+    engine = make_engine(cfg.database_url)
+    try:
+        with transaction(make_sessionmaker(engine)) as s:
+            exports.approve(s, models.exports, request_id, staff_id=approver, roles=["監査"], now=utcnow())
+    finally:
+        engine.dispose()
+
+
 def test_every_node_keeps_a_verifiable_audit_chain(run: Run, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
@@ -297,9 +323,21 @@ def test_every_node_keeps_a_verifiable_audit_chain(run: Run, tmp_path: Path) -> 
             assert "改ざんは見つかりませんでした" in result.output
     out = tmp_path / "hub-audit.jsonl"
     config = str(run.layout.config_path(HUB, "hub"))
-    result = runner.invoke(app, ["audit", "export", "--config", config, "--out", str(out), "--actor", "A0001"])
-    assert result.exit_code == 0, result.output
+    export = ["audit", "export", "--config", config, "--out", str(out)]
+    # An administrator may not read the audit log; an unknown ID is nobody.
+    for actor in ("H0001", "A0001"):
+        refused = runner.invoke(app, [*export, "--actor", actor])
+        assert refused.exit_code == 1 and not out.exists(), refused.output
+    result = runner.invoke(app, [*export, "--actor", "H0101"])
+    if result.exit_code == 3:  # above the size limit: a second auditor approves first
+        request_id = int(re.search(r"--request (\d+)", result.output).group(1))  # type: ignore[union-attr]
+        _approve_at_hub(run, request_id, "H0102")
+        assert runner.invoke(app, [*export, "--actor", "H0101", "--request", str(request_id)]).exit_code == 0
+    else:
+        assert result.exit_code == 0, result.output
     lines = out.read_text(encoding="utf-8").splitlines()
+    header = json.loads(lines.pop(0))["renkei_export"]
+    assert header["exporter"] == "H0101" and header["kind"] == "audit"
     actions = [json.loads(line)["action"] for line in lines]
     assert "inquiry.check" in actions and "acquisition.resolve" in actions
     refused = [json.loads(line) for line in lines if json.loads(line).get("outcome") == "refused"]

@@ -29,6 +29,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from joserfc.jwk import OKPKey
 
@@ -37,9 +38,12 @@ __all__ = [
     "CA_KEY",
     "OrgCredentials",
     "PkiError",
+    "TerminalCredentials",
     "client_ssl_context",
     "create_ca",
+    "create_terminal_ca",
     "issue_org_credentials",
+    "issue_terminal_certificate",
     "org_code_of_certificate",
     "rotate_org_keys",
     "server_ssl_context",
@@ -417,3 +421,137 @@ def org_code_of_certificate(pem_or_der: bytes) -> str:
         raise PkiError("certificate subject must have exactly one CN")
     value = attrs[0].value
     return value if isinstance(value, str) else value.decode("utf-8")
+
+
+# --- designated terminals ----------------------------------------------------------
+#
+# Each organization has a CA of its own for its staff terminals, separate from the
+# federation CA: a terminal certificate admits a PC to the staff UI of that
+# organization only, and a node's certificate (federation CA) is no terminal.
+
+TERMINAL_CA_PREFIX = "renkei 指定端末CA "
+TERMINAL_UNIT = "指定端末"
+TERMINAL_VALIDITY = dt.timedelta(days=365)
+TERMINAL_STEM = "terminal"
+_MAX_TERMINAL_NAME = 64
+
+
+@dataclass(frozen=True)
+class TerminalCredentials:
+    """A terminal's certificate and key (PEM), and the same as PKCS#12 for browsers.
+
+    ``p12_password`` holds the passphrase of the PKCS#12 file (mode 0600).
+    """
+
+    cert: Path
+    key: Path
+    p12: Path
+    p12_password: Path
+
+
+def _common_name(cert: x509.Certificate) -> str:
+    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if len(attrs) != 1:
+        raise PkiError("certificate subject must have exactly one CN")
+    value = attrs[0].value
+    return value if isinstance(value, str) else value.decode("utf-8")
+
+
+def create_terminal_ca(directory: Path, org_code: str) -> tuple[Path, Path]:
+    """Create (or keep) the terminal CA of one organization in ``directory``.
+
+    Its CN names the organization; an existing CA of another organization is refused.
+    Returns (cert, key) paths.
+    """
+    if not (len(org_code) == 16 and org_code.isascii() and org_code.isdigit()):
+        raise PkiError(f"機関コードは16桁の数字です: {org_code!r}")
+    name = TERMINAL_CA_PREFIX + org_code
+    cert_path = directory / CA_CERT
+    if cert_path.exists():
+        existing = _common_name(_load_cert(cert_path.read_bytes()))
+        if existing != name:
+            raise PkiError(f"{cert_path} は別のCA（{existing}）です。{org_code} の端末CAではありません")
+    return create_ca(directory, name)
+
+
+def issue_terminal_certificate(
+    ca_dir: Path, out_dir: Path, org_code: str, name: str
+) -> TerminalCredentials:
+    """Issue a client certificate for one staff terminal (CN = terminal name, O = 機関コード).
+
+    The CA must be ``org_code``'s terminal CA. Existing files in ``out_dir`` are never
+    overwritten (PkiError): a terminal gets a new directory for a new certificate.
+    """
+    label = name.strip()
+    if not label or len(label) > _MAX_TERMINAL_NAME or not label.isprintable():
+        raise PkiError(f"端末名は1〜{_MAX_TERMINAL_NAME}文字の表示可能な文字で指定してください")
+    ca_cert = _load_cert((ca_dir / CA_CERT).read_bytes()) if (ca_dir / CA_CERT).exists() else None
+    if ca_cert is None or not (ca_dir / CA_KEY).exists():
+        raise PkiError(f"{ca_dir} に端末CAがありません（先に create_terminal_ca を実行してください）")
+    if _common_name(ca_cert) != TERMINAL_CA_PREFIX + org_code:
+        raise PkiError(f"{ca_dir} は {org_code} の端末CAではありません")
+    creds = TerminalCredentials(
+        cert=out_dir / f"{TERMINAL_STEM}.crt",
+        key=out_dir / f"{TERMINAL_STEM}.key",
+        p12=out_dir / f"{TERMINAL_STEM}.p12",
+        p12_password=out_dir / f"{TERMINAL_STEM}.p12.pass",
+    )
+    existing = [p for p in (creds.cert, creds.key, creds.p12, creds.p12_password) if p.exists()]
+    if existing:
+        raise PkiError(f"{existing[0]} が既にあります。新しい端末証明書は別のディレクトリに発行してください")
+    _mkdir_private(out_dir)
+    ca_key = _load_ec_key(ca_dir / CA_KEY)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, label),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, TERMINAL_UNIT),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org_code),
+        ]
+    )
+    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(min(now + TERMINAL_VALIDITY, ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        # Client authentication only: a terminal certificate cannot serve TLS.
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    password = secrets.token_urlsafe(18)
+    bundle = pkcs12.serialize_key_and_certificates(
+        label.encode("utf-8"),
+        key,
+        cert,
+        [ca_cert],
+        serialization.BestAvailableEncryption(password.encode("ascii")),
+    )
+    _write_file(creds.key, _key_pem(key), 0o600)
+    _write_file(creds.p12, bundle, 0o600)
+    _write_file(creds.p12_password, password.encode("ascii") + b"\n", 0o600)
+    _write_file(creds.cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return creds

@@ -137,10 +137,12 @@ STAFF_TOTP_SECRET = EncryptedColumn("auth_staff", "staff_id", "totp_secret", "st
 OAUTH_CLIENT_SECRET = EncryptedColumn(
     "oauth_clients", "client_id", "secret", "oauth_clients", "secret"
 )
+FUKUHON_SEALED_VALUES = EncryptedColumn("fukuhon", "id", "sealed_values", "fukuhon", "sealed_values")
 ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
     PERSONS_INDIVIDUAL_NUMBER,
     STAFF_TOTP_SECRET,
     OAUTH_CLIENT_SECRET,
+    FUKUHON_SEALED_VALUES,
 )
 
 

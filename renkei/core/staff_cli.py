@@ -1,0 +1,263 @@
+"""`renkei staff`: staff accounts of any node (hub, jlis, chukan, atena) from its config.
+
+The command acts as an administrator named ``cli:<os user>`` (whoever can read the
+node's configuration and keys already holds its database) and every command — refusals
+included — is written to the node's audit log. Passwords and TOTP secrets are shown
+once, on the terminal, and never logged.
+
+    renkei staff create --config var/hub/hub/node.toml --id H0001 --name 山田花子 --roles 管理
+    renkei staff list --config …
+    renkei staff set-roles --config … --id H0002 --roles "監査"
+    renkei staff unlock | revoke-sessions | disable | enable | reset-totp --config … --id …
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Final, TypeVar
+
+import typer
+from sqlalchemy.orm import Session
+
+from renkei.core import staff_admin
+from renkei.core.audit import AuditEvent
+from renkei.core.config import ConfigError, load_config
+from renkei.core.db import transaction, utcnow
+from renkei.core.errors import Problem
+from renkei.core.staff_admin import NodeStore
+
+__all__ = ["PASSWORD_ENV", "staff_app"]
+
+# Not RENKEI_STAFF_…: that prefix overrides the [staff] section of the node config.
+PASSWORD_ENV: Final = "RENKEI_INITIAL_PASSWORD"
+_SAFE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+_DIGIT_RUN: Final = re.compile(r"\d{12,}")
+
+staff_app = typer.Typer(
+    help="職員アカウントの管理（全ノード共通） / staff accounts of any node", no_args_is_help=True
+)
+
+ConfigOpt = Annotated[Path, typer.Option("--config", help="ノードの設定ファイル（TOML）")]
+IdOpt = Annotated[str, typer.Option("--id", help="職員ID")]
+RolesOpt = Annotated[
+    str,
+    typer.Option("--roles", help="権限（カンマ区切り。例: 管理 / 監査 / JM01000000074000:参照）"),
+]
+
+T = TypeVar("T")
+
+
+def split_roles(text: str) -> list[str]:
+    """``"管理, JM…:参照"`` → ``["管理", "JM…:参照"]`` (commas, 読点 or spaces)."""
+    return [r for r in re.split(r"[,、，\s]+", text) if r]
+
+
+def _ref(staff_id: str) -> str | None:
+    """A staff ID fit for the audit log (never a digit run that could be a number)."""
+    sid = staff_id.strip()
+    return sid if _SAFE_ID.fullmatch(sid) and not _DIGIT_RUN.search(sid) else None
+
+
+@contextmanager
+def _store(config: Path) -> Iterator[NodeStore]:
+    try:
+        cfg = load_config(config)
+        store = staff_admin.open_node_store(cfg)
+    except (ConfigError, ValueError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _run(
+    store: NodeStore,
+    action: str,
+    staff_id: str | None,
+    work: Callable[[Session], tuple[T, dict[str, Any] | None]],
+) -> T:
+    """One audited unit of work as the CLI principal; a refusal is audited and exits 1."""
+    actor = staff_admin.cli_principal().staff_id
+    ref = _ref(staff_id) if staff_id is not None else None
+    try:
+        with transaction(store.sessions) as s:
+            value, detail = work(s)
+            store.audit.append(
+                s,
+                AuditEvent(
+                    actor=actor, terminal="cli", action=action, outcome="ok", ref=ref, detail=detail
+                ),
+            )
+            return value
+    except Problem as exc:
+        with transaction(store.sessions) as s:
+            store.audit.append(
+                s, AuditEvent(actor=actor, terminal="cli", action=action, outcome=exc.code, ref=ref)
+            )
+        message = exc.title + (f"（{exc.detail}）" if exc.detail else "")
+        typer.echo(f"エラー [{exc.code}]: {message}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _show_totp(uri: str) -> None:
+    import segno  # the enrolment QR only
+
+    buffer = io.StringIO()
+    segno.make(uri, error="m").terminal(out=buffer, compact=True)
+    typer.echo("ワンタイムパスワード（認証アプリで読み取るか、URIを登録してください）:")
+    typer.echo(f"  {uri}")
+    typer.echo(buffer.getvalue())
+
+
+@staff_app.command("create")
+def create(
+    config: ConfigOpt,
+    staff_id: IdOpt,
+    name: Annotated[str, typer.Option("--name", help="氏名")],
+    roles: RolesOpt = "",
+    password_prompt: Annotated[
+        bool,
+        typer.Option("--password-prompt", help="初期パスワードを入力する（省略時は生成して表示）"),
+    ] = False,
+) -> None:
+    """Create a staff account: initial password (generated, prompted or from $RENKEI_INITIAL_PASSWORD) and TOTP."""
+    password: str | None = os.environ.get(PASSWORD_ENV) or None
+    if password_prompt:
+        password = typer.prompt("初期パスワード", hide_input=True, confirmation_prompt=True)
+    wanted = split_roles(roles)
+    with _store(config) as store:
+
+        def work(s: Session) -> tuple[staff_admin.Enrolment, dict[str, Any]]:
+            made = staff_admin.enrol_staff(
+                s,
+                store.auth,
+                store.cipher,
+                staff_id=staff_id,
+                name=name,
+                roles=wanted,
+                by=staff_admin.cli_principal(),
+                password=password,
+                now=utcnow(),
+            )
+            return made, {"roles": list(made.roles)}
+
+        made = _run(store, "staff.create", staff_id, work)
+    typer.echo(
+        f"職員を登録しました: {made.staff_id} {made.name} 権限: {'、'.join(made.roles) or 'なし'}"
+    )
+    if made.initial_password is not None:
+        typer.echo(f"初期パスワード（この画面でのみ表示）: {made.initial_password}")
+    _show_totp(made.totp_uri)
+
+
+@staff_app.command("list")
+def list_(config: ConfigOpt) -> None:
+    """List the node's staff accounts (roles, state, lock, open sessions)."""
+    with _store(config) as store:
+
+        def work(s: Session) -> tuple[list[staff_admin.StaffInfo], dict[str, Any]]:
+            found = staff_admin.list_staff(s, store.auth, staff_admin.cli_principal(), now=utcnow())
+            return found, {"count": len(found)}
+
+        found = _run(store, "staff.list", None, work)
+    for info in found:
+        state = "利用中" if info.active else "利用停止"
+        if info.locked_until is not None:
+            state += f"・ロック中（{info.locked_until.isoformat(timespec='minutes')}まで）"
+        typer.echo(
+            f"{info.staff_id}\t{info.name}\t{'、'.join(info.roles) or '-'}\t{state}"
+            f"\tセッション{info.open_sessions}"
+        )
+    typer.echo(f"{len(found)} 人")
+
+
+@staff_app.command("set-roles")
+def set_roles(config: ConfigOpt, staff_id: IdOpt, roles: RolesOpt) -> None:
+    """Replace a staff member's roles (separation of duties is enforced)."""
+    with _store(config) as store:
+
+        def work(s: Session) -> tuple[list[str], dict[str, Any]]:
+            canonical = staff_admin.set_staff_roles(
+                s, store.auth, staff_id, split_roles(roles), staff_admin.cli_principal()
+            )
+            return canonical, {"roles": canonical}
+
+        canonical = _run(store, "staff.roles", staff_id, work)
+    typer.echo(f"{staff_id} の権限: {'、'.join(canonical) or 'なし'}")
+
+
+@staff_app.command("unlock")
+def unlock(config: ConfigOpt, staff_id: IdOpt) -> None:
+    """Lift a lockout."""
+    with _store(config) as store:
+
+        def work(s: Session) -> tuple[None, None]:
+            staff_admin.unlock_staff(s, store.auth, staff_id, staff_admin.cli_principal())
+            return None, None
+
+        _run(store, "staff.unlock", staff_id, work)
+    typer.echo(f"{staff_id} のロックを解除しました。")
+
+
+@staff_app.command("revoke-sessions")
+def revoke_sessions(config: ConfigOpt, staff_id: IdOpt) -> None:
+    """End every open session of a staff member."""
+    with _store(config) as store:
+
+        def work(s: Session) -> tuple[int, dict[str, Any]]:
+            n = staff_admin.revoke_staff_sessions(
+                s, store.auth, staff_id, staff_admin.cli_principal(), now=utcnow()
+            )
+            return n, {"revoked": n}
+
+        n = _run(store, "staff.revoke_sessions", staff_id, work)
+    typer.echo(f"{staff_id} のセッションを {n} 件終了しました。")
+
+
+def _set_active(config: Path, staff_id: str, active: bool) -> None:
+    with _store(config) as store:
+
+        def work(s: Session) -> tuple[None, None]:
+            staff_admin.set_staff_active(
+                s, store.auth, staff_id, active, staff_admin.cli_principal(), now=utcnow()
+            )
+            return None, None
+
+        _run(store, "staff.enable" if active else "staff.disable", staff_id, work)
+
+
+@staff_app.command("disable")
+def disable(config: ConfigOpt, staff_id: IdOpt) -> None:
+    """Suspend a staff account (its sessions end)."""
+    _set_active(config, staff_id, False)
+    typer.echo(f"{staff_id} を利用停止にしました。")
+
+
+@staff_app.command("enable")
+def enable(config: ConfigOpt, staff_id: IdOpt) -> None:
+    """Reinstate a suspended staff account."""
+    _set_active(config, staff_id, True)
+    typer.echo(f"{staff_id} の利用を再開しました。")
+
+
+@staff_app.command("reset-totp")
+def reset_totp(config: ConfigOpt, staff_id: IdOpt) -> None:
+    """Issue a new TOTP secret (the old authenticator stops working; sessions end)."""
+    with _store(config) as store:
+
+        def work(s: Session) -> tuple[str, None]:
+            uri = staff_admin.reset_staff_totp(
+                s, store.auth, store.cipher, staff_id, staff_admin.cli_principal(), now=utcnow()
+            )
+            return uri, None
+
+        uri = _run(store, "staff.reset_totp", staff_id, work)
+    typer.echo(f"{staff_id} のワンタイムパスワードを再発行しました。")
+    _show_totp(uri)

@@ -1,0 +1,159 @@
+"""Demo staff of the nodes other than atena: hub and J-LIS operators, each chukan's staff.
+
+Each node gets an administrator (管理), two auditors (監査: an export above the size
+limit needs a second one's approval) and, at each intermediate server, clerks who
+read the provision records of one affair each. Enrolment goes through the same
+service function and audit log as `renkei staff create`. The generated passwords and
+TOTP provisioning URIs are written to ``<node dir>/secrets/demo-credentials.json``
+(0600, like `setup.enrol_atena`'s) and nowhere else: neither printed nor logged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from renkei.core.audit import AuditEvent
+from renkei.core.auth import DEFAULT_POLICY, AuthPolicy
+from renkei.core.config import load_config
+from renkei.core.db import transaction, utcnow
+from renkei.core.staff_admin import cli_principal, enrol_staff, open_node_store
+from renkei.federation.setup import CREDENTIALS_FILE, StaffSpec, new_password
+from renkei.federation.topology import HUB, JLIS, ORGS, Layout, Org
+
+CHILD_ALLOWANCE_AFFAIR = "JM01000000074000"
+LOCAL_TAX_AFFAIR = "JM01000000016000"
+ENROLLER = "demo-setup"
+
+
+def _operators(prefix: str, unit: str) -> list[StaffSpec]:
+    return [
+        StaffSpec(f"{prefix}0001", f"{unit} 管理者（架空）", ("管理",)),
+        StaffSpec(f"{prefix}0101", f"{unit} 監査担当（架空）", ("監査",)),
+        StaffSpec(f"{prefix}0102", f"{unit} 監査担当2（架空）", ("監査",)),
+    ]
+
+
+HUB_STAFF: tuple[StaffSpec, ...] = tuple(_operators("H", "情報提供ネットワークシステム"))
+JLIS_STAFF: tuple[StaffSpec, ...] = tuple(_operators("J", "J-LIS"))
+CHUKAN_STAFF: tuple[StaffSpec, ...] = (
+    *_operators("C", "中間サーバー"),
+    StaffSpec("C0201", "児童手当係 職員（架空）", (f"{CHILD_ALLOWANCE_AFFAIR}:参照",)),
+    StaffSpec("C0202", "住民税係 職員（架空）", (f"{LOCAL_TAX_AFFAIR}:参照",)),
+)
+
+
+def credentials_path(layout: Layout, org: Org, node: str) -> Path:
+    """Where a node's demo credentials are written (mode 0600, never committed)."""
+    return layout.node_dir(org, node) / "secrets" / CREDENTIALS_FILE
+
+
+def _write_private_json(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, ensure_ascii=False, indent=2)
+    os.chmod(path, 0o600)  # also when the file existed with a wider mode
+
+
+def enrol_node_staff(
+    layout: Layout,
+    org: Org,
+    node: str,
+    staff: Iterable[StaffSpec],
+    *,
+    policy: AuthPolicy = DEFAULT_POLICY,
+) -> Path:
+    """Create the staff of one node (generated password, TOTP enrolled); returns the file.
+
+    Accounts that already exist are left as they are (a demo re-run on the same data
+    directory keeps the credentials written the first time).
+    """
+    path = credentials_path(layout, org, node)
+    previous: dict[str, Any] = {}
+    if path.exists():
+        previous = json.loads(path.read_text(encoding="utf-8")).get("staff", {})
+    store = open_node_store(load_config(layout.config_path(org, node)))
+    doc: dict[str, Any] = {
+        "org_code": org.org_code,
+        "node": node,
+        "url": layout.url(org, node),
+        "staff": {},
+    }
+    by = cli_principal(ENROLLER)
+    try:
+        with transaction(store.sessions) as s:
+            existing = set(s.scalars(select(store.auth.staff.c.staff_id)))
+            for member in staff:
+                if member.staff_id in existing:
+                    if member.staff_id in previous:
+                        doc["staff"][member.staff_id] = previous[member.staff_id]
+                    continue
+                password = new_password(member.staff_id, policy)
+                made = enrol_staff(
+                    s,
+                    store.auth,
+                    store.cipher,
+                    staff_id=member.staff_id,
+                    name=member.name,
+                    roles=member.roles,
+                    by=by,
+                    password=password,
+                    policy=policy,
+                    now=utcnow(),
+                )
+                store.audit.append(
+                    s,
+                    AuditEvent(
+                        actor=by.staff_id,
+                        terminal="cli",
+                        action="staff.create",
+                        outcome="ok",
+                        ref=made.staff_id,
+                        detail={"roles": list(made.roles)},
+                    ),
+                )
+                doc["staff"][made.staff_id] = {
+                    "name": made.name,
+                    "roles": list(made.roles),
+                    "password": password,
+                    "totp_uri": made.totp_uri,
+                }
+    finally:
+        store.close()
+    _write_private_json(path, doc)
+    return path
+
+
+def enrol_federation_staff(
+    layout: Layout,
+    *,
+    orgs: Sequence[Org] = ORGS,
+    policy: AuthPolicy = DEFAULT_POLICY,
+) -> dict[tuple[str, str], Path]:
+    """Demo staff in the hub, J-LIS and every intermediate server; {(org slug, node): file}."""
+    out: dict[tuple[str, str], Path] = {}
+    for org in orgs:
+        if org == HUB:
+            out[(org.slug, "hub")] = enrol_node_staff(layout, org, "hub", HUB_STAFF, policy=policy)
+        elif org == JLIS:
+            out[(org.slug, "jlis")] = enrol_node_staff(
+                layout, org, "jlis", JLIS_STAFF, policy=policy
+            )
+        elif "chukan" in org.nodes:
+            out[(org.slug, "chukan")] = enrol_node_staff(
+                layout, org, "chukan", CHUKAN_STAFF, policy=policy
+            )
+    return out
+
+
+def load_node_credentials(layout: Layout, org: Org, node: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(
+        credentials_path(layout, org, node).read_text(encoding="utf-8")
+    )
+    return doc

@@ -1,0 +1,468 @@
+"""atena's staff screens and the staff listener's ASGI app.
+
+The staff UI is a separate ASGI app (`create_staff_app`) sharing the atena app's
+runtime (database, keys, audit log, peer client, catalogue, clock), served by its own
+listener: `renkei serve atena` runs it on ``[staff] port``, where the TLS handshake can
+demand a terminal certificate of the organization's terminal CA, while the mTLS
+listener for peers and business systems keeps the JSON API. A peer's certificate thus
+never opens a staff page, and no staff page exists on the peers' port.
+
+Screens: resident search (統合宛名番号; business system + 業務宛名番号; kana name
+prefix + birth date, paginated), resident detail (基本4情報 in 和暦 with history,
+business links), the individual number masked with an audited 「表示」 (reveal) that
+needs `can_see_individual_number` for the affair chosen on screen, and the inquiry
+form (the same `service.inquire` as /v1/inquiries). Viewing needs ``宛名:参照``; every
+search, view, reveal and refusal is audited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Final
+from urllib.parse import quote
+
+from fastapi import APIRouter, FastAPI, Request
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
+
+from renkei.atena import service
+from renkei.atena.models import audit as audit_t
+from renkei.atena.models import auth as auth_t
+from renkei.catalogue import Catalogue
+from renkei.catalogue.models import Affair
+from renkei.core.audit import AuditEvent
+from renkei.core.errors import Problem
+from renkei.core.ids import mask_individual_number
+from renkei.core.node import NodeRuntime
+from renkei.core.roles import (
+    ADMIN,
+    AUDIT,
+    can_see_individual_number,
+    has_role,
+    may_read_audit,
+    parse_role,
+)
+from renkei.core.text.wareki import WarekiError, parse_date, to_wareki
+from renkei.web import admin, site
+from renkei.web.pages import (
+    JST,
+    STATIC_DIR,
+    SecurityHeaders,
+    install_page_handlers,
+    is_htmx,
+    redirect,
+    render,
+)
+from renkei.web.site import (
+    Actor,
+    Form,
+    MenuItem,
+    PasswordRules,
+    Staff,
+    StaffSite,
+    Viewer,
+    audit,
+    clean_text,
+    require_role,
+    site_of,
+    terminal_of,
+)
+
+VIEW_ROLE: Final = "宛名:参照"
+INQUIRY: Final = "照会"
+NODE_TITLE: Final = "団体内統合宛名システム"
+MAX_PAGE: Final = 10_000
+
+router = APIRouter()
+
+
+@dataclass(frozen=True)
+class AtenaState:
+    """What the screens read from the atena app (per request: tests replace the clock)."""
+
+    app: FastAPI
+
+    @property
+    def rt(self) -> NodeRuntime:
+        rt: NodeRuntime = self.app.state.rt
+        return rt
+
+    @property
+    def catalogue(self) -> Catalogue:
+        catalogue: Catalogue = self.app.state.catalogue
+        return catalogue
+
+
+def _atena(request: Request) -> AtenaState:
+    state: AtenaState = request.app.state.atena
+    return state
+
+
+def _affairs_held(catalogue: Catalogue, roles: frozenset[str]) -> list[Affair]:
+    """Affairs the staff member works for (any role but 監査 in the affair)."""
+    codes = set()
+    for r in roles:
+        try:
+            role = parse_role(r)
+        except ValueError:
+            continue
+        if role.affair is not None and role.operation != AUDIT:
+            codes.add(role.affair)
+    return [catalogue.affairs[c] for c in sorted(codes) if c in catalogue.affairs]
+
+
+def _inquiry_affairs(catalogue: Catalogue, roles: frozenset[str]) -> list[Affair]:
+    return [a for a in catalogue.affairs.values() if has_role(roles, INQUIRY, affair=a.code)]
+
+
+def _number_use(catalogue: Catalogue) -> Callable[[str], bool]:
+    def is_number_use(code: str) -> bool:
+        affair = catalogue.affairs.get(code)
+        return affair is not None and affair.number_use
+
+    return is_number_use
+
+
+def _screen(request: Request, staff: Staff, action: str, person: str | None) -> None:
+    """The abnormal-traffic guard (rate limits, many unrelated persons); refusals audited."""
+    try:
+        site_of(request).screen(staff.staff_id, person)
+    except Problem as exc:
+        audit(request, staff.staff_id, action, exc.code, subject=person)
+        raise
+
+
+# --- search -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    mode: str
+    atena_no: str
+    system: str
+    business_atena_no: str
+    kana: str
+    birth_date: str
+    page: int
+
+    def page_url(self, page: int) -> str:
+        return (
+            f"/atena/search?mode=kana&kana={quote(self.kana)}"
+            f"&birth_date={quote(self.birth_date)}&page={page}"
+        )
+
+
+@router.get("/atena/search")
+def search(
+    request: Request,
+    staff: Viewer,
+    mode: str = "",
+    atena_no: str = "",
+    system: str = "",
+    business_atena_no: str = "",
+    kana: str = "",
+    birth_date: str = "",
+    page: int = 1,
+) -> Response:
+    require_role(request, staff, VIEW_ROLE, "resident.search")
+    query = SearchQuery(
+        mode=mode,
+        atena_no=clean_text(atena_no.strip()[:32], "統合宛名番号"),
+        system=clean_text(system.strip()[:64], "業務システム"),
+        business_atena_no=clean_text(business_atena_no.strip()[:32], "業務宛名番号"),
+        kana=clean_text(kana.strip()[:64], "カナ氏名"),
+        birth_date=clean_text(birth_date.strip()[:32], "生年月日"),
+        page=min(max(page, 1), MAX_PAGE),
+    )
+    context: dict[str, Any] = {"staff": staff, "query": query, "results": None, "error": None}
+    if mode in {"atena_no", "business", "kana"}:
+        try:
+            found = _run_search(request, staff, query, context)
+        except Problem as exc:
+            audit(request, staff.staff_id, "resident.search", exc.code, detail={"mode": mode})
+            context["error"] = exc
+            return _search_page(request, context, status=exc.status)
+        if found is not None:
+            return redirect(request, f"/atena/persons/{found}")
+    return _search_page(request, context)
+
+
+def _search_page(request: Request, context: dict[str, Any], *, status: int = 200) -> Response:
+    block = "results" if is_htmx(request) else None
+    return render(request, "atena/search.html", context, status=status, block=block)
+
+
+def _run_search(
+    request: Request, staff: Staff, query: SearchQuery, context: dict[str, Any]
+) -> str | None:
+    """The person to open (number searches), or None after filling in the result list."""
+    rt = _atena(request).rt
+    if query.mode == "kana":
+        try:
+            born = parse_date(query.birth_date)
+        except WarekiError as exc:
+            raise Problem(422, "bad_date", f"生年月日: {exc}") from None
+        _screen(request, staff, "resident.search", None)
+        with rt.sessions() as s:
+            rows, total = service.search_by_kana(s, query.kana, born, page=query.page)
+        audit(
+            request,
+            staff.staff_id,
+            "resident.search",
+            "ok",
+            detail={"mode": "kana", "count": total, "page": query.page},
+        )
+        pages = max(1, -(-total // service.SEARCH_PAGE_SIZE))
+        context.update(results=rows, total=total, pages=pages, born=born)
+        return None
+    with rt.sessions() as s:
+        if query.mode == "atena_no":
+            atena_no = service.check_atena_no(query.atena_no)
+            if not service.person_exists(s, atena_no):
+                raise Problem(404, "unknown_atena_no", f"統合宛名番号「{atena_no}」は登録されていません。")
+        else:
+            atena_no = service.translate(
+                s, service.check_system(query.system), query.business_atena_no
+            )
+    audit(request, staff.staff_id, "resident.search", "ok", subject=atena_no, detail={"mode": query.mode})
+    return atena_no
+
+
+# --- resident detail and the individual number ---------------------------------------------
+
+
+@router.get("/atena/persons/{atena_no}")
+def person(request: Request, atena_no: str, staff: Viewer) -> Response:
+    require_role(request, staff, VIEW_ROLE, "resident.view")
+    state = _atena(request)
+    atena_no = service.check_atena_no(clean_text(atena_no[:32]))
+    _screen(request, staff, "resident.view", atena_no)
+    try:
+        with state.rt.sessions() as s:
+            detail = service.resident_detail(s, atena_no)
+            number = service.individual_number_of(s, site_of(request).cipher(), atena_no)
+    except Problem as exc:
+        audit(request, staff.staff_id, "resident.view", exc.code, subject=atena_no)
+        raise
+    audit(request, staff.staff_id, "resident.view", "ok", subject=atena_no)
+    return render(
+        request,
+        "atena/person.html",
+        {
+            "staff": staff,
+            "person": detail,
+            "atena_no": detail.atena_no,
+            "masked": mask_individual_number(number) if number else None,
+            "affairs": _affairs_held(state.catalogue, staff.roles),
+            "residence": service.RESIDENCE_LABELS.get(detail.residence, detail.residence),
+        },
+    )
+
+
+def _group(number: str) -> str:
+    return " ".join(number[i : i + 4] for i in range(0, len(number), 4))
+
+
+@router.post("/atena/persons/{atena_no}/number")
+def reveal_number(request: Request, atena_no: str, staff: Actor, form: Form) -> Response:
+    """Show the individual number in clear, for the affair chosen on screen (audited)."""
+    require_role(request, staff, VIEW_ROLE, "individual_number.reveal")
+    state = _atena(request)
+    atena_no = service.check_atena_no(clean_text(atena_no[:32]))
+    affair = form.get("affair", "").strip()[:32]
+    known = state.catalogue.affairs.get(affair)
+    if not can_see_individual_number(staff.roles, _number_use(state.catalogue), affair=affair or None) or (
+        known is None
+    ):
+        audit(
+            request,
+            staff.staff_id,
+            "individual_number.reveal",
+            "denied",
+            subject=atena_no,
+            affair=affair if known is not None else None,
+        )
+        name = f"事務「{known.name}」" if known is not None else "選択した事務"
+        raise Problem(
+            403,
+            "reveal_denied",
+            f"個人番号を表示する権限がありません。{name}の番号利用事務の権限と「個人番号:表示」の権限が必要です。",
+        )
+    _screen(request, staff, "individual_number.reveal", atena_no)
+    with state.rt.sessions() as s:
+        number = service.individual_number_of(s, site_of(request).cipher(), atena_no)
+        state.rt.record(
+            s,
+            AuditEvent(
+                actor=staff.staff_id,
+                terminal=terminal_of(request),
+                action="individual_number.reveal",
+                outcome="ok" if number else "no_number",
+                subject=atena_no,
+                affair=affair,
+            ),
+        )
+        s.commit()
+    return render(
+        request,
+        "atena/person.html",
+        {"atena_no": atena_no, "revealed": _group(number) if number else None, "affair": known},
+        block="number",
+    )
+
+
+@router.get("/atena/persons/{atena_no}/number")
+def masked_number(request: Request, atena_no: str, staff: Viewer) -> Response:
+    """The masked number again (「隠す」)."""
+    require_role(request, staff, VIEW_ROLE, "resident.view")
+    atena_no = service.check_atena_no(clean_text(atena_no[:32]))
+    with _atena(request).rt.sessions() as s:
+        number = service.individual_number_of(s, site_of(request).cipher(), atena_no)
+    return render(
+        request,
+        "atena/person.html",
+        {
+            "atena_no": atena_no,
+            "masked": mask_individual_number(number) if number else None,
+            "affairs": _affairs_held(_atena(request).catalogue, staff.roles),
+            "staff": staff,
+        },
+        block="number",
+    )
+
+
+# --- inquiry ------------------------------------------------------------------------------
+
+
+def _inquiry_context(request: Request, staff: Staff, form: dict[str, str]) -> dict[str, Any]:
+    state = _atena(request)
+    catalogue = state.catalogue
+    affairs = _inquiry_affairs(catalogue, staff.roles)
+    orgs = sorted(
+        (o for o in state.rt.registry.directory.orgs.values() if o.org_code != state.rt.org_code),
+        key=lambda o: o.org_code,
+    )
+    return {
+        "staff": staff,
+        "affairs": affairs,
+        "info_kinds": sorted(catalogue.info_kinds.values(), key=lambda k: k.code),
+        "orgs": orgs,
+        "form": form,
+        "today": to_wareki(_today(request)),
+        "result": None,
+        "error": None,
+    }
+
+
+def _today(request: Request) -> date:
+    now: datetime = site_of(request).clock()
+    return now.astimezone(JST).date()
+
+
+@router.get("/atena/inquiry")
+def inquiry_form(request: Request, staff: Viewer) -> Response:
+    context = _inquiry_context(request, staff, {})
+    if not context["affairs"]:
+        audit(request, staff.staff_id, "inquiry", "affair_not_permitted")
+        raise Problem(403, "affair_not_permitted", "情報照会の権限（いずれかの事務の「照会」）がありません。")
+    return render(request, "atena/inquiry.html", context)
+
+
+@router.post("/atena/inquiry")
+async def inquiry(request: Request, staff: Actor, form: Form) -> Response:
+    state = _atena(request)
+    context = _inquiry_context(request, staff, form)
+    by_atena_no = form.get("person_by") != "business"
+    req = service.InquiryRequest(
+        procedure_code=form.get("procedure_code", "").strip(),
+        info_kind_code=form.get("info_kind_code", "").strip(),
+        provider_org=form.get("provider_org", "").strip(),
+        as_of=form.get("as_of", ""),
+        atena_no=form.get("atena_no", "").strip() if by_atena_no else None,
+        system=None if by_atena_no else form.get("system", "").strip(),
+        business_atena_no=None if by_atena_no else form.get("business_atena_no", "").strip(),
+    )
+    status = 200
+    try:
+        context["result"] = await service.inquire(
+            state.rt,
+            state.catalogue,
+            req,
+            actor=staff.staff_id,
+            roles=staff.roles,
+            terminal=terminal_of(request),
+        )
+    except Problem as exc:
+        context["error"] = exc
+        status = exc.status
+    block = "result" if is_htmx(request) else None
+    return render(request, "atena/inquiry.html", context, status=status, block=block)
+
+
+# --- the app --------------------------------------------------------------------------------
+
+
+def describe_role(catalogue: Catalogue) -> Callable[[str], str]:
+    def describe(role: str) -> str:
+        parsed = parse_role(role)
+        if parsed.affair is not None:
+            affair = catalogue.affairs.get(parsed.affair)
+            name = affair.name if affair is not None else parsed.affair
+            return f"{name}：{parsed.operation}"
+        return site.describe_named_role(role)
+
+    return describe
+
+
+def create_staff_app(
+    atena: FastAPI,
+    *,
+    terminal_check: bool,
+    passwords: PasswordRules | None = None,
+) -> FastAPI:
+    """The staff UI of one atena, sharing its runtime. ``terminal_check`` says whether the
+    listener demands terminal certificates (False shows the warning on every page)."""
+    rt: NodeRuntime = atena.state.rt
+    catalogue: Catalogue = atena.state.catalogue
+
+    def screen(staff_id: str, person: str | None) -> None:
+        rt.screen("staff", staff_id, person)
+
+    staff_site = StaffSite(
+        title=NODE_TITLE,
+        org_name=rt.config.org_name,
+        tables=auth_t,
+        audit_tables=audit_t,
+        sessions=rt.sessions,
+        cipher=lambda: atena.state.cipher,
+        record=lambda s, e: atena.state.rt.record(s, e),
+        clock=lambda: atena.state.clock(),
+        policy=lambda: atena.state.auth_policy,
+        screen=screen,
+        terminal_check=terminal_check,
+        passwords=passwords or PasswordRules(),
+        menu=(
+            MenuItem("宛名検索", "/atena/search", lambda roles: has_role(roles, VIEW_ROLE)),
+            MenuItem("情報照会", "/atena/inquiry", lambda roles: bool(_inquiry_affairs(catalogue, roles))),
+            MenuItem("職員管理", "/admin/staff", lambda roles: has_role(roles, ADMIN)),
+            MenuItem("監査ログ", "/audit", lambda roles: may_read_audit(roles)),
+        ),
+        describe_role=describe_role(catalogue),
+    )
+    app = FastAPI(
+        title=f"renkei atena — {NODE_TITLE}（職員用画面）",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.site = staff_site
+    app.state.atena = AtenaState(atena)
+    install_page_handlers(app)
+    app.include_router(site.router)
+    app.include_router(admin.router)
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.add_middleware(SecurityHeaders)  # outermost: error pages get the headers too
+    return app

@@ -115,6 +115,10 @@ def main() -> int:
     import bench_audit
 
     bench_audit.main([])
+    # Synthetic population: 343,000 people with all business data (issue 4 goals).
+    import bench_dummy
+
+    bench_dummy.main([])
     return 0
 
 

@@ -10,6 +10,7 @@ import typer
 
 from renkei.core import ids
 from renkei.core.staff_cli import staff_app
+from renkei.dummy.cli import dummy_app
 
 app = typer.Typer(help="renkei — マイナンバー情報連携（合成データのみ） / My Number information linkage", no_args_is_help=True)
 ids_app = typer.Typer(help="識別番号の検査 / identifier checks", no_args_is_help=True)
@@ -21,6 +22,7 @@ keys_app = typer.Typer(help="項目暗号化の鍵 / field-encryption keys", no_
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(staff_app, name="staff")
+app.add_typer(dummy_app, name="dummy")
 
 ID_KINDS = {
     "individual-number": ids.IdKind.INDIVIDUAL_NUMBER,

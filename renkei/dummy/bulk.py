@@ -1,0 +1,88 @@
+"""The population in the shapes the nodes' bulk paths take.
+
+- J-LIS: (個人番号, 住民票コード, 地方公共団体コード) rows for `renkei.jlis.service.load_citizens`.
+- atena ``POST /v1/residents``: batches of at most 10,000 person records (個人番号,
+  基本4情報, 業務宛名番号) of everyone a ward's atena knows — its residents, and the former
+  residents its business systems still hold (taxed for the year, people who left).
+- atena ``POST /v1/fukuhon``: provision copies (副本) per business system, in the
+  catalogue's layout items (`renkei.dummy.business.fukuhon_items`).
+
+The shapes are those `renkei.federation.demo` sends; `renkei dummy load` posts them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import date
+from typing import Any, Final
+
+from renkei.dummy import business
+from renkei.dummy.model import RESIDENT, Person, SynthPopulation
+
+__all__ = ["MAX_BATCH", "batches", "fukuhon_records", "jlis_rows", "resident_records"]
+
+MAX_BATCH: Final = 10_000  # the atena's per-request limit
+
+
+def jlis_rows(pop: SynthPopulation) -> Iterator[tuple[str, str, str]]:
+    """Everyone's (individual number, resident code, lg code) — J-LIS knows the whole country."""
+    for p in pop.persons:
+        yield p.individual_number, p.resident_code, p.lg_code
+
+
+def _record(p: Person, numbers: dict[str, str]) -> dict[str, Any]:
+    # Someone who moved out elsewhere is known at the address they moved to (転出先),
+    # when it is in Japan; otherwise at the last address the ward had.
+    lg_code, postal, address = p.lg_code, p.postal_code, p.address
+    if p.destination_lg_code and p.destination_postal_code and p.destination_address:
+        lg_code, postal, address = p.destination_lg_code, p.destination_postal_code, p.destination_address
+    return {
+        "individual_number": p.individual_number,
+        "family_name": p.family_name,
+        "given_name": p.given_name,
+        "family_kana": p.family_kana,
+        "given_kana": p.given_kana,
+        "birth_date": p.birth_date.isoformat(),
+        "sex": p.sex,
+        "postal_code": postal,
+        "address": address,
+        "lg_code": lg_code,
+        "effective_on": (p.moved_in_on or p.moved_within_on or p.resident_since or p.birth_date).isoformat(),
+        "business_numbers": numbers,
+    }
+
+
+def resident_records(pop: SynthPopulation, lg_code: str) -> Iterator[dict[str, Any]]:
+    """The person records `lg_code`'s atena registers (residents first, then the others it
+    has business numbers for)."""
+    for p in pop.persons:
+        numbers = business.numbers_in(pop, p, lg_code)
+        if (p.status == RESIDENT and p.lg_code == lg_code) or numbers:
+            yield _record(p, numbers)
+
+
+def fukuhon_records(
+    pop: SynthPopulation, lg_code: str, system: str, valid_from: date | None = None
+) -> Iterator[dict[str, Any]]:
+    """Provision copies of `system`'s records, for ``POST /v1/fukuhon``."""
+    published = (valid_from or pop.reference_date).isoformat()
+    key = str(pop.tax_year) if system == business.SYSTEM_TAX else pop.reference_date.isoformat()
+    for r in business.records(pop, lg_code, system):
+        yield {
+            "business_atena_no": r.business_atena_no,
+            "info_kind_code": business.INFO_KINDS[system],
+            "record_key": key,
+            "values": business.fukuhon_items(r),
+            "valid_from": published,
+        }
+
+
+def batches(items: Iterator[dict[str, Any]], size: int = MAX_BATCH) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,1 @@
+"""Small tables the synthetic population is drawn from (each file names its source)."""

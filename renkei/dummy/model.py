@@ -1,0 +1,184 @@
+"""Records of the full-scale synthetic population (`renkei.dummy.synth`).
+
+One `Person` per real (made-up) human, whichever ward knows them: a 新宿区 resident, a
+中野区 resident, someone who moved out or died during the event window, or an invented
+non-resident who lives elsewhere. A person who moved between the two wards is one
+record (current ward in `lg_code`, the other in `previous_lg_code`), so that both
+wards' change records and business data point to the same key.
+
+`Person` satisfies `renkei.dummy.noise.SourcePerson` (same attribute names, including
+the optional ``previous_address``/``previous_postal_code`` and ``alias_family_*``).
+Records are mutable slotted dataclasses: the generator fills them stage by stage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Final
+
+from renkei.dummy.noise_records import NonResidentRecord, TruthRow
+
+__all__ = [
+    "BIRTH",
+    "CHANGE_KINDS",
+    "DEATH",
+    "DECEASED",
+    "MOVED_OUT",
+    "MOVE_IN",
+    "MOVE_OUT",
+    "MOVE_WITHIN",
+    "OUTSIDER",
+    "RESIDENT",
+    "ChangeRecord",
+    "Household",
+    "Person",
+    "SynthPopulation",
+]
+
+# Person.status
+RESIDENT: Final = "resident"  # on the register of `lg_code` on the reference date
+MOVED_OUT: Final = "moved_out"  # left `lg_code` (to `destination_lg_code`) in the window
+DECEASED: Final = "deceased"  # died in the window while registered in `lg_code`
+OUTSIDER: Final = "outsider"  # never registered in either ward (a non-resident source)
+
+# 異動 kinds (the register's words).
+MOVE_IN: Final = "転入"
+MOVE_OUT: Final = "転出"
+MOVE_WITHIN: Final = "転居"
+BIRTH: Final = "出生"
+DEATH: Final = "死亡"
+CHANGE_KINDS: Final = (MOVE_IN, BIRTH, MOVE_WITHIN, MOVE_OUT, DEATH)
+
+
+@dataclass(slots=True, eq=False)
+class Person:
+    key: str
+    lg_code: str  # the ward whose register holds (or held) the person; else where they live
+    status: str
+    sex: str  # "1" male, "2" female
+    birth_date: date
+    relationship: str  # 続柄 to the 世帯主
+    nationality: str  # "JP" or an ISO 3166 code
+    family_name: str = ""
+    given_name: str = ""
+    family_kana: str = ""
+    given_kana: str = ""
+    alpha_name: str | None = None  # roman letters of a foreign resident, family name first
+    alias_family_name: str | None = None  # 通称
+    alias_family_kana: str | None = None
+    individual_number: str = ""
+    resident_code: str = ""
+    household_id: str = ""
+    postal_code: str = ""
+    address: str = ""
+    resident_since: date | None = None  # 住民となった日 in `lg_code`
+    moved_in_on: date | None = None  # 転入 within the window (else None)
+    previous_lg_code: str | None = None  # where they came from (転入); None: abroad or unknown
+    previous_address: str | None = None  # before 転入 or 転居
+    previous_postal_code: str | None = None
+    previous_household_id: str | None = None  # 世帯番号 in the other of the two wards
+    moved_within_on: date | None = None  # 転居 within the window
+    left_on: date | None = None  # 転出 or death
+    destination_lg_code: str | None = None
+    destination_address: str | None = None
+    destination_postal_code: str | None = None
+    # Attributes the business data derive from (decided once, see renkei.dummy.attributes).
+    income: int = 0  # 総所得金額等 of the year before the tax year (yen)
+    employee_insured: bool = False
+    care_level: str | None = None  # layout code: 12, 13 (要支援), 21–25 (要介護)
+    care_certified_on: date | None = None
+    disability: tuple[str | None, str | None, str | None] | None = None  # 身体, 療育, 精神
+    disability_issued_on: date | None = None
+
+    @property
+    def is_foreign(self) -> bool:
+        return self.nationality != "JP"
+
+    def age_on(self, day: date) -> int:
+        b = self.birth_date
+        return day.year - b.year - ((day.month, day.day) < (b.month, b.day))
+
+    def lived_in(self, lg_code: str, day: date) -> bool:
+        """Whether the person was on `lg_code`'s register on `day` (as this data set knows)."""
+        if day < self.birth_date:
+            return False
+        if self.lg_code == lg_code and self.status != OUTSIDER:
+            since = self.resident_since or self.birth_date
+            if day < since:
+                return False
+            return self.left_on is None or day < self.left_on
+        if self.previous_lg_code == lg_code and self.moved_in_on is not None:
+            return day < self.moved_in_on
+        return False
+
+
+@dataclass(slots=True, eq=False)
+class Household:
+    id: str  # 世帯番号
+    lg_code: str
+    kind: str
+    foreign: bool
+    members: list[Person] = field(default_factory=list)
+    postal_code: str = ""
+    address: str = ""
+    town: str = ""
+    current: bool = True  # False: a household that left the ward (or died out) in the window
+    nhi: bool = False
+    welfare: bool = False
+    welfare_since: date | None = None
+
+    @property
+    def head(self) -> Person:
+        return self.members[0]
+
+
+@dataclass(slots=True)
+class ChangeRecord:
+    """One 異動 of one person in one ward's register (`seq`: its order in the ward)."""
+
+    seq: int
+    lg_code: str
+    kind: str  # MOVE_IN, MOVE_OUT, MOVE_WITHIN, BIRTH, DEATH
+    effective_on: date  # 異動日
+    notified_on: date  # 届出日
+    person_key: str
+    household_id: str
+    postal_code: str  # the address the person has in this ward after (or, leaving, before) it
+    address: str
+    other_lg_code: str | None  # from (転入) / to (転出)
+    other_address: str | None  # previous (転入, 転居) / destination (転出)
+
+    @property
+    def change_id(self) -> str:
+        return f"{self.lg_code}-{self.seq:07d}"
+
+
+@dataclass(slots=True)
+class SynthPopulation:
+    """Everything the generator made, with the parameters that made it."""
+
+    seed: int
+    reference_date: date
+    window_start: date
+    tax_year: int
+    persons: list[Person]
+    households: list[Household]
+    changes: list[ChangeRecord]
+    lg_codes: tuple[str, ...]
+    by_key: dict[str, Person] = field(default_factory=dict)
+    # 業務宛名番号 serials: "lg_code:system" → {person key: serial} (see renkei.dummy.business)
+    numbers: dict[str, dict[str, int]] = field(default_factory=dict)
+    non_resident_records: dict[str, Sequence[NonResidentRecord]] = field(default_factory=dict)
+    non_resident_truth: dict[str, Sequence[TruthRow]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.by_key:
+            self.by_key = {p.key: p for p in self.persons}
+
+    def residents(self, lg_code: str) -> Iterator[Person]:
+        return (p for p in self.persons if p.status == RESIDENT and p.lg_code == lg_code)
+
+    def households_of(self, lg_code: str, *, current: bool = True) -> Iterator[Household]:
+        return (h for h in self.households if h.lg_code == lg_code and h.current == current)

@@ -1,0 +1,53 @@
+"""The bulk payloads are what the nodes accept (checked with the nodes' own parsers)."""
+
+from __future__ import annotations
+
+import pytest
+
+from renkei.atena.service import parse_resident
+from renkei.core.ids import IdKind, check
+from renkei.dummy import bulk, business
+from renkei.dummy.model import RESIDENT, SynthPopulation
+from renkei.dummy.population import NAKANO, SHINJUKU
+from tests.dummy.synth_kit import small_population
+
+
+@pytest.fixture(scope="module")
+def pop() -> SynthPopulation:
+    return small_population()
+
+
+@pytest.mark.parametrize("lg", [SHINJUKU, NAKANO])
+def test_every_resident_record_passes_the_atena_parser(pop: SynthPopulation, lg: str) -> None:
+    records = list(bulk.resident_records(pop, lg))
+    residents = sum(1 for p in pop.persons if p.status == RESIDENT and p.lg_code == lg)
+    assert len(records) > residents  # plus the former residents it still holds
+    numbers = set()
+    for rec in records:
+        parsed = parse_resident(rec)
+        assert parsed.individual_number == rec["individual_number"]
+        for system, no in parsed.business_numbers.items():
+            assert system in business.SYSTEMS
+            numbers.add((system, no))
+    assert len(numbers) == sum(len(v) for k, v in pop.numbers.items() if k.startswith(lg))
+
+
+def test_batches_respect_the_atena_limit(pop: SynthPopulation) -> None:
+    sizes = [len(b) for b in bulk.batches(bulk.resident_records(pop, SHINJUKU), 1000)]
+    assert sizes[:-1] == [1000] * (len(sizes) - 1) and 0 < sizes[-1] <= 1000
+
+
+def test_jlis_rows_are_valid_pairs(pop: SynthPopulation) -> None:
+    rows = list(bulk.jlis_rows(pop))
+    assert len(rows) == len(pop.persons)
+    for number, code, lg in rows:
+        assert check(IdKind.INDIVIDUAL_NUMBER, number) is None
+        assert check(IdKind.RESIDENT_CODE, code) is None
+        assert check(IdKind.LG_CODE, lg) is None
+
+
+def test_fukuhon_records_carry_known_numbers_and_layout_items(pop: SynthPopulation) -> None:
+    known = {business.atena_no(s) for s in pop.numbers[f"{SHINJUKU}:{business.SYSTEM_TAX}"].values()}
+    copies = list(bulk.fukuhon_records(pop, SHINJUKU, business.SYSTEM_TAX))
+    assert copies and all(c["business_atena_no"] in known for c in copies)
+    assert all(c["values"]["K001"] == str(pop.tax_year) and c["info_kind_code"] == "TM00000000000002" for c in copies)

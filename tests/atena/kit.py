@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,6 +24,7 @@ from renkei.atena.api import CSRF_HEADER, SESSION_COOKIE
 from renkei.atena.app import create_app
 from renkei.atena.models import Base
 from renkei.core.auth import AuthPolicy
+from renkei.core.guard import WorkingHours
 from renkei.core.oauth import CLIENT_ASSERTION_TYPE, GRANT_TYPE, make_client_assertion
 from renkei.federation import setup
 from renkei.federation.topology import SHINJUKU, Org
@@ -197,6 +198,10 @@ def open_atena(fed: Federation, org: Org = SHINJUKU) -> Iterator[AtenaKit]:
     setup.enrol_atena(fed.layout, org, STAFF, CLIENTS, policy=CHEAP_POLICY)
     credentials = setup.load_credentials(fed.layout, org)
     app = create_app(fed.config(org, "atena"), auth_policy=CHEAP_POLICY)
+    # The off-hours rule follows the wall clock and would add alerts to the audit log
+    # after 20:00 JST; it is tested with a fixed clock in tests/core/test_guard.py.
+    rt = app.state.rt
+    rt.guard_policy = replace(rt.guard_policy, working_hours=WorkingHours(enabled=False))
     clock = Clock()
     app.state.clock = clock
     with TestClient(app, base_url="https://testserver") as client:

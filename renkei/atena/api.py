@@ -6,7 +6,9 @@ Who may call what (DESIGN.md §5):
   an opaque session cookie (HttpOnly, Secure, SameSite=Strict); state-changing requests
   made with the cookie also carry the session's CSRF token in ``X-CSRF-Token``. Scripts
   of a staff member use a personal API token (``Authorization: Bearer``, no CSRF),
-  limited to some of the staff member's roles;
+  limited to some of the staff member's roles. Sign-in, password change and API tokens
+  are the kernel's staff routes (renkei.core.staff_api, mounted by renkei.atena.app);
+  `staff(...)` here authenticates with the same `StaffAccess`;
 - business systems use OAuth 2.0 client credentials (``client_secret_jwt`` at
   ``/oauth/token``) and send the short-lived access token as ``Authorization: Bearer``;
   each route needs one scope ``業務システムID:リソース:操作``.
@@ -16,15 +18,13 @@ Every refusal is problem+json with a stable code and a Japanese title, and is au
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
-from sqlalchemy import select
+from fastapi import APIRouter, Depends, Request
 
 from renkei.atena import service
 from renkei.atena.models import auth as auth_t
@@ -32,17 +32,12 @@ from renkei.atena.models import oauth as oauth_t
 from renkei.atena.schemas import (
     AcquireIn,
     AcquireOut,
-    ApiTokenIn,
-    ApiTokenOut,
     FukuhonIn,
     FukuhonOut,
     InquiryIn,
     InquiryOut,
-    PrincipalOut,
     ResidentsIn,
     ResidentsOut,
-    SessionIn,
-    SessionOut,
     StatusIn,
     StatusOut,
 )
@@ -52,6 +47,9 @@ from renkei.core.db import transaction
 from renkei.core.errors import Problem
 from renkei.core.node import NodeRuntime
 from renkei.core.oauth import OAuthError, authenticate_bearer, introspect
+from renkei.core.staff_api import CSRF_HEADER as CSRF_HEADER
+from renkei.core.staff_api import SESSION_COOKIE as SESSION_COOKIE
+from renkei.core.staff_api import StaffAccess, audit_refusal, bearer_token
 from renkei.core.text.wareki import to_wareki
 
 router = APIRouter()
@@ -59,15 +57,9 @@ router = APIRouter()
 STATUS_LABELS = service.STATUS_LABELS
 CHUNK = 1000
 
-# __Host-: the browser keeps the cookie only if it is Secure, has Path=/ and no Domain.
-SESSION_COOKIE = "__Host-renkei-session"
-CSRF_HEADER = "X-CSRF-Token"
 DEFAULT_RESIDENT_SYSTEM = "jumin01"
 ANONYMOUS = "anonymous"
 _SCOPE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}")
-_SAFE_ACTOR = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
-_DIGIT_RUN = re.compile(r"\d{12,}")
-_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _NO_SCOPE = "-"  # a scope no token can hold (the request names a malformed system ID)
 
 
@@ -82,11 +74,6 @@ def _now(request: Request) -> datetime:
     return clock()
 
 
-def _policy(request: Request) -> auth.AuthPolicy:
-    policy: auth.AuthPolicy = request.app.state.auth_policy
-    return policy
-
-
 def resident_system(request: Request) -> str:
     """The business-system ID of the resident register (scopes ``<id>:residents:register``)."""
     return str(request.app.state.resident_system)
@@ -96,39 +83,16 @@ def _terminal(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-def _actor_of(presented: str) -> str:
-    """A presented (unauthenticated) staff ID fit for the audit log, else "anonymous"."""
-    sid = presented.strip()
-    if _SAFE_ACTOR.fullmatch(sid) and not _DIGIT_RUN.search(sid):
-        return sid
-    return ANONYMOUS
-
-
-def _audit_refusal(
-    request: Request, actor: str, action: str, outcome: str, **fields: Any
-) -> None:
-    rt = _rt(request)
-    with transaction(rt.sessions) as s:
-        rt.record(
-            s,
-            AuditEvent(
-                actor=actor, terminal=_terminal(request), action=action, outcome=outcome, **fields
-            ),
-        )
-
-
-def _screen(
-    request: Request, kind: str, subject: str, action: str, *, person: str | None = None
-) -> None:
-    """Rate limits and abnormal-traffic rules for a staff member or business system.
+def _screen_client(request: Request, client_id: str, action: str) -> None:
+    """Rate limits and abnormal-traffic rules for a business system.
 
     A refusal (429 rate_limited, 403 blocked_by_rule) is audited under the action; the
-    guard itself records the alert.
+    guard itself records the alert. (Staff are screened by renkei.core.staff_api.)
     """
     try:
-        _rt(request).screen(kind, subject, person)
+        _rt(request).screen("client", client_id, None)
     except Problem as exc:
-        _audit_refusal(request, subject, action, exc.code, subject=person)
+        audit_refusal(request, client_id, action, exc.code)
         raise
 
 
@@ -147,16 +111,6 @@ class Caller:
 def _authentication_required(message: str) -> OAuthError:
     # reason "missing_token": the bare RFC 6750 challenge, without an error attribute.
     return OAuthError(401, "authentication_required", message, reason="missing_token", challenge=True)
-
-
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header is None or not header.strip():
-        return None
-    scheme, _, credentials = header.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return None
-    return credentials.strip()
 
 
 def _token_client(request: Request, token: str | None) -> str:
@@ -179,7 +133,7 @@ def business_system(
 
     async def dependency(request: Request) -> Caller:
         rt = _rt(request)
-        token = _bearer(request)
+        token = bearer_token(request)
         needed: str | None = None
         try:
             if token is None:
@@ -215,9 +169,9 @@ def business_system(
                 )
         except OAuthError as exc:
             detail = {"scope": needed} if needed and needed != _NO_SCOPE else None
-            _audit_refusal(request, _token_client(request, token), action, exc.error, detail=detail)
+            audit_refusal(request, _token_client(request, token), action, exc.error, detail=detail)
             raise
-        _screen(request, "client", principal.client_id, action)
+        _screen_client(request, principal.client_id, action)
         return Caller(actor=principal.client_id, kind="client")
 
     return dependency
@@ -244,33 +198,9 @@ async def _fukuhon_scope(request: Request) -> str | None:
     return f"{system}:fukuhon:register"
 
 
-def _staff_principal(request: Request, *, api_token_ok: bool = True) -> auth.StaffPrincipal:
-    """Session cookie (CSRF token for state-changing methods) or personal API token."""
-    rt = _rt(request)
-    now = _now(request)
-    token = _bearer(request)
-    with auth.auth_transaction(rt.sessions) as s:
-        if token is not None:
-            if not api_token_ok:
-                raise Problem(
-                    403,
-                    "session_required",
-                    "この操作にはログインが必要です（APIトークンでは実行できません）。",
-                )
-            return auth.authenticate_api_token(s, auth_t, token, now=now)
-        cookie = request.cookies.get(SESSION_COOKIE)
-        if not cookie:
-            raise _authentication_required(
-                "認証が必要です。職員IDとパスワード、ワンタイムパスワードでログインしてください。"
-            )
-        principal = auth.authenticate(s, auth_t, cookie, policy=_policy(request), now=now)
-        if request.method not in _SAFE_METHODS:
-            try:
-                auth.check_csrf(s, auth_t, principal, request.headers.get(CSRF_HEADER))
-            except auth.AuthError as exc:
-                exc.extra["actor"] = principal.staff_id
-                raise
-        return principal
+# Staff are authenticated as on every node (renkei.core.staff_api): session cookie with
+# the CSRF token on state-changing methods, or a personal API token.
+_STAFF_ACCESS = StaffAccess(auth_t)
 
 
 def staff(
@@ -281,19 +211,10 @@ def staff(
     ``screen=False`` leaves the abnormal-traffic check to the route, which knows the
     person the request is about (a lookup counts towards "many unrelated persons").
     """
+    principal_of = _STAFF_ACCESS.staff(action, api_token_ok=api_token_ok, screen=screen)
 
     def dependency(request: Request) -> Caller:
-        try:
-            principal = _staff_principal(request, api_token_ok=api_token_ok)
-        except (auth.AuthError, OAuthError, Problem) as exc:
-            code = exc.error if isinstance(exc, OAuthError) else exc.code
-            actor = ANONYMOUS
-            if isinstance(exc, Problem):
-                actor = str(exc.extra.pop("actor", ANONYMOUS))
-            _audit_refusal(request, actor, action, code)
-            raise
-        if screen:
-            _screen(request, "staff", principal.staff_id, action)
+        principal = principal_of(request)
         return Caller(actor=principal.staff_id, kind="staff", staff=principal)
 
     return dependency
@@ -311,9 +232,6 @@ PseudonymStatusReader = Annotated[
 ]
 FukuhonRegister = Annotated[Caller, Depends(business_system(_fukuhon_scope, "fukuhon.register"))]
 InquiringStaff = Annotated[Caller, Depends(staff("inquiry", screen=False))]
-SignedInStaff = Annotated[Caller, Depends(staff("session.show"))]
-LeavingStaff = Annotated[Caller, Depends(staff("session.logout", api_token_ok=False))]
-TokenIssuingStaff = Annotated[Caller, Depends(staff("api_token.issue", api_token_ok=False))]
 
 
 @router.get("/healthz", tags=["運用"])
@@ -528,194 +446,3 @@ async def inquiry(
         as_of=result.as_of.isoformat(),
         as_of_wareki=to_wareki(result.as_of),
     )
-
-
-# --- staff sign-in --------------------------------------------------------------------------
-
-
-def _set_session_cookie(response: Response, token: str, max_age: int) -> None:
-    response.set_cookie(
-        SESSION_COOKIE,
-        token,
-        max_age=max_age,
-        path="/",
-        secure=True,
-        httponly=True,
-        samesite="strict",
-    )
-
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def _encodable(*values: str | None) -> None:
-    """Refuse lone surrogates and control characters (PostgreSQL rejects NUL in text)."""
-    for value in values:
-        try:
-            (value or "").encode("utf-8")
-            usable = not _CONTROL.search(value or "")
-        except UnicodeEncodeError:
-            usable = False
-        if not usable:
-            raise Problem(
-                422, "invalid_request", "入力内容に誤りがあります。", "使用できない文字が含まれています。"
-            )
-
-
-@router.post(
-    "/v1/session",
-    response_model=SessionOut,
-    tags=["職員認証"],
-    summary="職員のログイン（職員ID・パスワード・ワンタイムパスワード）",
-    description="成功するとセッションCookie（HttpOnly, Secure, SameSite=Strict）を設定し、"
-    "CSRFトークンを返します。Cookieで送る状態変更の要求にはヘッダー X-CSRF-Token が必要です。",
-)
-def sign_in(request: Request, response: Response, body: SessionIn) -> SessionOut:
-    rt = _rt(request)
-    now = _now(request)
-    policy = _policy(request)
-    _encodable(body.staff_id, body.password, body.totp)
-    with auth.auth_transaction(rt.sessions) as s:
-        try:
-            result = auth.login(
-                s,
-                auth_t,
-                request.app.state.cipher,
-                body.staff_id,
-                body.password,
-                body.totp,
-                terminal=_terminal(request),
-                policy=policy,
-                now=now,
-            )
-        except auth.AuthError as exc:
-            # Committed with the failure counter (auth_transaction commits on AuthError).
-            rt.record(
-                s,
-                AuditEvent(
-                    actor=_actor_of(body.staff_id),
-                    terminal=_terminal(request),
-                    action="session.login",
-                    outcome=exc.code,
-                ),
-            )
-            raise
-        principal = auth.authenticate(s, auth_t, result.token, policy=policy, now=now)
-        rt.record(
-            s,
-            AuditEvent(
-                actor=principal.staff_id,
-                terminal=_terminal(request),
-                action="session.login",
-                outcome="ok",
-            ),
-        )
-    _set_session_cookie(response, result.token, int((result.expires_at - now).total_seconds()))
-    response.headers["Cache-Control"] = "no-store"
-    return SessionOut(
-        staff_id=principal.staff_id,
-        name=principal.name,
-        roles=sorted(principal.roles),
-        csrf_token=result.csrf_token,
-        expires_at=result.expires_at,
-    )
-
-
-@router.get(
-    "/v1/session", response_model=PrincipalOut, tags=["職員認証"], summary="ログイン中の職員"
-)
-def who_am_i(caller: SignedInStaff) -> PrincipalOut:
-    principal = caller.staff
-    if principal is None:  # pragma: no cover - staff() always sets it
-        raise Problem(401, "authentication_required", "認証が必要です。")
-    return PrincipalOut(
-        staff_id=principal.staff_id,
-        name=principal.name,
-        roles=sorted(principal.roles),
-        via="session" if principal.session_id is not None else "api_token",
-    )
-
-
-@router.delete(
-    "/v1/session",
-    status_code=204,
-    tags=["職員認証"],
-    summary="ログアウト",
-    response_class=Response,
-)
-def sign_out(
-    request: Request, caller: LeavingStaff
-) -> Response:
-    rt = _rt(request)
-    principal = caller.staff
-    if principal is None:  # pragma: no cover - staff() always sets it
-        raise Problem(401, "authentication_required", "認証が必要です。")
-    with transaction(rt.sessions) as s:
-        auth.logout(s, auth_t, principal, now=_now(request))
-        rt.record(
-            s,
-            AuditEvent(
-                actor=principal.staff_id,
-                terminal=_terminal(request),
-                action="session.logout",
-                outcome="ok",
-            ),
-        )
-    response = Response(status_code=204)
-    response.delete_cookie(
-        SESSION_COOKIE, path="/", secure=True, httponly=True, samesite="strict"
-    )
-    return response
-
-
-@router.post(
-    "/v1/api-tokens",
-    response_model=ApiTokenOut,
-    tags=["職員認証"],
-    summary="個人用APIトークンの発行（ログイン中の職員の権限の一部に限定）",
-)
-def issue_api_token(
-    request: Request,
-    body: ApiTokenIn,
-    caller: TokenIssuingStaff,
-) -> ApiTokenOut:
-    rt = _rt(request)
-    now = _now(request)
-    _encodable(body.name, *body.scopes)
-    expires_at = now + timedelta(days=body.expires_in_days)
-    with auth.auth_transaction(rt.sessions) as s:
-        try:
-            token = auth.issue_api_token(
-                s, auth_t, caller.actor, body.name, body.scopes, expires_at,
-                policy=_policy(request), now=now,
-            )
-        except auth.AuthError as exc:
-            rt.record(
-                s,
-                AuditEvent(
-                    actor=caller.actor,
-                    terminal=_terminal(request),
-                    action="api_token.issue",
-                    outcome=exc.code,
-                ),
-            )
-            raise
-        except ValueError as exc:
-            raise Problem(422, "invalid_expiry", str(exc)) from None
-        digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
-        token_id = s.execute(
-            select(auth_t.api_tokens.c.id).where(auth_t.api_tokens.c.token_hash == digest)
-        ).scalar_one()
-        info = next(t for t in auth.list_api_tokens(s, auth_t, caller.actor) if t.id == token_id)
-        rt.record(
-            s,
-            AuditEvent(
-                actor=caller.actor,
-                terminal=_terminal(request),
-                action="api_token.issue",
-                outcome="ok",
-                ref=info.id,
-                detail={"scopes": list(info.scopes)},
-            ),
-        )
-    return ApiTokenOut(id=info.id, token=token, scopes=list(info.scopes), expires_at=info.expires_at)

@@ -87,12 +87,12 @@ def create_app(
         return bearer_problem_response(exc)
 
     app.add_exception_handler(OAuthError, _bearer_refusal)
-    # The kernel's staff routes atena lacks: administration, alerts, audit, exports
-    # (sign-in and API tokens stay atena's own routes, renkei.atena.api).
+    # The kernel's staff routes: sign-in, password, API tokens, administration, alerts,
+    # audit, exports (atena's own routes authenticate staff the same way, renkei.atena.api).
     mount_staff_api(
         app,
         StaffTables(auth=auth_t, exports=exports_t, guard=guard),
-        parts={"admin", "alerts", "audit", "exports"},
+        parts={"session", "admin", "alerts", "audit", "exports"},
         extra_exports=[addressees_export()],
     )
     return app

@@ -1,8 +1,10 @@
-"""Wire shapes of atena's API for business systems and staff terminals."""
+"""Wire shapes of atena's API for business systems and staff terminals.
+
+The sign-in and API-token shapes are the kernel's (renkei.core.staff_schemas).
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -63,37 +65,3 @@ class InquiryOut(BaseModel):
     record_key: str | None = None
     as_of: str
     as_of_wareki: str
-
-
-class SessionIn(BaseModel):
-    staff_id: str = Field(min_length=1, max_length=64, description="職員ID")
-    password: str = Field(min_length=1, max_length=1024, description="パスワード")
-    totp: str | None = Field(default=None, max_length=16, description="ワンタイムパスワード（6桁）")
-
-
-class SessionOut(BaseModel):
-    staff_id: str
-    name: str
-    roles: list[str]
-    csrf_token: str = Field(description="状態を変更する要求のヘッダー X-CSRF-Token に付けて送る値")
-    expires_at: datetime
-
-
-class PrincipalOut(BaseModel):
-    staff_id: str
-    name: str
-    roles: list[str]
-    via: str = Field(description="session（ログイン）または api_token（APIトークン）")
-
-
-class ApiTokenIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100, description="用途（例: 夜間照会バッチ）")
-    scopes: list[str] = Field(min_length=1, max_length=50, description="職員が持つ権限のうち、このトークンに許すもの")
-    expires_in_days: int = Field(default=30, ge=1, le=90)
-
-
-class ApiTokenOut(BaseModel):
-    id: str
-    token: str = Field(description="この応答でのみ表示されます。Authorization: Bearer で送ってください。")
-    scopes: list[str]
-    expires_at: datetime

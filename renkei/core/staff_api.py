@@ -4,8 +4,8 @@
 
 - ``session``: ``POST/GET/DELETE /v1/session`` (password + TOTP; an opaque cookie
   ``__Host-renkei-session``, HttpOnly, Secure, SameSite=Strict, and a CSRF token),
-  ``POST /v1/session/password``, personal API tokens ``/v1/api-tokens`` — the
-  contract of atena's own routes (renkei.atena.api);
+  ``POST /v1/session/password``, personal API tokens ``/v1/api-tokens`` (atena
+  mounts these too; its own routes authenticate staff with `StaffAccess`);
 - ``admin`` (role 管理): ``/v1/staff`` list and create (the TOTP enrolment URI and QR
   are returned once), roles (separation of duties enforced), disable/enable, unlock,
   revoke sessions, reset TOTP;
@@ -90,6 +90,7 @@ __all__ = [
     "StaffTables",
     "audit_refusal",
     "audited",
+    "bearer_token",
     "mount_staff_api",
     "screen_staff",
     "staff_router",
@@ -179,7 +180,8 @@ def _ref_of(staff_id: str) -> str | None:
     return None if actor == ANONYMOUS else actor
 
 
-def _bearer(request: Request) -> str | None:
+def bearer_token(request: Request) -> str | None:
+    """The credentials of an ``Authorization: Bearer`` header, else None."""
     header = request.headers.get("authorization")
     if header is None or not header.strip():
         return None
@@ -283,7 +285,7 @@ class StaffAccess:
         """
         rt = _rt(request)
         now = _now(request)
-        token = _bearer(request)
+        token = bearer_token(request)
         with auth.auth_transaction(rt.sessions) as s:
             if token is not None:
                 if not api_token_ok:

@@ -1,8 +1,4 @@
-"""Wire shapes of the staff routes every node mounts (renkei.core.staff_api).
-
-The sign-in shapes are those of atena's `/v1/session` (renkei.atena.schemas), so the
-two stay one contract.
-"""
+"""Wire shapes of the staff routes every node mounts (renkei.core.staff_api)."""
 
 from __future__ import annotations
 

@@ -110,14 +110,11 @@ EXPECTED_POST_ROUTES = {
         "/v1/pseudonyms/status",
         "/v1/fukuhon",
         "/v1/inquiries",
-        "/v1/session",
-        "/v1/api-tokens",
         "/oauth/token",
         "/oauth/introspect",
     },
 }
-# The staff routes every node mounts (renkei.core.staff_api; JSON, not sealed). atena
-# keeps its own sign-in and API-token routes and mounts the rest.
+# The staff routes every node mounts (renkei.core.staff_api; JSON, not sealed).
 STAFF_ADMIN_POSTS = {
     "/v1/staff",
     "/v1/staff/{staff_id}/disable",
@@ -130,11 +127,9 @@ STAFF_ADMIN_POSTS = {
     "/v1/exports/{request_id}/approve",
     "/v1/exports/{request_id}/reject",
 }
+STAFF_SESSION_POSTS = {"/v1/session", "/v1/session/password", "/v1/api-tokens"}
 STAFF_POSTS = {
-    "hub": STAFF_ADMIN_POSTS | {"/v1/session", "/v1/session/password", "/v1/api-tokens"},
-    "jlis": STAFF_ADMIN_POSTS | {"/v1/session", "/v1/session/password", "/v1/api-tokens"},
-    "chukan": STAFF_ADMIN_POSTS | {"/v1/session", "/v1/session/password", "/v1/api-tokens"},
-    "atena": STAFF_ADMIN_POSTS,
+    node: STAFF_ADMIN_POSTS | STAFF_SESSION_POSTS for node in ("hub", "jlis", "chukan", "atena")
 }
 for _node, _paths in STAFF_POSTS.items():
     EXPECTED_POST_ROUTES[_node] |= _paths

@@ -50,7 +50,9 @@ class PeerClient:
 
     async def start(self) -> None:
         if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=100)
+            # uvicorn drops idle keep-alive connections after 5 s: never reuse one that old
+            # (a POST on a connection the peer is closing fails as peer_unavailable).
+            connector = aiohttp.TCPConnector(ssl=self._ssl, limit=100, keepalive_timeout=4.0)
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
 
     async def close(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -156,6 +156,19 @@ def load_command(
     if not layout.ca_cert.exists():
         typer.echo(f"{var} に連携基盤がありません。先に renkei demo --serve --var {var} を実行してください。", err=True)
         raise typer.Exit(2)
+    # Each system's copies need a client allowed `<system>:fukuhon:register` (the demo
+    # enrols one for tax only): refuse before anything is loaded, not halfway.
+    copy_clients: dict[tuple[str, str], str] = {}
+    for org in (SHINJUKU_ORG, NAKANO_ORG):
+        granted: dict[str, dict[str, Any]] = setup.load_credentials(layout, org)["clients"]
+        for system in systems:
+            scope = f"{system}:fukuhon:register"
+            client_id = next((cid for cid, c in granted.items() if scope in c["scopes"]), None)
+            if client_id is None:
+                typer.echo(f"{org.name}の宛名システムには、スコープ「{scope}」を持つ業務システム（OAuthクライアント）が"
+                           f"登録されていません。{business.system_label(system)}の副本は登録できません。", err=True)  # fmt: skip
+                raise typer.Exit(2)
+            copy_clients[(org.slug, system)] = client_id
     config = _config(seed, people, None, "2025-04-01", 2, None)
     assert isinstance(config, SynthConfig)
     with _err.status("generating…"):
@@ -169,8 +182,10 @@ def load_command(
             registered = sum(len(client.residents(b)["atena_nos"]) for b in bulk.batches(bulk.resident_records(pop, lg)))
             typer.echo(f"{org.name}: {registered:,} persons registered")
             for system in systems:
+                scope, client_id = f"{system}:fukuhon:register", copy_clients[(org.slug, system)]
                 copies = sum(
-                    client.fukuhon(system, b)["registered"] for b in bulk.batches(bulk.fukuhon_records(pop, lg, system))
+                    client.ok("/v1/fukuhon", {"system": system, "records": b}, client_id=client_id, scope=scope)["registered"]
+                    for b in bulk.batches(bulk.fukuhon_records(pop, lg, system))
                 )
                 typer.echo(f"{org.name}: {copies:,} {business.system_label(system)} copies registered")
         except demo.DemoFailure as exc:

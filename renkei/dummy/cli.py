@@ -140,6 +140,7 @@ def load_command(
     J-LIS gets the number/code pairs; each ward's atena its residents and the non-residents
     it holds (POST /v1/residents), and provision copies (POST /v1/fukuhon).
     """
+    from renkei.core.errors import Problem
     from renkei.dummy import bulk, business
     from renkei.dummy.synth import SynthConfig, generate
     from renkei.federation import demo, setup
@@ -174,7 +175,11 @@ def load_command(
     with _err.status("generating…"):
         pop = generate(config)
     start = time.perf_counter()
-    n = setup.load_jlis(layout, list(bulk.jlis_rows(pop)))
+    try:
+        n = setup.load_jlis(layout, list(bulk.jlis_rows(pop)))
+    except Problem as exc:  # e.g. a number already held with another resident code (another seed)
+        typer.echo(f"J-LIS: {exc.title}{'（' + exc.detail + '）' if exc.detail else ''}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"J-LIS: {n:,} pairs")
     for org, lg in ((SHINJUKU_ORG, "131041"), (NAKANO_ORG, "131148")):
         client = demo.AtenaClient.open(layout, org)

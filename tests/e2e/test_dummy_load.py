@@ -225,6 +225,33 @@ def test_copies_no_client_may_register_are_refused_before_loading(loaded: Loaded
     assert _snapshot(loaded.layout, loaded.urls) == loaded.after_second
 
 
+def test_a_jlis_conflict_is_a_clear_error_and_loads_nothing(
+    loaded: Loaded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A number J-LIS already holds under another resident code: J-LIS refuses the whole
+    batch (409 resident_code_changed); the command says so in Japanese, without a
+    traceback, before any atena is touched."""
+    import random
+
+    from renkei.core.ids import generate_resident_code
+    from renkei.dummy import bulk
+
+    url = _url(loaded.layout, loaded.urls, JLIS, "jlis")
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            number, lg = conn.execute(text("select individual_number, lg_code from citizens limit 1")).one()
+    finally:
+        engine.dispose()
+    other_code = generate_resident_code(random.Random(99))
+    monkeypatch.setattr(bulk, "jlis_rows", lambda _pop: iter([(str(number), other_code, str(lg))]))
+    refused = _load(loaded.layout, seed=SEED)
+    assert refused.exit_code == 1, refused.output
+    assert "住民票コードの変更は一括登録では扱えません" in refused.output
+    assert "Traceback" not in refused.output and "persons registered" not in refused.output
+    assert _snapshot(loaded.layout, loaded.urls) == loaded.after_second
+
+
 def _node_blob(layout: Layout, urls: dict[str, str], org: Org, node: str) -> bytes:
     """Every file in the node's data directory (SQLite included) and, on PostgreSQL, its rows."""
     parts = [p.read_bytes() for p in sorted(layout.node_dir(org, node).rglob("*")) if p.is_file()]

@@ -119,6 +119,28 @@ def copy_values(row: Fukuhon, cipher: FieldCipher) -> dict[str, str]:
     return values
 
 
+def _same_copy(
+    row: Fukuhon,
+    cipher: FieldCipher,
+    edition: str,
+    values: dict[str, str],
+    valid_from: date,
+    valid_to: date | None,
+    deleted: bool,
+    no_auto_answer: bool,
+) -> bool:
+    """Whether ``row`` already says exactly this (same edition, period, flags and items)."""
+    if (row.edition, row.valid_from, row.valid_to, row.deleted, row.no_auto_answer) != (
+        edition,
+        valid_from,
+        valid_to,
+        deleted,
+        no_auto_answer,
+    ):
+        return False
+    return copy_values(row, cipher) == values
+
+
 def register_fukuhon(
     session: Session,
     catalogue: Catalogue,
@@ -178,14 +200,24 @@ def register_fukuhon(
         )
     out = []
     for atena_no, kind_code, edition, record_key, values, valid_from, valid_to, deleted, rec in prepared:
-        last = session.scalar(
-            select(func.max(Fukuhon.version)).where(
+        newest = session.scalars(
+            select(Fukuhon)
+            .where(
                 Fukuhon.atena_no == atena_no,
                 Fukuhon.info_kind_code == kind_code,
                 Fukuhon.record_key == record_key,
             )
-        )
-        version = int(last or 0) + 1
+            .order_by(Fukuhon.version.desc())
+            .limit(1)
+        ).first()
+        no_auto_answer = bool(rec.get("no_auto_answer", False))
+        if newest is not None and _same_copy(
+            newest, cipher, edition.edition, values, valid_from, valid_to, deleted, no_auto_answer
+        ):
+            # Registering the same copy again (a re-run batch) adds no version.
+            out.append(Registered(atena_no, kind_code, record_key, newest.version))
+            continue
+        version = (newest.version if newest is not None else 0) + 1
         sensitive = {it.code for it in edition.items if it.sensitive}
         sealed = {k: v for k, v in values.items() if k in sensitive}
         row = Fukuhon(
@@ -199,7 +231,7 @@ def register_fukuhon(
             valid_from=valid_from,
             valid_to=valid_to,
             deleted=deleted,
-            no_auto_answer=bool(rec.get("no_auto_answer", False)),
+            no_auto_answer=no_auto_answer,
             registered_at=now,
         )
         session.add(row)

@@ -102,9 +102,9 @@ def test_versions_count_per_record(session: Session, catalogue: Catalogue) -> No
         catalogue,
         _rec(record_key="2023", values={**VALUES, "K001": "2023"}),
         _rec(atena_no=A2),
-        _rec(record_key="2023", values={**VALUES, "K001": "2023"}),
+        _rec(record_key="2023", values={**VALUES, "K001": "2023", "K006": "3"}),
     )
-    assert [r.version for r in out] == [1, 1, 2]
+    assert [r.version for r in out] == [1, 1, 2]  # within one batch too
     session.commit()
     assert _count(session) == 5
     copy = service.find_copy(session, A1, TAX, date(2025, 1, 1))
@@ -316,3 +316,19 @@ def test_copy_without_sensitive_items_has_nothing_sealed(session: Session, catal
     session.commit()
     [row] = session.scalars(select(Fukuhon)).all()
     assert row.sealed_values is None and service.copy_values(row, CIPHER) == {}
+
+
+def test_registering_the_same_copy_again_adds_no_version(session: Session, catalogue: Catalogue) -> None:
+    """A re-run batch leaves the copies as they are; any change makes a new version."""
+    assert _register(session, catalogue, _rec())[0].version == 1
+    assert _register(session, catalogue, _rec())[0].version == 1
+    assert _count(session) == 1
+    # A sensitive item (sealed) changed, the period changed, the flag changed: new versions.
+    assert _register(session, catalogue, _rec(values={**VALUES, "K004": "120001"}))[0].version == 2
+    assert _register(session, catalogue, _rec(values={**VALUES, "K004": "120001"}, valid_to="2025-05-31"))[0].version == 3
+    assert _register(
+        session, catalogue, _rec(values={**VALUES, "K004": "120001"}, valid_to="2025-05-31", no_auto_answer=True)
+    )[0].version == 4
+    # Going back to an earlier content is a change too (the newest version decides).
+    assert _register(session, catalogue, _rec())[0].version == 5
+    assert _count(session) == 5

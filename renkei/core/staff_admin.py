@@ -204,7 +204,9 @@ def list_staff(
                 active=bool(r["active"]),
                 locked_until=until if until is not None and until > now else None,
                 failed_count=int(r["failed_count"] or 0),
-                totp_enrolled=r["totp_secret"] is not None,
+                # Enrolled once the first code from the secret was accepted (a new
+                # account, or one whose TOTP an administrator reset, is not yet).
+                totp_enrolled=r["totp_last_step"] is not None,
                 open_sessions=int(open_sessions.get(r["staff_id"], 0)),
                 created_at=r["created_at"],
                 password_changed_at=r["password_changed_at"],

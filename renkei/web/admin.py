@@ -10,17 +10,13 @@ is audited.
 
 from __future__ import annotations
 
-import secrets
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, Final
 
 from fastapi import APIRouter, Request
-from sqlalchemy import and_, func, select
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 from starlette.responses import Response
 
-from renkei.core import auth
+from renkei.core import auth, staff_admin
 from renkei.core.audit import AuditEvent
 from renkei.core.errors import Problem
 from renkei.core.roles import ADMIN, PermissionDenied, may_read_audit
@@ -29,7 +25,6 @@ from renkei.web.site import (
     Actor,
     Form,
     Staff,
-    StaffSite,
     Viewer,
     audit,
     clean_text,
@@ -39,7 +34,6 @@ from renkei.web.site import (
 )
 
 AUDIT_PAGE_SIZE: Final = 100
-_PASSWORD_SYMBOLS: Final = "!#%+=?@"
 DONE: Final = {
     "unlock": "ロックを解除しました。",
     "revoke": "ログイン中のセッションをすべて終了しました。",
@@ -47,66 +41,6 @@ DONE: Final = {
 }
 
 router = APIRouter()
-
-
-@dataclass(frozen=True)
-class StaffRow:
-    staff_id: str
-    name: str
-    roles: tuple[str, ...]
-    active: bool
-    locked_until: datetime | None
-    failed_count: int
-    enrolled: bool
-    open_sessions: int
-
-
-def list_staff(session: Session, site: StaffSite, now: datetime) -> list[StaffRow]:
-    """Every staff account with its lock state and number of open sessions."""
-    st, ss = site.tables.staff, site.tables.sessions
-    open_sessions = (
-        select(ss.c.staff_id, func.count().label("n"))
-        .where(and_(ss.c.revoked_at.is_(None), ss.c.expires_at > now))
-        .group_by(ss.c.staff_id)
-        .subquery()
-    )
-    rows = session.execute(
-        select(
-            st.c.staff_id,
-            st.c.name,
-            st.c.roles,
-            st.c.active,
-            st.c.locked_until,
-            st.c.failed_count,
-            st.c.totp_last_step,
-            open_sessions.c.n,
-        )
-        .select_from(st.outerjoin(open_sessions, open_sessions.c.staff_id == st.c.staff_id))
-        .order_by(st.c.staff_id)
-    ).all()
-    return [
-        StaffRow(
-            staff_id=r[0],
-            name=r[1],
-            roles=tuple(r[2]) if isinstance(r[2], list) else (),
-            active=bool(r[3]),
-            locked_until=r[4] if r[4] is not None and r[4] > now else None,
-            failed_count=int(r[5] or 0),
-            enrolled=r[6] is not None,
-            open_sessions=int(r[7] or 0),
-        )
-        for r in rows
-    ]
-
-
-def initial_password(staff_id: str, policy: auth.AuthPolicy) -> str:
-    """A random password that meets the policy, handed to the staff member once."""
-    while True:
-        candidate = (
-            secrets.token_urlsafe(12) + secrets.choice(_PASSWORD_SYMBOLS) + str(secrets.randbelow(10))
-        )
-        if not auth.password_problems(candidate, staff_id, policy):
-            return candidate
 
 
 def _staff_page(
@@ -121,7 +55,7 @@ def _staff_page(
 ) -> Response:
     site = site_of(request)
     with site.sessions() as s:
-        members = list_staff(s, site, site.clock())
+        members = staff_admin.list_staff(s, site.tables, staff.principal, now=site.clock())
     return render(
         request,
         "admin/staff.html",
@@ -150,7 +84,7 @@ def staff_create(request: Request, staff: Actor, form: Form) -> Response:
     staff_id = form.get("staff_id", "").strip()
     roles = [line.strip() for line in form.get("roles", "").splitlines() if line.strip()]
     policy = site.policy()
-    password = initial_password(staff_id, policy)
+    password = staff_admin.generate_password(staff_id, policy)
     try:
         with site.sessions() as s:
             auth.create_staff(

@@ -266,9 +266,16 @@ def test_create_staff_returns_enrolment_once_and_the_account_works(hub: NodeKit)
         made["initial_password"] not in rows
         and pyotp.parse_uri(made["totp_uri"]).secret not in rows
     )
+    # Not enrolled until a first code from the secret is accepted.
+    def enrolled() -> bool:
+        listed = hub.client.get("/v1/staff", headers=hub.sign_in(ADMIN)).json()["staff"]
+        return bool(next(m for m in listed if m["staff_id"] == "N0001")["totp_enrolled"])
+
+    assert not enrolled()
     # The new staff member signs in with what they were given.
     hub.passwords["N0001"], hub.totp_uris["N0001"] = made["initial_password"], made["totp_uri"]
     hub.sign_in("N0001")
+    assert enrolled()
     # The same ID again is refused.
     refused(
         hub,

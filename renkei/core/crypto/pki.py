@@ -226,22 +226,45 @@ def _issue_leaf(
 ) -> x509.Certificate:
     ca_cert = _load_cert((ca_dir / CA_CERT).read_bytes())
     ca_key = _load_ec_key(ca_dir / CA_KEY)
-    now = _now()
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, org_code),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, org_name),
         ]
     )
+    return _sign_end_entity(
+        ca_cert,
+        ca_key,
+        subject,
+        key,
+        validity=LEAF_VALIDITY,
+        usages=[ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
+        extra=[x509.SubjectAlternativeName(_san_entries(hosts))],
+    )
+
+
+def _sign_end_entity(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    subject: x509.Name,
+    key: ec.EllipticCurvePrivateKey,
+    *,
+    validity: dt.timedelta,
+    usages: Sequence[x509.ObjectIdentifier],
+    extra: Sequence[x509.ExtensionType] = (),
+) -> x509.Certificate:
+    """A certificate for ``key`` signed by the CA: digital signature only, the extended
+    key usages given, never valid beyond the CA."""
+    now = _now()
     ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    return (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(min(now + LEAF_VALIDITY, ca_cert.not_valid_after_utc))
+        .not_valid_after(min(now + validity, ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -257,14 +280,12 @@ def _issue_leaf(
             ),
             critical=True,
         )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.SubjectAlternativeName(_san_entries(hosts)), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+    )
+    for ext in extra:
+        builder = builder.add_extension(ext, critical=False)
+    return (
+        builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
         )
@@ -502,7 +523,6 @@ def issue_terminal_certificate(
     _mkdir_private(out_dir)
     ca_key = _load_ec_key(ca_dir / CA_KEY)
     key = ec.generate_private_key(ec.SECP256R1())
-    now = _now()
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, label),
@@ -510,37 +530,9 @@ def issue_terminal_certificate(
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, org_code),
         ]
     )
-    ca_ski = ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(min(now + TERMINAL_VALIDITY, ca_cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        # Client authentication only: a terminal certificate cannot serve TLS.
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+    # Client authentication only: a terminal certificate cannot serve TLS.
+    cert = _sign_end_entity(
+        ca_cert, ca_key, subject, key, validity=TERMINAL_VALIDITY, usages=[ExtendedKeyUsageOID.CLIENT_AUTH]
     )
     password = secrets.token_urlsafe(18)
     bundle = pkcs12.serialize_key_and_certificates(

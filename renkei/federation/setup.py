@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from renkei.core.auth import DEFAULT_POLICY, AuthPolicy, create_staff, password_problems
+from renkei.core.auth import DEFAULT_POLICY, AuthPolicy, create_staff
 from renkei.core.config import dump_config, load_config
 from renkei.core.crypto import pki
 from renkei.core.db import make_engine, make_sessionmaker, migrate, transaction, utcnow
 from renkei.core.oauth import register_client
+from renkei.core.staff_admin import generate_password
 from renkei.federation.topology import HUB, ORGS, Layout, Org, node_config, write_config
 
 # The staff UI listener of each atena: its mTLS port + 5 (free in every organization's block of 10).
@@ -149,15 +149,8 @@ def credentials_path(layout: Layout, org: Org) -> Path:
     return layout.node_dir(org, "atena") / "secrets" / CREDENTIALS_FILE
 
 
-def new_password(staff_id: str, policy: AuthPolicy = DEFAULT_POLICY) -> str:
-    """A random password that meets the policy (about 190 bits)."""
-    while True:
-        candidate = secrets.token_urlsafe(24) + secrets.choice("!#%+=?@") + secrets.choice("0123456789")
-        if not password_problems(candidate, staff_id, policy):
-            return candidate
-
-
-def _write_private_json(path: Path, doc: dict[str, Any]) -> None:
+def write_private_json(path: Path, doc: dict[str, Any]) -> None:
+    """Write credentials readable by the owner only (0600, in a 0700 directory)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -198,7 +191,7 @@ def enrol_atena(
         with transaction(make_sessionmaker(engine)) as s:
             now = utcnow()
             for member in staff:
-                password = new_password(member.staff_id, policy)
+                password = generate_password(member.staff_id, policy)
                 uri = create_staff(
                     s, auth_t, cipher, member.staff_id, member.name, password, member.roles,
                     policy=policy, now=now,
@@ -223,7 +216,7 @@ def enrol_atena(
     finally:
         engine.dispose()
     path = credentials_path(layout, org)
-    _write_private_json(path, doc)
+    write_private_json(path, doc)
     return path
 
 

@@ -11,7 +11,6 @@ TOTP provisioning URIs are written to ``<node dir>/secrets/demo-credentials.json
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ from renkei.core.audit import AuditEvent
 from renkei.core.auth import DEFAULT_POLICY, AuthPolicy
 from renkei.core.config import load_config
 from renkei.core.db import transaction, utcnow
-from renkei.core.staff_admin import cli_principal, enrol_staff, open_node_store
-from renkei.federation.setup import CREDENTIALS_FILE, StaffSpec, new_password
+from renkei.core.staff_admin import cli_principal, enrol_staff, generate_password, open_node_store
+from renkei.federation.setup import CREDENTIALS_FILE, StaffSpec, write_private_json
 from renkei.federation.topology import HUB, JLIS, ORGS, Layout, Org
 
 CHILD_ALLOWANCE_AFFAIR = "JM01000000074000"
@@ -51,14 +50,6 @@ CHUKAN_STAFF: tuple[StaffSpec, ...] = (
 def credentials_path(layout: Layout, org: Org, node: str) -> Path:
     """Where a node's demo credentials are written (mode 0600, never committed)."""
     return layout.node_dir(org, node) / "secrets" / CREDENTIALS_FILE
-
-
-def _write_private_json(path: Path, doc: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, ensure_ascii=False, indent=2)
-    os.chmod(path, 0o600)  # also when the file existed with a wider mode
 
 
 def enrol_node_staff(
@@ -94,7 +85,7 @@ def enrol_node_staff(
                     if member.staff_id in previous:
                         doc["staff"][member.staff_id] = previous[member.staff_id]
                     continue
-                password = new_password(member.staff_id, policy)
+                password = generate_password(member.staff_id, policy)
                 made = enrol_staff(
                     s,
                     store.auth,
@@ -126,7 +117,7 @@ def enrol_node_staff(
                 }
     finally:
         store.close()
-    _write_private_json(path, doc)
+    write_private_json(path, doc)
     return path
 
 

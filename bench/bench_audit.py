@@ -98,7 +98,7 @@ def run(url: str, keys_dir: Path, entries: int) -> dict[str, float]:
     ca, org = keys_dir / "ca", keys_dir / "org"
     if not (ca / "ca.crt").exists():
         pki.create_ca(ca)
-    creds = pki.issue_org_credentials(ca, org, ORG, "新宿区")
+    creds = pki.issue_node_credentials(ca, org, ORG, "新宿区", "atena")
     key = envelope.load_signing_key(creds.sig_key)
     public = envelope.public_keys_from_document(
         json.loads(creds.public.read_text(encoding="utf-8"))

@@ -37,10 +37,10 @@ def rate(fn: object, seconds: float = 1.5) -> float:
 
 def bench_envelope(tmp: Path) -> None:
     pki.create_ca(tmp / "ca")
-    creds = pki.issue_org_credentials(tmp / "ca", tmp / "org", "1310410000000000", "新宿区")
+    creds = pki.issue_node_credentials(tmp / "ca", tmp / "org", "1310410000000000", "新宿区", "chukan")
     key = envelope.load_signing_key(creds.sig_key)
     public = envelope.public_keys_from_document(__import__("json").loads(creds.public.read_text()))
-    pub = public["1310410000000000:sig:1"]
+    pub = public["1310410000000000:chukan:sig:1"]
     body = {"atena_no": "000000000000019", "procedure_code": "JT01010000074001", "info_kind_code": "TM00000000000002",
             "provider_org": "1311480000000000", "as_of": "2025-04-01"}
     raw = Ed25519PrivateKey.generate()
@@ -71,7 +71,7 @@ def bench_inquiries(tmp: Path, count: int = 300, concurrency: int = 8) -> None:
         clients = demo.open_clients(layout)
         scenarios = demo.play(layout, pop, clients)
         request = next(sc.request for sc in scenarios if sc.name == "a_move_in_tax")
-        creds = layout.creds_dir(SHINJUKU)
+        creds = layout.creds_dir(SHINJUKU, "atena")
         ctx = pki.client_ssl_context(creds / "tls.crt", creds / "tls.key", layout.ca_cert)
         base = layout.url(SHINJUKU, "atena")
         # Staff S0001 signs in (password + TOTP from set-up's credentials file).

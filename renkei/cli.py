@@ -57,7 +57,8 @@ def pki_init(var: Path = typer.Option(Path("var"), help="データディレク�
     setup.init_pki(layout)
     typer.echo(f"CA: {layout.ca_cert}")
     for org in ORGS:
-        typer.echo(f"{org.name} ({org.org_code}): {layout.creds_dir(org)}")
+        for node in org.nodes:
+            typer.echo(f"{org.name} ({org.org_code}) {node}: {layout.creds_dir(org, node)}")
 
 
 @pki_app.command("terminal")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-NODE_KINDS = ("hub", "jlis", "chukan", "atena", "portal")
+NODE_KINDS = ("hub", "jlis", "chukan", "atena", "portal", "tsa")
 
 
 class ConfigError(Exception):

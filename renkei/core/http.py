@@ -16,6 +16,7 @@ import orjson
 from renkei.core.crypto import envelope
 from renkei.core.errors import PROBLEM_MEDIA_TYPE, Problem
 from renkei.core.messaging import JOSE_MEDIA_TYPE, Message, open_message, seal
+from renkei.core.wire import contract
 
 KeyLookup = Callable[[str], Awaitable[Any | None]]
 
@@ -89,7 +90,17 @@ class PeerClient:
                 except orjson.JSONDecodeError:
                     pass
             raise Problem(502, "peer_error", "連携先でエラーが発生しました。", f"{url}: HTTP {status}")
-        return await self.open(raw.decode("ascii", "replace"), expected_aud=self._org)
+        answer = await self.open(raw.decode("ascii", "replace"), expected_aud=self._org)
+        # A reply must be signed by the kind of node the request was addressed to.
+        expected = contract.responders(typ)
+        if expected and answer.node not in expected:
+            raise Problem(
+                502,
+                "wrong_responder",
+                "連携先の応答が宛先のノードから送られたものではありません。",
+                f"{url}: {typ} answered by {answer.iss}:{answer.node or '?'}",
+            )
+        return answer
 
     async def open(self, token: str, *, expected_aud: str) -> Message:
         try:

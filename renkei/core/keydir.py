@@ -46,13 +46,22 @@ class KeyDirectory:
     def public_key(self, kid: str) -> Any | None:
         return self._public.get(kid)
 
-    def encryption_key(self, org_code: str) -> tuple[str, Any] | None:
-        """The organization's current (not retiring) encryption key."""
+    def encryption_key(self, org_code: str, node: str = "chukan") -> tuple[str, Any] | None:
+        """The current (not retiring) encryption key of one node of the organization.
+
+        Answers are encrypted for the inquirer's chukan, which alone can read them.
+        """
         entry = self.orgs.get(org_code)
         if entry is None:
             return None
         for k in reversed(entry.keys):
-            if k.get("use") == "enc" and k.get("status", "active") == "active":
+            parsed = envelope.parse_kid(str(k.get("kid", "")))
+            if (
+                parsed is not None
+                and parsed.node == node
+                and k.get("use") == "enc"
+                and k.get("status", "active") == "active"
+            ):
                 kid = str(k["kid"])
                 return kid, self._public[kid]
         return None

@@ -2,8 +2,8 @@
 
 A message is a compact JWS (Ed25519) whose payload is JSON:
 ``{"id", "iss", "aud", "typ", "iat", "body"}``. The key id names the sending
-organization (``<機関コード>:sig:<n>``), so the signature says who is speaking;
-TLS only says the peer belongs to our CA.
+organization and node (``<機関コード>:<node kind>:sig:<n>``), so the signature says who
+is speaking; TLS only says the peer belongs to our CA.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class Message:
     typ: str
     iat: int
     body: dict[str, Any]
+    node: str = ""  # the sending node's kind (atena, chukan, hub …), from the signing key's kid
 
 
 def new_message_id() -> str:
@@ -69,10 +70,6 @@ def seal(
     return envelope.sign(orjson.dumps(payload), key)
 
 
-def org_of_kid(kid: str) -> str:
-    return kid.split(":", 1)[0]
-
-
 def open_message(
     token: str,
     public_key: Any | None,
@@ -90,6 +87,7 @@ def open_message(
             exc.code, exc.code
         )
         raise Problem(status, code, "電文の署名を確認できません。", exc.message) from None
+    parsed = envelope.parse_kid(kid)
     try:
         data = orjson.loads(raw)
         msg = Message(
@@ -99,12 +97,13 @@ def open_message(
             typ=str(data["typ"]),
             iat=int(data["iat"]),
             body=dict(data["body"]),
+            node=parsed.node if parsed is not None else "",
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         raise Problem(400, "malformed_message", "電文の形式が誤っています。") from None
     if not _MESSAGE_ID.match(msg.id) or _DIGIT_RUN.search(msg.id):
         raise Problem(400, "malformed_message", "電文IDの形式が誤っています。")
-    if org_of_kid(kid) != msg.iss:
+    if parsed is None or parsed.org_code != msg.iss:
         raise Problem(401, "issuer_mismatch", "電文の送信元と署名鍵の機関が一致しません。")
     if msg.aud != expected_aud:
         raise Problem(403, "wrong_audience", "この電文の宛先は当機関ではありません。", f"aud={msg.aud}")

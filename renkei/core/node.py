@@ -28,6 +28,7 @@ from renkei.core.guard import GuardPolicy, GuardTables, alert_event, check
 from renkei.core.http import PeerClient
 from renkei.core.keydir import KeyDirectory
 from renkei.core.messaging import JOSE_MEDIA_TYPE, Message, open_message, seal
+from renkei.core.wire import contract
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -141,6 +142,15 @@ class NodeRuntime:
             expected_aud=self.org_code,
             now=self.clock(),
             max_skew_seconds=self.config.max_clock_skew_seconds,
+        )
+        # Which node may send what to whom (the wire contract), before any work is done.
+        contract.authorize(
+            receiver=self.config.kind,
+            receiver_org=self.org_code,
+            hub_org=self.config.hub_org_code,
+            typ=msg.typ,
+            sender_org=msg.iss,
+            sender_node=msg.node,
         )
         # Only a verified sender is counted: nobody can spend another peer's allowance.
         self.screen("peer", msg.iss)

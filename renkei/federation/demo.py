@@ -95,7 +95,8 @@ class AtenaClient:
 
     @classmethod
     def open(cls, layout: Layout, org: Org) -> AtenaClient:
-        creds = layout.creds_dir(org)
+        # A business system of the organization, speaking TLS with atena's certificate.
+        creds = layout.creds_dir(org, "atena")
         ctx = pki.client_ssl_context(creds / "tls.crt", creds / "tls.key", layout.ca_cert)
         return cls(
             layout.url(org, "atena"),
@@ -380,7 +381,7 @@ def start(layout: Layout, fed: Federation) -> Federation:
     for org in ORGS:
         for node in org.nodes:
             fed.start(f"{org.name}/{node}", node, layout.config_path(org, node), layout.url(org, node))
-    creds = layout.creds_dir(SHINJUKU)
+    creds = layout.creds_dir(SHINJUKU, "atena")
     fed.wait_healthy(layout.ca_cert, creds / "tls.crt", creds / "tls.key")
     return fed
 

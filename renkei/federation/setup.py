@@ -30,11 +30,12 @@ def terminal_ca_dir(layout: Layout, org: Org) -> Path:
 
 
 def init_pki(layout: Layout, orgs: Iterable[Org] = ORGS) -> None:
-    """Private CA and, per organization, TLS certificate, signing and encryption keys;
+    """Private CA and, per node, its own TLS certificate, signing and encryption keys;
     a terminal CA for each organization with an atena."""
     pki.create_ca(layout.ca_dir)
     for org in orgs:
-        pki.issue_org_credentials(layout.ca_dir, layout.creds_dir(org), org.org_code, org.name)
+        for node in org.nodes:
+            pki.issue_node_credentials(layout.ca_dir, layout.creds_dir(org, node), org.org_code, org.name, node)
         if "atena" in org.nodes:
             pki.create_terminal_ca(terminal_ca_dir(layout, org), org.org_code)
 
@@ -80,9 +81,19 @@ def write_configs(layout: Layout, database_urls: dict[str, str] | None = None) -
     return out
 
 
-def public_doc(layout: Layout, org: Org) -> dict[str, Any]:
-    doc: dict[str, Any] = json.loads((layout.creds_dir(org) / "public.json").read_text(encoding="utf-8"))
+def node_public_doc(layout: Layout, org: Org, node: str) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads((layout.creds_dir(org, node) / "public.json").read_text(encoding="utf-8"))
     return doc
+
+
+def public_doc(layout: Layout, org: Org) -> dict[str, Any]:
+    """What the hub registers for an organization: the public keys of all its nodes."""
+    docs = [node_public_doc(layout, org, node) for node in org.nodes]
+    return {
+        "org_code": org.org_code,
+        "name": org.name,
+        "keys": [key for doc in docs for key in doc["keys"]],
+    }
 
 
 def register_organizations(layout: Layout) -> None:

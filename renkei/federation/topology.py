@@ -49,8 +49,9 @@ class Layout:
     def ca_cert(self) -> Path:
         return self.ca_dir / "ca.crt"
 
-    def creds_dir(self, org: Org) -> Path:
-        return self.root / "pki" / "orgs" / org.slug
+    def creds_dir(self, org: Org, node: str) -> Path:
+        """One node's own certificate and keys: every node has its own (DESIGN.md §3)."""
+        return self.root / "pki" / "orgs" / org.slug / node
 
     def node_dir(self, org: Org, node: str) -> Path:
         return self.root / org.slug / node
@@ -73,7 +74,7 @@ class Layout:
 
 
 def node_config(layout: Layout, org: Org, node: str, database_url: str | None = None) -> dict[str, dict[str, Any]]:
-    creds = layout.creds_dir(org).resolve()
+    creds = layout.creds_dir(org, node).resolve()
     node_section: dict[str, Any] = {
         "kind": node,
         "org_code": org.org_code,
@@ -93,7 +94,7 @@ def node_config(layout: Layout, org: Org, node: str, database_url: str | None = 
             "sig": str(creds / "sig.jwk"),
             "enc": str(creds / "enc.jwk"),
             "public": str(creds / "public.json"),
-            "hub_public": str((layout.creds_dir(HUB) / "public.json").resolve()),
+            "hub_public": str((layout.creds_dir(HUB, "hub") / "public.json").resolve()),
         },
         "peers": {"hub": layout.url(HUB, "hub"), "jlis": layout.url(JLIS, "jlis")},
         "extra": {"jlis_org_code": JLIS.org_code},

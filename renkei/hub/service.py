@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from renkei.catalogue import Catalogue
 from renkei.core import ids
+from renkei.core.crypto.envelope import parse_kid
 from renkei.core.crypto.field import create_secret_file
 from renkei.core.db import KernelTables
 from renkei.core.errors import Problem
@@ -50,6 +51,17 @@ def load_or_create_secret(path: Path) -> bytes:
 # --- registry ---------------------------------------------------------------
 
 
+# The kinds of node an organization of each registered role runs: a member
+# municipality or agency its atena and chukan, the national pieces one node each.
+NODES_OF_ROLE: dict[str, frozenset[str]] = {
+    "member": frozenset({"atena", "chukan"}),
+    "hub": frozenset({"hub"}),
+    "jlis": frozenset({"jlis"}),
+    "tsa": frozenset({"tsa"}),
+    "portal": frozenset({"portal"}),
+}
+
+
 def register_org(
     session: Session,
     public_doc: dict[str, Any],
@@ -60,18 +72,34 @@ def register_org(
     chukan_url: str | None = None,
     role: str = "member",
 ) -> Organization:
-    """Add or update an organization and its public keys (keys are never deleted: rotation)."""
+    """Add or update an organization and its nodes' public keys (keys are never deleted: rotation).
+
+    ``public_doc`` lists the keys of every node of the organization; each kid names its
+    node (``<機関コード>:<node kind>:<use>:<n>``), and only node kinds the role runs are
+    accepted, so that no member can publish a key speaking as the hub or J-LIS.
+    """
     org_code = str(public_doc["org_code"])
     if ids.check(ids.IdKind.ORG_CODE, org_code) is not None:
         raise Problem(422, "invalid_org_code", "機関コードの形式が誤っています。", org_code)
+    if role not in NODES_OF_ROLE:
+        raise Problem(422, "invalid_role", "機関の役割が誤っています。", role)
     for k in public_doc.get("keys", []):
-        owner = session.get(OrgKey, str(k.get("kid", "")))
-        if not str(k.get("kid", "")).startswith(org_code + ":") or (owner is not None and owner.org_code != org_code):
+        kid = str(k.get("kid", ""))
+        parsed = parse_kid(kid)
+        owner = session.get(OrgKey, kid)
+        if parsed is None or parsed.org_code != org_code or (owner is not None and owner.org_code != org_code):
             raise Problem(
                 422,
                 "key_owner_mismatch",
                 "公開鍵の鍵IDが登録する機関のものではありません。",
-                str(k.get("kid", "")),
+                kid,
+            )
+        if parsed.node not in NODES_OF_ROLE[role]:
+            raise Problem(
+                422,
+                "key_node_not_allowed",
+                "この機関の役割では登録できないノードの公開鍵です。",
+                f"{kid} (role {role})",
             )
     org = session.get(Organization, org_code)
     if org is None:

@@ -57,7 +57,7 @@ def _dead_base_port() -> int:
 def _pki_template(base: Path) -> Path:
     """The demo organizations' keys, made once per test run under the run's temp dir."""
     root = base / "renkei-api-pki"
-    if not (root / "pki" / "orgs" / NENKIN.slug / "public.json").exists():
+    if not (root / "pki" / "orgs" / NENKIN.slug / "chukan" / "public.json").exists():
         shutil.rmtree(root, ignore_errors=True)
         setup.init_pki(Layout(root))
     return root / "pki"
@@ -70,8 +70,9 @@ class Federation:
     def config(self, org: Org, node: str) -> NodeConfig:
         return load_config(self.layout.config_path(org, node))
 
-    def key(self, org: Org) -> envelope.SigningKey:
-        return envelope.load_signing_key(self.layout.creds_dir(org) / "sig.jwk")
+    def key(self, org: Org, node: str | None = None) -> envelope.SigningKey:
+        """A node's signing key; by default the node that talks to the hub (a member's chukan)."""
+        return envelope.load_signing_key(self.layout.creds_dir(org, node or org.nodes[-1]) / "sig.jwk")
 
     def public_doc(self, org: Org) -> dict[str, Any]:
         return setup.public_doc(self.layout, org)
@@ -86,8 +87,9 @@ class Federation:
         iss: str | None = None,
         message_id: str | None = None,
         now: datetime | None = None,
+        node: str | None = None,
     ) -> str:
-        key = self.key(sender) if isinstance(sender, Org) else sender
+        key = self.key(sender, node) if isinstance(sender, Org) else sender
         issuer = (
             iss
             if iss is not None
@@ -109,7 +111,8 @@ class Federation:
         root = self.layout.root / "second-ca"
         if not (root / "ca" / "ca.crt").exists():
             pki.create_ca(root / "ca", "someone else's CA")
-        creds = pki.issue_org_credentials(root / "ca", root / org.slug, org.org_code, org.name)
+        node = org.nodes[-1]
+        creds = pki.issue_node_credentials(root / "ca", root / org.slug / node, org.org_code, org.name, node)
         return envelope.load_signing_key(creds.sig_key)
 
     def stranger_org(self, org_code: str = "3999999999999999") -> envelope.SigningKey:
@@ -117,13 +120,13 @@ class Federation:
         root = self.layout.root / "second-ca"
         if not (root / "ca" / "ca.crt").exists():
             pki.create_ca(root / "ca", "someone else's CA")
-        creds = pki.issue_org_credentials(
-            root / "ca", root / f"org-{org_code}", org_code, "未登録機関（架空）"
+        creds = pki.issue_node_credentials(
+            root / "ca", root / f"org-{org_code}", org_code, "未登録機関（架空）", "chukan"
         )
         return envelope.load_signing_key(creds.sig_key)
 
 
-def fresh_ed25519(kid: str = "1234567890123456:sig:1") -> envelope.SigningKey:
+def fresh_ed25519(kid: str = "1234567890123456:chukan:sig:1") -> envelope.SigningKey:
     key = OKPKey.generate_key("Ed25519", {"kid": kid, "use": "sig"})
     return envelope.SigningKey(key=key, kid=kid)
 

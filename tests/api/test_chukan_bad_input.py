@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from renkei.chukan.app import create_app
 from renkei.chukan.models import Base
 from renkei.core import ids
-from renkei.federation.topology import HUB, NAKANO, SHINJUKU
+from renkei.federation.topology import HUB, NAKANO, SHINJUKU, Org
 from tests.api.fed import (
     JOSE,
     Federation,
@@ -50,15 +50,27 @@ class Chukan:
     def counts(self) -> dict[str, int]:
         return counts(self.app.state.rt.engine, Base.metadata)
 
-    def send(self, path: str, sender: Any, typ: str, body: dict[str, Any]) -> Any:
-        token = self.fed.seal(sender, SHINJUKU, typ, body)
+    def send(
+        self, path: str, sender: Any, typ: str, body: dict[str, Any], node: str | None = None
+    ) -> Any:
+        # A member organization speaks to a chukan from its atena unless the test says otherwise.
+        if node is None and isinstance(sender, Org) and "atena" in sender.nodes and typ in _ATENA_TYPES:
+            node = "atena"
+        token = self.fed.seal(sender, SHINJUKU, typ, body, node=node)
         return self.client.post(path, content=token.encode(), headers=JOSE)
 
     def refused(
-        self, path: str, sender: Any, typ: str, body: dict[str, Any], status: int, code: str
+        self,
+        path: str,
+        sender: Any,
+        typ: str,
+        body: dict[str, Any],
+        status: int,
+        code: str,
+        node: str | None = None,
     ) -> dict[str, Any]:
         before = self.counts()
-        problem = assert_problem(self.send(path, sender, typ, body), status, code)
+        problem = assert_problem(self.send(path, sender, typ, body, node), status, code)
         unchanged(before, self.counts())
         return problem
 
@@ -66,8 +78,10 @@ class Chukan:
 @pytest.fixture(scope="module")
 def chukan(fed: Federation) -> Iterator[Chukan]:
     app = create_app(fed.config(SHINJUKU, "chukan"))
-    # As if the registry had been fetched from the hub: Nakano's keys are known.
+    # As if the registry had been fetched from the hub: Nakano's keys and those of
+    # Shinjuku's other node (atena) are known.
     app.state.rt.registry.directory.add(fed.public_doc(NAKANO))
+    app.state.rt.registry.directory.add(fed.public_doc(SHINJUKU))
     with TestClient(app) as client:
         yield Chukan(fed, app, client)
 
@@ -125,7 +139,24 @@ HUB_ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+_ATENA_TYPES = {typ for typ, _body in OWN_ATENA_ROUTES.values()}
+
+
 # --- who may send what ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", list(OWN_ATENA_ROUTES))
+def test_the_own_chukan_key_is_not_the_atenas(chukan: Chukan, path: str) -> None:
+    """Every node has its own key: the organization's chukan key does not speak for atena."""
+    typ, body = OWN_ATENA_ROUTES[path]
+    problem = chukan.refused(path, SHINJUKU, typ, body, 403, "sender_not_allowed", node="chukan")
+    assert "団体内統合宛名システム" in problem["title"]
+
+
+@pytest.mark.parametrize("path", list(HUB_ROUTES))
+def test_the_own_atena_cannot_speak_as_the_hub(chukan: Chukan, path: str) -> None:
+    typ, body = HUB_ROUTES[path]
+    chukan.refused(path, SHINJUKU, typ, body, 403, "sender_not_allowed", node="atena")
 
 
 @pytest.mark.parametrize("sender", [NAKANO, HUB], ids=lambda o: o.slug)

@@ -132,7 +132,7 @@ def test_garbage_body_is_malformed(hub: Hub, path: str, garbage: bytes) -> None:
 @pytest.mark.parametrize("path", PATHS)
 def test_made_up_kid_is_unknown_organization(hub: Hub, path: str) -> None:
     typ, sender, body = ROUTES[path]
-    token = hub.fed.seal(fresh_ed25519("1234567890123456:sig:1"), HUB, typ, body)
+    token = hub.fed.seal(fresh_ed25519("1234567890123456:chukan:sig:1"), HUB, typ, body)
     _refused(hub, path, token, 401, "unknown_organization")
 
 
@@ -320,9 +320,20 @@ def test_boolean_count_is_not_a_count(hub: Hub, count: bool) -> None:
     _refused(hub, "/v1/acquisitions", token, 422, "bad_count")
 
 
-def test_acquisitions_only_for_members_with_a_chukan(hub: Hub) -> None:
+def test_acquisitions_only_from_a_chukan(hub: Hub) -> None:
     token = hub.fed.seal(JLIS, HUB, "acquisition.create", {"count": 1})
-    _refused(hub, "/v1/acquisitions", token, 403, "not_a_member")
+    _refused(hub, "/v1/acquisitions", token, 403, "sender_not_allowed")
+
+
+@pytest.mark.parametrize("path", ["/v1/acquisitions", "/v1/inquiries"])
+def test_a_members_atena_cannot_bypass_its_chukan(hub: Hub, path: str) -> None:
+    """The probe's finding: with the organization's one key, an inquiry went straight to
+    the hub from atena. Every node now has its own key, and the hub takes acquisitions
+    and inquiries from a chukan only."""
+    typ, sender, body = ROUTES[path]
+    token = hub.fed.seal(sender, HUB, typ, body, node="atena")
+    problem = _refused(hub, path, token, 403, "sender_not_allowed")
+    assert "中間サーバー" in problem["title"] and "団体内統合宛名システム" in problem["title"]
 
 
 # --- resolve: only J-LIS ------------------------------------------------------------------

@@ -46,7 +46,7 @@ class Keys:
 def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
     ca = tmp_path_factory.mktemp("ca")
     pki.create_ca(ca)
-    creds = pki.issue_org_credentials(ca, tmp_path_factory.mktemp("org"), ORG, "新宿区")
+    creds = pki.issue_node_credentials(ca, tmp_path_factory.mktemp("org"), ORG, "新宿区", "chukan")
     public = envelope.public_keys_from_document(
         json.loads(creds.public.read_text(encoding="utf-8"))
     )
@@ -392,7 +392,7 @@ def _forge_checkpoint(env: Env, seq: int, key: envelope.SigningKey) -> None:
         )
 
 
-_OTHER_KEY = OKPKey.generate_key("Ed25519", parameters={"kid": f"{ORG}:sig:1"})
+_OTHER_KEY = OKPKey.generate_key("Ed25519", parameters={"kid": f"{ORG}:chukan:sig:1"})
 
 TAMPERING: dict[str, tuple[Callable[[Env], None], str, int]] = {
     "edit a field": (
@@ -457,12 +457,12 @@ TAMPERING: dict[str, tuple[Callable[[Env], None], str, int]] = {
         0,
     ),
     "forge a checkpoint signature": (
-        lambda e: _forge_checkpoint(e, 10, envelope.SigningKey(_OTHER_KEY, f"{ORG}:sig:1")),
+        lambda e: _forge_checkpoint(e, 10, envelope.SigningKey(_OTHER_KEY, f"{ORG}:chukan:sig:1")),
         "bad_checkpoint_signature",
         10,
     ),
     "sign with an unknown key": (
-        lambda e: _forge_checkpoint(e, 5, envelope.SigningKey(_OTHER_KEY, f"{ORG}:sig:9")),
+        lambda e: _forge_checkpoint(e, 5, envelope.SigningKey(_OTHER_KEY, f"{ORG}:chukan:sig:9")),
         "bad_checkpoint_signature",
         5,
     ),

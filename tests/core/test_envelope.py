@@ -28,10 +28,10 @@ from renkei.core.crypto.envelope import (
     verify,
 )
 from renkei.core.crypto.pki import (
-    OrgCredentials,
+    NodeCredentials,
     create_ca,
-    issue_org_credentials,
-    rotate_org_keys,
+    issue_node_credentials,
+    rotate_node_keys,
 )
 
 SHINJUKU = "1310410000000001"
@@ -41,14 +41,14 @@ PAYLOAD = json.dumps({"id": "m-1", "個人番号": "123456789018"}, ensure_ascii
 
 @dataclass
 class Org:
-    creds: OrgCredentials
+    creds: NodeCredentials
     sig: SigningKey
     enc: EncryptionKey
     public: dict[str, Any]
 
 
 def _org(ca: Path, directory: Path, code: str, name: str) -> Org:
-    creds = issue_org_credentials(ca, directory, code, name)
+    creds = issue_node_credentials(ca, directory, code, name, "chukan")
     return Org(
         creds=creds,
         sig=load_signing_key(creds.sig_key),
@@ -95,7 +95,7 @@ def _code(fn: Callable[..., object], *args: Any) -> str:
 def test_sign_verify_round_trip(shinjuku: Org) -> None:
     token = sign(PAYLOAD, shinjuku.sig)
     header = json.loads(_b64d(token.split(".")[0]))
-    assert header == {"alg": "Ed25519", "kid": f"{SHINJUKU}:sig:1", "typ": "JOSE"}
+    assert header == {"alg": "Ed25519", "kid": f"{SHINJUKU}:chukan:sig:1", "typ": "JOSE"}
     assert peek_kid(token) == shinjuku.sig.kid
     assert verify(token, shinjuku.public.get) == (shinjuku.sig.kid, PAYLOAD)
 
@@ -249,7 +249,7 @@ def test_rotation_keeps_old_messages_valid(ca: Path, tmp_path: Path) -> None:
     before_sig = sign(PAYLOAD, org.sig)
     before_enc = encrypt(PAYLOAD, org.public[org.enc.kid], org.enc.kid)
 
-    new_sig_kid, new_enc_kid = rotate_org_keys(org.creds.directory, SHINJUKU)
+    new_sig_kid, new_enc_kid = rotate_node_keys(org.creds.directory, SHINJUKU, "chukan")
     rotated = _org(ca, tmp_path / "org", SHINJUKU, "新宿区")
     assert (rotated.sig.kid, rotated.enc.kid) == (new_sig_kid, new_enc_kid)
     assert rotated.public.keys() == {org.sig.kid, org.enc.kid, new_sig_kid, new_enc_kid}

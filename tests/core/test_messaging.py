@@ -23,8 +23,8 @@ PEER = "1311480000000000"
 def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[envelope.SigningKey, KeyDirectory, envelope.SigningKey]:
     tmp = tmp_path_factory.mktemp("pki")
     pki.create_ca(tmp / "ca")
-    a = pki.issue_org_credentials(tmp / "ca", tmp / "a", ORG, "新宿区")
-    b = pki.issue_org_credentials(tmp / "ca", tmp / "b", PEER, "中野区")
+    a = pki.issue_node_credentials(tmp / "ca", tmp / "a", ORG, "新宿区", "chukan")
+    b = pki.issue_node_credentials(tmp / "ca", tmp / "b", PEER, "中野区", "chukan")
     kd = KeyDirectory.from_documents([json.loads(a.public.read_text()), json.loads(b.public.read_text())])
     return envelope.load_signing_key(a.sig_key), kd, envelope.load_signing_key(b.sig_key)
 

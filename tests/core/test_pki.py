@@ -15,14 +15,16 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from renkei.core.crypto.envelope import EnvelopeError, public_keys_from_document
 from renkei.core.crypto.pki import (
-    OrgCredentials,
+    NodeCredentials,
     PkiError,
     client_ssl_context,
     create_ca,
-    issue_org_credentials,
+    issue_node_credentials,
+    node_of_certificate,
     org_code_of_certificate,
-    rotate_org_keys,
+    rotate_node_keys,
     server_ssl_context,
 )
 
@@ -34,9 +36,9 @@ NAKANO = "1311480000000001"
 class World:
     ca: Path
     other_ca: Path
-    shinjuku: OrgCredentials
-    nakano: OrgCredentials
-    rogue: OrgCredentials  # issued by a different CA
+    shinjuku: NodeCredentials
+    nakano: NodeCredentials
+    rogue: NodeCredentials  # issued by a different CA
 
 
 @pytest.fixture(scope="module")
@@ -48,9 +50,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     return World(
         ca=root / "ca",
         other_ca=root / "other-ca",
-        shinjuku=issue_org_credentials(root / "ca", root / "shinjuku", SHINJUKU, "新宿区"),
-        nakano=issue_org_credentials(root / "ca", root / "nakano", NAKANO, "中野区"),
-        rogue=issue_org_credentials(root / "other-ca", root / "rogue", NAKANO, "中野区"),
+        shinjuku=issue_node_credentials(root / "ca", root / "shinjuku", SHINJUKU, "新宿区", "chukan"),
+        nakano=issue_node_credentials(root / "ca", root / "nakano", NAKANO, "中野区", "chukan"),
+        rogue=issue_node_credentials(root / "other-ca", root / "rogue", NAKANO, "中野区", "chukan"),
     )
 
 
@@ -110,47 +112,82 @@ def test_public_document(world: World) -> None:
     doc = json.loads(world.shinjuku.public.read_text(encoding="utf-8"))
     assert doc["org_code"] == SHINJUKU and doc["name"] == "新宿区"
     by_use = {k["use"]: k for k in doc["keys"]}
-    assert by_use["sig"]["kid"] == f"{SHINJUKU}:sig:1" and by_use["sig"]["crv"] == "Ed25519"
-    assert by_use["enc"]["kid"] == f"{SHINJUKU}:enc:1" and by_use["enc"]["crv"] == "X25519"
+    assert by_use["sig"]["kid"] == f"{SHINJUKU}:chukan:sig:1" and by_use["sig"]["crv"] == "Ed25519"
+    assert by_use["enc"]["kid"] == f"{SHINJUKU}:chukan:enc:1" and by_use["enc"]["crv"] == "X25519"
     assert all("d" not in k for k in doc["keys"])
     sig = json.loads(world.shinjuku.sig_key.read_text())
-    assert sig["kid"] == f"{SHINJUKU}:sig:1" and "d" in sig
+    assert sig["kid"] == f"{SHINJUKU}:chukan:sig:1" and "d" in sig
 
 
 def test_issue_is_idempotent(world: World) -> None:
     creds = world.nakano
     paths = (creds.tls_cert, creds.tls_key, creds.sig_key, creds.enc_key, creds.public)
     before = [p.read_bytes() for p in paths]
-    again = issue_org_credentials(world.ca, creds.directory, NAKANO, "中野区")
+    again = issue_node_credentials(world.ca, creds.directory, NAKANO, "中野区", "chukan")
     assert again == creds
     assert [p.read_bytes() for p in paths] == before
 
 
 def test_issue_refuses_another_organizations_directory(world: World) -> None:
     with pytest.raises(PkiError):
-        issue_org_credentials(world.ca, world.nakano.directory, SHINJUKU, "新宿区")
+        issue_node_credentials(world.ca, world.nakano.directory, SHINJUKU, "新宿区", "chukan")
 
 
 def test_rotation_publishes_new_and_retiring_keys(tmp_path: Path, world: World) -> None:
-    creds = issue_org_credentials(world.ca, tmp_path / "org", SHINJUKU, "新宿区")
+    creds = issue_node_credentials(world.ca, tmp_path / "org", SHINJUKU, "新宿区", "chukan")
     old_sig = json.loads(creds.sig_key.read_text())
-    assert rotate_org_keys(creds.directory, SHINJUKU) == (f"{SHINJUKU}:sig:2", f"{SHINJUKU}:enc:2")
+    assert rotate_node_keys(creds.directory, SHINJUKU, "chukan") == (f"{SHINJUKU}:chukan:sig:2", f"{SHINJUKU}:chukan:enc:2")
     assert json.loads((creds.directory / "sig.1.jwk").read_text()) == old_sig
     for name in ("sig.jwk", "enc.jwk", "sig.1.jwk", "enc.1.jwk"):
         assert _mode(creds.directory / name) == 0o600
     keys = {k["kid"]: k for k in json.loads(creds.public.read_text())["keys"]}
-    assert set(keys) == {f"{SHINJUKU}:{u}:{n}" for u in ("sig", "enc") for n in (1, 2)}
-    assert keys[f"{SHINJUKU}:sig:1"]["status"] == "retiring"
-    assert "status" not in keys[f"{SHINJUKU}:sig:2"]
+    assert set(keys) == {f"{SHINJUKU}:chukan:{u}:{n}" for u in ("sig", "enc") for n in (1, 2)}
+    assert keys[f"{SHINJUKU}:chukan:sig:1"]["status"] == "retiring"
+    assert "status" not in keys[f"{SHINJUKU}:chukan:sig:2"]
     # re-running issue must not drop the retiring keys from public.json
-    issue_org_credentials(world.ca, creds.directory, SHINJUKU, "新宿区")
+    issue_node_credentials(world.ca, creds.directory, SHINJUKU, "新宿区", "chukan")
     assert len(json.loads(creds.public.read_text())["keys"]) == 4
     # a second rotation keeps only the previous generation
-    rotate_org_keys(creds.directory, SHINJUKU)
+    rotate_node_keys(creds.directory, SHINJUKU, "chukan")
     kids = {k["kid"] for k in json.loads(creds.public.read_text())["keys"]}
-    assert kids == {f"{SHINJUKU}:{u}:{n}" for u in ("sig", "enc") for n in (2, 3)}
+    assert kids == {f"{SHINJUKU}:chukan:{u}:{n}" for u in ("sig", "enc") for n in (2, 3)}
     with pytest.raises(PkiError):
-        rotate_org_keys(creds.directory, NAKANO)
+        rotate_node_keys(creds.directory, NAKANO, "chukan")
+    with pytest.raises(PkiError):
+        rotate_node_keys(creds.directory, SHINJUKU, "atena")
+
+
+def test_every_node_has_its_own_certificate_and_keys(tmp_path: Path, world: World) -> None:
+    """atena and chukan of one organization: different TLS keys, different JOSE keys,
+    certificates that name the organization and the node kind; rotation of one node
+    leaves the other alone."""
+    atena = issue_node_credentials(world.ca, tmp_path / "atena", SHINJUKU, "新宿区", "atena")
+    chukan = issue_node_credentials(world.ca, tmp_path / "chukan", SHINJUKU, "新宿区", "chukan")
+    assert atena.tls_key.read_bytes() != chukan.tls_key.read_bytes()
+    for creds, node in ((atena, "atena"), (chukan, "chukan")):
+        pem = creds.tls_cert.read_bytes()
+        assert (org_code_of_certificate(pem), node_of_certificate(pem)) == (SHINJUKU, node)
+        doc = json.loads(creds.public.read_text())
+        assert doc["node"] == node
+        assert {k["kid"] for k in doc["keys"]} == {f"{SHINJUKU}:{node}:sig:1", f"{SHINJUKU}:{node}:enc:1"}
+    before = chukan.sig_key.read_bytes()
+    rotate_node_keys(atena.directory, SHINJUKU, "atena")
+    assert chukan.sig_key.read_bytes() == before
+    # A node's directory is never re-issued as another node of the same organization.
+    with pytest.raises(PkiError):
+        issue_node_credentials(world.ca, atena.directory, SHINJUKU, "新宿区", "chukan")
+    with pytest.raises(PkiError):
+        issue_node_credentials(world.ca, tmp_path / "x", SHINJUKU, "新宿区", "gateway")
+
+
+def test_a_public_document_cannot_speak_for_another_node(world: World) -> None:
+    doc = json.loads(world.shinjuku.public.read_text())
+    doc["node"] = "atena"  # chukan's keys presented as atena's
+    with pytest.raises(EnvelopeError):
+        public_keys_from_document(doc)
+    old_style = {"org_code": SHINJUKU, "keys": [{**doc["keys"][0], "kid": f"{SHINJUKU}:sig:1"}]}
+    with pytest.raises(EnvelopeError):
+        public_keys_from_document(old_style)
 
 
 # --- mutual TLS ---------------------------------------------------------------------
@@ -201,11 +238,11 @@ def _handshake(
     return out
 
 
-def _server(creds: OrgCredentials, ca: Path) -> ssl.SSLContext:
+def _server(creds: NodeCredentials, ca: Path) -> ssl.SSLContext:
     return server_ssl_context(creds.tls_cert, creds.tls_key, ca / "ca.crt")
 
 
-def _client(creds: OrgCredentials, ca: Path) -> ssl.SSLContext:
+def _client(creds: NodeCredentials, ca: Path) -> ssl.SSLContext:
     return client_ssl_context(creds.tls_cert, creds.tls_key, ca / "ca.crt")
 
 

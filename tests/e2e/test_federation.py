@@ -250,7 +250,7 @@ def test_peer_without_our_certificate_is_refused(run: Run, target: str, tmp_path
     org = {"hub": HUB, "chukan": NAKANO, "atena": SHINJUKU}[target]
     url = run.layout.url(org, target)
     # A good client certificate works.
-    creds = run.layout.creds_dir(SHINJUKU)
+    creds = run.layout.creds_dir(SHINJUKU, "atena")
     _handshake(url, pki.client_ssl_context(creds / "tls.crt", creds / "tls.key", run.layout.ca_cert))
     # No client certificate.
     bare = ssl.create_default_context(cafile=str(run.layout.ca_cert))
@@ -258,9 +258,41 @@ def test_peer_without_our_certificate_is_refused(run: Run, target: str, tmp_path
         _handshake(url, bare)
     # A certificate from a foreign CA naming a known organization.
     pki.create_ca(tmp_path / "ca")
-    foreign = pki.issue_org_credentials(tmp_path / "ca", tmp_path / "org", SHINJUKU.org_code, "偽の新宿区")
+    foreign = pki.issue_node_credentials(tmp_path / "ca", tmp_path / "org", SHINJUKU.org_code, "偽の新宿区", "chukan")
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         _handshake(url, pki.client_ssl_context(foreign.tls_cert, foreign.tls_key, run.layout.ca_cert))
+
+
+def test_atena_key_cannot_inquire_at_the_hub(run: Run) -> None:
+    """The probe's bypass: an inquiry signed with the organization's atena key (and sent
+    over atena's TLS certificate) straight to the hub. Each node now has its own key and
+    the hub takes inquiries from a chukan only: refused before the rule check, nothing
+    recorded."""
+    import httpx
+
+    from renkei.core.crypto import envelope
+    from renkei.core.messaging import JOSE_MEDIA_TYPE, seal
+
+    creds = run.layout.creds_dir(SHINJUKU, "atena")
+    key = envelope.load_signing_key(creds / "sig.jwk")
+    assert key.kid.startswith(f"{SHINJUKU.org_code}:atena:sig:")
+    body = {
+        "pseudonym": "p" * 43,
+        "provider_org": NAKANO.org_code,
+        "procedure_code": "JT01010000074001",
+        "info_kind_code": "TM00000000000002",
+        "as_of": "2024-06-01",
+    }
+    before = _hub_rows(run, "select count(*) from provision_records")
+    ctx = pki.client_ssl_context(creds / "tls.crt", creds / "tls.key", run.layout.ca_cert)
+    with httpx.Client(verify=ctx, timeout=10) as client:
+        r = client.post(
+            run.layout.url(HUB, "hub") + "/v1/inquiries",
+            content=seal(key, SHINJUKU.org_code, HUB.org_code, "inquiry.request", body).encode(),
+            headers={"content-type": JOSE_MEDIA_TYPE},
+        )
+    assert r.status_code == 403 and r.json()["code"] == "sender_not_allowed", r.text
+    assert _hub_rows(run, "select count(*) from provision_records") == before
 
 
 def test_demo_command_writes_report_and_population(tmp_path: Path) -> None:

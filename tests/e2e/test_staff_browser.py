@@ -133,7 +133,7 @@ def atena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Atena]:
     fed = Federation()
     try:
         fed.start("新宿区/atena", "atena", config, layout.url(SHINJUKU, "atena"))
-        creds = layout.creds_dir(SHINJUKU)
+        creds = layout.creds_dir(SHINJUKU, "atena")
         fed.wait_healthy(layout.ca_cert, creds / "tls.crt", creds / "tls.key")
         staff_url = setup.staff_url(layout, SHINJUKU)
         _wait_for_staff_port(staff_url, layout.ca_cert, terminal)

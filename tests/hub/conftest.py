@@ -50,8 +50,9 @@ def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def public_docs(ca_dir: Path) -> dict[str, dict[str, Any]]:
     """Real public.json documents of every organization, issued once per session."""
     docs = {}
-    for code, (name, *_rest) in ORGS.items():
-        creds = pki.issue_org_credentials(ca_dir, ca_dir.parent / code, code, name)
+    for code, (name, _kind, role, _url) in ORGS.items():
+        node = role if role in {"hub", "jlis"} else "chukan"
+        creds = pki.issue_node_credentials(ca_dir, ca_dir.parent / code, code, name, node)
         docs[code] = json.loads(creds.public.read_text(encoding="utf-8"))
     return docs
 

@@ -46,10 +46,10 @@ def test_register_org_stores_organization_and_its_keys(
     stored = session.get(Organization, SHINJUKU)
     assert stored is not None and stored.registered_at == NOW
     assert _kids(session, SHINJUKU) == {
-        f"{SHINJUKU}:sig:1": "active",
-        f"{SHINJUKU}:enc:1": "active",
+        f"{SHINJUKU}:chukan:sig:1": "active",
+        f"{SHINJUKU}:chukan:enc:1": "active",
     }
-    sig = session.get(OrgKey, f"{SHINJUKU}:sig:1")
+    sig = session.get(OrgKey, f"{SHINJUKU}:chukan:sig:1")
     assert sig is not None and sig.use == "sig"
     assert sig.jwk["crv"] == "Ed25519" and sig.jwk["x"] == doc["keys"][0]["x"]
     assert "d" not in sig.jwk  # public part only
@@ -77,15 +77,15 @@ def test_reregister_after_rotation_keeps_old_key_ids(
     session: Session, ca_dir: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "other"
-    creds = pki.issue_org_credentials(ca_dir, out, OTHER, "架空市")
+    creds = pki.issue_node_credentials(ca_dir, out, OTHER, "架空市", "chukan")
     service.register_org(session, json.loads(creds.public.read_text()), kind="市町村長", now=NOW)
     session.commit()
-    old_sig = session.get(OrgKey, f"{OTHER}:sig:1")
+    old_sig = session.get(OrgKey, f"{OTHER}:chukan:sig:1")
     assert old_sig is not None
     old_x = old_sig.jwk["x"]
 
-    new_sig, new_enc = pki.rotate_org_keys(out, OTHER)
-    assert (new_sig, new_enc) == (f"{OTHER}:sig:2", f"{OTHER}:enc:2")
+    new_sig, new_enc = pki.rotate_node_keys(out, OTHER, "chukan")
+    assert (new_sig, new_enc) == (f"{OTHER}:chukan:sig:2", f"{OTHER}:chukan:enc:2")
     later = NOW + timedelta(days=1)
     org = service.register_org(
         session,
@@ -98,22 +98,22 @@ def test_reregister_after_rotation_keeps_old_key_ids(
     assert org.registered_at == NOW  # the first registration time is kept
     assert org.chukan_url == "https://x"
     assert _kids(session, OTHER) == {
-        f"{OTHER}:sig:1": "retiring",
-        f"{OTHER}:enc:1": "retiring",
-        f"{OTHER}:sig:2": "active",
-        f"{OTHER}:enc:2": "active",
+        f"{OTHER}:chukan:sig:1": "retiring",
+        f"{OTHER}:chukan:enc:1": "retiring",
+        f"{OTHER}:chukan:sig:2": "active",
+        f"{OTHER}:chukan:enc:2": "active",
     }
-    kept = session.get(OrgKey, f"{OTHER}:sig:1")
+    kept = session.get(OrgKey, f"{OTHER}:chukan:sig:1")
     assert kept is not None and kept.jwk["x"] == old_x  # the old public key is unchanged
 
     # A second rotation drops version 1 from public.json; the hub never deletes a key.
-    pki.rotate_org_keys(out, OTHER)
+    pki.rotate_node_keys(out, OTHER, "chukan")
     service.register_org(session, json.loads(creds.public.read_text()), kind="市町村長", now=later)
     session.commit()
     kids = _kids(session, OTHER)
     assert len(kids) == 6
-    assert kids[f"{OTHER}:sig:2"] == "retiring" and kids[f"{OTHER}:sig:3"] == "active"
-    assert f"{OTHER}:sig:1" in kids
+    assert kids[f"{OTHER}:chukan:sig:2"] == "retiring" and kids[f"{OTHER}:chukan:sig:3"] == "active"
+    assert f"{OTHER}:chukan:sig:1" in kids
 
 
 def test_registry_documents(session: Session, federation: Session) -> None:
@@ -124,7 +124,7 @@ def test_registry_documents(session: Session, federation: Session) -> None:
     assert shinjuku["endpoints"] == {"chukan": "https://127.0.0.1:9101/"}
     assert docs[JLIS]["endpoints"] == {}
     assert [k["kid"] for k in shinjuku["keys"]] == sorted(
-        [f"{SHINJUKU}:enc:1", f"{SHINJUKU}:sig:1"]
+        [f"{SHINJUKU}:chukan:enc:1", f"{SHINJUKU}:chukan:sig:1"]
     )
     assert all(k["status"] == "active" for k in shinjuku["keys"])
     assert all(k["kid"].startswith(SHINJUKU) for k in shinjuku["keys"])
@@ -140,16 +140,16 @@ def test_registry_documents(session: Session, federation: Session) -> None:
 
 def test_key_document(session: Session, federation: Session) -> None:
     assert service.key_document(session, "no-such-kid") is None
-    assert service.key_document(session, f"{SHINJUKU}:sig:9") is None
-    doc = service.key_document(session, f"{SHINJUKU}:enc:1")
+    assert service.key_document(session, f"{SHINJUKU}:chukan:sig:9") is None
+    doc = service.key_document(session, f"{SHINJUKU}:chukan:enc:1")
     assert doc is not None
-    assert doc["kid"] == f"{SHINJUKU}:enc:1" and doc["use"] == "enc" and doc["crv"] == "X25519"
+    assert doc["kid"] == f"{SHINJUKU}:chukan:enc:1" and doc["use"] == "enc" and doc["crv"] == "X25519"
     assert doc["status"] == "active"
     org = session.get(Organization, SHINJUKU)
     assert org is not None
     org.active = False
     session.flush()
-    assert service.key_document(session, f"{SHINJUKU}:enc:1") is None
+    assert service.key_document(session, f"{SHINJUKU}:chukan:enc:1") is None
     # an inactive organization is no member either
     with pytest.raises(Problem) as exc:
         service.member(session, SHINJUKU)
@@ -188,12 +188,12 @@ def test_register_org_cannot_replace_another_organizations_key(
 ) -> None:
     service.register_org(session, public_docs[SHINJUKU], kind="市町村長", now=NOW)
     session.commit()
-    theirs = session.get(OrgKey, f"{SHINJUKU}:sig:1")
+    theirs = session.get(OrgKey, f"{SHINJUKU}:chukan:sig:1")
     assert theirs is not None
     original = dict(theirs.jwk)
     forged = {
         **public_docs[NAKANO],
-        "keys": [{**public_docs[NAKANO]["keys"][0], "kid": f"{SHINJUKU}:sig:1"}],
+        "keys": [{**public_docs[NAKANO]["keys"][0], "kid": f"{SHINJUKU}:chukan:sig:1"}],
     }
     try:
         service.register_org(session, forged, kind="市町村長", now=NOW)
@@ -201,7 +201,7 @@ def test_register_org_cannot_replace_another_organizations_key(
     except Problem:
         session.rollback()
     session.expire_all()
-    key = session.get(OrgKey, f"{SHINJUKU}:sig:1")
+    key = session.get(OrgKey, f"{SHINJUKU}:chukan:sig:1")
     assert key is not None
     assert key.org_code == SHINJUKU
     assert key.jwk == original

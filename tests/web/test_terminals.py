@@ -141,7 +141,7 @@ def listener(fed: Federation, tmp_path_factory: pytest.TempPathFactory) -> Itera
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "staff listener did not start"
         time.sleep(0.05)
-    creds = fed.layout.creds_dir(SHINJUKU)
+    creds = fed.layout.creds_dir(SHINJUKU, "atena")
     yield {
         "port": port,
         "ca": fed.layout.ca_cert,

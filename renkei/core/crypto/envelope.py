@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,17 +22,22 @@ from joserfc import jwe, jws
 from joserfc.errors import BadSignatureError, JoseError
 from joserfc.jwk import OKPKey
 
+from renkei.core.config import NODE_KINDS
+
 __all__ = [
     "ENCRYPTION_ALG",
     "ENCRYPTION_ENC",
     "SIGNING_ALG",
     "EncryptionKey",
     "EnvelopeError",
+    "KeyId",
     "SigningKey",
     "decrypt",
     "encrypt",
     "load_encryption_key",
     "load_signing_key",
+    "make_kid",
+    "parse_kid",
     "peek_kid",
     "public_keys_from_document",
     "sign",
@@ -70,6 +76,39 @@ class EnvelopeError(Exception):
         self.message = _MESSAGES.get(code, "メッセージを処理できませんでした。")
         self.detail = detail
         super().__init__(f"{code}: {detail}" if detail else code)
+
+
+@dataclass(frozen=True)
+class KeyId:
+    """A key id ``<機関コード>:<node kind>:<sig|enc>:<n>``: whose key, which node, what for.
+
+    Every node has keys of its own, so the kid of a signature says which organization
+    *and which node* (atena, chukan, hub …) is speaking; receivers decide by it which
+    routes the sender may use.
+    """
+
+    org_code: str
+    node: str
+    use: str
+    version: int
+
+    def __str__(self) -> str:
+        return make_kid(self.org_code, self.node, self.use, self.version)
+
+
+_KID_RE = re.compile(r"^(?P<org>[0-9A-Za-z]{1,32}):(?P<node>[a-z]+):(?P<use>sig|enc):(?P<n>[1-9][0-9]{0,8})$")
+
+
+def make_kid(org_code: str, node: str, use: str, version: int) -> str:
+    return f"{org_code}:{node}:{use}:{version}"
+
+
+def parse_kid(kid: str) -> KeyId | None:
+    """The parts of a well-formed kid of a known node kind, or None."""
+    match = _KID_RE.match(kid) if isinstance(kid, str) else None
+    if match is None or match["node"] not in NODE_KINDS:
+        return None
+    return KeyId(match["org"], match["node"], match["use"], int(match["n"]))
 
 
 @dataclass(frozen=True)
@@ -119,8 +158,10 @@ _NON_JWK_FIELDS = ("status",)
 def public_keys_from_document(doc: Mapping[str, Any]) -> dict[str, Any]:
     """Map kid -> public ``OKPKey`` for every key of a ``public.json``-shaped document.
 
-    A kid must start with the document's ``org_code``: the kid is how a receiver knows
-    who signed, so an organization must not publish keys in another's name.
+    A kid must be ``<org_code>:<node kind>:<use>:<n>`` with the document's ``org_code``
+    (and its ``node`` where the document names one) and the use its JWK declares: the
+    kid is how a receiver knows who signed, so an organization must not publish keys in
+    another's name, nor a node in another node's.
     """
     org_code = doc.get("org_code")
     entries = doc.get("keys")
@@ -132,8 +173,11 @@ def public_keys_from_document(doc: Mapping[str, Any]) -> dict[str, Any]:
             raise EnvelopeError("malformed", "key entry is not an object")
         jwk = {k: v for k, v in entry.items() if k not in _NON_JWK_FIELDS}
         kid = jwk.get("kid")
-        if not isinstance(kid, str) or not kid.startswith(f"{org_code}:"):
+        parsed = parse_kid(kid) if isinstance(kid, str) else None
+        if parsed is None or parsed.org_code != org_code:
             raise EnvelopeError("malformed", f"kid {kid!r} not under {org_code}")
+        if doc.get("node") not in (None, parsed.node) or jwk.get("use", parsed.use) != parsed.use:
+            raise EnvelopeError("malformed", f"kid {kid!r} does not match the document's node or the key's use")
         if "d" in jwk:
             raise EnvelopeError("malformed", f"{kid}: private key material in a public document")
         try:
@@ -142,7 +186,7 @@ def public_keys_from_document(doc: Mapping[str, Any]) -> dict[str, Any]:
             raise EnvelopeError("malformed", f"{kid}: {err}") from err
         if key.curve_name not in ("Ed25519", "X25519"):
             raise EnvelopeError("malformed", f"{kid}: unsupported curve {key.curve_name}")
-        out[kid] = key
+        out[str(parsed)] = key
     return out
 
 

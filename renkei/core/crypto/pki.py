@@ -1,11 +1,15 @@
-"""Private CA and per-organization credentials (TLS certificate, JOSE keys).
+"""Private CA and per-node credentials (TLS certificate, JOSE keys).
 
-Layout of an organization's credential directory::
+Every node (an organization's atena, its chukan, the hub, J-LIS …) has credentials of
+its own: a node's key speaks for that node only, so holding atena's key does not let
+anyone talk to the hub as the organization's chukan. Layout of a node's credential
+directory::
 
-    tls.crt  tls.key      leaf certificate (CN = 機関コード) and its key, for mutual TLS
-    sig.jwk  enc.jwk      Ed25519 signing / X25519 encryption private JWKs
+    tls.crt  tls.key      leaf certificate (CN = 機関コード, OU = node kind) and its key
+    sig.jwk  enc.jwk      Ed25519 signing / X25519 encryption private JWKs,
+                          kid ``<機関コード>:<node kind>:<sig|enc>:<n>``
     sig.<n>.jwk ...       keys retired by rotation (kept to decrypt messages in flight)
-    public.json           what the hub's organization registry publishes
+    public.json           what the hub's organization registry publishes for this node
 
 Private files are created with mode 0600 from the start (never chmod'ed after the
 write), and every file is written to a temporary name first, so a crash never leaves
@@ -18,7 +22,6 @@ import datetime as dt
 import ipaddress
 import json
 import os
-import re
 import secrets
 import ssl
 from collections.abc import Sequence
@@ -33,19 +36,23 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from joserfc.jwk import OKPKey
 
+from renkei.core.config import NODE_KINDS
+from renkei.core.crypto.envelope import make_kid, parse_kid
+
 __all__ = [
     "CA_CERT",
     "CA_KEY",
-    "OrgCredentials",
+    "NodeCredentials",
     "PkiError",
     "TerminalCredentials",
     "client_ssl_context",
     "create_ca",
     "create_terminal_ca",
-    "issue_org_credentials",
+    "issue_node_credentials",
     "issue_terminal_certificate",
+    "node_of_certificate",
     "org_code_of_certificate",
-    "rotate_org_keys",
+    "rotate_node_keys",
     "server_ssl_context",
 ]
 
@@ -63,7 +70,6 @@ LEAF_VALIDITY = dt.timedelta(days=730)
 # certificate issued a moment ago.
 CLOCK_SKEW = dt.timedelta(minutes=5)
 
-_KID_RE = re.compile(r"^(?P<org>.+):(?P<use>sig|enc):(?P<n>[0-9]+)$")
 
 
 class PkiError(Exception):
@@ -71,11 +77,12 @@ class PkiError(Exception):
 
 
 @dataclass(frozen=True)
-class OrgCredentials:
-    """Paths of one organization's credential files."""
+class NodeCredentials:
+    """Paths of one node's credential files."""
 
     directory: Path
     org_code: str
+    node: str
     tls_cert: Path
     tls_key: Path
     sig_key: Path
@@ -222,6 +229,7 @@ def _issue_leaf(
     key: ec.EllipticCurvePrivateKey,
     org_code: str,
     org_name: str,
+    node: str,
     hosts: Sequence[str],
 ) -> x509.Certificate:
     ca_cert = _load_cert((ca_dir / CA_CERT).read_bytes())
@@ -229,6 +237,7 @@ def _issue_leaf(
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.COMMON_NAME, org_code),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, node),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, org_name),
         ]
     )
@@ -312,36 +321,43 @@ def _public_entry(path: Path, **extra: str) -> dict[str, Any]:
     return dict(public)
 
 
-def _kid_version(kid: str, org_code: str, use: str, path: Path) -> int:
-    match = _KID_RE.match(kid)
-    if not match or match["org"] != org_code or match["use"] != use:
-        raise PkiError(f"{path}: kid {kid!r} does not belong to {org_code}/{use}")
-    return int(match["n"])
+def _kid_version(kid: str, org_code: str, node: str, use: str, path: Path) -> int:
+    parsed = parse_kid(kid)
+    if parsed is None or (parsed.org_code, parsed.node, parsed.use) != (org_code, node, use):
+        raise PkiError(f"{path}: kid {kid!r} does not belong to {org_code}/{node}/{use}")
+    return parsed.version
 
 
-def _write_public(directory: Path, org_code: str, name: str, keys: list[dict[str, Any]]) -> None:
-    doc = {"org_code": org_code, "name": name, "keys": keys}
+def _write_public(
+    directory: Path, org_code: str, name: str, node: str, keys: list[dict[str, Any]]
+) -> None:
+    doc = {"org_code": org_code, "name": name, "node": node, "keys": keys}
     data = json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8") + b"\n"
     _write_file(directory / PUBLIC_DOC, data, 0o644, replace=True)
 
 
-def issue_org_credentials(
+def issue_node_credentials(
     ca_dir: Path,
     out_dir: Path,
     org_code: str,
     org_name: str,
+    node: str,
     hosts: Sequence[str] = ("localhost", "127.0.0.1"),
-) -> OrgCredentials:
-    """Issue the TLS certificate and JOSE keys of one organization into ``out_dir``.
+) -> NodeCredentials:
+    """Issue the TLS certificate and JOSE keys of one node (``node`` = its kind) into ``out_dir``.
 
-    Idempotent: existing files are kept; only missing ones are created.
+    Idempotent: existing files are kept; only missing ones are created. Credentials of
+    another organization or another node kind in ``out_dir`` are refused.
     """
+    if node not in NODE_KINDS:
+        raise PkiError(f"ノード種別は {', '.join(NODE_KINDS)} のいずれかです: {node!r}")
     if not (ca_dir / CA_CERT).exists() or not (ca_dir / CA_KEY).exists():
         raise PkiError(f"no CA in {ca_dir}: run create_ca first")
     _mkdir_private(out_dir)
-    creds = OrgCredentials(
+    creds = NodeCredentials(
         directory=out_dir,
         org_code=org_code,
+        node=node,
         tls_cert=out_dir / TLS_CERT,
         tls_key=out_dir / TLS_KEY,
         sig_key=out_dir / SIG_KEY,
@@ -350,32 +366,33 @@ def issue_org_credentials(
     )
 
     if creds.tls_cert.exists():
-        existing = org_code_of_certificate(creds.tls_cert.read_bytes())
-        if existing != org_code:
-            raise PkiError(f"{creds.tls_cert} belongs to {existing}, not {org_code}")
+        pem = creds.tls_cert.read_bytes()
+        existing = (org_code_of_certificate(pem), node_of_certificate(pem))
+        if existing != (org_code, node):
+            raise PkiError(f"{creds.tls_cert} belongs to {existing[0]}/{existing[1]}, not {org_code}/{node}")
         if not creds.tls_key.exists():
             raise PkiError(f"{creds.tls_cert} exists but {creds.tls_key} is missing")
     else:
         if not creds.tls_key.exists():
             _write_file(creds.tls_key, _key_pem(ec.generate_private_key(ec.SECP256R1())), 0o600)
-        cert = _issue_leaf(ca_dir, _load_ec_key(creds.tls_key), org_code, org_name, hosts)
+        cert = _issue_leaf(ca_dir, _load_ec_key(creds.tls_key), org_code, org_name, node, hosts)
         _write_file(creds.tls_cert, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
-    created = _write_file(creds.sig_key, _new_jwk("Ed25519", f"{org_code}:sig:1", "sig"), 0o600)
-    created |= _write_file(creds.enc_key, _new_jwk("X25519", f"{org_code}:enc:1", "enc"), 0o600)
-    _kid_version(_read_jwk(creds.sig_key)["kid"], org_code, "sig", creds.sig_key)
-    _kid_version(_read_jwk(creds.enc_key)["kid"], org_code, "enc", creds.enc_key)
+    created = _write_file(creds.sig_key, _new_jwk("Ed25519", make_kid(org_code, node, "sig", 1), "sig"), 0o600)
+    created |= _write_file(creds.enc_key, _new_jwk("X25519", make_kid(org_code, node, "enc", 1), "enc"), 0o600)
+    _kid_version(_read_jwk(creds.sig_key)["kid"], org_code, node, "sig", creds.sig_key)
+    _kid_version(_read_jwk(creds.enc_key)["kid"], org_code, node, "enc", creds.enc_key)
 
     # A kept public.json may list retiring keys from a rotation: rewrite it only when
     # it is missing or a key was just created.
     if created or not creds.public.exists():
         keys = [_public_entry(creds.sig_key), _public_entry(creds.enc_key)]
-        _write_public(out_dir, org_code, org_name, keys)
+        _write_public(out_dir, org_code, org_name, node, keys)
     return creds
 
 
-def rotate_org_keys(out_dir: Path, org_code: str) -> tuple[str, str]:
-    """Replace the signing and encryption keys by version n+1.
+def rotate_node_keys(out_dir: Path, org_code: str, node: str) -> tuple[str, str]:
+    """Replace one node's signing and encryption keys by version n+1.
 
     The previous keys are kept as ``sig.<n>.jwk``/``enc.<n>.jwk`` and stay in
     ``public.json`` with ``"status": "retiring"`` so that messages signed or encrypted
@@ -384,8 +401,10 @@ def rotate_org_keys(out_dir: Path, org_code: str) -> tuple[str, str]:
     """
     public_path = out_dir / PUBLIC_DOC
     doc = json.loads(public_path.read_text(encoding="utf-8"))
-    if doc.get("org_code") != org_code:
-        raise PkiError(f"{public_path} belongs to {doc.get('org_code')!r}, not {org_code}")
+    if (doc.get("org_code"), doc.get("node")) != (org_code, node):
+        raise PkiError(
+            f"{public_path} belongs to {doc.get('org_code')!r}/{doc.get('node')!r}, not {org_code}/{node}"
+        )
 
     new_kids: list[str] = []
     published: list[dict[str, Any]] = []
@@ -393,18 +412,18 @@ def rotate_org_keys(out_dir: Path, org_code: str) -> tuple[str, str]:
     for use, crv, filename in (("sig", "Ed25519", SIG_KEY), ("enc", "X25519", ENC_KEY)):
         current_path = out_dir / filename
         current = _read_jwk(current_path)
-        n = _kid_version(current["kid"], org_code, use, current_path)
+        n = _kid_version(current["kid"], org_code, node, use, current_path)
         archived = out_dir / f"{use}.{n}.jwk"
         # The archive is written before the current key is replaced, so the old
         # private key is never lost even if we crash in between.
         _write_file(archived, current_path.read_bytes(), 0o600, replace=True)
-        kid = f"{org_code}:{use}:{n + 1}"
+        kid = make_kid(org_code, node, use, n + 1)
         _write_file(current_path, _new_jwk(crv, kid, use), 0o600, replace=True)
         new_kids.append(kid)
         published.append(_public_entry(current_path))
         retiring.append(_public_entry(archived, status="retiring"))
 
-    _write_public(out_dir, org_code, str(doc.get("name", "")), published + retiring)
+    _write_public(out_dir, org_code, str(doc.get("name", "")), node, published + retiring)
     return new_kids[0], new_kids[1]
 
 
@@ -436,10 +455,14 @@ def client_ssl_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
 
 def org_code_of_certificate(pem_or_der: bytes) -> str:
     """The subject CN (the organization code) of a PEM or DER certificate."""
-    cert = _load_cert(pem_or_der)
-    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return _common_name(_load_cert(pem_or_der))
+
+
+def node_of_certificate(pem_or_der: bytes) -> str:
+    """The subject OU (the node kind: atena, chukan, hub …) of a node's certificate."""
+    attrs = _load_cert(pem_or_der).subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
     if len(attrs) != 1:
-        raise PkiError("certificate subject must have exactly one CN")
+        raise PkiError("a node certificate's subject must have exactly one OU (the node kind)")
     value = attrs[0].value
     return value if isinstance(value, str) else value.decode("utf-8")
 

@@ -1,0 +1,1 @@
+"""The node-to-node contract and its machinery (see DESIGN.md §8)."""

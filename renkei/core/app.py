@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI
@@ -46,11 +47,12 @@ def node_app(
     run_migrations: bool = True,
     outbox_worker: bool = True,
     on_startup: Callable[[], None] | None = None,
+    migration_attributes: Mapping[str, Any] | None = None,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if run_migrations:
-            migrate(rt.engine, migrations_dir, metadata)
+            migrate(rt.engine, migrations_dir, metadata, migration_attributes)
         if on_startup is not None:
             on_startup()
         await rt.peer.start()

@@ -7,7 +7,7 @@ kernel tables (received messages, outbox) are added to every node's metadata by
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -146,13 +146,23 @@ def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
-def migrate(engine: Engine, migrations_dir: Path, metadata: MetaData) -> None:
-    """Bring the database to the newest revision of the node's Alembic migrations."""
+def migrate(
+    engine: Engine,
+    migrations_dir: Path,
+    metadata: MetaData,
+    attributes: Mapping[str, Any] | None = None,
+) -> None:
+    """Bring the database to the newest revision of the node's Alembic migrations.
+
+    ``attributes`` reach the revisions as ``context.config.attributes`` — e.g. the
+    node's ``field_cipher`` for a revision that encrypts a column holding data.
+    """
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir))
+    cfg.attributes.update(attributes or {})
     cfg.attributes["engine"] = engine
     cfg.attributes["metadata"] = metadata
     command.upgrade(cfg, "head")

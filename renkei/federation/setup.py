@@ -14,7 +14,7 @@ from renkei.core.config import dump_config, load_config
 from renkei.core.crypto import pki
 from renkei.core.db import make_engine, make_sessionmaker, migrate, transaction, utcnow
 from renkei.core.oauth import register_client
-from renkei.core.staff_admin import generate_password
+from renkei.core.staff_admin import generate_password, node_cipher
 from renkei.federation.topology import HUB, ORGS, Layout, Org, node_config, write_config
 
 # The staff UI listener of each atena: its mTLS port + 5 (free in every organization's block of 10).
@@ -127,10 +127,11 @@ def load_jlis(layout: Layout, rows: list[tuple[str, str, str]]) -> int:
     from renkei.jlis.models import Base
 
     cfg = load_config(layout.config_path(JLIS, "jlis"))
+    cipher = node_cipher(cfg)
     engine = make_engine(cfg.database_url)
-    migrate(engine, MIGRATIONS, Base.metadata)
+    migrate(engine, MIGRATIONS, Base.metadata, {"field_cipher": cipher})
     with transaction(make_sessionmaker(engine)) as s:
-        n = jlis_service.load_citizens(s, rows, utcnow())
+        n = jlis_service.load_citizens(s, cipher, rows, utcnow())
     engine.dispose()
     return n
 

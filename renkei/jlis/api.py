@@ -40,6 +40,7 @@ async def submit(request: Request) -> Response:
         results = service.submit_acquisitions(
             s,
             rt.kernel,
+            request.app.state.cipher,
             org_code=msg.iss,
             items=items,
             hub_url=rt.config.peer("hub"),

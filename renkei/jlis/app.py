@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from renkei.core.app import node_app
 from renkei.core.config import NodeConfig
 from renkei.core.node import build_runtime, follow_hub_registry, hub_registry_view
+from renkei.core.staff_admin import node_cipher
 from renkei.core.staff_api import StaffTables, mount_staff_api
 from renkei.jlis.api import router
 from renkei.jlis.models import Base, audit, auth, exports, guard, kernel
@@ -20,6 +21,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def create_app(config: NodeConfig, *, engine: Engine | None = None) -> FastAPI:
     rt = build_runtime(config, Base.metadata, kernel, hub_registry_view(config), audit, guard=guard, engine=engine)
     follow_hub_registry(rt)
+    # Individual numbers at rest are sealed with the node's keyring (also TOTP secrets).
+    cipher = node_cipher(config)
     app = node_app(
         title="renkei jlis — 地方公共団体情報システム機構",
         description="個人番号と住民票コードの対応、符号取得の中継。",
@@ -27,7 +30,8 @@ def create_app(config: NodeConfig, *, engine: Engine | None = None) -> FastAPI:
         router=router,
         migrations_dir=MIGRATIONS,
         metadata=Base.metadata,
+        migration_attributes={"field_cipher": cipher},
     )
     # Operators: sign-in, administration, alerts, audit and its export (JSON routes).
-    mount_staff_api(app, StaffTables(auth=auth, exports=exports, guard=guard))
+    mount_staff_api(app, StaffTables(auth=auth, exports=exports, guard=guard), cipher=cipher)
     return app

@@ -1,10 +1,15 @@
-"""J-LIS tables: individual number ↔ resident code, and the acquisitions relayed."""
+"""J-LIS tables: individual number ↔ resident code, and the acquisitions relayed.
+
+The individual number is stored AES-GCM encrypted (AAD ``citizens``/``individual_number``/
+resident code) with an HMAC blind index for lookup, as atena stores it: a copy of the
+database file, a backup or a dump shows no number in clear.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import MetaData, String
+from sqlalchemy import LargeBinary, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from renkei.core.audit import audit_tables
@@ -28,7 +33,8 @@ exports = export_tables(Base.metadata)  # downloads of personal data and their a
 class Citizen(Base):
     __tablename__ = "citizens"
     resident_code: Mapped[str] = mapped_column(String(11), primary_key=True)
-    individual_number: Mapped[str] = mapped_column(String(12), unique=True)
+    individual_number_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    individual_number_index: Mapped[str] = mapped_column(String(64), unique=True)
     lg_code: Mapped[str] = mapped_column(String(6))
     registered_at: Mapped[datetime] = mapped_column(UtcDateTime())
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from renkei.core import ids
+from renkei.core.crypto.field import FieldCipher
 from renkei.core.db import KernelTables
 from renkei.core.errors import Problem
 from renkei.core.outbox import enqueue
@@ -19,24 +20,47 @@ from renkei.jlis.models import Citizen, RelayedAcquisition
 MAX_BATCH = 10_000
 
 
-def load_citizens(session: Session, rows: Iterable[tuple[str, str, str]], now: datetime) -> int:
-    """Bulk load (individual number, resident code, lg code); existing pairs are kept."""
+def number_aad(resident_code: str) -> tuple[str, str, str]:
+    """AAD of a citizen's sealed individual number: bound to its row."""
+    return ("citizens", "individual_number", resident_code)
+
+
+def load_citizens(
+    session: Session, cipher: FieldCipher, rows: Iterable[tuple[str, str, str]], now: datetime
+) -> int:
+    """Bulk load (individual number, resident code, lg code); existing pairs are kept.
+
+    The number is stored sealed with its blind index, never in clear.
+    """
     n = 0
     for number, code, lg in rows:
         ids.validate(ids.IdKind.INDIVIDUAL_NUMBER, number)
         ids.validate(ids.IdKind.RESIDENT_CODE, code)
-        known = session.scalar(select(Citizen).where(Citizen.individual_number == number))
+        index = cipher.blind_index(number)
+        known = session.scalar(select(Citizen).where(Citizen.individual_number_index == index))
         if known is not None and known.resident_code != code:
             raise Problem(
                 409,
                 "resident_code_changed",
                 "住民票コードの変更は一括登録では扱えません（変更の手続で行ってください）。",
             )
-        if session.get(Citizen, code) is None:
-            session.add(Citizen(resident_code=code, individual_number=number, lg_code=lg, registered_at=now))
+        if known is None and session.get(Citizen, code) is None:
+            session.add(
+                Citizen(
+                    resident_code=code,
+                    individual_number_enc=cipher.encrypt(number, number_aad(code)),
+                    individual_number_index=index,
+                    lg_code=lg,
+                    registered_at=now,
+                )
+            )
             n += 1
     session.flush()
     return n
+
+
+def individual_number(cipher: FieldCipher, citizen: Citizen) -> str:
+    return cipher.decrypt(citizen.individual_number_enc, number_aad(citizen.resident_code))
 
 
 @dataclass(frozen=True)
@@ -48,6 +72,7 @@ class SubmitResult:
 def submit_acquisitions(
     session: Session,
     kernel: KernelTables,
+    cipher: FieldCipher,
     *,
     org_code: str,
     items: list[dict[str, Any]],
@@ -61,10 +86,14 @@ def submit_acquisitions(
     results: list[SubmitResult] = []
     forward: list[dict[str, str]] = []
     numbers = [str(i.get("individual_number", "")) for i in items]
-    found = {
-        c.individual_number: c.resident_code
-        for c in session.scalars(select(Citizen).where(Citizen.individual_number.in_(numbers)))
+    indexes = {number: cipher.blind_index(number) for number in numbers}
+    by_index = {
+        c.individual_number_index: c.resident_code
+        for c in session.scalars(
+            select(Citizen).where(Citizen.individual_number_index.in_(set(indexes.values())))
+        )
     }
+    found = {number: by_index[index] for number, index in indexes.items() if index in by_index}
     for item, number in zip(items, numbers, strict=True):
         acq_no = str(item.get("acquisition_no", ""))
         if not (acq_no.isascii() and acq_no.isdigit() and len(acq_no) == 20):

@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from renkei.core.crypto import pki
-from renkei.dummy.population import Population, generate_population
+from renkei.dummy.population import Population, generate_population, write_population_csv
 from renkei.federation import demo
 from renkei.federation.process import Federation
 from renkei.federation.topology import HUB, NAKANO, ORGS, SHINJUKU, Layout
@@ -192,7 +192,7 @@ def _plain_item_markers(run: Run) -> list[bytes]:
     return [f'"K001": "{year}"'.encode(), f'"K001":"{year}"'.encode(), f"'K001': '{year}'".encode()]
 
 
-def test_trust_boundaries(run: Run) -> None:
+def test_trust_boundaries(run: Run, tmp_path: Path) -> None:
     numbers = [p.individual_number.encode() for p in run.pop.persons]
     resident_codes = [p.resident_code.encode() for p in run.pop.persons]
     pseudonyms = [str(r[0]).encode() for r in _hub_rows(run, "select pseudonym from pseudonyms")]
@@ -208,8 +208,12 @@ def test_trust_boundaries(run: Run) -> None:
     def hits(blob: bytes, needles: list[bytes]) -> int:
         return sum(1 for n in needles if n in blob)
 
-    # The scan must be able to fail: the places that do hold these values are found.
-    assert hits(jlis, numbers) == len(numbers)
+    # The scan must be able to fail: the places that do hold these values are found
+    # (the population file the demo writes holds every number as generated; J-LIS the
+    # resident codes in clear, the key to its sealed numbers).
+    write_population_csv(run.pop, tmp_path / "population.csv")
+    assert hits((tmp_path / "population.csv").read_bytes(), numbers) == len(numbers)
+    assert hits(jlis, resident_codes) > 0
     plain = _plain_item_markers(run)
     assert hits(chukans["nakano"], plain) > 0
     assert hits(chukans["shinjuku"], pseudonyms) > 0
@@ -226,6 +230,8 @@ def test_trust_boundaries(run: Run) -> None:
         assert hits(blob, numbers) == 0, f"individual number in clear in {slug} atena"
         assert hits(blob, resident_codes) == 0, f"resident code in {slug} atena"
         assert hits(blob, pseudonyms) == 0, f"pseudonym in {slug} atena"
+    # J-LIS seals the individual numbers at rest, as atena does.
+    assert hits(jlis, numbers) == 0, "individual number in clear at J-LIS"
     assert hits(jlis, pseudonyms) == 0 and hits(jlis, answers) == 0 and hits(jlis, plain) == 0
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyotp
 import pytest
+import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, MetaData, func, insert, inspect, select, text
@@ -48,7 +49,6 @@ def _alembic(engine: Engine, node: str) -> Config:
 
 def _seed_0001(engine: Engine, node: str) -> None:
     """A row of the node's own data, written with the 0001 schema."""
-    md = importlib.import_module(f"renkei.{node}.models").Base.metadata
     rows = {
         "hub": (
             "organizations",
@@ -79,8 +79,10 @@ def _seed_0001(engine: Engine, node: str) -> None:
     }
     values = rows[node][1]
     table = OWN_TABLE[node]
+    # The 0001 shape of the table (J-LIS's citizens have since changed: jlis_0003).
+    shape = sa.table(table, *(sa.column(name) for name in values))
     with engine.begin() as conn:
-        conn.execute(insert(md.tables[table]).values(**values))
+        conn.execute(insert(shape).values(**values))
 
 
 @pytest.mark.parametrize("node", ["hub", "jlis", "chukan"])
@@ -105,16 +107,22 @@ def test_upgrade_from_0001_keeps_data_and_adds_staff_tables(
             if t != "alembic_version"
         }
 
-        migrate(engine, Path(str(models.__file__)).parent / "migrations", models.Base.metadata)
+        cipher = node_cipher(config)
+        migrate(
+            engine,
+            Path(str(models.__file__)).parent / "migrations",
+            models.Base.metadata,
+            {"field_cipher": cipher},
+        )
 
         with engine.connect() as conn:
             head = conn.execute(text("select version_num from alembic_version")).scalar_one()
-        # 0002 added the staff tables; chukan's 0003 (sealed sensitive items) follows it.
-        assert head == {"chukan": "chukan_0003"}.get(node, f"{node}_0002")
+        # 0002 added the staff tables; chukan's 0003 (sealed sensitive items) and jlis's
+        # 0003 (sealed individual numbers) follow it.
+        assert head == {"chukan": "chukan_0003", "jlis": "jlis_0003"}.get(node, f"{node}_0002")
         assert NEW_TABLES <= set(inspect(engine).get_table_names())
         assert {t: _count(engine, t) for t in before} == before  # nothing existing touched
         # The new tables work: an account, and a sign-in with password and TOTP.
-        cipher = node_cipher(config)
         with transaction(sessions) as s:
             made = enrol_staff(
                 s,
@@ -148,6 +156,7 @@ def test_upgrade_from_0001_keeps_data_and_adds_staff_tables(
             report = verify(s, models.audit, lambda kid: None)
         assert report.entries == 2 and report.problem in (None, "unsigned_tail")
         # And back down: the staff tables go, the node's data stays.
+        cfg.attributes["field_cipher"] = cipher
         command.downgrade(cfg, f"{node}_0001")
         assert not NEW_TABLES & set(inspect(engine).get_table_names())
         assert _count(engine, OWN_TABLE[node]) == 1

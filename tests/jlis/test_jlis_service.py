@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from renkei.core import ids
+from renkei.core.crypto.field import FieldCipher, FieldDecryptError
 from renkei.core.errors import Problem
 from renkei.jlis import service
 from renkei.jlis.models import Citizen, RelayedAcquisition, kernel
@@ -22,6 +23,7 @@ PEOPLE = [
     (ids.generate_individual_number(RNG), ids.generate_resident_code(RNG), "131041")
     for _ in range(5)
 ]
+CIPHER = FieldCipher.generate()
 HUB_URL = "https://127.0.0.1:9001"
 HUB_ORG = "9000000000000001"
 SHINJUKU = "1310410000000000"
@@ -45,27 +47,27 @@ def _acq(i: int) -> str:
 
 
 def test_load_citizens(session: Session) -> None:
-    assert service.load_citizens(session, PEOPLE[:3], NOW) == 3
+    assert service.load_citizens(session, CIPHER, PEOPLE[:3], NOW) == 3
     session.commit()
     rows = {c.resident_code: c for c in session.scalars(select(Citizen))}
     assert set(rows) == {p[1] for p in PEOPLE[:3]}
     for number, code, lg in PEOPLE[:3]:
-        assert (rows[code].individual_number, rows[code].lg_code, rows[code].registered_at) == (
+        assert (service.individual_number(CIPHER, rows[code]), rows[code].lg_code, rows[code].registered_at) == (
             number,
             lg,
             NOW,
         )
     # any iterable of rows; a row repeated in one batch is added once
-    assert service.load_citizens(session, (p for p in [PEOPLE[3], PEOPLE[4], PEOPLE[3]]), NOW) == 2
+    assert service.load_citizens(session, CIPHER, (p for p in [PEOPLE[3], PEOPLE[4], PEOPLE[3]]), NOW) == 2
     session.commit()
     assert _citizens(session) == 5
 
 
 def test_load_citizens_is_idempotent(session: Session) -> None:
-    assert service.load_citizens(session, PEOPLE[:3], NOW) == 3
+    assert service.load_citizens(session, CIPHER, PEOPLE[:3], NOW) == 3
     session.commit()
-    assert service.load_citizens(session, PEOPLE, NOW + timedelta(days=1)) == 2
-    assert service.load_citizens(session, PEOPLE, NOW + timedelta(days=2)) == 0
+    assert service.load_citizens(session, CIPHER, PEOPLE, NOW + timedelta(days=1)) == 2
+    assert service.load_citizens(session, CIPHER, PEOPLE, NOW + timedelta(days=2)) == 0
     session.commit()
     assert _citizens(session) == 5
     first = session.get(Citizen, PEOPLE[0][1])
@@ -83,7 +85,7 @@ def test_load_citizens_validates_ids(session: Session) -> None:
     ]
     for row in bad_rows:
         with pytest.raises(ids.InvalidId) as exc:
-            service.load_citizens(session, [PEOPLE[0], row], NOW)
+            service.load_citizens(session, CIPHER, [PEOPLE[0], row], NOW)
         # the message never repeats the number
         assert row[0] not in str(exc.value) and row[1] not in str(exc.value)
         session.rollback()
@@ -91,7 +93,7 @@ def test_load_citizens_validates_ids(session: Session) -> None:
 
 
 def test_submit_relays_known_numbers(session: Session) -> None:
-    service.load_citizens(session, PEOPLE, NOW)
+    service.load_citizens(session, CIPHER, PEOPLE, NOW)
     session.commit()
     items = [
         {"individual_number": PEOPLE[0][0], "acquisition_no": _acq(1)},
@@ -111,7 +113,7 @@ def test_submit_relays_known_numbers(session: Session) -> None:
         {"acquisition_no": _acq(7)},
     ]
     results = service.submit_acquisitions(
-        session, kernel, org_code=SHINJUKU, items=items, hub_url=HUB_URL, hub_org=HUB_ORG, now=NOW
+        session, kernel, CIPHER, org_code=SHINJUKU, items=items, hub_url=HUB_URL, hub_org=HUB_ORG, now=NOW
     )
     session.commit()
     assert [r.status for r in results] == [
@@ -151,14 +153,14 @@ def test_submit_relays_known_numbers(session: Session) -> None:
 
 
 def test_submit_with_nothing_relayed_enqueues_nothing(session: Session) -> None:
-    service.load_citizens(session, PEOPLE[:1], NOW)
+    service.load_citizens(session, CIPHER, PEOPLE[:1], NOW)
     items = [
         {"individual_number": PEOPLE[1][0], "acquisition_no": _acq(1)},
         {"individual_number": _bump(PEOPLE[0][0]), "acquisition_no": _acq(2)},
         {"individual_number": PEOPLE[0][0], "acquisition_no": "1"},
     ]
     results = service.submit_acquisitions(
-        session, kernel, org_code=SHINJUKU, items=items, hub_url=HUB_URL, hub_org=HUB_ORG, now=NOW
+        session, kernel, CIPHER, org_code=SHINJUKU, items=items, hub_url=HUB_URL, hub_org=HUB_ORG, now=NOW
     )
     assert [r.status for r in results] == [
         "unknown_individual_number",
@@ -169,7 +171,7 @@ def test_submit_with_nothing_relayed_enqueues_nothing(session: Session) -> None:
     assert session.scalar(select(func.count()).select_from(RelayedAcquisition)) == 0
     assert (
         service.submit_acquisitions(
-            session, kernel, org_code=SHINJUKU, items=[], hub_url=HUB_URL, hub_org=HUB_ORG, now=NOW
+            session, kernel, CIPHER, org_code=SHINJUKU, items=[], hub_url=HUB_URL, hub_org=HUB_ORG, now=NOW
         )
         == []
     )
@@ -178,6 +180,7 @@ def test_submit_with_nothing_relayed_enqueues_nothing(session: Session) -> None:
         service.submit_acquisitions(
             session,
             kernel,
+            CIPHER,
             org_code=SHINJUKU,
             items=[{}] * (service.MAX_BATCH + 1),
             hub_url=HUB_URL,
@@ -189,11 +192,12 @@ def test_submit_with_nothing_relayed_enqueues_nothing(session: Session) -> None:
 
 
 def test_each_submission_is_one_message(session: Session) -> None:
-    service.load_citizens(session, PEOPLE, NOW)
+    service.load_citizens(session, CIPHER, PEOPLE, NOW)
     for i, (number, _, _) in enumerate(PEOPLE):
         service.submit_acquisitions(
             session,
             kernel,
+            CIPHER,
             org_code=SHINJUKU,
             items=[{"individual_number": number, "acquisition_no": _acq(i)}],
             hub_url=HUB_URL,
@@ -207,10 +211,35 @@ def test_each_submission_is_one_message(session: Session) -> None:
 
 
 def test_load_citizens_refuses_a_changed_resident_code_clearly(session: Session) -> None:
-    service.load_citizens(session, PEOPLE[:1], NOW)
+    service.load_citizens(session, CIPHER, PEOPLE[:1], NOW)
     session.commit()
     number, code, lg = PEOPLE[0]
     other = ids.generate_resident_code(random.Random(1))
     with pytest.raises(Problem) as info:
-        service.load_citizens(session, [(number, other, lg)], NOW)
+        service.load_citizens(session, CIPHER, [(number, other, lg)], NOW)
     assert info.value.code == "resident_code_changed"
+
+
+def test_individual_numbers_are_sealed_at_rest(session: Session) -> None:
+    """J-LIS keeps the number encrypted (bound to its row) with a blind index: no row
+    holds it in clear, and a sealed number moved to another row does not decrypt."""
+    service.load_citizens(session, CIPHER, PEOPLE, NOW)
+    session.commit()
+    table = Citizen.__table__
+    assert "individual_number" not in table.c
+    for row in session.execute(select(table)).all():
+        text = repr(tuple(row))
+        assert not any(number in text for number, _code, _lg in PEOPLE)
+    first, second = (session.get(Citizen, p[1]) for p in PEOPLE[:2])
+    assert first is not None and second is not None
+    assert service.individual_number(CIPHER, first) == PEOPLE[0][0]
+    with pytest.raises(FieldDecryptError):
+        CIPHER.decrypt(first.individual_number_enc, service.number_aad(second.resident_code))
+    # Found by the blind index only: another cipher's index finds nobody.
+    other = FieldCipher.generate()
+    results = service.submit_acquisitions(
+        session, kernel, other, org_code=SHINJUKU,
+        items=[{"individual_number": PEOPLE[0][0], "acquisition_no": _acq(1)}],
+        hub_url=HUB_URL, hub_org=HUB_ORG, now=NOW,
+    )
+    assert [r.status for r in results] == ["unknown_individual_number"]

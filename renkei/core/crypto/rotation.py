@@ -138,8 +138,12 @@ OAUTH_CLIENT_SECRET = EncryptedColumn(
     "oauth_clients", "client_id", "secret", "oauth_clients", "secret"
 )
 FUKUHON_SEALED_VALUES = EncryptedColumn("fukuhon", "id", "sealed_values", "fukuhon", "sealed_values")
+CITIZENS_INDIVIDUAL_NUMBER = EncryptedColumn(
+    "citizens", "resident_code", "individual_number_enc", "citizens", "individual_number"
+)
 ENCRYPTED_COLUMNS: tuple[EncryptedColumn, ...] = (
     PERSONS_INDIVIDUAL_NUMBER,
+    CITIZENS_INDIVIDUAL_NUMBER,
     STAFF_TOTP_SECRET,
     OAUTH_CLIENT_SECRET,
     FUKUHON_SEALED_VALUES,

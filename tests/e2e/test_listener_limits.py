@@ -4,17 +4,21 @@ listener and the staff UI) take their limits from the node's ``[server]`` sectio
 Each abuse is sent over real TLS — an 8 MB header, 100,000 header fields, headers or a body
 trickled byte by byte, silence after (or instead of) the TLS handshake, more connections than
 the cap, a TLS 1.2 CBC cipher suite — and is refused or closed, while a normal request keeps
-getting its 200. Small limits keep it quick. Also: `renkei serve` stops cleanly on SIGTERM.
+getting its 200. Small limits keep it quick. Also: `renkei serve` and `renkei demo --serve`
+stop cleanly on SIGTERM.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import random
 import signal
 import socket
 import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +30,7 @@ import pytest
 from renkei.core.crypto import pki
 from renkei.federation import setup
 from renkei.federation.process import Federation
-from renkei.federation.topology import HUB, SHINJUKU, Layout
+from renkei.federation.topology import HUB, ORGS, SHINJUKU, Layout
 from tests.api.fed import has_japanese
 
 pytestmark = pytest.mark.e2e
@@ -423,8 +427,10 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_serve_exits_0_on_sigterm(node: Node) -> None:
-    """A hub of its own: SIGTERM (a service manager's stop) ends it cleanly and promptly."""
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_exits_0_on_sigterm(node: Node, sig: signal.Signals) -> None:
+    """A hub of its own: SIGTERM (a service manager's stop) ends it cleanly and promptly, as
+    Ctrl-C does."""
     layout = node.layout
     creds = layout.creds_dir(HUB)
     fed = Federation()
@@ -432,8 +438,71 @@ def test_serve_exits_0_on_sigterm(node: Node) -> None:
         proc = fed.start("hub", "hub", layout.config_path(HUB, "hub"), layout.url(HUB, "hub"))
         fed.wait_healthy(layout.ca_cert, creds / "tls.crt", creds / "tls.key")
         assert proc.popen is not None
-        proc.popen.send_signal(signal.SIGTERM)
+        proc.popen.send_signal(sig)
         assert proc.popen.wait(timeout=15) == 0, proc.log.read_text(encoding="utf-8")[-2000:]
         assert not _listening(layout.port(HUB, "hub"))
     finally:
         fed.stop()
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_demo_serve_stops_every_node_on_sigterm(tmp_path: Path, sig: signal.Signals) -> None:
+    """`renkei demo --serve` stopped as a service manager or `kill` does, or by Ctrl-C: every
+    node process it started ends (they run in sessions of their own) and no port listens."""
+    base = _free_base_port()
+    layout = Layout(tmp_path / "var", base)
+    nodes: list[int] = []
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "renkei.cli", "demo", "--serve", "--var", str(layout.root), "--base-port", str(base)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        text=True,
+    )
+    try:
+        output = []
+        assert demo.stdout is not None
+        for line in demo.stdout:
+            output.append(line)
+            if "Ctrl+C" in line:
+                break
+        assert demo.poll() is None, "".join(output)[-3000:]
+        nodes.extend(_children(demo.pid))
+        ports = [layout.port(org, node) for org in ORGS for node in org.nodes]
+        ports += [setup.staff_port(layout, org) for org in ORGS if "atena" in org.nodes]
+        assert len(nodes) == sum(len(org.nodes) for org in ORGS), nodes
+        assert all(_listening(p) for p in ports)
+        demo.send_signal(sig)
+        status = demo.wait(timeout=60)
+        assert [pid for pid in nodes if _alive(pid)] == []
+        assert [p for p in ports if _listening(p)] == []
+        assert status == 0, "".join(output)[-3000:]
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+        for pid in nodes:
+            if _alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)

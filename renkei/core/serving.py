@@ -16,6 +16,8 @@ from the node's ``[server]`` section (`ServerLimits`):
 - a cap on the open connections of its listener: one more is closed right after its TLS
   handshake, unanswered. uvicorn's ``limit_concurrency`` is not used: it still reads each
   excess request to answer 503, which is the work a cap on connections is meant to save.
+  Connections still in their handshake are not counted (the protocol sees a connection
+  only once TLS is up); ``handshake_timeout`` bounds how long each of them lasts.
 
 `ListenerServer` adds the TLS handshake timeout (uvicorn passes none to ``create_server``).
 A refusal is problem+json with a stable code and a Japanese title, and ``connection: close``;
@@ -157,14 +159,15 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_fields += 1
-        self._head_size += len(name) + len(value)
+        self._head_size += len(name) + len(value) + 4  # ": " and CRLF, as they came
         if self._head_fields > self.limits.max_header_fields:
             self._stop(_too_many_headers(self.limits.max_header_fields))
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        # A head that came whole in one read is measured here, parsed.
-        if self._head_size + len(self.url) > self.limits.max_header_bytes:
+        # A head that came whole in one read is measured here, parsed (the request line's
+        # method and version and the final CRLF counted as at most 16 bytes).
+        if self._head_size + len(self.url) + 16 > self.limits.max_header_bytes:
             self._stop(_headers_too_large(self.limits.max_header_bytes))
         self._cancel_timer()
         self._phase = _BODY
@@ -191,9 +194,9 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def _on_body_timeout(self) -> None:
         self._timer = None
-        if self.flow.read_paused:
-            # The server is not reading (the app has not taken the body yet, or a pipelined
-            # request waits): not the client's delay.
+        if self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue):
+            # The server is not reading (the app has not taken the body yet, a pipelined
+            # request waits, or the client waits for "100 Continue"): not the client's delay.
             self._timer = self.loop.call_later(self.limits.body_timeout, self._on_body_timeout)
             return
         self._refuse(_body_timeout(self.limits.body_timeout))

@@ -5,6 +5,7 @@ full speed, bytes that are not HTTP."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import ssl
@@ -31,8 +32,11 @@ LIMITS = ServerLimits(
 
 
 async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """``/early`` answers 403 without reading the body; anything else echoes the body's size."""
+    """``/early`` answers 403 without reading the body; ``/slow`` reads it only after a while
+    longer than the body timeout; anything else echoes the body's size."""
     assert scope["type"] == "http"
+    if scope["path"] == "/slow":
+        await asyncio.sleep(LIMITS.body_timeout * 2)
     body = b""
     if scope["path"] != "/early":
         while True:
@@ -230,3 +234,22 @@ def test_the_cap_counts_open_connections_and_frees_them_on_close(server: tuple[i
         sock.sendall(_get())
         answer = Reader(sock).answer()
     assert answer is not None and answer[0] == 200
+
+
+def test_the_body_timer_does_not_count_the_servers_own_delay(server: tuple[int, ssl.SSLContext]) -> None:
+    """The app takes its time before reading: a body held back by flow control, or by a client
+    waiting for "100 Continue", is not late."""
+    with _connect(server) as sock:
+        reader = Reader(sock)
+        body = b"b" * (1024 * 1024)  # far above uvicorn's 64 KiB read buffer: reading pauses
+        sock.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        answer = reader.answer()
+        assert answer is not None and answer[:1] == (200,) and answer[2] == str(len(body)).encode()
+    with _connect(server) as sock:
+        reader = Reader(sock)
+        sock.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        answer = reader.answer()
+        assert answer is not None and answer[0] == 100
+        sock.sendall(b"hello")
+        answer = reader.answer()
+        assert answer is not None and answer[0] == 200 and answer[2] == b"5"

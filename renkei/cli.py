@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from pathlib import Path
 from typing import Any
 
@@ -96,8 +95,6 @@ def serve(node: str, config: Path = typer.Option(..., "--config", help="ノー�
     An atena with a ``[staff]`` section also serves the staff UI on its own port, where
     terminal certificates are required unless ``require_terminal_cert = false``.
     """
-    import uvicorn
-
     from renkei.core.config import ConfigError, load_config
 
     try:
@@ -127,51 +124,36 @@ def serve(node: str, config: Path = typer.Option(..., "--config", help="ノー�
     else:
         typer.echo(f"未対応のノードです: {node}", err=True)
         raise typer.Exit(2)
+    from renkei.core.serving import peer_listener, serve_together
+
+    listeners = [peer_listener(asgi, cfg)]
     if cfg.staff is not None and node == "atena":
-        _serve_with_staff_listener(asgi, cfg)
-        return
-    uvicorn.run(
-        asgi,
-        host=cfg.host,
-        port=cfg.port,
-        ssl_certfile=str(cfg.tls.cert),
-        ssl_keyfile=str(cfg.tls.key),
-        ssl_ca_certs=str(cfg.tls.ca),
-        ssl_cert_reqs=ssl.CERT_REQUIRED,
-        log_level="warning",
-        access_log=False,
-        # Peers hold keep-alive connections to each other; do not wait for them forever.
-        timeout_graceful_shutdown=3,
-    )
+        listeners.append(_staff_listener(asgi, cfg))
+    # SIGTERM (a service manager's stop) and SIGINT end both listeners; the exit status is 0.
+    serve_together(*listeners)
 
 
-def _serve_with_staff_listener(asgi: Any, cfg: Any) -> None:
-    """atena with ``[staff]``: the mTLS listener and the staff UI listener in one process."""
-    import uvicorn
-
+def _staff_listener(asgi: Any, cfg: Any) -> Any:
+    """atena with ``[staff]``: the staff UI's listener, beside the mTLS listener."""
     from renkei.core.config import ConfigError
     from renkei.web.atena import create_staff_app
-    from renkei.web.listener import peer_tls_options, serve_together, staff_tls_options
+    from renkei.web.listener import staff_listener
     from renkei.web.site import PasswordRules
 
     staff = cfg.staff
-    try:
-        staff_tls = staff_tls_options(cfg, staff)
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    if not staff.require_terminal_cert:
-        typer.echo("警告: 指定端末の確認（端末証明書）が無効です。本番環境では有効にしてください。", err=True)
     ui = create_staff_app(
         asgi,
         terminal_check=staff.require_terminal_cert,
         passwords=PasswordRules(staff.password_max_age_days, staff.change_initial_password),
     )
-    common: dict[str, Any] = {"log_level": "warning", "access_log": False, "timeout_graceful_shutdown": 3}
-    serve_together(
-        uvicorn.Config(asgi, host=cfg.host, port=cfg.port, **peer_tls_options(cfg), **common),
-        uvicorn.Config(ui, host=staff.host, port=staff.port, lifespan="off", **staff_tls, **common),
-    )
+    try:
+        listener = staff_listener(ui, cfg, staff)
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    if not staff.require_terminal_cert:
+        typer.echo("警告: 指定端末の確認（端末証明書）が無効です。本番環境では有効にしてください。", err=True)
+    return listener
 
 
 def _node_db(config: Path) -> tuple[Any, Any, Any]:

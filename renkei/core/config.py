@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,36 @@ class StaffConfig:
 
 
 @dataclass(frozen=True)
+class ServerLimits:
+    """``[server]``: what every listener of the node (the peers' mutual-TLS listener and the
+    staff UI) accepts from a client before it refuses or closes the connection.
+
+    - ``max_header_bytes``: request line and header fields of one request (431 beyond).
+    - ``max_header_fields``: header fields of one request (431 beyond).
+    - ``header_timeout``: seconds from the end of the TLS handshake, or from the first byte of
+      a further request on a kept-alive connection, until the request's head is complete
+      (408 if part of a request came, else the connection is just closed).
+    - ``body_timeout``: seconds from the end of the head until the body is complete (408).
+    - ``handshake_timeout``: seconds for the TLS handshake.
+    - ``keep_alive_timeout``: seconds an idle connection is kept between requests.
+    - ``max_connections``: open connections per listener; one more is closed right after its
+      TLS handshake, unanswered (reading its request is the work the cap saves; the peers'
+      outbox retries).
+
+    The defaults suit a node on a LAN: heads of browsers with cookies fit in 32 KiB, and an
+    8 MiB message (the largest a node accepts) arrives well within a minute.
+    """
+
+    max_header_bytes: int = 32 * 1024
+    max_header_fields: int = 100
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    handshake_timeout: float = 10.0
+    keep_alive_timeout: int = 5
+    max_connections: int = 512
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     kind: str
     org_code: str
@@ -75,6 +105,7 @@ class NodeConfig:
     guard: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     staff: StaffConfig | None = None
+    server: ServerLimits = field(default_factory=ServerLimits)
 
     @property
     def base_url(self) -> str:
@@ -97,7 +128,7 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
             continue
         rest = name[len("RENKEI_") :].lower()
         section, _, key = rest.partition("_")
-        if section in {"node", "tls", "keys", "peers", "field", "staff"} and key:
+        if section in {"node", "tls", "keys", "peers", "field", "staff", "server"} and key:
             raw.setdefault(section, {})[key] = value
 
 
@@ -147,6 +178,31 @@ def _staff_config(
     return cfg
 
 
+def _server_limits(raw: dict[str, Any]) -> ServerLimits:
+    """``[server]``: each key a positive number of the default's type (env overrides are text)."""
+    section = raw.get("server", {})
+    if not isinstance(section, dict):
+        raise ConfigError("[server] は表（セクション）で指定してください")
+    defaults = ServerLimits()
+    names = [f.name for f in fields(ServerLimits)]
+    values: dict[str, Any] = {}
+    for key, value in section.items():
+        if key not in names:
+            raise ConfigError(f"[server] {key} は設定できません（{', '.join(names)}）")
+        kind = type(getattr(defaults, key))
+        try:
+            if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+                raise ValueError(value)
+            number = kind(value)
+        except (TypeError, ValueError):
+            number = 0
+        if not number > 0:
+            what = "正の整数" if kind is int else "正の数（秒）"
+            raise ConfigError(f"[server] {key} は{what}で指定してください: {value}")
+        values[key] = number
+    return replace(defaults, **values)
+
+
 def load_config(path: Path, environ: dict[str, str] | None = None) -> NodeConfig:
     """Read a node's TOML file; relative paths are relative to the file's directory."""
     try:
@@ -194,6 +250,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> NodeConfig
             guard=dict(raw.get("guard", {})),
             extra=dict(raw.get("extra", {})),
             staff=_staff_config(raw, node, p),
+            server=_server_limits(raw),
         )
     except KeyError as exc:
         raise ConfigError(f"設定ファイル {path} に必須項目 {exc.args[0]} がありません") from None

@@ -27,7 +27,7 @@ from renkei.dummy.population import NAKANO as NAKANO_LG
 from renkei.dummy.population import SHINJUKU as SHINJUKU_LG
 from renkei.dummy.population import Person, Population, generate_population, write_population_csv
 from renkei.federation import setup, staff
-from renkei.federation.process import Federation
+from renkei.federation.process import Federation, sigterm_as_interrupt
 from renkei.federation.topology import HUB, JLIS, NAKANO, NENKIN, ORGS, SHINJUKU, Layout, Org
 
 CHILD_ALLOWANCE_AFFAIR = "JM01000000074000"
@@ -484,6 +484,23 @@ def run_demo(
     shinjuku: int = 300,
     nakano: int = 200,
     database_urls: dict[str, str] | None = None,
+) -> int:
+    """Set up, start and play; with ``serve`` keep the federation up until Ctrl+C or SIGTERM.
+
+    Either signal stops every node process this started (they run in sessions of their own).
+    """
+    with sigterm_as_interrupt():
+        return _run_demo(var, serve, base_port, seed, shinjuku, nakano, database_urls)
+
+
+def _run_demo(
+    var: Path,
+    serve: bool,
+    base_port: int,
+    seed: int,
+    shinjuku: int,
+    nakano: int,
+    database_urls: dict[str, str] | None,
 ) -> int:
     started = time.perf_counter()
     layout = Layout(var, base_port)

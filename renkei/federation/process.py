@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 import httpx
 
@@ -70,3 +74,27 @@ class Federation:
                 except subprocess.TimeoutExpired:
                     proc.popen.kill()
                     proc.popen.wait()
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Within: SIGTERM (a service manager's stop, `kill`) interrupts like Ctrl-C.
+
+    Node processes run in sessions of their own (Ctrl-C in a terminal must not reach them
+    before the demo stops them), so only the demo can stop them: its ``finally`` must run,
+    which SIGTERM's default action (die at once) never lets happen. A second SIGTERM while
+    stopping is ignored, so that stopping finishes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+
+    def interrupt(_sig: int, _frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

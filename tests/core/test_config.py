@@ -54,3 +54,40 @@ def test_dump_config_writes_sub_tables_that_load_back(tmp_path: Path) -> None:
     policy = GuardPolicy.from_dict(tomllib.loads(text)["guard"])
     assert policy.limits["staff"].max == 6000 and policy.distinct_persons.max == 5000
     assert policy.limits["client"].max == 600  # untouched defaults stay
+
+
+def test_server_limits_default_and_come_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    from renkei.core.config import ServerLimits
+
+    path = write_config(Layout(tmp_path / "var", 20000), HUB, "hub")
+    assert load_config(path, environ={}).server == ServerLimits()
+    path.write_text(path.read_text(encoding="utf-8") + "\n[server]\nmax_header_bytes = 8192\nheader_timeout = 2.5\n", encoding="utf-8")
+    cfg = load_config(path, environ={"RENKEI_SERVER_MAX_CONNECTIONS": "64", "RENKEI_SERVER_BODY_TIMEOUT": "30"})
+    assert cfg.server == ServerLimits(max_header_bytes=8192, header_timeout=2.5, max_connections=64, body_timeout=30.0)
+    # The environment wins over the file, as for every section.
+    assert load_config(path, environ={"RENKEI_SERVER_MAX_HEADER_BYTES": "4096"}).server.max_header_bytes == 4096
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("max_header_bytes = 0", "正の整数"),
+        ("max_header_fields = -3", "正の整数"),
+        ("max_connections = 1.5", "正の整数"),
+        ("max_connections = true", "正の整数"),
+        ("header_timeout = 'soon'", "正の数（秒）"),
+        ("body_timeout = 0", "正の数（秒）"),
+        ("header_timeuot = 3", "設定できません"),
+    ],
+)
+def test_server_limits_refuse_what_is_not_a_positive_number(tmp_path: Path, line: str, message: str) -> None:
+    path = write_config(Layout(tmp_path / "var", 20000), HUB, "hub")
+    path.write_text(path.read_text(encoding="utf-8") + f"\n[server]\n{line}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, environ={})
+
+
+def test_a_wrong_server_limit_in_the_environment_is_refused(tmp_path: Path) -> None:
+    path = write_config(Layout(tmp_path / "var", 20000), HUB, "hub")
+    with pytest.raises(ConfigError, match=r"\[server\] max_header_bytes"):
+        load_config(path, environ={"RENKEI_SERVER_MAX_HEADER_BYTES": "32k"})

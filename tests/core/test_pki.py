@@ -295,3 +295,46 @@ def test_client_checks_the_hostname(world: World) -> None:
     )
     assert isinstance(out.client_error, ssl.SSLCertVerificationError)
     assert out.reply != b"pong"
+
+
+# --- cipher suites ------------------------------------------------------------------
+
+
+def _tls12_client(world: World, cipher: str) -> ssl.SSLContext:
+    """A client that offers TLS 1.2 with one suite only (a peer stuck on old settings)."""
+    ctx = _client(world.nakano, world.ca)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(cipher)
+    return ctx
+
+
+@pytest.mark.parametrize("cipher", ["ECDHE-ECDSA-AES128-SHA256", "ECDHE-ECDSA-AES256-SHA384"])
+def test_tls_1_2_refuses_cbc_suites(world: World, cipher: str) -> None:
+    out = _handshake(_server(world.shinjuku, world.ca), _tls12_client(world, cipher))
+    assert isinstance(out.server_error, ssl.SSLError) and isinstance(out.client_error, ssl.SSLError)
+    assert out.reply != b"pong"
+
+
+@pytest.mark.parametrize("cipher", ["ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-ECDSA-CHACHA20-POLY1305"])
+def test_tls_1_2_with_ecdhe_and_aead_works(world: World, cipher: str) -> None:
+    out = _handshake(_server(world.shinjuku, world.ca), _tls12_client(world, cipher))
+    assert out.server_error is None and out.client_error is None and out.reply == b"pong"
+
+
+def test_every_context_offers_only_ecdhe_with_aead_below_tls_1_3(world: World) -> None:
+    contexts = [
+        _server(world.shinjuku, world.ca),
+        _client(world.nakano, world.ca),
+        server_ssl_context(world.shinjuku.tls_cert, world.shinjuku.tls_key, None),
+    ]
+    for ctx in contexts:
+        tls12 = [c for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.2"]
+        assert tls12 and all(c["kea"] == "kx-ecdhe" and c["aead"] for c in tls12), tls12
+        # TLS 1.3 suites (all AEAD) stay as OpenSSL offers them.
+        assert {c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.3"}
+
+
+def test_a_server_context_without_a_ca_asks_for_no_certificate(world: World) -> None:
+    ctx = server_ssl_context(world.shinjuku.tls_cert, world.shinjuku.tls_key, None)
+    assert ctx.verify_mode == ssl.CERT_NONE and ctx.get_ca_certs() == []
+    assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from starlette.testclient import TestClient
@@ -25,10 +24,11 @@ from renkei.cli import app as cli
 from renkei.core.config import ConfigError, StaffConfig, load_config
 from renkei.core.crypto import pki
 from renkei.core.db import make_engine, migrate
+from renkei.core.serving import ListenerServer
 from renkei.federation import setup
 from renkei.federation.topology import NAKANO, SHINJUKU, Layout
 from renkei.web.atena import create_staff_app
-from renkei.web.listener import staff_tls_options
+from renkei.web.listener import staff_listener, staff_ssl_context
 from renkei.web.pages import TERMINAL_WARNING
 from tests.api.fed import Federation
 from tests.atena.kit import CHEAP_POLICY
@@ -132,9 +132,7 @@ def listener(fed: Federation, tmp_path_factory: pytest.TempPathFactory) -> Itera
     migrate(engine, MIGRATIONS, Base.metadata)
     atena = create_app(cfg, engine=engine, auth_policy=CHEAP_POLICY)
     ui = create_staff_app(atena, terminal_check=True)
-    server = uvicorn.Server(
-        uvicorn.Config(ui, host="127.0.0.1", port=port, lifespan="off", log_level="warning", **staff_tls_options(cfg, staff))
-    )
+    server = ListenerServer(staff_listener(ui, cfg, staff))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -183,9 +181,9 @@ def test_a_required_check_without_a_ca_file_does_not_start(fed: Federation, tmp_
     cfg = fed.config(SHINJUKU, "atena")
     staff = StaffConfig(port=1, require_terminal_cert=True, terminal_ca=tmp_path / "missing.crt")
     with pytest.raises(ConfigError, match="terminal_ca"):
-        staff_tls_options(cfg, staff)
-    off = staff_tls_options(cfg, dataclasses.replace(staff, require_terminal_cert=False))
-    assert off["ssl_cert_reqs"] == ssl.CERT_NONE and "ssl_ca_certs" not in off
+        staff_ssl_context(cfg, staff)
+    off = staff_ssl_context(cfg, dataclasses.replace(staff, require_terminal_cert=False))
+    assert off.verify_mode == ssl.CERT_NONE and off.get_ca_certs() == []
 
 
 def test_the_ui_and_the_api_answer_on_their_own_listeners_only(fed: Federation, tmp_path: Path) -> None:

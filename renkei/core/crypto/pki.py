@@ -430,24 +430,35 @@ def rotate_node_keys(out_dir: Path, org_code: str, node: str) -> tuple[str, str]
 # --- TLS ---------------------------------------------------------------------------
 
 
-def _base_context(protocol: int, cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
+# TLS 1.2 suites: ECDHE key exchange (forward secrecy) with an AEAD cipher only, no CBC.
+# TLS 1.3 suites are all AEAD and configured apart by OpenSSL; they stay as they are.
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+
+
+def _base_context(protocol: int, cert: Path, key: Path, ca: Path | None) -> ssl.SSLContext:
     ctx = ssl.SSLContext(protocol)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_ciphers(TLS12_CIPHERS)
+    ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
+    if ca is None:
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
     # Trust only our CA: no load_default_certs(), so public CAs cannot vouch for a peer.
     ctx.load_verify_locations(cafile=str(ca))
-    ctx.load_cert_chain(certfile=str(cert), keyfile=str(key))
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.verify_flags |= ssl.VERIFY_X509_STRICT
     return ctx
 
 
-def server_ssl_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
-    """TLS 1.2+ server context that requires a client certificate issued by ``ca``."""
+def server_ssl_context(cert: Path, key: Path, ca: Path | None) -> ssl.SSLContext:
+    """TLS 1.2+ server context (ECDHE + AEAD only) that requires a client certificate issued
+    by ``ca``; with ``ca=None`` it asks for none (the staff UI without terminal certificates)."""
     return _base_context(ssl.PROTOCOL_TLS_SERVER, cert, key, ca)
 
 
 def client_ssl_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
-    """TLS 1.2+ client context: server verified against ``ca`` only, hostname checked."""
+    """TLS 1.2+ client context (ECDHE + AEAD only): server verified against ``ca`` only,
+    hostname checked."""
     ctx = _base_context(ssl.PROTOCOL_TLS_CLIENT, cert, key, ca)
     ctx.check_hostname = True
     return ctx

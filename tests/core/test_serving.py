@@ -57,7 +57,7 @@ async def _app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, ssl.SSLContext]]:
     root = tmp_path_factory.mktemp("serving")
     pki.create_ca(root / "ca")
-    creds = pki.issue_org_credentials(root / "ca", root / "org", "1310410000000000", "新宿区")
+    creds = pki.issue_node_credentials(root / "ca", root / "org", "1310410000000000", "新宿区", "atena")
     ca = root / "ca" / pki.CA_CERT
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

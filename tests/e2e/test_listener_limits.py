@@ -109,7 +109,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     setup.write_configs(layout)
     config = layout.config_path(SHINJUKU, "atena")
     config.write_text(config.read_text(encoding="utf-8") + LIMITS, encoding="utf-8")
-    creds = layout.creds_dir(SHINJUKU)
+    creds = layout.creds_dir(SHINJUKU, "atena")
     peer_ctx = pki.client_ssl_context(creds / "tls.crt", creds / "tls.key", layout.ca_cert)
     # The demo's staff listener asks for no terminal certificate (require_terminal_cert = false).
     staff_ctx = ssl.create_default_context(cafile=str(layout.ca_cert))
@@ -401,7 +401,7 @@ def _read_answer_keep_alive(sock: ssl.SSLSocket) -> Answer:
     ],
 )
 def test_tls_1_2_offers_only_ecdhe_with_aead(node: Node, listener: Listener, cipher: str, works: bool) -> None:
-    creds = node.layout.creds_dir(SHINJUKU)
+    creds = node.layout.creds_dir(SHINJUKU, "atena")
     ctx = pki.client_ssl_context(creds / "tls.crt", creds / "tls.key", node.layout.ca_cert)
     ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(cipher + ":@SECLEVEL=0")
@@ -432,7 +432,7 @@ def test_serve_exits_0_on_sigterm(node: Node, sig: signal.Signals) -> None:
     """A hub of its own: SIGTERM (a service manager's stop) ends it cleanly and promptly, as
     Ctrl-C does."""
     layout = node.layout
-    creds = layout.creds_dir(HUB)
+    creds = layout.creds_dir(HUB, "hub")
     fed = Federation()
     try:
         proc = fed.start("hub", "hub", layout.config_path(HUB, "hub"), layout.url(HUB, "hub"))

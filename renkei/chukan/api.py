@@ -368,7 +368,7 @@ async def provide(request: Request) -> Response:
     enc = await rt.registry.encryption_key(inquirer)
     if enc is None:
         raise Problem(
-            422, "unknown_organization", "照会者の暗号鍵が機関登録簿にありません。", inquirer
+            404, "unknown_organization", "照会者の暗号鍵が機関登録簿にありません。", inquirer
         )
     with transaction(rt.sessions) as s:
         remember(s, rt.kernel, msg, rt.clock())

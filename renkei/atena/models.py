@@ -93,5 +93,6 @@ class InquiryLog(Base):
     provider_org: Mapped[str] = mapped_column(String(16))
     atena_no: Mapped[str] = mapped_column(String(15))
     serial: Mapped[str | None] = mapped_column(String(20), nullable=True)
-    outcome: Mapped[str] = mapped_column(String(20))
+    # a status or a refusal code, relayed codes included (some exceed 20 characters)
+    outcome: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from renkei.catalogue import Catalogue
-from renkei.chukan import service
+from renkei.chukan import flows, service
 from renkei.core import ids
 from renkei.core.audit import AuditEvent
 from renkei.core.crypto import envelope
 from renkei.core.db import transaction
 from renkei.core.errors import Problem
-from renkei.core.messaging import open_message, remember, seal
+from renkei.core.messaging import Message, remember, seal
 from renkei.core.node import SEALED_BODY, NodeRuntime, expect_sender, expect_typ
 
 router = APIRouter()
@@ -171,6 +172,80 @@ async def register(request: Request) -> Response:
     )
 
 
+BAD_ANSWER_TITLE = (
+    "情報提供者からの回答を検証できないため、受け付けませんでした。"
+    "処理通番を添えて管理者に連絡してください。"
+)
+
+
+def _serial_of(value: Any) -> str | None:
+    """A serial as the hub issues them (20 digits), or None."""
+    if isinstance(value, str) and len(value) == 20 and value.isascii() and value.isdigit():
+        return value
+    return None
+
+
+@dataclass(frozen=True)
+class _Inquiry:
+    """One inquiry of our atena, and how its outcome is kept (record + audit entry)."""
+
+    rt: NodeRuntime
+    msg: Message
+    atena_no: str
+    fields: dict[str, str]
+
+    def keep(
+        self,
+        serial: str,
+        outcome: str,
+        *,
+        audit_outcome: str | None = None,
+        reason: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> bool:
+        """The provision record and the audit entry, in one transaction.
+
+        A serial we already hold (the hub repeated one) gets the audit entry only, with
+        outcome ``duplicate_serial``; then False is returned.
+        """
+        with transaction(self.rt.sessions) as s:
+            duplicate = service.inquiry_recorded(s, serial)
+            if not duplicate:
+                service.record(
+                    s,
+                    serial=serial,
+                    direction="inquiry",
+                    counterpart_org=self.fields["provider_org"],
+                    procedure_code=self.fields["procedure_code"],
+                    info_kind_code=self.fields["info_kind_code"],
+                    atena_no=self.atena_no,
+                    as_of=self.fields["as_of"],
+                    outcome=outcome,
+                    now=self.rt.clock(),
+                    reason=reason,
+                )
+            self.rt.record(
+                s,
+                AuditEvent(
+                    actor=self.msg.iss,
+                    action="inquiry.send",
+                    outcome="duplicate_serial" if duplicate else (audit_outcome or outcome),
+                    subject=self.atena_no,
+                    affair=self.fields["procedure_code"],
+                    ref=serial,
+                    detail=detail,
+                ),
+            )
+        return not duplicate
+
+
+def _bad_hub_reply(reason_code: str, why: str, serial: str | None = None) -> Problem:
+    extra: dict[str, Any] = {"reason_code": reason_code}
+    if serial is not None:
+        extra["serial"] = serial
+    return Problem(502, "bad_peer_response", "連携先の応答を検証できません。", why, **extra)
+
+
 @router.post(
     "/v1/inquiries",
     openapi_extra=SEALED_BODY,
@@ -178,6 +253,13 @@ async def register(request: Request) -> Response:
     summary="情報照会（団体内統合宛名から）",
 )
 async def inquire(request: Request) -> Response:
+    """Ask the hub; check the provider's answer it relays; keep the outcome.
+
+    Whatever comes back is kept under the serial (provision record + audit entry) in
+    one transaction: an answer, 該当なし, 回答待ち, the hub's refusal, or an answer we
+    cannot accept, which atena receives as 502 ``bad_answer`` with the serial and a
+    ``reason_code`` (see ``service.BAD_ANSWER_REASONS``).
+    """
     rt = _rt(request)
     msg = await rt.receive(request)
     expect_typ(msg, "inquiry.request")
@@ -188,10 +270,11 @@ async def inquire(request: Request) -> Response:
         k: str(body.get(k, ""))
         for k in ("provider_org", "procedure_code", "info_kind_code", "as_of")
     }
-    service.parse_date(fields["as_of"], "基準日")
+    as_of = service.parse_date(fields["as_of"], "基準日")
     with transaction(rt.sessions) as s:
         remember(s, rt.kernel, msg, rt.clock())
         pseudonym = service.pseudonym_of(s, atena_no)
+    inquiry = _Inquiry(rt, msg, atena_no, fields)
     hub_url, hub_org = _hub(rt)
     try:
         answer = await rt.peer.call(
@@ -201,86 +284,64 @@ async def inquire(request: Request) -> Response:
             {"pseudonym": pseudonym, **fields},
         )
     except Problem as exc:
-        serial = exc.extra.get("serial")
-        if serial:
-            with transaction(rt.sessions) as s:
-                service.record(
-                    s,
-                    serial=str(serial),
-                    direction="inquiry",
-                    counterpart_org=fields["provider_org"],
-                    procedure_code=fields["procedure_code"],
-                    info_kind_code=fields["info_kind_code"],
-                    atena_no=atena_no,
-                    as_of=fields["as_of"],
-                    outcome="refused" if exc.code == "rule_violation" else "error",
-                    now=rt.clock(),
-                    reason=exc.detail or exc.title,
-                )
-                rt.record(
-                    s,
-                    AuditEvent(
-                        actor=msg.iss,
-                        action="inquiry.send",
-                        outcome=exc.code,
-                        subject=atena_no,
-                        affair=fields["procedure_code"],
-                        ref=str(serial),
-                    ),
-                )
-        raise
-    serial = str(answer.body.get("serial", ""))
-    status = str(answer.body.get("status", ""))
-    result: dict[str, Any] = {"serial": serial, "status": status}
-    token = answer.body.get("answer")
-    if isinstance(token, str) and token:
-        try:
-            inner = envelope.decrypt(token, rt.encryption_key).decode("ascii")
-        except (envelope.EnvelopeError, UnicodeDecodeError):
-            raise Problem(502, "answer_undecryptable", "回答を復号できません。", serial) from None
-        key = await rt.registry.lookup(envelope.peek_kid(inner))
-        signed = open_message(
-            inner,
-            key,
-            expected_aud=rt.org_code,
-            now=rt.clock(),
-            max_skew_seconds=rt.config.max_clock_skew_seconds,
-        )
-        if signed.iss != fields["provider_org"] or signed.body.get("serial") != serial:
-            raise Problem(
-                502, "answer_mismatch", "回答の提供者または処理通番が照会と一致しません。", serial
+        refused_serial = _serial_of(exc.extra.get("serial"))
+        if refused_serial is not None:
+            inquiry.keep(
+                refused_serial,
+                "refused" if exc.code == "rule_violation" else "error",
+                audit_outcome=exc.code,
+                reason=exc.detail or exc.title,
             )
-        result.update(
-            {
-                k: signed.body.get(k)
-                for k in ("edition", "record_key", "values", "valid_from", "valid_to")
-            }
+        else:
+            exc.extra.pop("serial", None)  # not one of the hub's serials: not passed on
+        raise
+    serial = _serial_of(answer.body.get("serial"))
+    if serial is None:
+        # Signed by the hub, yet no serial to keep it under: audited, then refused.
+        with transaction(rt.sessions) as s:
+            rt.record(
+                s,
+                AuditEvent(
+                    actor=msg.iss,
+                    action="inquiry.send",
+                    outcome="bad_peer_response",
+                    subject=atena_no,
+                    affair=fields["procedure_code"],
+                    detail={"reason_code": "bad_serial"},
+                ),
+            )
+        raise _bad_hub_reply("bad_serial", "ネットワークシステムの応答に処理通番がありません。")
+    status = answer.body.get("status")
+    try:
+        if not isinstance(status, str) or status not in service.ANSWER_STATUSES:
+            raise service.BadAnswer("bad_status")
+        signed = await flows.open_answer(
+            rt, answer.body.get("answer"), provider_org=fields["provider_org"]
         )
-    with transaction(rt.sessions) as s:
-        service.record(
-            s,
+        found = service.check_answer(
+            _catalogue(request),
+            signed.typ,
+            signed.body,
             serial=serial,
-            direction="inquiry",
-            counterpart_org=fields["provider_org"],
-            procedure_code=fields["procedure_code"],
+            status=status,
             info_kind_code=fields["info_kind_code"],
-            atena_no=atena_no,
-            as_of=fields["as_of"],
-            outcome=status,
-            now=rt.clock(),
+            as_of=as_of,
         )
-        rt.record(
-            s,
-            AuditEvent(
-                actor=msg.iss,
-                action="inquiry.send",
-                outcome=status,
-                subject=atena_no,
-                affair=fields["procedure_code"],
-                ref=serial,
-            ),
+    except service.BadAnswer as bad:
+        inquiry.keep(
+            serial,
+            "bad_answer",
+            reason=f"{bad.reason}: {bad.message}",
+            detail={"reason_code": bad.reason},
         )
-    return rt.reply(msg, "inquiry.result", result)
+        raise Problem(
+            502, "bad_answer", BAD_ANSWER_TITLE, bad.message, serial=serial, reason_code=bad.reason
+        ) from None
+    if not inquiry.keep(serial, status):
+        raise _bad_hub_reply(
+            "duplicate_serial", "ネットワークシステムが既に使われた処理通番を返しました。", serial
+        )
+    return rt.reply(msg, "inquiry.result", {"serial": serial, "status": status, **found})
 
 
 @router.post(
@@ -307,7 +368,7 @@ async def provide(request: Request) -> Response:
     enc = await rt.registry.encryption_key(inquirer)
     if enc is None:
         raise Problem(
-            422, "unknown_organization", "照会者の暗号鍵が機関登録簿にありません。", inquirer
+            404, "unknown_organization", "照会者の暗号鍵が機関登録簿にありません。", inquirer
         )
     with transaction(rt.sessions) as s:
         remember(s, rt.kernel, msg, rt.clock())

@@ -283,6 +283,123 @@ def provision_recorded(session: Session, serial: str) -> bool:
     )
 
 
+# --- answers to our inquiries -------------------------------------------------------
+# The hub relays the provider's answer as a JWE it cannot read; only we can check it.
+# Every way it can be wrong is one refusal, ``bad_answer`` (502), with a finer reason
+# from the list below. The staff text is ours alone: nothing the provider wrote is
+# echoed into a record, a log or a screen.
+
+ANSWER_STATUSES = ("answered", "no_data", "pending")
+BAD_ANSWER_REASONS: dict[str, str] = {
+    "no_answer": "回答（暗号化された情報提供）が含まれていません。",
+    "bad_status": "回答の状態が「回答あり」「該当なし」「回答待ち」のいずれでもありません。",
+    "malformed": "回答の暗号文の形式が正しくありません。",
+    "bad_algorithm": "回答に許可されていない暗号方式が使われています。",
+    "decrypt_failed": "回答を復号できません（当機関宛てではないか、改ざんされています）。",
+    "not_signed": "回答に情報提供者の署名がありません。",
+    "wrong_signer": "回答の署名者が照会先の情報提供者ではありません。",
+    "unknown_signer": "回答の署名鍵が機関登録簿にありません。",
+    "bad_signature": "回答の署名を検証できません。",
+    "malformed_message": "署名された回答の形式が正しくありません。",
+    "issuer_mismatch": "回答の送信元と署名鍵の機関が一致しません。",
+    "wrong_audience": "回答の宛先が当機関ではありません。",
+    "stale_message": "回答の作成時刻が許容範囲を外れています。",
+    "wrong_type": "署名された電文が情報提供の回答ではありません。",
+    "mismatch": "回答の処理通番・状態・特定個人情報・基準日が照会と一致しません。",
+    "bad_fields": "回答の版番号・レコードキー・公開期間の形式が正しくありません。",
+    "out_of_period": "回答された副本は基準日に公開されていません。",
+    "layout": "回答の内容がデータ標準レイアウトに適合しません。",
+}
+
+
+class BadAnswer(Exception):
+    """A provider's answer we refuse; ``reason`` is a key of `BAD_ANSWER_REASONS`."""
+
+    def __init__(self, reason: str, note: str = "") -> None:
+        if reason not in BAD_ANSWER_REASONS:
+            raise ValueError(f"unknown bad-answer reason: {reason}")
+        super().__init__(reason)
+        self.reason = reason
+        self.note = note  # our own words only (counts, codes), never the provider's
+
+    @property
+    def message(self) -> str:
+        text = BAD_ANSWER_REASONS[self.reason]
+        return f"{text}（{self.note}）" if self.note else text
+
+
+def _answer_date(value: Any) -> date:
+    if not isinstance(value, str):
+        raise BadAnswer("bad_fields")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise BadAnswer("bad_fields") from None
+
+
+def check_answer(
+    catalogue: Catalogue,
+    typ: str,
+    body: dict[str, Any],
+    *,
+    serial: str,
+    status: str,
+    info_kind_code: str,
+    as_of: date,
+) -> dict[str, Any]:
+    """The provider's verified answer, checked against the question and the layout.
+
+    ``typ`` and ``body`` are the signed message's; ``status`` is what the hub relayed.
+    Returns what atena is told besides serial and status: for an answer, the edition,
+    record key, values and publication period; nothing for 該当なし or 回答待ち.
+    Raises BadAnswer.
+    """
+    if typ != "provision.answer":
+        raise BadAnswer("wrong_type")
+    if (
+        body.get("serial") != serial
+        or body.get("status") != status
+        or body.get("info_kind_code") != info_kind_code
+        or body.get("as_of") != as_of.isoformat()
+    ):
+        raise BadAnswer("mismatch")
+    if status != "answered":
+        return {}
+    edition, record_key, values = body.get("edition"), body.get("record_key"), body.get("values")
+    if not (
+        isinstance(edition, str)
+        and isinstance(record_key, str)
+        and 1 <= len(record_key) <= 64
+        and isinstance(values, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in values.items())
+    ):
+        raise BadAnswer("bad_fields")
+    valid_from = _answer_date(body.get("valid_from"))
+    valid_to = None if body.get("valid_to") is None else _answer_date(body.get("valid_to"))
+    if not (valid_from <= as_of and (valid_to is None or as_of <= valid_to)):
+        raise BadAnswer("out_of_period")
+    issues = catalogue.validate_record(info_kind_code, values, valid_from, edition)
+    if issues:
+        codes = sorted({issue.code for issue in issues})
+        raise BadAnswer("layout", f"{len(issues)}件: {', '.join(codes)}")
+    return {
+        "edition": edition,
+        "record_key": record_key,
+        "values": values,
+        "valid_from": valid_from.isoformat(),
+        "valid_to": valid_to.isoformat() if valid_to is not None else None,
+    }
+
+
+def inquiry_recorded(session: Session, serial: str) -> bool:
+    return (
+        session.scalar(
+            select(ProvisionRecord.id).where(ProvisionRecord.serial == serial, ProvisionRecord.direction == "inquiry")
+        )
+        is not None
+    )
+
+
 # --- records --------------------------------------------------------------------
 
 

@@ -2,11 +2,19 @@
 
 Every error a user or a peer can cause becomes a `Problem` with a stable `code`,
 a Japanese `title` for staff and a `detail`; nothing else reaches the wire.
+
+Each code has exactly one HTTP status, everywhere: `STATUS_OF` below is the register
+of every code the project raises, and `Problem` takes the status from it (the status
+a caller writes must agree; tests/core/test_problem_codes.py walks the source to keep
+it so). A new code is added here first. A problem relayed from a peer keeps its code
+and takes our status for it; a peer's unknown code or its internal error becomes
+``peer_error`` (502), and a peer's answer we cannot verify ``bad_peer_response`` (502).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,9 +24,99 @@ from starlette.responses import JSONResponse, Response
 PROBLEM_TYPE_BASE = "urn:renkei:problem:"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 
+# status → the codes that carry it. A code listed twice refuses to import.
+_CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
+    400: (
+        "invalid_http_request", "malformed_message", "wrong_message_type", "bad_authorization_header", "bad_request",
+        # OAuth token endpoint (RFC 6749 §5.2 names)
+        "invalid_scope", "unsupported_grant_type",
+    ),
+    401: (
+        # node-to-node: who signed, and whether the signature holds
+        "unknown_sender", "bad_signature", "bad_algorithm", "issuer_mismatch", "stale_message",
+        # business systems (RFC 6750) and staff sign-in (renkei.core.auth)
+        "authentication_required", "invalid_token", "invalid_client", "bad_credentials", "totp_required",
+        "totp_invalid", "totp_reused", "session_expired", "session_revoked", "session_unknown",
+        "token_invalid", "token_expired",
+    ),
+    403: (
+        "sender_not_allowed", "wrong_audience", "rule_violation", "not_a_member",
+        "affair_not_permitted", "role_required", "reveal_denied", "blocked_by_rule",
+        "self_approval", "not_requester", "export_needs_approval", "session_required",
+        "insufficient_scope", "csrf_failed", "scope_denied", "inactive", "locked",
+        "unknown_staff",
+    ),
+    404: (
+        "not_found", "unknown_organization", "unknown_pseudonym", "provider_pseudonym_missing",
+        "unknown_serial", "unknown_atena_no", "unknown_business_atena_no", "staff_not_found",
+        "token_not_found", "alert_not_found", "export_not_found",
+    ),
+    405: ("method_not_allowed",),
+    408: ("header_timeout", "body_timeout"),
+    409: (
+        "replayed_message", "duplicate_serial", "pseudonym_not_acquired", "resident_code_changed",
+        "business_number_taken", "staff_exists", "own_account", "export_not_pending",
+        "export_not_approved", "export_grew",
+    ),
+    413: ("body_too_large",),
+    415: ("unsupported_media_type",),
+    422: (
+        "invalid_request", "missing_field", "too_long", "bad_date", "bad_count", "bad_items",
+        "bad_values", "bad_period", "bad_kana", "missing_kana", "bad_business_numbers", "bad_business_system",
+        "bad_export_params", "invalid_atena_no", "invalid_business_atena_no",
+        "invalid_individual_number", "invalid_resident_code", "invalid_sex", "invalid_lg_code",
+        "invalid_org_code", "invalid_affair_code", "invalid_procedure_code",
+        "invalid_info_kind_code", "invalid_postal_code",
+        "invalid_serial", "invalid_characters", "invalid_expiry", "invalid_fukuhon",
+        "invalid_noise_file", "invalid_staff", "unknown_procedure", "unknown_info_kind",
+        "unknown_export", "no_edition", "key_owner_mismatch", "key_node_not_allowed", "invalid_role",
+        "role_conflict",
+        "individual_number_in_filter", "unencodable_character", "cp932_unencodable",
+        "unsupported_encoding", "password_policy",
+    ),
+    429: ("rate_limited",),
+    431: ("headers_too_large", "too_many_headers"),
+    500: ("internal_error",),
+    502: ("peer_error", "bad_peer_response", "bad_answer", "wrong_responder"),
+    503: ("peer_unavailable",),
+}
+
+
+def _status_register(by_status: Mapping[int, tuple[str, ...]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for status, codes in by_status.items():
+        for code in codes:
+            if code in out:
+                raise RuntimeError(f"problem code {code!r} listed under {out[code]} and {status}")
+            out[code] = status
+    return out
+
+
+STATUS_OF: Final[dict[str, int]] = _status_register(_CODES_BY_STATUS)
+
+# Status codes Starlette itself raises (unknown route, wrong method, unparsable form),
+# each with its own code; any other status gets ``http_<status>``.
+_HTTP_CODES: Final[dict[int, tuple[str, str]]] = {
+    400: ("bad_request", "要求の形式が誤っています。"),
+    404: ("not_found", "指定された資源は存在しません。"),
+    405: ("method_not_allowed", "この操作は許可されていません。"),
+    413: ("body_too_large", "要求が大きすぎます。"),
+    415: ("unsupported_media_type", "この形式の要求は受け付けていません。"),
+}
+
+
+def http_problem(status: int, detail: str = "", title: str | None = None) -> Problem:
+    """The problem for an HTTP error Starlette raised: one code per status."""
+    code, default = _HTTP_CODES.get(status, (f"http_{status}", "要求を処理できませんでした。"))
+    return Problem(status, code, title or default, detail)
+
 
 class Problem(Exception):
-    """An error with a stable machine code, shown to staff in Japanese."""
+    """An error with a stable machine code, shown to staff in Japanese.
+
+    ``status`` is taken from `STATUS_OF` for a registered code (the argument must
+    agree with it; a test checks every call); an unregistered code keeps the argument.
+    """
 
     def __init__(
         self,
@@ -29,7 +127,7 @@ class Problem(Exception):
         **extra: Any,
     ) -> None:
         super().__init__(f"{code}: {title} {detail}".strip())
-        self.status = status
+        self.status = STATUS_OF.get(code, status)
         self.code = code
         self.title = title
         self.detail = detail
@@ -48,15 +146,42 @@ class Problem(Exception):
         return body
 
     @classmethod
-    def from_dict(cls, status: int, body: dict[str, Any]) -> Problem:
-        extra = {k: v for k, v in body.items() if k not in {"type", "title", "status", "code", "detail"}}
-        return cls(
-            status=int(body.get("status", status)),
-            code=str(body.get("code", "peer_error")),
-            title=str(body.get("title", "連携先でエラーが発生しました。")),
-            detail=str(body.get("detail", "")),
-            **extra,
-        )
+    def from_dict(cls, status: int, body: Any, source: str = "") -> Problem:
+        """A peer's problem+json, to relay: its code, title, detail and extra members.
+
+        The status is ours for the code. Anything that is not a problem with a code we
+        know, and the peer's own internal error, is ``peer_error`` (502) naming the
+        peer's HTTP status: a peer cannot make us answer 500, or 200, or a code we
+        never documented.
+        """
+        code = body.get("code") if isinstance(body, dict) else None
+        title = body.get("title") if isinstance(body, dict) else None
+        if (
+            not isinstance(body, dict)
+            or not isinstance(code, str)
+            or code not in STATUS_OF
+            or code == "internal_error"
+            or not isinstance(title, str)
+            or not title.strip()
+        ):
+            peer_code = code if isinstance(code, str) and code.isascii() else "?"
+            return cls(
+                502,
+                "peer_error",
+                "連携先でエラーが発生しました。",
+                f"{source} HTTP {status} {peer_code[:64]}".strip(),
+            )
+        detail = body.get("detail")
+        extra = {
+            k: v
+            for k, v in body.items()
+            if isinstance(k, str) and k.isidentifier() and k not in _RESERVED_MEMBERS
+        }
+        return cls(STATUS_OF[code], code, title, detail if isinstance(detail, str) else "", **extra)
+
+
+# Members of a problem body that are not extra members, and the constructor's own names.
+_RESERVED_MEMBERS: Final = frozenset({"type", "title", "status", "code", "detail", "self", "extra"})
 
 
 def problem_response(problem: Problem) -> Response:
@@ -93,12 +218,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
-        titles = {
-            404: ("not_found", "指定された資源は存在しません。"),
-            405: ("method_not_allowed", "この操作は許可されていません。"),
-        }
-        code, title = titles.get(exc.status_code, ("http_error", "要求を処理できませんでした。"))
-        return problem_response(Problem(exc.status_code, code, title, str(exc.detail or "")))
+        return problem_response(http_problem(exc.status_code, str(exc.detail or "")))
 
     @app.middleware("http")
     async def _unexpected(request: Request, call_next: Any) -> Response:

@@ -70,13 +70,22 @@ class PeerClient:
         *,
         message_id: str | None = None,
     ) -> Message:
-        """POST a sealed message; return the peer's verified answer or raise its Problem."""
+        """POST a sealed message; return the peer's verified answer or raise its Problem.
+
+        The answer must be signed by ``aud``, the organization we addressed. A refusal
+        is relayed as `Problem.from_dict` reads it; an answer we cannot verify is
+        ``bad_peer_response`` (502).
+        """
         await self.start()
         assert self._session is not None
         token = seal(self._key, self._org, aud, typ, body, message_id=message_id)
         try:
+            # No redirects: a node answers at the address the registry names, or not at all.
             async with self._session.post(
-                url, data=token.encode(), headers={"content-type": JOSE_MEDIA_TYPE}
+                url,
+                data=token.encode(),
+                headers={"content-type": JOSE_MEDIA_TYPE},
+                allow_redirects=False,
             ) as resp:
                 raw = await resp.read()
                 ctype = resp.headers.get("content-type", "")
@@ -84,13 +93,14 @@ class PeerClient:
         except (TimeoutError, aiohttp.ClientError, ssl.SSLError, OSError) as exc:
             raise PeerUnavailable(url, type(exc).__name__) from None
         if status >= 400:
+            problem: Any = None
             if ctype.startswith(PROBLEM_MEDIA_TYPE) or ctype.startswith("application/json"):
                 try:
-                    raise Problem.from_dict(status, orjson.loads(raw))
+                    problem = orjson.loads(raw)
                 except orjson.JSONDecodeError:
-                    pass
-            raise Problem(502, "peer_error", "連携先でエラーが発生しました。", f"{url}: HTTP {status}")
-        answer = await self.open(raw.decode("ascii", "replace"), expected_aud=self._org)
+                    problem = None
+            raise Problem.from_dict(status, problem, url)
+        answer = await self.open(raw.decode("ascii", "replace"), expected_aud=self._org, expected_iss=aud)
         # A reply must be signed by the kind of node the request was addressed to.
         expected = contract.responders(typ)
         if expected and answer.node not in expected:
@@ -102,16 +112,35 @@ class PeerClient:
             )
         return answer
 
-    async def open(self, token: str, *, expected_aud: str) -> Message:
+    async def open(self, token: str, *, expected_aud: str, expected_iss: str | None = None) -> Message:
+        """Verify a peer's signed answer; every failure is ``bad_peer_response`` (502).
+
+        The receiver's own codes (malformed_message 400, bad_signature 401, …) would say
+        that *our* request was wrong; here the peer is, so the code is one 502 and the
+        receiver's code goes into ``reason_code``.
+        """
         try:
             kid = envelope.peek_kid(token)
         except envelope.EnvelopeError as exc:
-            raise Problem(502, "malformed_message", "連携先の応答の形式が誤っています。", exc.message) from None
+            raise _bad_response("malformed_message", exc.message) from None
         key = await self._lookup(kid)
-        return open_message(
-            token,
-            key,
-            expected_aud=expected_aud,
-            now=datetime.now(UTC),
-            max_skew_seconds=self._skew,
-        )
+        try:
+            msg = open_message(
+                token,
+                key,
+                expected_aud=expected_aud,
+                now=datetime.now(UTC),
+                max_skew_seconds=self._skew,
+            )
+        except Problem as exc:
+            raise _bad_response(exc.code, exc.title) from None
+        if expected_iss is not None and msg.iss != expected_iss:
+            raise _bad_response("issuer_mismatch", "応答の署名者が呼び出した機関ではありません。")
+        return msg
+
+
+def _bad_response(reason_code: str, why: str) -> Problem:
+    # Only our own wording: nothing the peer wrote is echoed to staff or logs.
+    return Problem(
+        502, "bad_peer_response", "連携先の応答を検証できません。", why, reason_code=reason_code
+    )

@@ -20,12 +20,20 @@ from sqlalchemy.orm import Session
 
 from renkei.core.crypto import envelope
 from renkei.core.db import KernelTables
-from renkei.core.errors import Problem
+from renkei.core.errors import STATUS_OF, Problem
 
 JOSE_MEDIA_TYPE = "application/jose"
 _MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 # Message ids go into audit logs, which refuse anything shaped like an individual number.
 _DIGIT_RUN = re.compile(r"[0-9]{12}")
+# An envelope refusal as a problem code: a malformed token is 400 like any other
+# malformed message, a failed signature check 401.
+_ENVELOPE_CODES = {
+    "malformed": "malformed_message",
+    "unknown_key": "unknown_sender",
+    "bad_algorithm": "bad_algorithm",
+    "bad_signature": "bad_signature",
+}
 
 
 @dataclass(frozen=True)
@@ -82,11 +90,10 @@ def open_message(
     try:
         kid, raw = envelope.verify(token, lambda _kid: public_key)
     except envelope.EnvelopeError as exc:
-        status = 401
-        code = {"malformed": "malformed_message", "unknown_key": "unknown_organization"}.get(
-            exc.code, exc.code
-        )
-        raise Problem(status, code, "電文の署名を確認できません。", exc.message) from None
+        code = _ENVELOPE_CODES.get(exc.code, "bad_signature")
+        raise Problem(
+            STATUS_OF[code], code, "電文の署名を確認できません。", exc.message
+        ) from None
     parsed = envelope.parse_kid(kid)
     try:
         data = orjson.loads(raw)

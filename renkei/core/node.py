@@ -135,7 +135,7 @@ class NodeRuntime:
             raise Problem(400, "malformed_message", "電文の形式が誤っています。") from None
         key = await self.registry.lookup(kid)
         if key is None:
-            raise Problem(401, "unknown_organization", "登録されていない機関からの電文です。", kid)
+            raise Problem(401, "unknown_sender", "登録されていない機関からの電文です。", kid)
         msg = open_message(
             token,
             key,

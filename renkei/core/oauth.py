@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 from urllib.parse import parse_qsl
 
 import structlog
@@ -129,6 +129,10 @@ _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 # --- errors ---------------------------------------------------------------------------
 
 
+# RFC 6750 error → problem code, where the RFC's name is one of our codes with another status.
+_PROBLEM_CODES: Final = {"invalid_request": "bad_authorization_header"}
+
+
 class OAuthError(Exception):
     """A refusal with an RFC 6749 / RFC 6750 error code and a Japanese message.
 
@@ -182,8 +186,14 @@ class OAuthError(Exception):
         return {"error": self.error, "error_description": self.message_ja}
 
     def to_problem(self) -> Problem:
-        """The same refusal as problem+json, for resource endpoints of a node."""
-        return Problem(self.status, self.error, self.message_ja)
+        """The same refusal as problem+json, for resource endpoints of a node.
+
+        The problem code is the RFC 6750 error, except ``invalid_request`` (400), which
+        is our 422 for a body that fails validation: a malformed Authorization header is
+        ``bad_authorization_header`` (the challenge header keeps the RFC's name).
+        """
+        code = _PROBLEM_CODES.get(self.error, self.error)
+        return Problem(self.status, code, self.message_ja)
 
 
 def oauth_error_response(exc: OAuthError) -> Response:
@@ -193,9 +203,10 @@ def oauth_error_response(exc: OAuthError) -> Response:
 
 def bearer_problem_response(exc: OAuthError) -> Response:
     """A bearer refusal as problem+json with its WWW-Authenticate challenge."""
+    problem = exc.to_problem()
     return JSONResponse(
-        exc.to_problem().to_dict(),
-        status_code=exc.status,
+        problem.to_dict(),
+        status_code=problem.status,
         headers=exc.response_headers(),
         media_type=PROBLEM_MEDIA_TYPE,
     )

@@ -170,13 +170,9 @@ async def inquiries(request: Request) -> Response:
     except Problem as exc:
         with transaction(rt.sessions) as s:
             service.finish_inquiry(s, route.serial, "error", rt.clock(), reason_code=exc.code)
-        raise Problem(
-            502 if exc.status >= 500 else exc.status,
-            exc.code,
-            exc.title,
-            exc.detail,
-            serial=route.serial,
-        ) from None
+        # Relayed with the serial; the status is the code's own (a provider's internal
+        # error or unverifiable answer already arrives as a 502 code, see PeerClient).
+        raise Problem(exc.status, exc.code, exc.title, exc.detail, serial=route.serial) from None
     status = str(answer.body.get("status", ""))
     outcome = status if status in {"answered", "no_data", "pending"} else "error"
     with transaction(rt.sessions) as s:

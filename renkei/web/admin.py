@@ -151,8 +151,8 @@ def _member_action(request: Request, staff: Staff, target: str, action: str) -> 
             s.commit()
             return count
     except LookupError as exc:
-        audit(request, staff.staff_id, action, "unknown_staff", ref=_ref(target))
-        raise Problem(404, "unknown_staff", str(exc).strip("'\"")) from None
+        audit(request, staff.staff_id, action, "staff_not_found", ref=_ref(target))
+        raise Problem(404, "staff_not_found", str(exc).strip("'\"")) from None
 
 
 @router.post("/admin/staff/{target}/unlock")

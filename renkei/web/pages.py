@@ -23,7 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from renkei.core.errors import Problem
+from renkei.core.errors import Problem, http_problem
 from renkei.core.text.wareki import WarekiError, to_wareki
 
 TEMPLATES_DIR: Final = Path(__file__).parent / "templates"
@@ -131,9 +131,10 @@ def error_response(request: Request, problem: Problem) -> Response:
     return render(request, "error.html", context, status=problem.status)
 
 
+# Page wording for the statuses Starlette raises; the codes are core.errors' (one per status).
 _HTTP_TITLES: Final = {
-    404: ("not_found", "指定されたページは存在しません。"),
-    405: ("method_not_allowed", "この操作は許可されていません。"),
+    404: "指定されたページは存在しません。",
+    405: "この操作は許可されていません。",
 }
 
 
@@ -159,8 +160,7 @@ def install_page_handlers(app: FastAPI) -> None:
 
     async def _http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
-        code, title = _HTTP_TITLES.get(exc.status_code, ("http_error", "要求を処理できませんでした。"))
-        return error_response(request, Problem(exc.status_code, code, title))
+        return error_response(request, http_problem(exc.status_code, title=_HTTP_TITLES.get(exc.status_code)))
 
     app.add_exception_handler(Problem, _problem)
     app.add_exception_handler(SignInRequired, _sign_in)

@@ -130,17 +130,17 @@ def test_garbage_body_is_malformed(hub: Hub, path: str, garbage: bytes) -> None:
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_made_up_kid_is_unknown_organization(hub: Hub, path: str) -> None:
+def test_made_up_kid_is_unknown_sender(hub: Hub, path: str) -> None:
     typ, sender, body = ROUTES[path]
     token = hub.fed.seal(fresh_ed25519("1234567890123456:chukan:sig:1"), HUB, typ, body)
-    _refused(hub, path, token, 401, "unknown_organization")
+    _refused(hub, path, token, 401, "unknown_sender")
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_org_of_a_second_ca_is_unknown_organization(hub: Hub, path: str) -> None:
+def test_org_of_a_second_ca_is_unknown_sender(hub: Hub, path: str) -> None:
     typ, sender, body = ROUTES[path]
     token = hub.fed.seal(hub.fed.stranger_org(), HUB, typ, body)
-    _refused(hub, path, token, 401, "unknown_organization")
+    _refused(hub, path, token, 401, "unknown_sender")
 
 
 @pytest.mark.parametrize("path", PATHS)

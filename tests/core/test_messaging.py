@@ -65,7 +65,20 @@ def test_unknown_key_refused(keys: tuple[envelope.SigningKey, KeyDirectory, enve
     key, _, _ = keys
     with pytest.raises(Problem) as info:
         open_message(seal(key, ORG, PEER, "t", {}), None, expected_aud=PEER, now=datetime.now(UTC), max_skew_seconds=300)
-    assert info.value.code == "unknown_organization" and info.value.status == 401
+    assert info.value.code == "unknown_sender" and info.value.status == 401
+
+
+def test_unreadable_signature_is_malformed_400_like_any_malformed_message(
+    keys: tuple[envelope.SigningKey, KeyDirectory, envelope.SigningKey],
+) -> None:
+    # The header names a known key, but the payload segment is not base64url: the
+    # envelope says "malformed", which is 400 like every other malformed_message (it
+    # was 401 here and 400 elsewhere).
+    key, kd, _ = keys
+    header, _, signature = seal(key, ORG, PEER, "t", {}).split(".")
+    with pytest.raises(Problem) as info:
+        _open(f"{header}.!!!!.{signature}", kd)
+    assert (info.value.code, info.value.status) == ("malformed_message", 400)
 
 
 def test_issuer_must_match_key(keys: tuple[envelope.SigningKey, KeyDirectory, envelope.SigningKey]) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from renkei.atena.models import Base
+from renkei.core.errors import Problem
 from renkei.core.guard import GuardPolicy
 from tests.atena.kit import CHILD_ALLOWANCE_AFFAIR
 from tests.web.kit import CHILD_SYSTEM_NO, KANA_CROWD, TAX_SYSTEM_NO, Web, number_of
@@ -193,3 +195,49 @@ def test_inquiry_screen_takes_the_api_path_and_shows_its_refusal(web: Web) -> No
         row = conn.execute(select(log).order_by(log.c.id.desc())).mappings().first()
     assert row is not None and row["staff_id"] == "clerk" and row["atena_no"] == web.people[0]
     assert row["outcome"] == code.group(1)
+
+
+RELAYED = {
+    # chukan's refusal of a bad answer from the provider (issue 8): 502 with the serial
+    "bad_answer": Problem(
+        502, "bad_answer", "情報提供者からの回答を検証できないため、受け付けませんでした。",
+        "回答の署名を検証できません。", serial="20240601000000000042", reason_code="bad_signature",
+    ),
+    # refusals whose codes are longer than 20 characters
+    "provider_pseudonym_missing": Problem(
+        404, "provider_pseudonym_missing", "符号エラー（機関別符号未発行）", serial="20240601000000000043",
+    ),
+    "pseudonym_not_acquired": Problem(409, "pseudonym_not_acquired", "符号が未取得です。"),
+}
+
+
+@pytest.mark.parametrize("code", list(RELAYED))
+def test_inquiry_screen_shows_a_relayed_refusal_with_its_serial(web: Web, code: str) -> None:
+    refusal = RELAYED[code]
+
+    async def chukan(*_: Any, **__: Any) -> Any:
+        raise refusal
+
+    web.atena.state.rt.peer.call = chukan
+    csrf = web.sign_in("clerk")
+    resp = web.client.post(
+        "/atena/inquiry",
+        data={
+            "csrf_token": csrf, "procedure_code": "JT01010000074001", "info_kind_code": "TM00000000000002",
+            "provider_org": "1311480000000000", "person_by": "atena_no", "atena_no": web.people[0], "as_of": "R6.6.1",
+        },
+        headers=web.htmx(),
+    )
+    assert resp.status_code == refusal.status, resp.text
+    assert f'data-code="{code}"' in resp.text and refusal.title in resp.text
+    serial = refusal.extra.get("serial")
+    if serial:
+        assert f'処理通番: <span id="error-serial">{serial}</span>' in resp.text
+    else:
+        assert "error-serial" not in resp.text
+    log = Base.metadata.tables["inquiry_log"]
+    with web.atena.state.rt.engine.connect() as conn:
+        row = conn.execute(select(log).order_by(log.c.id.desc())).mappings().first()
+    assert row is not None and (row["outcome"], row["serial"]) == (code, serial)
+    entry = web.last_audit("inquiry")
+    assert (entry["outcome"], entry["ref"]) == (code, serial)

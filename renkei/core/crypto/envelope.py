@@ -1,8 +1,13 @@
 """JOSE envelope for node-to-node messages: Ed25519 JWS and X25519 JWE.
 
-Only one algorithm is accepted on each side (JWS ``Ed25519``, JWE
-``ECDH-ES+A256KW``/``A256GCM``); the header is checked before any key is touched, so
-``none``, HMAC-with-the-public-key and similar downgrade tricks never reach joserfc.
+We sign with JWS ``Ed25519`` (RFC 9864) and encrypt with JWE
+``ECDH-ES+A256KW``/``A256GCM`` on X25519, nothing else. On verification the older
+polymorphic name ``EdDSA`` (RFC 8037) is accepted too, because peers built on other
+JOSE libraries (jwcrypto, authlib) sign Ed25519 under that name; it is verified on an
+Ed25519 key only, never Ed448. The header is checked before any key is touched (for
+a JWE also the ephemeral key: X25519 only), so ``none``, HMAC-with-the-public-key,
+another curve and similar tricks never reach joserfc; and whatever joserfc raises on
+hostile input is still one of our codes, never an unexpected exception.
 """
 
 from __future__ import annotations
@@ -16,10 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.keywrap import InvalidUnwrap
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from joserfc import jwe, jws
-from joserfc.errors import BadSignatureError, JoseError
+from joserfc.errors import (
+    BadSignatureError,
+    InvalidKeyCurveError,
+    JoseError,
+    UnsupportedAlgorithmError,
+)
+from joserfc.jwa import JWSAlgModel
 from joserfc.jwk import OKPKey
 
 from renkei.core.config import NODE_KINDS
@@ -27,6 +38,7 @@ from renkei.core.config import NODE_KINDS
 __all__ = [
     "ENCRYPTION_ALG",
     "ENCRYPTION_ENC",
+    "LEGACY_SIGNING_ALG",
     "SIGNING_ALG",
     "EncryptionKey",
     "EnvelopeError",
@@ -44,18 +56,59 @@ __all__ = [
     "verify",
 ]
 
-# RFC 9864's fully-specified name. joserfc also knows the older polymorphic "EdDSA",
-# but flags it deprecated and it would also admit Ed448.
+# RFC 9864's fully-specified name: what we sign with.
 SIGNING_ALG = "Ed25519"
+# RFC 8037's polymorphic name, accepted on verification on Ed25519 keys only.
+LEGACY_SIGNING_ALG = "EdDSA"
 ENCRYPTION_ALG = "ECDH-ES+A256KW"
 ENCRYPTION_ENC = "A256GCM"
+_EPK_KEYS = frozenset({"kty", "crv", "x"})
 
 # joserfc's defaults (128 KB JWS payload, 64 KB JWE ciphertext) are too small for
 # batched answers; the HTTP layer bounds request bodies anyway.
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
+
+class _EdDSAOnEd25519(JWSAlgModel):
+    """``EdDSA`` verified as Ed25519 and nothing else.
+
+    joserfc's own ``EdDSA`` also admits Ed448 and warns on every use (deprecated by
+    RFC 9864); the signature over an Ed25519 key is the same as ``Ed25519``'s.
+    """
+
+    name = LEGACY_SIGNING_ALG
+    description = "EdDSA (RFC 8037) on Ed25519 keys only"
+    key_type = "OKP"
+
+    def check_key(self, key: Any) -> None:
+        super().check_key(key)
+        if key.curve_name != "Ed25519":
+            raise InvalidKeyCurveError(f"{LEGACY_SIGNING_ALG} is accepted on Ed25519 keys only")
+
+    def sign(self, msg: bytes, key: Any) -> bytes:
+        raise UnsupportedAlgorithmError(f"we sign with {SIGNING_ALG}, never {LEGACY_SIGNING_ALG}")
+
+    def verify(self, msg: bytes, sig: bytes, key: Any) -> bool:
+        op_key = key.get_op_key("verify")
+        if not isinstance(op_key, Ed25519PublicKey):
+            return False
+        try:
+            op_key.verify(sig, msg)
+        except InvalidSignature:
+            return False
+        return True
+
+
+class _VerifyingRegistry(jws.JWSRegistry):
+    # A registry class of its own: joserfc keeps algorithms on the class, and the
+    # process-wide one must not learn our restricted "EdDSA".
+    algorithms = {**jws.JWSRegistry.algorithms, LEGACY_SIGNING_ALG: _EdDSAOnEd25519()}
+
+
 _JWS_REGISTRY = jws.JWSRegistry(algorithms=[SIGNING_ALG])
 _JWS_REGISTRY.max_payload_length = MAX_MESSAGE_BYTES
+_JWS_VERIFY_REGISTRY = _VerifyingRegistry(algorithms=[SIGNING_ALG, LEGACY_SIGNING_ALG])
+_JWS_VERIFY_REGISTRY.max_payload_length = MAX_MESSAGE_BYTES
 _JWE_REGISTRY = jwe.JWERegistry(algorithms=[ENCRYPTION_ALG, ENCRYPTION_ENC])
 _JWE_REGISTRY.max_ciphertext_length = MAX_MESSAGE_BYTES * 4 // 3 + 4
 
@@ -231,12 +284,13 @@ def sign(payload: bytes, key: SigningKey) -> str:
 def verify(token: str, resolve: Callable[[str], Any | None]) -> tuple[str, bytes]:
     """Verify a compact JWS; ``resolve(kid)`` returns the signer's public key or None.
 
-    Returns (kid, payload). Raises EnvelopeError with code malformed, bad_algorithm,
+    ``alg`` is ``Ed25519`` or ``EdDSA``, on an Ed25519 key either way. Returns
+    (kid, payload). Raises EnvelopeError with code malformed, bad_algorithm,
     unknown_key or bad_signature.
     """
     header = _header(token, (3,))
-    if header.get("alg") != SIGNING_ALG:
-        raise EnvelopeError("bad_algorithm", f"alg {header.get('alg')!r}")
+    if header.get("alg") not in (SIGNING_ALG, LEGACY_SIGNING_ALG):
+        raise EnvelopeError("bad_algorithm", f"alg {str(header.get('alg'))[:20]!r}")
     kid: str = header["kid"]
     key = resolve(kid)
     if key is None:
@@ -245,11 +299,13 @@ def verify(token: str, resolve: Callable[[str], Any | None]) -> tuple[str, bytes
     if not isinstance(key, OKPKey) or key.curve_name != "Ed25519" or key.get("use", "sig") != "sig":
         raise EnvelopeError("unknown_key", f"{kid} is not an Ed25519 signing key")
     try:
-        obj = jws.deserialize_compact(token, key, registry=_JWS_REGISTRY)
+        obj = jws.deserialize_compact(token, key, registry=_JWS_VERIFY_REGISTRY)
     except BadSignatureError as err:
         raise EnvelopeError("bad_signature", kid) from err
-    except (JoseError, ValueError, TypeError) as err:
-        raise EnvelopeError("malformed", str(err)) from err
+    except Exception as err:
+        # Anything else joserfc raises on a hostile token (its errors, a KeyError, a
+        # binascii.Error …) is a token we cannot read, never an unexpected error.
+        raise EnvelopeError("malformed", type(err).__name__) from err
     return kid, obj.payload
 
 
@@ -264,17 +320,50 @@ def encrypt(payload: bytes, recipient_public_key: Any, recipient_kid: str) -> st
     return jwe.encrypt_compact(header, payload, recipient_public_key, registry=_JWE_REGISTRY)
 
 
+def _check_epk(header: Mapping[str, Any]) -> None:
+    """The sender's ephemeral key must be a public X25519 key: nothing else is agreed on.
+
+    (joserfc meets an ``epk`` on P-256 with a bare KeyError; one on Ed25519 with yet
+    another error.)
+    """
+    epk = header.get("epk")
+    if not isinstance(epk, dict):
+        raise EnvelopeError("malformed", "epk is not a JWK object")
+    if epk.get("kty") != "OKP" or epk.get("crv") != "X25519":
+        raise EnvelopeError("bad_algorithm", "epk is not an X25519 key")
+    if not set(epk) <= _EPK_KEYS:
+        # "d" would be a private key; anything else has no meaning for X25519.
+        raise EnvelopeError("malformed", "epk has members other than kty, crv, x")
+    x = epk.get("x")
+    try:
+        raw = _b64decode(x) if isinstance(x, str) and x.isascii() else b""
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise EnvelopeError("malformed", "epk x is not 32 bytes of base64url")
+
+
 def decrypt(token: str, key: EncryptionKey) -> bytes:
-    """Decrypt a compact JWE addressed to ``key``; wrong key or tampering -> decrypt_failed."""
+    """Decrypt a compact JWE addressed to ``key``.
+
+    Refuses, before any key is used: another alg, enc or a zip (bad_algorithm), an
+    ephemeral key that is not X25519 (bad_algorithm or malformed) and a JWE for
+    another key id (decrypt_failed). A wrong key or tampering is decrypt_failed.
+    """
     header = _header(token, (5,))
     if header.get("alg") != ENCRYPTION_ALG or header.get("enc") != ENCRYPTION_ENC:
-        raise EnvelopeError("bad_algorithm", f"alg {header.get('alg')!r} enc {header.get('enc')!r}")
+        raise EnvelopeError("bad_algorithm", "alg/enc other than ECDH-ES+A256KW/A256GCM")
     if "zip" in header:
         # Compression before encryption leaks plaintext through length (CRIME-style).
         raise EnvelopeError("bad_algorithm", "zip is not allowed")
+    _check_epk(header)
+    if header["kid"] != key.kid:
+        raise EnvelopeError("decrypt_failed", "encrypted for another key")
     try:
         obj = jwe.decrypt_compact(token, key.key, registry=_JWE_REGISTRY)
-    except (JoseError, ValueError, TypeError, InvalidTag, InvalidUnwrap) as err:
+    except Exception as err:
+        # joserfc's errors, cryptography's InvalidTag/InvalidUnwrap, and whatever else
+        # a hostile header provokes: none of them may escape as an unexpected error.
         raise EnvelopeError("decrypt_failed", type(err).__name__) from err
     if obj.plaintext is None:
         raise EnvelopeError("decrypt_failed", "no plaintext")

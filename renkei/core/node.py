@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -81,6 +81,9 @@ class NodeRuntime:
     clock: Callable[[], datetime] = utc_now
     guard: GuardTables | None = None
     guard_policy: GuardPolicy = field(default_factory=GuardPolicy)
+    # What to do with a peer's answer to an outbox message, by the message's typ
+    # (e.g. keep the time-stamp authority's receipt); run after delivery.
+    answer_handlers: dict[str, Callable[[Message], Awaitable[None]]] = field(default_factory=dict)
 
     def screen(self, kind: str, subject: str, person: str | None = None) -> None:
         """Rate limits and abnormal-traffic rules, in a short transaction of their own.

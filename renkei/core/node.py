@@ -198,10 +198,12 @@ def load_public_document(path: Any) -> dict[str, Any]:
 
 
 def hub_registry_view(config: NodeConfig) -> RegistryView:
-    """Registry view of a non-hub node: its own keys and the hub's pinned keys to start with."""
+    """Registry view of a non-hub node: its own keys and the hub's and the time-stamp
+    authority's pinned keys to start with."""
     docs = [load_public_document(config.keys.public)]
-    if config.keys.hub_public is not None:
-        docs.append(load_public_document(config.keys.hub_public))
+    for pinned in (config.keys.hub_public, config.keys.tsa_public):
+        if pinned is not None:
+            docs.append(load_public_document(pinned))
     return RegistryView(KeyDirectory.from_documents(docs))
 
 

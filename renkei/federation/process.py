@@ -22,13 +22,14 @@ class NodeProcess:
     url: str
     log: Path
     popen: subprocess.Popen[bytes] | None = None
+    stop_last: bool = False  # stopped after the others (the time-stamp authority)
 
 
 @dataclass
 class Federation:
     processes: list[NodeProcess] = field(default_factory=list)
 
-    def start(self, name: str, node: str, config: Path, url: str) -> NodeProcess:
+    def start(self, name: str, node: str, config: Path, url: str, *, stop_last: bool = False) -> NodeProcess:
         log = config.parent / "server.log"
         fh = log.open("ab")
         popen = subprocess.Popen(
@@ -38,7 +39,7 @@ class Federation:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             start_new_session=True,
         )
-        proc = NodeProcess(name, config, url, log, popen)
+        proc = NodeProcess(name, config, url, log, popen, stop_last)
         self.processes.append(proc)
         return proc
 
@@ -60,13 +61,16 @@ class Federation:
                     time.sleep(0.1)
 
     def stop(self) -> None:
-        for proc in self.processes:
-            if proc.popen is not None and proc.popen.poll() is None:
-                proc.popen.send_signal(signal.SIGTERM)
-        for proc in self.processes:
-            if proc.popen is not None:
-                try:
-                    proc.popen.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.popen.kill()
-                    proc.popen.wait()
+        """SIGTERM, in two waves: every node, then those that must outlive them."""
+        for last in (False, True):
+            wave = [p for p in self.processes if p.stop_last == last]
+            for proc in wave:
+                if proc.popen is not None and proc.popen.poll() is None:
+                    proc.popen.send_signal(signal.SIGTERM)
+            for proc in wave:
+                if proc.popen is not None:
+                    try:
+                        proc.popen.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        proc.popen.kill()
+                        proc.popen.wait()

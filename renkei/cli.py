@@ -253,7 +253,7 @@ def audit_verify(
                     f"（{reason}）。ローカルの連鎖のみの検証は --offline で実行できます。"
                 )
             else:
-                report = check_against_authority(s, tables, report, head.seq, head.hash)
+                report = check_against_authority(s, tables, report, head.seq, head.hash, head.stamps)
     typer.echo(report.message)
     typer.echo(f"entries={report.entries} checkpoints={report.checkpoints} problem={report.problem or '-'} first_broken={report.first_broken_seq or '-'}")
     if unconfirmed:

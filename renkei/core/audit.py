@@ -858,13 +858,22 @@ _AUTHORITY: Final[dict[str, str]] = {
 
 
 def check_against_authority(
-    session: Session, tables: AuditTables, report: VerifyReport, seq: int, hash_: str | None
+    session: Session,
+    tables: AuditTables,
+    report: VerifyReport,
+    seq: int,
+    hash_: str | None,
+    stamps: Iterable[tuple[int, str]] = (),
+    *,
+    batch: int = 1000,
 ) -> VerifyReport:
-    """Compare an intact local chain with the authority's newest head (seq, hash) of it.
+    """Compare an intact local chain with the authority's newest head (seq, hash) of it,
+    and with every earlier head it stamped (``stamps``, by seq).
 
     A chain inside the database it protects cannot prove its own length; the authority's
     head can: fewer local entries than the authority stamped is a truncation (no entries
-    at all: a wipe), and a different hash at that seq a rewritten history.
+    at all: a wipe), and a different hash at a stamped seq a rewritten history (also one
+    rewritten and then carried past the newest head).
     """
     if not report.ok:
         return report
@@ -876,12 +885,15 @@ def check_against_authority(
         code = "wiped" if last == 0 else "truncated"
         text = _AUTHORITY[code].format(a=seq, b=last, k=seq - last)
         return VerifyReport(False, last, report.checkpoints, last + 1, code, text)
-    stored = session.execute(
-        select(tables.entries.c.hash).where(tables.entries.c.seq == seq)
-    ).scalar()
-    if stored != hash_:
-        text = _AUTHORITY["authority_mismatch"].format(a=seq)
-        return VerifyReport(False, last, report.checkpoints, seq, "authority_mismatch", text)
+    e = tables.entries
+    pending = sorted({*stamps, (seq, hash_ or "")})
+    for i in range(0, len(pending), batch):
+        chunk = pending[i : i + batch]
+        local = dict(session.execute(select(e.c.seq, e.c.hash).where(e.c.seq.in_([s for s, _ in chunk]))).all())
+        for at, stamped_hash in chunk:
+            if local.get(at) != stamped_hash:
+                text = _AUTHORITY["authority_mismatch"].format(a=at)
+                return VerifyReport(False, last, report.checkpoints, at, "authority_mismatch", text)
     note = f"タイムスタンプ局の記録（{seq:,} 番まで）と一致しました。"
     return dataclasses.replace(report, message=f"{report.message}{note}")
 

@@ -32,10 +32,17 @@ Wire (sealed messages, renkei.core.messaging; only the authority answers):
   the sender's.
 - ``POST /v1/heads`` ``tsa.head`` {node, kind} → ``tsa.head.current`` {node, kind, seq,
   hash, stamped_at, receipt}; ``seq`` 0 and no receipt if nothing was stamped yet.
+- ``POST /v1/stamps/list`` ``tsa.stamps`` {node, kind, after, limit ≤ 10,000} →
+  ``tsa.stamps.list`` {node, kind, stamps: [[seq, hash], …] by seq, more}: every head
+  ever stamped, so that a verifier finds a history rewritten and then carried past the
+  newest head (forward-only alone cannot see that).
+
+Only the node's own organization may ask about it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -59,10 +66,14 @@ if TYPE_CHECKING:
 
 STAMP_PATH: Final = "/v1/stamps"
 HEAD_PATH: Final = "/v1/heads"
+STAMPS_PATH: Final = "/v1/stamps/list"
 STAMP_TYP: Final = "tsa.stamp"
 STAMPED_TYP: Final = "tsa.stamped"
 HEAD_TYP: Final = "tsa.head"
 HEAD_REPLY_TYP: Final = "tsa.head.current"
+STAMPS_TYP: Final = "tsa.stamps"
+STAMPS_REPLY_TYP: Final = "tsa.stamps.list"
+STAMPS_PAGE: Final = 10_000
 RECEIPT_TYP: Final = "renkei.tsa.receipt"
 
 AUDIT_CHECKPOINT: Final = "audit_checkpoint"
@@ -265,6 +276,8 @@ class AuthorityHead:
     hash: str | None
     stamped_at: str | None
     receipt: Receipt | None
+    # Every (seq, hash) the authority ever stamped for the node, by seq (`query_head`).
+    stamps: tuple[tuple[int, str], ...] = ()
 
 
 def head_body(head: AuthorityHead) -> dict[str, Any]:
@@ -365,13 +378,55 @@ async def query_head(cfg: NodeConfig, *, timeout_seconds: float = 15.0) -> Autho
     peer = PeerClient(ssl_ctx, signing_key, cfg.org_code, lookup, timeout_seconds=timeout_seconds,
                       max_skew_seconds=cfg.max_clock_skew_seconds)
     node = node_id(cfg.org_code, cfg.kind)
+    ask = {"node": node, "kind": AUDIT_CHECKPOINT}
+    stamps: list[tuple[int, str]] = []
     try:
-        answer = await peer.call(url, cfg.tsa_org_code, HEAD_TYP, {"node": node, "kind": AUDIT_CHECKPOINT})
+        answer = await peer.call(url, cfg.tsa_org_code, HEAD_TYP, ask)
+        if answer.iss != cfg.tsa_org_code or answer.typ != HEAD_REPLY_TYP:
+            raise ReceiptError("タイムスタンプ局以外からの応答です。")
+        head = parse_head(answer.body, directory.public_key, tsa=cfg.tsa_org_code, node=node, kind=AUDIT_CHECKPOINT)
+        more = head.seq > 0
+        while more:
+            after = stamps[-1][0] if stamps else 0
+            page = await peer.call(cfg.peer("tsa") + STAMPS_PATH, cfg.tsa_org_code, STAMPS_TYP,
+                                   {**ask, "after": after, "limit": STAMPS_PAGE})
+            if page.iss != cfg.tsa_org_code or page.typ != STAMPS_REPLY_TYP:
+                raise ReceiptError("タイムスタンプ局以外からの応答です。")
+            got, more = parse_stamps(page.body, after=after, node=node, kind=AUDIT_CHECKPOINT)
+            stamps += got
     finally:
         await peer.close()
-    if answer.iss != cfg.tsa_org_code or answer.typ != HEAD_REPLY_TYP:
-        raise ReceiptError("タイムスタンプ局以外からの応答です。")
-    return parse_head(answer.body, directory.public_key, tsa=cfg.tsa_org_code, node=node, kind=AUDIT_CHECKPOINT)
+    return dataclasses.replace(head, stamps=tuple(stamps))
+
+
+def stamps_body(node: str, kind: str, stamps: list[tuple[int, str]], more: bool) -> dict[str, Any]:
+    return {"node": node, "kind": kind, "stamps": [[seq, h] for seq, h in stamps], "more": more}
+
+
+def parse_stamps(
+    body: Mapping[str, Any], *, after: int, node: str, kind: str
+) -> tuple[list[tuple[int, str]], bool]:
+    """One page of ``tsa.stamps.list``: (seq, hash) pairs, increasing, all after ``after``."""
+    items, more = body.get("stamps"), body.get("more")
+    if body.get("node") != node or body.get("kind") != kind or not isinstance(items, list) or type(more) is not bool:
+        raise ReceiptError("タイムスタンプ局の応答の形式が誤っています。")
+    out: list[tuple[int, str]] = []
+    last = after
+    for item in items:
+        if (
+            not isinstance(item, list)
+            or len(item) != 2
+            or type(item[0]) is not int
+            or item[0] <= last
+            or not isinstance(item[1], str)
+            or not _HASH.match(item[1])
+        ):
+            raise ReceiptError("タイムスタンプ局の応答の形式が誤っています。")
+        out.append((item[0], item[1]))
+        last = item[0]
+    if more and not out:
+        raise ReceiptError("タイムスタンプ局の応答の形式が誤っています。")
+    return out, more
 
 
 def _load_json(path: Path) -> dict[str, Any]:

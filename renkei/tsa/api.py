@@ -76,6 +76,15 @@ async def stamp(request: Request) -> Response:
     return rt.reply(msg, timestamping.STAMPED_TYP, {"receipt": result.receipt.token})
 
 
+def _own_node(msg_iss: str, body: dict[str, object]) -> tuple[str, str]:
+    node = timestamping.check_node(body.get("node"))
+    kind = timestamping.check_kind(body.get("kind"))
+    # An organization asks about its own nodes only.
+    if node.split("/", 1)[0] != msg_iss:
+        raise Problem(403, "node_not_yours", "他の機関のノードの記録は照会できません。", f"node={node}")
+    return node, kind
+
+
 @router.post(
     timestamping.HEAD_PATH,
     openapi_extra=SEALED_BODY,
@@ -86,11 +95,7 @@ async def head(request: Request) -> Response:
     rt = _rt(request)
     msg = await rt.receive(request)
     expect_typ(msg, timestamping.HEAD_TYP)
-    node = timestamping.check_node(msg.body.get("node"))
-    kind = timestamping.check_kind(msg.body.get("kind"))
-    # An organization asks about its own nodes only.
-    if node.split("/", 1)[0] != msg.iss:
-        raise Problem(403, "node_not_yours", "他の機関のノードの記録は照会できません。", f"node={node}")
+    node, kind = _own_node(msg.iss, msg.body)
     with transaction(rt.sessions) as s:
         remember(s, rt.kernel, msg, rt.clock())
         current = service.current_head(s, node, kind, tsa=rt.org_code)
@@ -100,3 +105,25 @@ async def head(request: Request) -> Response:
                        detail={"node": node, "kind": kind, "seq": current.seq}),
         )
     return rt.reply(msg, timestamping.HEAD_REPLY_TYP, timestamping.head_body(current))
+
+
+@router.post(
+    timestamping.STAMPS_PATH,
+    openapi_extra=SEALED_BODY,
+    tags=["タイムスタンプ"],
+    summary="ノードについて付与したすべての記録の先頭（番号とハッシュ）の照会",
+)
+async def stamps(request: Request) -> Response:
+    rt = _rt(request)
+    msg = await rt.receive(request)
+    expect_typ(msg, timestamping.STAMPS_TYP)
+    node, kind = _own_node(msg.iss, msg.body)
+    after, limit = msg.body.get("after", 0), msg.body.get("limit", timestamping.STAMPS_PAGE)
+    if type(after) is not int or after < 0 or type(limit) is not int or not 0 < limit <= timestamping.STAMPS_PAGE:
+        raise Problem(
+            422, "bad_page", f"after は0以上、limit は1〜{timestamping.STAMPS_PAGE:,}の整数で指定してください。"
+        )
+    with transaction(rt.sessions) as s:
+        remember(s, rt.kernel, msg, rt.clock())
+        pairs, more = service.stamped(s, node, kind, after=after, limit=limit)
+    return rt.reply(msg, timestamping.STAMPS_REPLY_TYP, timestamping.stamps_body(node, kind, pairs, more))

@@ -164,3 +164,14 @@ def current_head(session: Session, node: str, kind: str, *, tsa: str) -> Authori
         raise Problem(500, "tsa_inconsistent", "タイムスタンプ局の記録に不整合があります。")
     receipt = _receipt(row, tsa)
     return AuthorityHead(node, kind, head.seq, head.hash, receipt.stamped_at, receipt)
+
+
+def stamped(session: Session, node: str, kind: str, *, after: int, limit: int) -> tuple[list[tuple[int, str]], bool]:
+    """Every head stamped for (node, kind) after seq ``after``, by seq: (pairs, more)."""
+    rows = session.execute(
+        select(ReceiptRow.seq, ReceiptRow.hash)
+        .where(ReceiptRow.node == node, ReceiptRow.kind == kind, ReceiptRow.seq > after)
+        .order_by(ReceiptRow.seq)
+        .limit(limit + 1)
+    ).all()
+    return [(int(r[0]), str(r[1])) for r in rows[:limit]], len(rows) > limit

@@ -93,6 +93,24 @@ def test_a_head_that_moves_back_is_refused_and_kept_as_an_alert(tsa: Authority) 
         assert service.current_head(s, NODE, timestamping.AUDIT_CHECKPOINT, tsa=TSA.org_code).seq == 40
 
 
+def test_every_stamped_head_is_listed_page_by_page(tsa: Authority) -> None:
+    node = f"{SHINJUKU.org_code}/chukan"
+    for seq in (3, 8, 15):
+        tsa.answer(tsa.stamp(seq, node=node))
+    ask = {"node": node, "kind": timestamping.AUDIT_CHECKPOINT}
+    first = tsa.answer(tsa.send(timestamping.STAMPS_PATH, SHINJUKU, timestamping.STAMPS_TYP,
+                                {**ask, "after": 0, "limit": 2}))
+    pairs, more = timestamping.parse_stamps(first, after=0, node=node, kind=timestamping.AUDIT_CHECKPOINT)
+    assert [p[0] for p in pairs] == [3, 8] and more
+    rest = tsa.answer(tsa.send(timestamping.STAMPS_PATH, SHINJUKU, timestamping.STAMPS_TYP,
+                               {**ask, "after": 8, "limit": 2}))
+    pairs, more = timestamping.parse_stamps(rest, after=8, node=node, kind=timestamping.AUDIT_CHECKPOINT)
+    assert [p[0] for p in pairs] == [15] and not more
+    assert pairs[0][1] == hashlib.sha256(b"15").hexdigest()
+    bad = tsa.send(timestamping.STAMPS_PATH, SHINJUKU, timestamping.STAMPS_TYP, {**ask, "after": 0, "limit": 10**6})
+    assert_problem(bad, 422, "bad_page")
+
+
 @pytest.mark.parametrize("case", ["other_org_node", "other_org_head", "malformed", "wrong_type"])
 def test_refusals_write_nothing(tsa: Authority, case: str) -> None:
     before = tsa.counts()

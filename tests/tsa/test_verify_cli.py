@@ -158,14 +158,15 @@ def test_untouched_passes_a_cut_tail_and_a_wipe_fail(node: Path) -> None:
         engine.dispose()
 
 
-def test_a_rewritten_history_at_the_authoritys_seq_fails(node: Path) -> None:
+def test_a_rewritten_history_fails_even_when_carried_past_the_authoritys_head(node: Path) -> None:
     _run_node(node, 4)
     engine = make_engine(load_config(node).database_url)
     try:
         with engine.connect() as c:
             last = c.execute(select(func.max(audit.entries.c.seq))).scalar_one()
-        # Rebuild the whole chain with other content: it verifies locally, but its hash at the
-        # authority's seq is not the one the authority countersigned.
+        # Rebuild the whole chain with other content and run on: it verifies locally, and its
+        # longer head is even countersigned (it moves forward), but its hash at the seq the
+        # authority stamped before is not the one the authority countersigned then.
         with engine.begin() as c:
             for table in (audit.entries, audit.checkpoints, audit.head, audit.receipts):
                 c.execute(delete(table))
@@ -178,10 +179,17 @@ def test_a_rewritten_history_at_the_authoritys_seq_fails(node: Path) -> None:
             rt.audit.append_many(
                 s, [AuditEvent(actor="X9999", action="forged", outcome="ok") for _ in range(last + 3)]
             )
-        rt.audit.on_checkpoint = None  # the forger keeps its new checkpoints away from the authority
+    engine = make_engine(load_config(node).database_url)
+    try:
+        with engine.connect() as c:
+            receipts = [r[0] for r in c.execute(select(audit.receipts.c.seq))]
+    finally:
+        engine.dispose()
+    assert receipts == [last + 3]  # the forged head was stamped: it moved forward
     code, out = _verify(node)
     assert code == 1, out
     assert f"タイムスタンプ局が記録した {last:,} 番の記録がこの監査ログと一致しません" in out, out
+    assert "problem=authority_mismatch" in out
 
 
 def test_without_the_authority_the_length_is_unconfirmed(authority: Authority, node: Path) -> None:

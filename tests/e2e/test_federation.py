@@ -229,7 +229,7 @@ def test_trust_boundaries(run: Run) -> None:
         assert hits(blob, pseudonyms) == 0, f"pseudonym in {slug} atena"
     assert hits(jlis, pseudonyms) == 0 and hits(jlis, answers) == 0 and hits(jlis, plain) == 0
     # The time-stamp authority holds nothing about a person (DESIGN.md §1).
-    assert len(tsa) > 10_000, "the authority's data directory was not found"
+    assert b"T0001" in tsa, "the authority's database was not scanned (its operator is not found)"
     assert hits(tsa, numbers) == 0, "individual number at the time-stamp authority"
     assert hits(tsa, resident_codes) == 0, "resident code at the time-stamp authority"
     assert hits(tsa, pseudonyms) == 0, "pseudonym at the time-stamp authority"

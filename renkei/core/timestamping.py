@@ -143,7 +143,7 @@ def check_node(node: Any) -> str:
 
 
 def check_kind(kind: Any) -> str:
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:  # a list or an object is not hashable
         raise _bad(f"kind は {', '.join(sorted(KINDS))} のいずれかです。")
     return str(kind)
 

@@ -186,6 +186,8 @@ def test_receipts_do_not_verify_when_altered_or_signed_by_another() -> None:
         {"node": "131041/atena"},
         {"node": "1310410000000000"},
         {"kind": "whatever"},
+        {"kind": ["audit_checkpoint"]},
+        {"kind": {"a": 1}},
         {"seq": 0},
         {"seq": "5"},
         {"seq": True},

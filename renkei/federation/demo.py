@@ -378,12 +378,14 @@ def prepare(layout: Layout, pop: Population, database_urls: dict[str, str] | Non
 
 
 def start(layout: Layout, fed: Federation) -> Federation:
-    # The time-stamp authority first (and it stops last): every other node sends it its
-    # audit checkpoints, the last one at shutdown.
+    # The time-stamp authority first, and last to stop: every other node sends it its audit
+    # checkpoints, the last one at shutdown; the hub stops after the members, so that the
+    # authority can still look up their keys in its registry then.
+    waves = {TSA.slug: 2, HUB.slug: 1}
     for org in sorted(ORGS, key=lambda o: o != TSA):
         for node in org.nodes:
             fed.start(f"{org.name}/{node}", node, layout.config_path(org, node), layout.url(org, node),
-                      stop_last=org == TSA)
+                      stop_wave=waves.get(org.slug, 0))
     creds = layout.creds_dir(SHINJUKU)
     fed.wait_healthy(layout.ca_cert, creds / "tls.crt", creds / "tls.key")
     return fed

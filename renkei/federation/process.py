@@ -22,14 +22,16 @@ class NodeProcess:
     url: str
     log: Path
     popen: subprocess.Popen[bytes] | None = None
-    stop_last: bool = False  # stopped after the others (the time-stamp authority)
+    # Stopped in waves, lowest first: the members, then the hub (the authority learns the
+    # members' keys from it while they send their last checkpoints), then the authority.
+    stop_wave: int = 0
 
 
 @dataclass
 class Federation:
     processes: list[NodeProcess] = field(default_factory=list)
 
-    def start(self, name: str, node: str, config: Path, url: str, *, stop_last: bool = False) -> NodeProcess:
+    def start(self, name: str, node: str, config: Path, url: str, *, stop_wave: int = 0) -> NodeProcess:
         log = config.parent / "server.log"
         fh = log.open("ab")
         popen = subprocess.Popen(
@@ -39,7 +41,7 @@ class Federation:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             start_new_session=True,
         )
-        proc = NodeProcess(name, config, url, log, popen, stop_last)
+        proc = NodeProcess(name, config, url, log, popen, stop_wave)
         self.processes.append(proc)
         return proc
 
@@ -61,9 +63,9 @@ class Federation:
                     time.sleep(0.1)
 
     def stop(self) -> None:
-        """SIGTERM, in two waves: every node, then those that must outlive them."""
-        for last in (False, True):
-            wave = [p for p in self.processes if p.stop_last == last]
+        """SIGTERM, wave by wave (`NodeProcess.stop_wave`), each awaited before the next."""
+        for number in sorted({p.stop_wave for p in self.processes}):
+            wave = [p for p in self.processes if p.stop_wave == number]
             for proc in wave:
                 if proc.popen is not None and proc.popen.poll() is None:
                     proc.popen.send_signal(signal.SIGTERM)

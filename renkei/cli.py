@@ -90,7 +90,7 @@ def pki_terminal(
 
 @app.command("serve")
 def serve(node: str, config: Path = typer.Option(..., "--config", help="ノードの設定ファイル（TOML）")) -> None:
-    """Run one node (hub, jlis, chukan, atena) over HTTPS with mutual TLS.
+    """Run one node (hub, jlis, chukan, atena, tsa) over HTTPS with mutual TLS.
 
     An atena with a ``[staff]`` section also serves the staff UI on its own port, where
     terminal certificates are required unless ``require_terminal_cert = false``.
@@ -121,6 +121,10 @@ def serve(node: str, config: Path = typer.Option(..., "--config", help="ノー�
         from renkei.atena.app import create_app as atena_app
 
         asgi = atena_app(cfg)
+    elif node == "tsa":
+        from renkei.tsa.app import create_app as tsa_app
+
+        asgi = tsa_app(cfg)
     else:
         typer.echo(f"未対応のノードです: {node}", err=True)
         raise typer.Exit(2)
@@ -188,17 +192,63 @@ def _key_resolver(cfg: Any) -> Any:
     return keys.get
 
 
+# `renkei audit verify` exit codes: 0 intact, 1 broken (or shortened), 2 configuration,
+# 3 the length could not be confirmed (the time-stamp authority did not answer).
+VERIFY_UNCONFIRMED = 3
+
+
 @audit_app.command("verify")
-def audit_verify(config: Path = typer.Option(..., "--config", help="ノードの設定ファイル")) -> None:
-    """Walk the node's audit chain and checkpoints; exit 1 at the first broken link."""
-    from renkei.core.audit import verify
+def audit_verify(
+    config: Path = typer.Option(..., "--config", help="ノードの設定ファイル"),
+    offline: bool = typer.Option(
+        False, "--offline", help="タイムスタンプ局に照会せず、ローカルの連鎖だけを検証する（末尾の削除・消去は検出できない）"
+    ),
+) -> None:
+    """Walk the node's audit chain and checkpoints, then compare its length with the
+    time-stamp authority's newest head of it.
+
+    Exit 0: intact; 1: a broken link, a truncated tail or a wipe; 3: the authority
+    could not be asked, so the length is unconfirmed (``--offline`` checks the local
+    chain alone and says so).
+    """
+    import asyncio
+
+    from renkei.core import timestamping
+    from renkei.core.audit import check_against_authority, verify
+    from renkei.core.config import ConfigError
+    from renkei.core.errors import Problem
 
     cfg, sessions, tables = _node_db(config)
     with sessions() as s:
         report = verify(s, tables, _key_resolver(cfg))
+        unconfirmed = ""
+        if report.ok and cfg.kind == "tsa":
+            report = _labelled(report, "（タイムスタンプ局自身の監査ログです。長さは外部で確認していません）")
+        elif report.ok and offline:
+            report = _labelled(report, "（--offline: タイムスタンプ局に照会していないため、末尾の削除・消去は確認していません）")
+        elif report.ok:
+            try:
+                head = asyncio.run(timestamping.query_head(cfg))
+            except (ConfigError, Problem, timestamping.ReceiptError, OSError) as exc:
+                reason = exc.title if isinstance(exc, Problem) else str(exc)
+                unconfirmed = (
+                    "タイムスタンプ局に照会できないため、監査ログの長さ（末尾の削除・消去がないこと）を確認できませんでした"
+                    f"（{reason}）。ローカルの連鎖のみの検証は --offline で実行できます。"
+                )
+            else:
+                report = check_against_authority(s, tables, report, head.seq, head.hash, head.stamps)
     typer.echo(report.message)
     typer.echo(f"entries={report.entries} checkpoints={report.checkpoints} problem={report.problem or '-'} first_broken={report.first_broken_seq or '-'}")
+    if unconfirmed:
+        typer.echo(unconfirmed, err=True)
+        raise typer.Exit(VERIFY_UNCONFIRMED)
     raise typer.Exit(0 if report.ok else 1)
+
+
+def _labelled(report: Any, label: str) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(report, message=report.message + label)
 
 
 @audit_app.command("export")

@@ -15,7 +15,12 @@ from sqlalchemy import MetaData
 from renkei.core.db import migrate, transaction
 from renkei.core.errors import install_problem_handlers
 from renkei.core.node import NodeRuntime
-from renkei.core.outbox import run_worker
+from renkei.core.outbox import deliver_due, run_worker
+from renkei.core.timestamping import countersign_checkpoints
+
+# How long a stopping node keeps trying to deliver its last messages (the shutdown
+# checkpoint's countersignature among them) before it exits.
+SHUTDOWN_DELIVERY_SECONDS = 5.0
 
 
 def _checkpoint(rt: NodeRuntime) -> None:
@@ -67,6 +72,12 @@ def node_app(
                 await worker
             await checkpoints
             _checkpoint(rt)
+            if worker is not None:
+                try:  # the shutdown checkpoint reaches the time-stamp authority now, not at the next start
+                    await asyncio.wait_for(deliver_due(rt), timeout=SHUTDOWN_DELIVERY_SECONDS)
+                except Exception as exc:  # the outbox keeps it for the next start
+                    structlog.get_logger("renkei.outbox").warning("shutdown_delivery_incomplete",
+                                                                  error_type=type(exc).__name__)
             await rt.peer.close()
 
     app = FastAPI(
@@ -75,6 +86,9 @@ def node_app(
         version="0.1.0",
         lifespan=lifespan,
     )
+    # Every node but the authority itself has its audit checkpoints countersigned.
+    if rt.config.kind != "tsa" and "tsa" in rt.config.peers:
+        countersign_checkpoints(rt)
     app.state.rt = rt
     install_problem_handlers(app)
     app.include_router(router)

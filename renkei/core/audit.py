@@ -18,6 +18,25 @@ ensure_ascii=False)`` gives the same bytes unless ``detail`` holds floats, which
 orjson writes in its own shortest form (``1e-7``, not ``1e-07``). Each line of `export_jsonl` is that object plus ``hash``
 (and ``checkpoint`` where one covers the entry), so an export is checked offline.
 
+Countersignature (the time-stamp authority, renkei.core.timestamping and renkei.tsa):
+a chain inside the database it protects cannot prove its own length — deleting the
+newest entries with their checkpoints and rewinding the head row, or emptying the
+tables, leaves a chain that verifies. So each checkpoint is also sent, through the
+node's transactional outbox (queued by ``on_checkpoint`` in the transaction that writes
+the checkpoint, delivered with retries, once more at shutdown), to the authority as
+``tsa.stamp`` {node ``<機関コード>/<kind>``, kind ``audit_checkpoint``, seq, hash, at,
+token = the checkpoint's JWS}. The authority checks the signature against the hub's
+organization registry, keeps the newest head per node and refuses (and raises an alert
+for) a lower seq or another hash at the same seq. Its receipt — a JWS by the
+authority's key over {typ "renkei.tsa.receipt", tsa, serial, kind, node, seq, hash,
+stamped_at}, canonical JSON as above — is kept in ``audit_receipts``. `renkei audit
+verify` walks the local chain and then asks the authority for its newest head of the
+node (``tsa.head``, the answer believed only through its receipt, checked with the
+authority's pinned public key): fewer local entries than the authority's seq is a
+truncation (none at all: a wipe), another hash at that seq a rewrite. Entries after
+the last delivered checkpoint (at most ``checkpoint_seconds``, or up to the shutdown
+checkpoint) are covered by the local chain alone.
+
 Appends run in the caller's transaction, so an entry commits or rolls back with the
 change it records. The single-row head table serializes appends: the first statement
 of an append is an UPDATE of that row, which takes the row lock on PostgreSQL and the
@@ -32,6 +51,7 @@ either; ``detail`` is for small facts (codes, counts), at most 4 KiB.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import unicodedata
@@ -68,10 +88,13 @@ __all__ = [
     "AuditEvent",
     "AuditLog",
     "AuditTables",
+    "Checkpoint",
     "VerifyReport",
     "audit_tables",
+    "check_against_authority",
     "entry_hash",
     "export_jsonl",
+    "store_receipt",
     "verify",
     "verify_jsonl",
 ]
@@ -116,6 +139,7 @@ class AuditTables:
     entries: Table
     checkpoints: Table
     head: Table
+    receipts: Table
 
 
 def audit_tables(metadata: MetaData) -> AuditTables:
@@ -158,7 +182,18 @@ def audit_tables(metadata: MetaData) -> AuditTables:
         Column("last_checkpoint_at", UtcDateTime(), nullable=False),
         CheckConstraint("id = 1", name="single_row"),
     )
-    return AuditTables(entries=entries, checkpoints=checkpoints, head=head)
+    # The time-stamp authority's receipts for this node's checkpoints (one per stamped seq).
+    receipts = Table(
+        "audit_receipts",
+        metadata,
+        Column("seq", BigId, primary_key=True, autoincrement=False),
+        Column("hash", String(64), nullable=False),
+        Column("tsa", String(16), nullable=False),
+        Column("serial", BigId, nullable=False),
+        Column("stamped_at", String(40), nullable=False),
+        Column("receipt", Text, nullable=False),
+    )
+    return AuditTables(entries=entries, checkpoints=checkpoints, head=head, receipts=receipts)
 
 
 # --- canonical form -------------------------------------------------------------------
@@ -238,6 +273,16 @@ def _holds_individual_number(text: str) -> bool:
 
 
 # --- appending ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed checkpoint: ``signature`` is the node's JWS over {"seq", "hash", "at"}."""
+
+    seq: int
+    hash: str
+    at: str
+    signature: str
 
 
 @dataclass(frozen=True)
@@ -340,6 +385,7 @@ class AuditLog:
         checkpoint_every: int = 1000,
         checkpoint_seconds: float = 60.0,
         clock: Callable[[], datetime] = utcnow,
+        on_checkpoint: Callable[[Session, Checkpoint], None] | None = None,
     ) -> None:
         if checkpoint_every < 1:
             raise ValueError("checkpoint_every must be at least 1")
@@ -348,6 +394,18 @@ class AuditLog:
         self.checkpoint_every = checkpoint_every
         self.checkpoint_interval = timedelta(seconds=checkpoint_seconds)
         self.clock = clock
+        # Runs in the transaction that writes each checkpoint: a node queues the
+        # countersignature request there (outbox), so it commits with the checkpoint.
+        self.on_checkpoint = on_checkpoint
+
+    def _signed(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+        if self.on_checkpoint is None:
+            return
+        for row in rows:
+            self.on_checkpoint(
+                session,
+                Checkpoint(int(row["seq"]), str(row["hash"]), _iso(row["at"]), str(row["signature"])),
+            )
 
     def _now(self) -> datetime:
         now = self.clock()
@@ -513,6 +571,7 @@ class AuditLog:
         t = self.tables
         if checkpoints:
             session.execute(insert(t.checkpoints), checkpoints)
+            self._signed(session, checkpoints)
         session.execute(
             update(t.head)
             .where(t.head.c.id == 1)
@@ -527,7 +586,9 @@ class AuditLog:
             return None
         now = self._now()
         t = self.tables
-        session.execute(insert(t.checkpoints).values(self._sign(seq, hash_, now)))
+        row = self._sign(seq, hash_, now)
+        session.execute(insert(t.checkpoints).values(row))
+        self._signed(session, [row])
         session.execute(
             update(t.head)
             .where(t.head.c.id == 1)
@@ -548,7 +609,10 @@ class VerifyReport:
     checkpoint_mismatch (a checkpoint no longer matches its entry: the chain before it
     was rewritten), missing_tail (the head or a checkpoint points beyond the last entry),
     head_mismatch (the head row disagrees with the last entry), malformed (an export
-    line cannot be read), and the warning unsigned_tail (``ok`` stays True).
+    line cannot be read), and the warning unsigned_tail (``ok`` stays True). Against
+    the time-stamp authority (`check_against_authority`): truncated (fewer entries than
+    the authority stamped), wiped (none at all), authority_mismatch (another hash at the
+    authority's seq).
     """
 
     ok: bool
@@ -782,6 +846,74 @@ def verify(
     if head_cp != last_cp:
         return _broken("head_mismatch", head_cp or last_cp, count, n_cp)
     return _done(count, n_cp, last - last_cp, last_cp)
+
+
+# --- the time-stamp authority's head -------------------------------------------------------
+
+_AUTHORITY: Final[dict[str, str]] = {
+    "wiped": "監査ログが消去されています（タイムスタンプ局の記録: {a:,} 番まで、この監査ログ: 0 件）。{a:,} 件が失われています。",
+    "truncated": "監査ログの末尾 {k:,} 件が失われています（タイムスタンプ局の記録: {a:,} 番まで、この監査ログ: {b:,} 番まで）。",
+    "authority_mismatch": "タイムスタンプ局が記録した {a:,} 番の記録がこの監査ログと一致しません（記録の書き換え）。",
+}
+
+
+def check_against_authority(
+    session: Session,
+    tables: AuditTables,
+    report: VerifyReport,
+    seq: int,
+    hash_: str | None,
+    stamps: Iterable[tuple[int, str]] = (),
+    *,
+    batch: int = 1000,
+) -> VerifyReport:
+    """Compare an intact local chain with the authority's newest head (seq, hash) of it,
+    and with every earlier head it stamped (``stamps``, by seq).
+
+    A chain inside the database it protects cannot prove its own length; the authority's
+    head can: fewer local entries than the authority stamped is a truncation (no entries
+    at all: a wipe), and a different hash at a stamped seq a rewritten history (also one
+    rewritten and then carried past the newest head).
+    """
+    if not report.ok:
+        return report
+    last = report.entries
+    if seq == 0:
+        note = "タイムスタンプ局にはこの監査ログの記録がまだありません（長さは確認できる範囲で一致）。"
+        return dataclasses.replace(report, message=f"{report.message}{note}")
+    if last < seq:
+        code = "wiped" if last == 0 else "truncated"
+        text = _AUTHORITY[code].format(a=seq, b=last, k=seq - last)
+        return VerifyReport(False, last, report.checkpoints, last + 1, code, text)
+    e = tables.entries
+    pending = sorted({*stamps, (seq, hash_ or "")})
+    for i in range(0, len(pending), batch):
+        chunk = pending[i : i + batch]
+        local = dict(session.execute(select(e.c.seq, e.c.hash).where(e.c.seq.in_([s for s, _ in chunk]))).all())
+        for at, stamped_hash in chunk:
+            if local.get(at) != stamped_hash:
+                text = _AUTHORITY["authority_mismatch"].format(a=at)
+                return VerifyReport(False, last, report.checkpoints, at, "authority_mismatch", text)
+    note = f"タイムスタンプ局の記録（{seq:,} 番まで）と一致しました。"
+    return dataclasses.replace(report, message=f"{report.message}{note}")
+
+
+def store_receipt(session: Session, tables: AuditTables, receipt: Any) -> bool:
+    """Keep the authority's receipt for a checkpoint (a `timestamping.Receipt`); False if held."""
+    r = tables.receipts
+    if session.execute(select(r.c.seq).where(r.c.seq == receipt.seq)).first() is not None:
+        return False
+    session.execute(
+        insert(r).values(
+            seq=receipt.seq,
+            hash=receipt.hash,
+            tsa=receipt.tsa,
+            serial=receipt.serial,
+            stamped_at=receipt.stamped_at,
+            receipt=receipt.token,
+        )
+    )
+    return True
 
 
 # --- export ---------------------------------------------------------------------------

@@ -33,6 +33,9 @@ class KeysConfig:
     enc: Path
     public: Path
     hub_public: Path | None = None
+    # The time-stamp authority's public keys, pinned: what `renkei audit verify` trusts
+    # its answers by, independently of the node's own database.
+    tsa_public: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ class NodeConfig:
     master_key: Path | None = None
     max_clock_skew_seconds: int = 300
     hub_org_code: str = ""
+    tsa_org_code: str = ""
     guard: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     staff: StaffConfig | None = None
@@ -242,8 +246,10 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> NodeConfig
                 enc=p(keys["enc"]),
                 public=p(keys["public"]),
                 hub_public=p(keys["hub_public"]) if keys.get("hub_public") else None,
+                tsa_public=p(keys["tsa_public"]) if keys.get("tsa_public") else None,
             ),
             hub_org_code=str(node.get("hub_org_code", "")),
+            tsa_org_code=str(node.get("tsa_org_code", "")),
             peers={str(k): str(v) for k, v in raw.get("peers", {}).items()},
             master_key=p(field_cfg["master_key"]) if "master_key" in field_cfg else None,
             max_clock_skew_seconds=int(node.get("max_clock_skew_seconds", 300)),

@@ -44,7 +44,7 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "affair_not_permitted", "role_required", "reveal_denied", "blocked_by_rule",
         "self_approval", "not_requester", "export_needs_approval", "session_required",
         "insufficient_scope", "csrf_failed", "scope_denied", "inactive", "locked",
-        "unknown_staff",
+        "unknown_staff", "node_not_yours",
     ),
     404: (
         "not_found", "unknown_organization", "unknown_pseudonym", "provider_pseudonym_missing",
@@ -73,10 +73,12 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "role_conflict",
         "individual_number_in_filter", "unencodable_character", "cp932_unencodable",
         "unsupported_encoding", "password_policy",
+        # time-stamp authority
+        "bad_stamp_request", "bad_stamp_signature", "bad_page", "head_regression", "head_conflict",
     ),
     429: ("rate_limited",),
     431: ("headers_too_large", "too_many_headers"),
-    500: ("internal_error",),
+    500: ("internal_error", "tsa_inconsistent"),
     502: ("peer_error", "bad_peer_response", "bad_answer", "wrong_responder"),
     503: ("peer_unavailable",),
 }

@@ -110,6 +110,7 @@ __all__ = [
     "guard_tables",
     "list_alerts",
     "prune",
+    "record_alert",
 ]
 
 Kind = Literal["staff", "client", "peer"]
@@ -122,6 +123,9 @@ RULE_LABELS: Final[dict[str, str]] = {
     "distinct_persons": "短時間に多数の無関係な個人を照会",
     "off_hours": "業務時間外の照会",
     "peer_burst": "連携先からの集中的な要求",
+    # Raised by the time-stamp authority (renkei.tsa) on a head that moves back or forks.
+    "head_regression": "監査ログの後退（末尾の削除・消去の疑い）",
+    "head_conflict": "監査ログの分岐（記録の書き換えの疑い）",
 }
 
 RATE_LIMITED_TITLE: Final = "短時間に要求が集中しています。しばらく待ってから再度実行してください。"
@@ -577,6 +581,30 @@ def _record_alert(
     if audit is not None:
         audit(alert)
     return alert
+
+
+def record_alert(
+    session: Session,
+    tables: GuardTables,
+    *,
+    rule: str,
+    kind: Kind,
+    subject: str,
+    detail: dict[str, Any],
+    action: Action,
+    now: datetime,
+    audit: Callable[[Alert], None] | None = None,
+) -> Alert:
+    """Record an alert a node's own logic raised (not a guard rule), in the caller's session.
+
+    It shows at ``/v1/alerts`` with the guard's; ``audit`` is called with it as in `check`.
+    """
+    if not rule or len(rule) > 32 or not subject or len(subject) > _SUBJECT_MAX:
+        raise ValueError("guard: rule (≤ 32) and subject (≤ 128 characters) are required")
+    return _record_alert(
+        session, tables, rule=rule, kind=kind, subject=subject, detail=detail, action=action,
+        now=now.astimezone(UTC), audit=audit,
+    )
 
 
 def _blocked(rule: str) -> Problem:

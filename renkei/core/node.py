@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -82,6 +82,9 @@ class NodeRuntime:
     clock: Callable[[], datetime] = utc_now
     guard: GuardTables | None = None
     guard_policy: GuardPolicy = field(default_factory=GuardPolicy)
+    # What to do with a peer's answer to an outbox message, by the message's typ
+    # (e.g. keep the time-stamp authority's receipt); run after delivery.
+    answer_handlers: dict[str, Callable[[Message], Awaitable[None]]] = field(default_factory=dict)
 
     def screen(self, kind: str, subject: str, person: str | None = None) -> None:
         """Rate limits and abnormal-traffic rules, in a short transaction of their own.
@@ -205,10 +208,12 @@ def load_public_document(path: Any) -> dict[str, Any]:
 
 
 def hub_registry_view(config: NodeConfig) -> RegistryView:
-    """Registry view of a non-hub node: its own keys and the hub's pinned keys to start with."""
+    """Registry view of a non-hub node: its own keys and the hub's and the time-stamp
+    authority's pinned keys to start with."""
     docs = [load_public_document(config.keys.public)]
-    if config.keys.hub_public is not None:
-        docs.append(load_public_document(config.keys.hub_public))
+    for pinned in (config.keys.hub_public, config.keys.tsa_public):
+        if pinned is not None:
+            docs.append(load_public_document(pinned))
     return RegistryView(KeyDirectory.from_documents(docs))
 
 

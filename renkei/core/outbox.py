@@ -77,9 +77,16 @@ async def deliver_due(rt: NodeRuntime, limit: int = 50) -> int:
         error: str | None = None
         final = False
         try:
-            await rt.peer.call(
+            answer = await rt.peer.call(
                 row["destination"], row["audience"], row["typ"], dict(row["body"]), message_id=row["message_id"]
             )
+            handler = rt.answer_handlers.get(row["typ"])
+            if handler is not None:
+                try:
+                    await handler(answer)
+                except Exception as exc:  # delivered all the same: the peer has the message
+                    log.error("outbox_answer_failed", typ=row["typ"], error_type=type(exc).__name__,
+                              error=str(exc)[:300])
         except Problem as exc:
             if exc.code == "replayed_message":
                 error = None

@@ -28,7 +28,7 @@ from renkei.dummy.population import SHINJUKU as SHINJUKU_LG
 from renkei.dummy.population import Person, Population, generate_population, write_population_csv
 from renkei.federation import setup, staff
 from renkei.federation.process import Federation, sigterm_as_interrupt
-from renkei.federation.topology import HUB, JLIS, NAKANO, NENKIN, ORGS, SHINJUKU, Layout, Org
+from renkei.federation.topology import HUB, JLIS, NAKANO, NENKIN, ORGS, SHINJUKU, TSA, Layout, Org
 
 CHILD_ALLOWANCE_AFFAIR = "JM01000000074000"
 CHILD_ALLOWANCE_PROCEDURE = "JT01010000074001"
@@ -364,7 +364,8 @@ def prepare(layout: Layout, pop: Population, database_urls: dict[str, str] | Non
         "generating the private CA and each organization's TLS certificate, signing and encryption keys")
     setup.init_pki(layout)
     setup.write_configs(layout, database_urls)
-    say("情報提供ネットワークシステムの機関登録簿に5機関を登録します", "registering 5 organizations in the hub's registry")
+    say(f"情報提供ネットワークシステムの機関登録簿に{len(ORGS)}機関を登録します（タイムスタンプ局を含む）",
+        f"registering {len(ORGS)} organizations in the hub's registry (the time-stamp authority among them)")
     setup.register_organizations(layout)
     n = setup.load_jlis(layout, [(p.individual_number, p.resident_code, p.lg_code) for p in pop.persons])
     say(f"J-LISに個人番号と住民票コードの対応 {n} 件を登録しました", f"J-LIS holds {n} individual-number/resident-code pairs")
@@ -378,9 +379,14 @@ def prepare(layout: Layout, pop: Population, database_urls: dict[str, str] | Non
 
 
 def start(layout: Layout, fed: Federation) -> Federation:
-    for org in ORGS:
+    # The time-stamp authority first, and last to stop: every other node sends it its audit
+    # checkpoints, the last one at shutdown; the hub stops after the members, so that the
+    # authority can still look up their keys in its registry then.
+    waves = {TSA.slug: 2, HUB.slug: 1}
+    for org in sorted(ORGS, key=lambda o: o != TSA):
         for node in org.nodes:
-            fed.start(f"{org.name}/{node}", node, layout.config_path(org, node), layout.url(org, node))
+            fed.start(f"{org.name}/{node}", node, layout.config_path(org, node), layout.url(org, node),
+                      stop_wave=waves.get(org.slug, 0))
     creds = layout.creds_dir(SHINJUKU, "atena")
     fed.wait_healthy(layout.ca_cert, creds / "tls.crt", creds / "tls.key")
     return fed
@@ -514,8 +520,8 @@ def _run_demo(
     say(f"合成人口: {len(pop.persons)} 人、転入世帯員 {len(pop.movers())} 人（{layout.demo_dir / 'population.csv'}）",
         f"synthetic population: {len(pop.persons)} people, {len(pop.movers())} moved from Nakano to Shinjuku")
     prepare(layout, pop, database_urls)
-    say("ノードを起動します（ネットワークシステム、J-LIS、新宿区・中野区・日本年金機構の宛名と中間サーバー、相互TLS）",
-        "starting hub, jlis and each organization's atena and chukan as separate processes with mutual TLS")
+    say("ノードを起動します（タイムスタンプ局、ネットワークシステム、J-LIS、新宿区・中野区・日本年金機構の宛名と中間サーバー、相互TLS）",
+        "starting the time-stamp authority, hub, jlis and each organization's atena and chukan as separate processes with mutual TLS")
     fed = Federation()
     try:
         start(layout, fed)

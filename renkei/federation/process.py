@@ -26,13 +26,16 @@ class NodeProcess:
     url: str
     log: Path
     popen: subprocess.Popen[bytes] | None = None
+    # Stopped in waves, lowest first: the members, then the hub (the authority learns the
+    # members' keys from it while they send their last checkpoints), then the authority.
+    stop_wave: int = 0
 
 
 @dataclass
 class Federation:
     processes: list[NodeProcess] = field(default_factory=list)
 
-    def start(self, name: str, node: str, config: Path, url: str) -> NodeProcess:
+    def start(self, name: str, node: str, config: Path, url: str, *, stop_wave: int = 0) -> NodeProcess:
         log = config.parent / "server.log"
         fh = log.open("ab")
         popen = subprocess.Popen(
@@ -42,7 +45,7 @@ class Federation:
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
             start_new_session=True,
         )
-        proc = NodeProcess(name, config, url, log, popen)
+        proc = NodeProcess(name, config, url, log, popen, stop_wave)
         self.processes.append(proc)
         return proc
 
@@ -64,16 +67,19 @@ class Federation:
                     time.sleep(0.1)
 
     def stop(self) -> None:
-        for proc in self.processes:
-            if proc.popen is not None and proc.popen.poll() is None:
-                proc.popen.send_signal(signal.SIGTERM)
-        for proc in self.processes:
-            if proc.popen is not None:
-                try:
-                    proc.popen.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.popen.kill()
-                    proc.popen.wait()
+        """SIGTERM, wave by wave (`NodeProcess.stop_wave`), each awaited before the next."""
+        for number in sorted({p.stop_wave for p in self.processes}):
+            wave = [p for p in self.processes if p.stop_wave == number]
+            for proc in wave:
+                if proc.popen is not None and proc.popen.poll() is None:
+                    proc.popen.send_signal(signal.SIGTERM)
+            for proc in wave:
+                if proc.popen is not None:
+                    try:
+                        proc.popen.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        proc.popen.kill()
+                        proc.popen.wait()
 
 
 @contextlib.contextmanager

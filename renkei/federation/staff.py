@@ -23,7 +23,7 @@ from renkei.core.config import load_config
 from renkei.core.db import transaction, utcnow
 from renkei.core.staff_admin import cli_principal, enrol_staff, generate_password, open_node_store
 from renkei.federation.setup import CREDENTIALS_FILE, StaffSpec, write_private_json
-from renkei.federation.topology import HUB, JLIS, ORGS, Layout, Org
+from renkei.federation.topology import HUB, JLIS, ORGS, TSA, Layout, Org
 
 CHILD_ALLOWANCE_AFFAIR = "JM01000000074000"
 LOCAL_TAX_AFFAIR = "JM01000000016000"
@@ -40,6 +40,7 @@ def _operators(prefix: str, unit: str) -> list[StaffSpec]:
 
 HUB_STAFF: tuple[StaffSpec, ...] = tuple(_operators("H", "情報提供ネットワークシステム"))
 JLIS_STAFF: tuple[StaffSpec, ...] = tuple(_operators("J", "J-LIS"))
+TSA_STAFF: tuple[StaffSpec, ...] = tuple(_operators("T", "タイムスタンプ局"))
 CHUKAN_STAFF: tuple[StaffSpec, ...] = (
     *_operators("C", "中間サーバー"),
     StaffSpec("C0201", "児童手当係 職員（架空）", (f"{CHILD_ALLOWANCE_AFFAIR}:参照",)),
@@ -127,7 +128,8 @@ def enrol_federation_staff(
     orgs: Sequence[Org] = ORGS,
     policy: AuthPolicy = DEFAULT_POLICY,
 ) -> dict[tuple[str, str], Path]:
-    """Demo staff in the hub, J-LIS and every intermediate server; {(org slug, node): file}."""
+    """Demo staff in the hub, J-LIS, the time-stamp authority and every intermediate server;
+    {(org slug, node): file}."""
     out: dict[tuple[str, str], Path] = {}
     for org in orgs:
         if org == HUB:
@@ -136,6 +138,8 @@ def enrol_federation_staff(
             out[(org.slug, "jlis")] = enrol_node_staff(
                 layout, org, "jlis", JLIS_STAFF, policy=policy
             )
+        elif org == TSA:
+            out[(org.slug, "tsa")] = enrol_node_staff(layout, org, "tsa", TSA_STAFF, policy=policy)
         elif "chukan" in org.nodes:
             out[(org.slug, "chukan")] = enrol_node_staff(
                 layout, org, "chukan", CHUKAN_STAFF, policy=policy

@@ -19,7 +19,7 @@ class Org:
     org_code: str
     name: str
     kind: str
-    role: str  # hub | jlis | member
+    role: str  # hub | jlis | tsa | member
     nodes: tuple[str, ...]
     lg_code: str | None = None
 
@@ -29,9 +29,11 @@ JLIS = Org("jlis", "9000000000000002", "地方公共団体情報システム機�
 SHINJUKU = Org("shinjuku", "1310410000000000", "新宿区", "市町村長", "member", ("atena", "chukan"), "131041")
 NAKANO = Org("nakano", "1311480000000000", "中野区", "市町村長", "member", ("atena", "chukan"), "131148")
 NENKIN = Org("nenkin", "2000000000000001", "日本年金機構", "日本年金機構", "member", ("atena", "chukan"))
+TSA = Org("tsa", "9000000000000003", "タイムスタンプ局", "タイムスタンプ局", "tsa", ("tsa",))
 
-ORGS: tuple[Org, ...] = (HUB, JLIS, SHINJUKU, NAKANO, NENKIN)
-NODE_OFFSETS = {"hub": 1, "jlis": 2, "atena": 0, "chukan": 1}
+ORGS: tuple[Org, ...] = (HUB, JLIS, SHINJUKU, NAKANO, NENKIN, TSA)
+NATIONAL_ROLES = frozenset(("hub", "jlis", "tsa"))  # one node each, ports base + offset
+NODE_OFFSETS = {"hub": 1, "jlis": 2, "tsa": 3, "atena": 0, "chukan": 1}
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class Layout:
 
     def port(self, org: Org, node: str) -> int:
         index = ORGS.index(org)
-        if org.role in {"hub", "jlis"}:
+        if org.role in NATIONAL_ROLES:
             return self.base_port + NODE_OFFSETS[node]
         return self.base_port + 10 * index + NODE_OFFSETS[node]
 
@@ -84,6 +86,7 @@ def node_config(layout: Layout, org: Org, node: str, database_url: str | None = 
         "port": layout.port(org, node),
         "data_dir": str(layout.node_dir(org, node).resolve()),
         "hub_org_code": HUB.org_code,
+        "tsa_org_code": TSA.org_code,
     }
     if database_url:
         node_section["database_url"] = database_url
@@ -95,8 +98,10 @@ def node_config(layout: Layout, org: Org, node: str, database_url: str | None = 
             "enc": str(creds / "enc.jwk"),
             "public": str(creds / "public.json"),
             "hub_public": str((layout.creds_dir(HUB, "hub") / "public.json").resolve()),
+            "tsa_public": str((layout.creds_dir(TSA, "tsa") / "public.json").resolve()),
         },
-        "peers": {"hub": layout.url(HUB, "hub"), "jlis": layout.url(JLIS, "jlis")},
+        # Every node's audit checkpoints are countersigned by the time-stamp authority.
+        "peers": {"hub": layout.url(HUB, "hub"), "jlis": layout.url(JLIS, "jlis"), "tsa": layout.url(TSA, "tsa")},
         "extra": {"jlis_org_code": JLIS.org_code},
     }
     if "chukan" in org.nodes:

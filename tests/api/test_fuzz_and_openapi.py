@@ -1,7 +1,7 @@
 """No input makes any node answer 5xx, and every node documents its routes.
 
 Random bytes, random JSON and — past the envelope — random bodies in properly signed
-messages are posted to every POST route of hub, jlis, chukan and atena. Every answer is
+messages are posted to every POST route of hub, jlis, chukan, atena and tsa. Every answer is
 below 500, and every refusal is problem+json with a stable code and a Japanese title.
 
 The nodes' registry views are not allowed to call the hub here (there is no hub
@@ -29,11 +29,13 @@ from renkei.chukan.app import create_app as chukan_app
 from renkei.core import ids
 from renkei.core.messaging import JOSE_MEDIA_TYPE
 from renkei.federation import setup
-from renkei.federation.topology import HUB, JLIS, NAKANO, SHINJUKU
+from renkei.federation.topology import HUB, JLIS, NAKANO, SHINJUKU, TSA
 from renkei.hub import api as hub_api
 from renkei.hub.app import create_app as hub_app
 from renkei.jlis import api as jlis_api
 from renkei.jlis.app import create_app as jlis_app
+from renkei.tsa import api as tsa_api
+from renkei.tsa.app import create_app as tsa_app
 from tests.api.fed import (
     Federation,
     build_federation,
@@ -69,6 +71,7 @@ def nodes(fed: Federation) -> Iterator[dict[str, Node]]:
     apps = {
         "hub": (HUB, hub_app(fed.config(HUB, "hub"))),
         "jlis": (JLIS, jlis_app(fed.config(JLIS, "jlis"))),
+        "tsa": (TSA, tsa_app(fed.config(TSA, "tsa"))),
         "chukan": (SHINJUKU, chukan_app(fed.config(SHINJUKU, "chukan"))),
         "atena": (
             SHINJUKU,
@@ -96,6 +99,7 @@ def nodes(fed: Federation) -> Iterator[dict[str, Node]]:
 EXPECTED_POST_ROUTES = {
     "hub": {"/v1/registry", "/v1/acquisitions", "/v1/acquisitions/resolve", "/v1/inquiries"},
     "jlis": {"/v1/acquisitions"},
+    "tsa": {"/v1/stamps", "/v1/heads", "/v1/stamps/list"},
     "chukan": {
         "/v1/acquisitions",
         "/v1/acquisitions/deliver",
@@ -129,7 +133,7 @@ STAFF_ADMIN_POSTS = {
 }
 STAFF_SESSION_POSTS = {"/v1/session", "/v1/session/password", "/v1/api-tokens"}
 STAFF_POSTS = {
-    node: STAFF_ADMIN_POSTS | STAFF_SESSION_POSTS for node in ("hub", "jlis", "chukan", "atena")
+    node: STAFF_ADMIN_POSTS | STAFF_SESSION_POSTS for node in ("hub", "jlis", "chukan", "atena", "tsa")
 }
 for _node, _paths in STAFF_POSTS.items():
     EXPECTED_POST_ROUTES[_node] |= _paths
@@ -139,11 +143,12 @@ OAUTH_POSTS = {"/oauth/token", "/oauth/introspect"}
 ROUTERS = {
     "hub": hub_api.router,
     "jlis": jlis_api.router,
+    "tsa": tsa_api.router,
     "chukan": chukan_api.router,
     "atena": atena_api.router,
 }
 ROUTES = [(node, path) for node, paths in EXPECTED_POST_ROUTES.items() for path in sorted(paths)]
-SEALED = {"hub", "jlis", "chukan"}
+SEALED = {"hub", "jlis", "chukan", "tsa"}
 
 # Field names the routes read, so random bodies get past "missing field" now and then.
 KEYS = [
@@ -190,6 +195,14 @@ KEYS = [
     "name",
     "expires_in_days",
     "business_atena_no",
+    "node",
+    "kind",
+    "seq",
+    "hash",
+    "at",
+    "token",
+    "after",
+    "limit",
     "K001",
     "K002",
 ]
@@ -336,6 +349,9 @@ SIGNED = {
     ("chukan", "/v1/fukuhon"): (SHINJUKU, "fukuhon.register"),
     ("chukan", "/v1/inquiries"): (SHINJUKU, "inquiry.request"),
     ("chukan", "/v1/provisions"): (HUB, "provision.request"),
+    ("tsa", "/v1/stamps"): (SHINJUKU, "tsa.stamp"),
+    ("tsa", "/v1/heads"): (SHINJUKU, "tsa.head"),
+    ("tsa", "/v1/stamps/list"): (SHINJUKU, "tsa.stamps"),
 }
 
 
@@ -391,6 +407,10 @@ VALID: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("chukan", "/v1/acquisitions/deliver"): {
         "items": [{"acquisition_no": "1" * 20, "pseudonym": "p" * 40}]
+    },
+    ("tsa", "/v1/heads"): {"node": f"{SHINJUKU.org_code}/atena", "kind": "audit_checkpoint"},
+    ("tsa", "/v1/stamps/list"): {
+        "node": f"{SHINJUKU.org_code}/atena", "kind": "audit_checkpoint", "after": 0, "limit": 10
     },
     ("chukan", "/v1/inquiries"): {
         "atena_no": GOOD_ATENA,

@@ -11,7 +11,7 @@ from alembic.migration import MigrationContext
 from tests.conftest import migrated
 
 
-@pytest.mark.parametrize("node", ["hub", "jlis", "chukan", "atena"])
+@pytest.mark.parametrize("node", ["hub", "jlis", "chukan", "atena", "tsa"])
 def test_migrations_match_models(db_url: str, node: str) -> None:
     engine, _ = migrated(db_url, node)
     models = importlib.import_module(f"renkei.{node}.models")

@@ -22,10 +22,11 @@ class FlakyPeer:
         self.failures = failures
         self.received: list[tuple[str, str, dict[str, Any], str | None]] = []
 
-    async def call(self, url: str, aud: str, typ: str, body: dict[str, Any], *, message_id: str | None = None) -> None:
+    async def call(self, url: str, aud: str, typ: str, body: dict[str, Any], *, message_id: str | None = None) -> Any:
         if self.failures:
             raise self.failures.pop(0)
         self.received.append((url, typ, body, message_id))
+        return SimpleNamespace(typ=f"{typ}.answer", body={"echo": body})
 
 
 def _runtime(db_url: str, peer: FlakyPeer, clock: list[datetime]) -> SimpleNamespace:
@@ -33,7 +34,9 @@ def _runtime(db_url: str, peer: FlakyPeer, clock: list[datetime]) -> SimpleNames
     kernel = kernel_tables(md)
     engine = make_engine(db_url)
     md.create_all(engine)
-    return SimpleNamespace(kernel=kernel, sessions=make_sessionmaker(engine), peer=peer, clock=lambda: clock[0])
+    return SimpleNamespace(
+        kernel=kernel, sessions=make_sessionmaker(engine), peer=peer, clock=lambda: clock[0], answer_handlers={}
+    )
 
 
 def test_retry_until_delivered_then_not_again(db_url: str) -> None:
@@ -91,5 +94,28 @@ def test_enqueue_rolls_back_with_the_change(db_url: str) -> None:
             raise RuntimeError("the state change failed")
     except RuntimeError:
         pass
+    with rt.sessions() as s:
+        assert pending(s, rt.kernel) == 0
+
+
+def test_the_answer_goes_to_its_handler_and_a_failing_handler_loses_nothing(db_url: str) -> None:
+    """An answer handler (e.g. keeping the time-stamp authority's receipt) sees the peer's
+    answer; if it fails, the message still counts as delivered (the peer has it)."""
+    clock = [datetime(2026, 4, 1, tzinfo=UTC)]
+    rt = _runtime(db_url, FlakyPeer([]), clock)
+    seen: list[Any] = []
+
+    async def keep(answer: Any) -> None:
+        seen.append(answer.body)
+        if len(seen) == 2:
+            raise ValueError("bad receipt")
+
+    rt.answer_handlers["t"] = keep
+    with transaction(rt.sessions) as s:
+        enqueue(s, rt.kernel, destination="https://x", audience="1", typ="t", body={"n": 1}, now=clock[0])
+        enqueue(s, rt.kernel, destination="https://x", audience="1", typ="t", body={"n": 2}, now=clock[0])
+        enqueue(s, rt.kernel, destination="https://x", audience="1", typ="other", body={"n": 3}, now=clock[0])
+    assert asyncio.run(deliver_due(rt)) == 3  # type: ignore[arg-type]
+    assert seen == [{"echo": {"n": 1}}, {"echo": {"n": 2}}]
     with rt.sessions() as s:
         assert pending(s, rt.kernel) == 0

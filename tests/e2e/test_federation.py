@@ -25,7 +25,7 @@ from renkei.core.crypto import pki
 from renkei.dummy.population import Population, generate_population, write_population_csv
 from renkei.federation import demo
 from renkei.federation.process import Federation
-from renkei.federation.topology import HUB, NAKANO, ORGS, SHINJUKU, Layout
+from renkei.federation.topology import HUB, JLIS, NAKANO, ORGS, SHINJUKU, TSA, Layout
 from tests.conftest import BACKENDS, create_pg_database, drop_pg_database
 
 pytestmark = pytest.mark.e2e
@@ -202,6 +202,7 @@ def test_trust_boundaries(run: Run, tmp_path: Path) -> None:
 
     hub = _node_text(run, "hub", "hub")
     jlis = _node_text(run, "jlis", "jlis")
+    tsa = _node_text(run, "tsa", "tsa")
     chukans = {o.slug: _node_text(run, o.slug, "chukan") for o in ORGS if "chukan" in o.nodes}
     atenas = {o.slug: _node_text(run, o.slug, "atena") for o in ORGS if "atena" in o.nodes}
 
@@ -233,6 +234,12 @@ def test_trust_boundaries(run: Run, tmp_path: Path) -> None:
     # J-LIS seals the individual numbers at rest, as atena does.
     assert hits(jlis, numbers) == 0, "individual number in clear at J-LIS"
     assert hits(jlis, pseudonyms) == 0 and hits(jlis, answers) == 0 and hits(jlis, plain) == 0
+    # The time-stamp authority holds nothing about a person (DESIGN.md §1).
+    assert b"T0001" in tsa, "the authority's database was not scanned (its operator is not found)"
+    assert hits(tsa, numbers) == 0, "individual number at the time-stamp authority"
+    assert hits(tsa, resident_codes) == 0, "resident code at the time-stamp authority"
+    assert hits(tsa, pseudonyms) == 0, "pseudonym at the time-stamp authority"
+    assert hits(tsa, answers) == 0 and hits(tsa, plain) == 0, "answer content at the time-stamp authority"
 
 
 def test_each_organization_gets_a_different_pseudonym(run: Run) -> None:
@@ -383,3 +390,53 @@ def test_every_node_keeps_a_verifiable_audit_chain(run: Run, tmp_path: Path) -> 
     # No individual number in any node's audit export.
     numbers = {p.individual_number for p in run.pop.persons}
     assert not any(n in line for line in lines for n in numbers)
+
+
+def _rows(run: Run, org_slug: str, node: str, sql: str) -> list[tuple[object, ...]]:
+    org = next(o for o in ORGS if o.slug == org_slug)
+    url = run.database_urls.get(f"{org_slug}/{node}") or f"sqlite:///{run.layout.node_dir(org, node) / f'{node}.db'}"
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql))]
+    finally:
+        engine.dispose()
+
+
+def test_a_stopped_node_is_countersigned_and_its_cut_tail_found(run: Run) -> None:
+    """Last in this module: it stops J-LIS. Its shutdown checkpoint reaches the running
+    time-stamp authority; `renkei audit verify` passes, then fails once the tail is cut."""
+    from typer.testing import CliRunner
+
+    from renkei.cli import app
+
+    proc = next(p for p in run.fed.processes if p.name == f"{JLIS.name}/jlis")
+    assert proc.popen is not None
+    proc.popen.terminate()  # uvicorn shuts down gracefully, then re-raises SIGTERM on itself
+    assert proc.popen.wait(timeout=30) in (0, -15)
+    last = int(_rows(run, "jlis", "jlis", "select max(seq) from audit_entries")[0][0])
+    receipts = _rows(run, "jlis", "jlis", "select seq, tsa from audit_receipts order by seq")
+    assert receipts and receipts[-1] == (last, TSA.org_code), (last, receipts)
+    heads = _rows(run, "tsa", "tsa", f"select seq from tsa_heads where node = '{JLIS.org_code}/jlis'")
+    assert heads == [(last,)]
+    config = str(run.layout.config_path(JLIS, "jlis"))
+    runner = CliRunner()
+    ok = runner.invoke(app, ["audit", "verify", "--config", config])
+    assert ok.exit_code == 0 and f"タイムスタンプ局の記録（{last:,} 番まで）と一致" in ok.output, ok.output
+    url = run.database_urls.get("jlis/jlis") or f"sqlite:///{run.layout.node_dir(JLIS, 'jlis') / 'jlis.db'}"
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f"delete from audit_entries where seq = {last}"))
+            conn.execute(text(f"delete from audit_checkpoints where seq = {last}"))
+            prev = conn.execute(text(f"select hash from audit_entries where seq = {last - 1}")).scalar_one()
+            cp = conn.execute(text("select coalesce(max(seq), 0) from audit_checkpoints")).scalar_one()
+            conn.execute(
+                text("update audit_head set seq = :s, hash = :h, last_checkpoint_seq = :c"),
+                {"s": last - 1, "h": prev, "c": cp},
+            )
+    finally:
+        engine.dispose()
+    cut = runner.invoke(app, ["audit", "verify", "--config", config])
+    assert cut.exit_code == 1, cut.output
+    assert "監査ログの末尾 1 件が失われています" in cut.output, cut.output

@@ -29,6 +29,7 @@ from renkei.atena.models import auth as auth_t
 from renkei.core import ids
 from renkei.core.auth import create_staff
 from renkei.core.db import make_engine, migrate, transaction
+from renkei.core.timestamping import STAMP_TYP
 from renkei.federation.topology import SHINJUKU
 from renkei.web.atena import create_staff_app
 from renkei.web.pages import TERMINAL_WARNING
@@ -54,7 +55,7 @@ BIRTH = date(1985, 4, 1)
 KANA_CROWD = 25  # persons named シンジュク… born on BIRTH: two pages of results
 # Audit, guard counters and session touches may change on a refused request; nothing else.
 AUDIT_TABLES = {
-    "audit_entries", "audit_head", "audit_checkpoints",
+    "audit_entries", "audit_head", "audit_checkpoints", "audit_receipts", "outbox:" + STAMP_TYP,
     "guard_counters", "guard_lookups", "guard_secret", "guard_alerts",
 }
 _CSRF_INPUT = re.compile(r'name="(?:csrf_token|login_csrf)" value="([^"]+)"')

@@ -66,6 +66,11 @@ ROUTES: tuple[Route, ...] = (
     _r("chukan", "provision.request", "/v1/provisions", {"hub"}, Scope.HUB_ORG, "情報提供の依頼"),
     # jlis — J-LIS
     _r("jlis", "acquisition.submit", "/v1/acquisitions", {"atena"}, Scope.ANY_ORG, "符号取得の依頼"),
+    # tsa — the time-stamp authority: every node stamps and asks about its own heads
+    # (the authority then checks the head named is the sending node's own).
+    _r("tsa", "tsa.stamp", "/v1/stamps", _ALL_NODES - {"tsa"}, Scope.ANY_ORG, "タイムスタンプの付与"),
+    _r("tsa", "tsa.head", "/v1/heads", _ALL_NODES - {"tsa"}, Scope.ANY_ORG, "最新の記録の先頭の照会"),
+    _r("tsa", "tsa.stamps", "/v1/stamps/list", _ALL_NODES - {"tsa"}, Scope.ANY_ORG, "記録の先頭の一覧"),
 )
 
 _BY_KEY: dict[tuple[str, str], Route] = {(r.receiver, r.typ): r for r in ROUTES}

@@ -1,0 +1,3 @@
+from renkei.core.db import run_migrations_env
+
+run_migrations_env()

@@ -37,7 +37,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, case, delete, or_, select, update
+from sqlalchemy import (
+    Column,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    case,
+    delete,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from renkei.core.db import UtcDateTime
@@ -179,6 +191,7 @@ def record_failure(
     now = _aware(now)
     t = table
     window_over = t.c.window_start <= now - policy.window
+    started = literal(now, UtcDateTime())  # bound as the column is (UTC on both engines)
     longest: datetime | None = None
     for k in keys:
         stmt = (
@@ -189,7 +202,7 @@ def record_failure(
                 set_={
                     # A new window starts at the first failure after the last one ended.
                     "failures": case((window_over, 1), else_=t.c.failures + 1),
-                    "window_start": case((window_over, now), else_=t.c.window_start),
+                    "window_start": case((window_over, started), else_=t.c.window_start),
                 },
             )
             .returning(t.c.failures)

@@ -26,6 +26,14 @@ request (outcome ``applied`` or ``pending``), approval (``applied``), rejection
 
 Accounts created at set-up, before any administrator exists, do not come through here
 (`renkei.core.staff_admin.setup_staff`).
+
+What four eyes assume: each administrator account is one person. Granting 管理 needs
+no approval, and whoever creates an account is given its initial password, so one
+administrator who creates a second administrator account and signs in with it can
+approve their own requests; such creations are audited (``staff.create`` with 管理),
+and only a process outside the system (handing initial passwords over separately, the
+auditors' review) catches it. The same holds for the command line, whose principal is
+the operating-system user.
 """
 
 from __future__ import annotations

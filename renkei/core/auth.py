@@ -36,7 +36,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final, cast
 
@@ -108,7 +108,6 @@ __all__ = [
     "unlock",
 ]
 
-JST: Final = timezone(timedelta(hours=9), "JST")  # Japan has no daylight saving time
 TOTP_INTERVAL: Final = 30
 TOTP_DIGITS: Final = 6
 TOTP_AAD_TABLE: Final = "staff"

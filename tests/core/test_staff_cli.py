@@ -187,6 +187,9 @@ def test_roles_lock_sessions_and_suspension(hub_cli: Cli) -> None:
         result.exit_code == 1 and "職務分掌" in result.output and "role_conflict" in result.output
     )
     assert hub_cli.audit()[-1] == (ACTOR, "staff.roles.request", "role_conflict", "S0010")
+    result = hub_cli("set-roles", "--id", "S0010", "--roles", "管理,宛名:参照")
+    assert result.exit_code == 1 and "管理の権限" in result.output and "role_conflict" in result.output
+    assert re.search(r"S0010\t職員 甲\t監査\t", hub_cli.ok("list"))  # nothing changed
     assert hub_cli("set-roles", "--id", "NOBODY", "--roles", "監査").exit_code == 1
     assert hub_cli.audit()[-1][2] == "staff_not_found"
     # Sign-ins that keep failing are throttled; the list shows it, unlock lifts it. (A

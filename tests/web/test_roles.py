@@ -250,3 +250,10 @@ def test_role_changes_need_a_second_administrator_on_the_screens(web: Web) -> No
     assert _roles(web, "viewer") == ["宛名:参照"]
     bad = web.client.post("/admin/staff/viewer/roles", data={"csrf_token": csrf2, "roles": "なんでも"})
     assert bad.status_code == 422 and "権限「なんでも」" in bad.text
+    # An administrator holds no data role (separation of duties, this node's policy).
+    before = web.counts()
+    mixed = web.client.post("/admin/staff/admin/roles", data={"csrf_token": csrf2, "roles": "管理\n宛名:参照"})
+    assert mixed.status_code == 422 and "職務分掌に反する" in mixed.text and "管理の権限" in mixed.text
+    web.unchanged_since(before)
+    assert _roles(web, "admin") == ["管理"]
+    assert web.last_audit("staff.roles.request")["outcome"] == "role_conflict"

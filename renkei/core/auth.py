@@ -1,4 +1,4 @@
-"""Staff identity kernel: passwords (argon2id), TOTP, lockout, DB sessions, CSRF, API tokens.
+"""Staff identity kernel: passwords (argon2id), TOTP, throttling, DB sessions, CSRF, API tokens.
 
 Every node adds the three tables with `auth_tables` and calls these functions with a
 SQLAlchemy `Session` and an explicit timezone-aware `now` (there is no global clock:
@@ -8,14 +8,21 @@ Secrets are never stored: sessions are keyed by the SHA-256 of the opaque cookie
 CSRF tokens and API tokens are kept as SHA-256 hashes, and the TOTP secret is encrypted
 with the caller's `FieldCipher` (AAD ``("staff", "totp_secret", staff_id)``).
 
-Failures that must persist (failed-login counters, lockout) are written to the session
-before the `AuthError` is raised; the caller must commit even when an `AuthError`
-escapes. `auth_transaction` does exactly that (commit on success and on AuthError,
-roll back on anything else) — `renkei.core.db.transaction` would roll the counter back.
+Failures that must persist (the throttling counters of renkei.staff.throttle) are
+written to the session before the `AuthError` is raised; the caller must commit even
+when an `AuthError` escapes. `auth_transaction` does exactly that (commit on success
+and on AuthError, roll back on anything else) — `renkei.core.db.transaction` would
+roll the counters back.
 
-Errors are `AuthError` (a `Problem`) with a stable `code` and a Japanese `message_ja`;
-unknown staff ID and wrong password give the very same error (no user enumeration),
-and an unknown staff ID costs one argon2 verification like a known one.
+Errors are `AuthError` (a `Problem`) with a stable `code` and a Japanese `message_ja`.
+Sign-in (OWASP): an unknown staff ID, a wrong password, an account an administrator
+locked and an attempt refused by the throttle all give the very same error
+(``bad_credentials``, same status and message) after the same work — one argon2
+verification — so the answer tells nobody which IDs exist, and a stranger cannot lock
+an account: failures only slow down further attempts (renkei.staff.throttle). Only
+someone who knows the password learns more (``inactive``, the TOTP errors).
+`AuthError.reason` says internally which case it was (for the audit log); it never
+reaches the wire.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final, cast
 
@@ -57,9 +64,11 @@ from sqlalchemy.engine import CursorResult, Result, RowMapping
 from sqlalchemy.orm import Session, sessionmaker
 
 from renkei.core.crypto.field import FieldCipher
-from renkei.core.db import UtcDateTime
+from renkei.core.db import BigId, UtcDateTime
 from renkei.core.errors import Problem
 from renkei.core.roles import ADMIN, check_separation, normalize_roles, parse_role, require
+from renkei.staff import throttle
+from renkei.staff.throttle import ThrottlePolicy
 
 __all__ = [
     "AUTH_ERROR_CODES",
@@ -69,6 +78,7 @@ __all__ = [
     "AuthPolicy",
     "AuthTables",
     "LoginResult",
+    "UNTIL_UNLOCKED",
     "StaffPrincipal",
     "auth_tables",
     "auth_transaction",
@@ -82,6 +92,7 @@ __all__ = [
     "hash_password",
     "issue_api_token",
     "list_api_tokens",
+    "lock",
     "login",
     "logout",
     "password_problems",
@@ -97,7 +108,6 @@ __all__ = [
     "unlock",
 ]
 
-JST: Final = timezone(timedelta(hours=9), "JST")  # Japan has no daylight saving time
 TOTP_INTERVAL: Final = 30
 TOTP_DIGITS: Final = 6
 TOTP_AAD_TABLE: Final = "staff"
@@ -106,15 +116,20 @@ TOTP_AAD_COLUMN: Final = "totp_secret"
 _MAX_TOKEN_LENGTH: Final = 256
 _STAFF_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 _CSRF_LABEL: Final = b"renkei/csrf/v1"
+# ``locked_until`` of an account an administrator locked without an end: far enough to
+# never pass, near enough that adding hours (JST) cannot overflow a datetime.
+UNTIL_UNLOCKED: Final = datetime(9000, 1, 1, tzinfo=UTC)
 
 # --- errors ----------------------------------------------------------------------------
 
 # code → (HTTP status, default Japanese message)
 AUTH_ERROR_CODES: Final[dict[str, tuple[int, str]]] = {
-    "bad_credentials": (401, "職員IDまたはパスワードが正しくありません。"),
-    "locked": (
-        403,
-        "アカウントがロックされています。しばらくしてから再度ログインするか、管理者に解除を依頼してください。",
+    # One message for an unknown ID, a wrong password, a locked account and a throttled
+    # attempt: it must not tell which one it was.
+    "bad_credentials": (
+        401,
+        "職員IDまたはパスワードが正しくないか、ログインが一時的に制限されています。"
+        "しばらく待ってから再度ログインしてください。続く場合は管理者に連絡してください。",
     ),
     "totp_required": (401, "ワンタイムパスワードを入力してください。"),
     "totp_invalid": (401, "ワンタイムパスワードが正しくないか、有効期限が切れています。"),
@@ -143,8 +158,9 @@ AUTH_ERROR_CODES: Final[dict[str, tuple[int, str]]] = {
 class AuthError(Problem):
     """An authentication failure with a stable ``code`` and a Japanese ``message_ja``.
 
-    ``locked_until`` is set for ``locked``; ``problems`` lists the unmet rules for
-    ``password_policy``.
+    ``problems`` lists the unmet rules for ``password_policy``. ``reason`` is the
+    internal cause for the audit log (``unknown_staff``, ``locked``, ``throttled`` for
+    a ``bad_credentials``; else the code) and never reaches the wire.
     """
 
     def __init__(
@@ -153,8 +169,8 @@ class AuthError(Problem):
         message_ja: str | None = None,
         *,
         detail: str = "",
-        locked_until: datetime | None = None,
         problems: Sequence[str] = (),
+        reason: str | None = None,
     ) -> None:
         if code not in AUTH_ERROR_CODES:
             raise ValueError(f"unknown auth error code: {code}")
@@ -162,40 +178,20 @@ class AuthError(Problem):
         message = message_ja if message_ja is not None else default
         super().__init__(status, code, message, detail)
         self.message_ja = message
-        self.locked_until = locked_until
         self.problems = tuple(problems)
+        self.reason = reason or code
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             _rebuild_auth_error,
-            (self.code, self.message_ja, self.detail, self.locked_until, self.problems),
+            (self.code, self.message_ja, self.detail, self.problems, self.reason),
         )
 
 
 def _rebuild_auth_error(
-    code: str,
-    message_ja: str,
-    detail: str,
-    locked_until: datetime | None,
-    problems: tuple[str, ...],
+    code: str, message_ja: str, detail: str, problems: tuple[str, ...], reason: str
 ) -> AuthError:
-    return AuthError(code, message_ja, detail=detail, locked_until=locked_until, problems=problems)
-
-
-def _format_jst(dt: datetime) -> str:
-    local = dt.astimezone(JST)
-    if local.second or local.microsecond:  # round up: never tell a time that is too early
-        local = local.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    return f"{local.year}年{local.month}月{local.day}日 {local.hour}時{local.minute:02d}分"
-
-
-def _locked(until: datetime) -> AuthError:
-    return AuthError(
-        "locked",
-        f"ログインの失敗が続いたため、アカウントがロックされています。"
-        f"{_format_jst(until)}（日本時間）以降に再度ログインするか、管理者に解除を依頼してください。",
-        locked_until=until,
-    )
+    return AuthError(code, message_ja, detail=detail, problems=problems, reason=reason)
 
 
 # --- tables ----------------------------------------------------------------------------
@@ -206,10 +202,12 @@ class AuthTables:
     staff: Table
     sessions: Table
     api_tokens: Table
+    throttle: Table
+    role_requests: Table
 
 
 def auth_tables(metadata: MetaData) -> AuthTables:
-    """Add the staff, session and API-token tables to a node's metadata.
+    """Add the staff, session, API-token, throttle and role-request tables to a node's metadata.
 
     Named ``auth_*`` so they can live next to a node's own tables (atena already has
     a ``staff`` table of its own).
@@ -223,7 +221,9 @@ def auth_tables(metadata: MetaData) -> AuthTables:
         # FieldCipher blob, AAD ("staff", "totp_secret", staff_id)
         Column("totp_secret", LargeBinary, nullable=True),
         Column("totp_last_step", BigInteger, nullable=True),
+        # Consecutive failed sign-ins, for administrators to see (the throttle decides).
         Column("failed_count", Integer, nullable=False, default=0),
+        # Set by an administrator's lock (`UNTIL_UNLOCKED`), never by failures.
         Column("locked_until", UtcDateTime(), nullable=True),
         Column("roles", JSON, nullable=False),
         Column("active", Boolean, nullable=False, default=True),
@@ -259,7 +259,29 @@ def auth_tables(metadata: MetaData) -> AuthTables:
         Column("revoked_at", UtcDateTime(), nullable=True),
         Column("last_used_at", UtcDateTime(), nullable=True),
     )
-    return AuthTables(staff=staff, sessions=sessions, api_tokens=api_tokens)
+    role_requests = Table(
+        "auth_role_requests",
+        metadata,
+        Column("id", BigId, primary_key=True, autoincrement=True),
+        Column(
+            "staff_id", String(64), ForeignKey("auth_staff.staff_id"), nullable=False, index=True
+        ),
+        Column("roles", JSON, nullable=False),  # the whole role set asked for (canonical)
+        Column("previous_roles", JSON, nullable=False),  # the roles when it was asked
+        Column("requested_by", String(64), nullable=False),
+        Column("requested_at", UtcDateTime(), nullable=False),
+        # pending | applied | rejected | superseded (a later change of the same account)
+        Column("status", String(12), nullable=False, index=True),
+        Column("decided_by", String(64), nullable=True),
+        Column("decided_at", UtcDateTime(), nullable=True),
+    )
+    return AuthTables(
+        staff=staff,
+        sessions=sessions,
+        api_tokens=api_tokens,
+        throttle=throttle.throttle_table(metadata),
+        role_requests=role_requests,
+    )
 
 
 # --- policy ----------------------------------------------------------------------------
@@ -306,15 +328,14 @@ COMMON_PASSWORDS: Final = frozenset(
 
 @dataclass(frozen=True)
 class AuthPolicy:
-    """Lockout, session and password rules; `hasher` sets the argon2id cost.
+    """Throttling, session and password rules; `hasher` sets the argon2id cost.
 
     The default hasher is argon2-cffi's `PasswordHasher()` (RFC 9106 low-memory
     profile); tests pass a cheap one. Hashes made with other parameters are upgraded
     at the next successful login (`check_needs_rehash`).
     """
 
-    max_failures: int = 5
-    lockout_minutes: int = 15
+    throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
     idle_minutes: int = 30
     absolute_hours: int = 8
     password_min_length: int = 12
@@ -326,10 +347,6 @@ class AuthPolicy:
     totp_window: int = 1  # steps accepted either side of the current one
     api_token_max_days: int = 90
     hasher: PasswordHasher = field(default_factory=PasswordHasher, compare=False, repr=False)
-
-    @property
-    def lockout(self) -> timedelta:
-        return timedelta(minutes=self.lockout_minutes)
 
     @property
     def idle(self) -> timedelta:
@@ -468,30 +485,60 @@ def _require_staff(
     return row
 
 
+def _throttle_keys(
+    staff_id: str, source: str | None, policy: AuthPolicy
+) -> list[throttle.ThrottleKey]:
+    return throttle.keys_for(staff_id, source, policy.throttle)
+
+
 def _record_failure(
-    session: Session, tables: AuthTables, staff_id: str, policy: AuthPolicy, now: datetime
+    session: Session,
+    tables: AuthTables,
+    keys: list[throttle.ThrottleKey],
+    policy: AuthPolicy,
+    now: datetime,
+    *,
+    staff_id: str | None = None,
 ) -> None:
-    """Count one failed attempt; lock the account when the limit is reached (raises locked)."""
-    st = tables.staff
-    session.execute(
-        update(st).where(st.c.staff_id == staff_id).values(failed_count=st.c.failed_count + 1)
-    )
-    count = session.execute(select(st.c.failed_count).where(st.c.staff_id == staff_id)).scalar_one()
-    if count >= policy.max_failures:
-        until = now + policy.lockout
-        # The counter starts again when the lock ends.
+    """Count one failed attempt on the throttle's keys (and on the account's row, if known).
+
+    Nothing is refused here: the caller raises its error, and the throttle refuses the
+    next attempts once the failures pile up.
+    """
+    throttle.record_failure(session, tables.throttle, keys, policy.throttle, now)
+    if staff_id is not None:
+        st = tables.staff
         session.execute(
-            update(st).where(st.c.staff_id == staff_id).values(failed_count=0, locked_until=until)
+            update(st).where(st.c.staff_id == staff_id).values(failed_count=st.c.failed_count + 1)
         )
-        session.flush()
-        raise _locked(until)
     session.flush()
 
 
-def _refuse_if_locked(row: RowMapping, now: datetime) -> None:
+def _refused_attempt(
+    session: Session,
+    tables: AuthTables,
+    keys: list[throttle.ThrottleKey],
+    policy: AuthPolicy,
+    password: str,
+    now: datetime,
+    reason: str,
+    *,
+    count: bool = True,
+) -> AuthError:
+    """``bad_credentials`` after one argon2 verification, like a wrong password costs.
+
+    Unknown, locked and throttled sign-ins must take as long as a wrong password, or
+    the time of the answer would tell them apart. A throttled attempt is not counted.
+    """
+    _burn_verify(policy.hasher, password)
+    if count:
+        _record_failure(session, tables, keys, policy, now)
+    return AuthError("bad_credentials", reason=reason)
+
+
+def _locked_by_admin(row: RowMapping, now: datetime) -> bool:
     until: datetime | None = row["locked_until"]
-    if until is not None and now < until:
-        raise _locked(until)
+    return until is not None and now < until
 
 
 def _principal_roles(stored: Any) -> list[str]:
@@ -613,6 +660,7 @@ def _check_totp(
     code: str | None,
     policy: AuthPolicy,
     now: datetime,
+    keys: list[throttle.ThrottleKey],
 ) -> None:
     staff_id: str = row["staff_id"]
     blob = row["totp_secret"]
@@ -634,7 +682,7 @@ def _check_totp(
         if hmac.compare_digest(expected.encode(), presented.encode()) and well_formed:
             matched.append(step)
     if not matched:
-        _record_failure(session, tables, staff_id, policy, now)
+        _record_failure(session, tables, keys, policy, now, staff_id=staff_id)
         raise AuthError("totp_invalid")
     last: int | None = row["totp_last_step"]
     unused = [s for s in matched if last is None or s > last]
@@ -654,7 +702,7 @@ def _check_totp(
         )
         if won == 1:
             return
-    _record_failure(session, tables, staff_id, policy, now)
+    _record_failure(session, tables, keys, policy, now, staff_id=staff_id)
     raise AuthError("totp_reused")
 
 
@@ -677,18 +725,20 @@ def create_staff(
     *,
     policy: AuthPolicy = DEFAULT_POLICY,
     now: datetime,
+    admin_may_hold_data_roles: bool = False,
 ) -> str:
     """Register a staff member; returns the TOTP provisioning URI (show it once).
 
     ValueError for a bad staff ID, name or role, `RoleConflict` (a ValueError) when the
     roles break separation of duties, AuthError ``password_policy`` for a weak password.
-    The caller authorizes (first administrator at set-up, later a 管理 principal).
+    The caller authorizes: renkei.core.staff_admin (an administrator: data roles only
+    after a second one approves) or the set-up (`staff_admin.setup_staff`).
     """
     _aware(now)
     sid = _valid_staff_id(staff_id)
     display = _valid_name(name)
     canonical = normalize_roles(roles)
-    check_separation(canonical)
+    check_separation(canonical, admin_may_hold_data_roles=admin_may_hold_data_roles)
     check_password(password, sid, policy)
     if _staff_row(session, tables, sid) is not None:
         raise ValueError(f"職員ID「{sid}」は既に登録されています。")
@@ -713,17 +763,25 @@ def create_staff(
 
 
 def set_roles(
-    session: Session, tables: AuthTables, staff_id: str, roles: Iterable[str], by: StaffPrincipal
+    session: Session,
+    tables: AuthTables,
+    staff_id: str,
+    roles: Iterable[str],
+    by: StaffPrincipal,
+    *,
+    admin_may_hold_data_roles: bool = False,
 ) -> list[str]:
     """Replace a staff member's roles (by a 管理 principal); returns the canonical roles.
 
+    The kernel's write, with separation of duties: who may change whom, and the second
+    administrator's approval of data roles, are renkei.staff.role_requests' rules.
     Takes effect at the next request: sessions read the roles afresh, API tokens keep
     only the scopes the staff member still holds.
     """
     require(by.roles, ADMIN)
     row = _require_staff(session, tables, staff_id, lock=True)
     canonical = normalize_roles(roles)
-    check_separation(canonical)
+    check_separation(canonical, admin_may_hold_data_roles=admin_may_hold_data_roles)
     st = tables.staff
     session.execute(update(st).where(st.c.staff_id == row["staff_id"]).values(roles=canonical))
     session.flush()
@@ -750,14 +808,34 @@ def set_active(
     session.flush()
 
 
+def lock(
+    session: Session, tables: AuthTables, staff_id: str, by: StaffPrincipal, *, now: datetime
+) -> int:
+    """Lock an account until an administrator unlocks it (by a 管理 principal).
+
+    Its sign-ins are refused exactly like a wrong password (nobody learns that it is
+    locked), and its open sessions end; returns how many.
+    """
+    _aware(now)
+    require(by.roles, ADMIN)
+    row = _require_staff(session, tables, staff_id, lock=True)
+    st = tables.staff
+    session.execute(
+        update(st).where(st.c.staff_id == row["staff_id"]).values(locked_until=UNTIL_UNLOCKED)
+    )
+    return _revoke_staff_sessions(session, tables, row["staff_id"], now)
+
+
 def unlock(session: Session, tables: AuthTables, staff_id: str, by: StaffPrincipal) -> None:
-    """Lift a lockout and clear the failure counter (by a 管理 principal)."""
+    """Lift a lock, clear the failure counter and the account's sign-in throttling
+    from every source (by a 管理 principal)."""
     require(by.roles, ADMIN)
     row = _require_staff(session, tables, staff_id, lock=True)
     st = tables.staff
     session.execute(
         update(st).where(st.c.staff_id == row["staff_id"]).values(failed_count=0, locked_until=None)
     )
+    throttle.forget_account(session, tables.throttle, row["staff_id"])
     session.flush()
 
 
@@ -810,6 +888,7 @@ def reset_password(
             locked_until=None,
         )
     )
+    throttle.forget_account(session, tables.throttle, sid)
     _revoke_staff_sessions(session, tables, sid, now)
 
 
@@ -837,36 +916,46 @@ def login(
     terminal: str | None,
     policy: AuthPolicy = DEFAULT_POLICY,
     now: datetime,
+    source: str | None = None,
 ) -> LoginResult:
     """Password (argon2id) + TOTP sign-in; opens a session.
 
-    Order: unknown ID / locked → password → suspended → TOTP. Wrong passwords and wrong
-    or reused TOTP codes count towards the lockout; the attempt that reaches
-    ``max_failures`` locks the account and raises ``locked``. Counter changes are
-    flushed before raising: commit even on AuthError (see `auth_transaction`).
+    ``source`` is the address the attempt comes from (default: ``terminal``), for the
+    throttle. Order: throttled / unknown ID / locked by an administrator → password →
+    suspended → TOTP. The first four all raise ``bad_credentials`` after one argon2
+    verification (see the module docstring); wrong passwords, unknown IDs, locked
+    accounts and wrong or reused TOTP codes count towards the throttle, throttled
+    attempts do not. Counter changes are flushed before raising: commit even on
+    AuthError (see `auth_transaction`).
     """
     _aware(now)
     sid = _normalize_staff_id(staff_id)
+    keys = _throttle_keys(sid, terminal if source is None else source, policy)
     row = _staff_row(session, tables, sid, lock=True) if sid else None
+    if throttle.blocked_until(session, tables.throttle, keys, now) is not None:
+        raise _refused_attempt(
+            session, tables, keys, policy, password, now, "throttled", count=False
+        )
     if row is None:
-        _burn_verify(policy.hasher, password)
-        raise AuthError("bad_credentials")
+        raise _refused_attempt(session, tables, keys, policy, password, now, "unknown_staff")
     sid = row["staff_id"]
-    _refuse_if_locked(row, now)
+    if _locked_by_admin(row, now):
+        raise _refused_attempt(session, tables, keys, policy, password, now, "locked")
     stored_hash: str = row["password_hash"]
     if not _verify(policy.hasher, stored_hash, password):
-        _record_failure(session, tables, sid, policy, now)
+        _record_failure(session, tables, keys, policy, now, staff_id=sid)
         raise AuthError("bad_credentials")
     if not row["active"]:
         raise AuthError("inactive")
     if policy.totp_required or (totp_code is not None and totp_code.strip()):
-        _check_totp(session, tables, cipher, row, totp_code, policy, now)
+        _check_totp(session, tables, cipher, row, totp_code, policy, now, keys)
 
     st = tables.staff
-    values: dict[str, Any] = {"failed_count": 0, "locked_until": None}
+    values: dict[str, Any] = {"failed_count": 0}
     if policy.hasher.check_needs_rehash(stored_hash):
         values["password_hash"] = hash_password(password, policy)
     session.execute(update(st).where(st.c.staff_id == sid).values(**values))
+    throttle.clear(session, tables.throttle, keys)
 
     token = secrets.token_urlsafe(32)
     csrf = csrf_token_for(token)
@@ -1001,22 +1090,30 @@ def change_password(
     policy: AuthPolicy = DEFAULT_POLICY,
     now: datetime,
     keep_session_id: str | None = None,
+    source: str | None = None,
 ) -> None:
     """The staff member changes their own password; other sessions end.
 
-    A wrong old password counts as a failed login (so a stolen session cannot be used
-    to guess it). ``keep_session_id`` (the current principal's session) stays open.
+    A wrong old password counts as a failed sign-in from ``source`` (so a stolen
+    session cannot be used to guess it), and a throttled or locked account is refused
+    like a wrong password. ``keep_session_id`` (the current principal's session) stays
+    open.
     """
     _aware(now)
     sid = _normalize_staff_id(staff_id)
+    keys = _throttle_keys(sid, source, policy)
     row = _staff_row(session, tables, sid, lock=True) if sid else None
+    if throttle.blocked_until(session, tables.throttle, keys, now) is not None:
+        raise _refused_attempt(
+            session, tables, keys, policy, old_password, now, "throttled", count=False
+        )
     if row is None:
-        _burn_verify(policy.hasher, old_password)
-        raise AuthError("bad_credentials")
+        raise _refused_attempt(session, tables, keys, policy, old_password, now, "unknown_staff")
     sid = row["staff_id"]
-    _refuse_if_locked(row, now)
+    if _locked_by_admin(row, now):
+        raise _refused_attempt(session, tables, keys, policy, old_password, now, "locked")
     if not _verify(policy.hasher, row["password_hash"], old_password):
-        _record_failure(session, tables, sid, policy, now)
+        _record_failure(session, tables, keys, policy, now, staff_id=sid)
         raise AuthError("bad_credentials")
     if not row["active"]:
         raise AuthError("inactive")
@@ -1039,6 +1136,7 @@ def change_password(
             failed_count=0,
         )
     )
+    throttle.clear(session, tables.throttle, keys)
     _revoke_staff_sessions(session, tables, sid, now, keep=keep_session_id)
 
 
@@ -1059,7 +1157,7 @@ def purge_sessions(
 @contextmanager
 def auth_transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """Like `renkei.core.db.transaction`, but an AuthError commits before propagating,
-    so failure counters and lockouts persist."""
+    so the throttle's failure counters persist."""
     session = factory()
     try:
         yield session

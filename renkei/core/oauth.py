@@ -5,8 +5,12 @@ The profile the standard fixes for REST calls between business systems:
 - grant: client credentials only (RFC 6749 §4.4); access tokens only, never a refresh token;
 - client authentication: ``client_secret_jwt`` (RFC 7523 §2.2, OIDC Core §9): an HS256 JWT
   signed with the client secret, ``iss`` = ``sub`` = client_id, ``aud`` = the token endpoint
-  URL, ``exp`` at most five minutes ahead, ``iat``, and a ``jti`` that is single-use until
-  its ``exp``;
+  URL, ``iat``, ``exp`` at most five minutes after ``iat`` (`MAX_ASSERTION_LIFETIME_S`;
+  clocks may differ by `CLOCK_SKEW_S`), and a ``jti`` that is single-use until its
+  ``exp``. Standard clients work with their lifetime set accordingly: authlib's
+  ``ClientSecretJWT`` signs for 3600 s by default, which is refused
+  (``assertion_lifetime_too_long``) — pass ``expires_in=300`` or less to
+  ``client_secret_jwt_sign`` (tests/atena/test_oauth_client.py does);
 - short-lived opaque bearer tokens (RFC 6750), of which only a SHA-256 is stored;
 - scopes ``${業務システムID}:${リソース名}:${操作名}``;
 - token introspection for resource servers (RFC 7662).
@@ -625,7 +629,11 @@ def _verify_assertion(
         raise _invalid_client("wrong_audience", "クライアントアサーションの aud がトークンエンドポイントのURLと一致しません。")
 
     exp, iat = claims["exp"], claims["iat"]
-    if exp > now_s + MAX_ASSERTION_LIFETIME_S or exp - iat > MAX_ASSERTION_LIFETIME_S:
+    # The documented rule is exp - iat ≤ 5 minutes; exp is also bounded by our clock,
+    # with the same skew allowance as exp and iat themselves (a client whose clock runs
+    # a few seconds ahead may use the whole five minutes).
+    too_far = exp > now_s + MAX_ASSERTION_LIFETIME_S + CLOCK_SKEW_S
+    if too_far or exp - iat > MAX_ASSERTION_LIFETIME_S:
         raise _invalid_client(
             "assertion_lifetime_too_long",
             f"クライアントアサーションの有効期限は発行から{MAX_ASSERTION_LIFETIME_S // 60}分以内にしてください。",
@@ -884,6 +892,17 @@ def purge_expired(
 
 # --- HTTP -----------------------------------------------------------------------------
 
+TOKEN_ENDPOINT_DESCRIPTION = (
+    "クライアント認証は client_secret_jwt（RFC 7523）です。クライアントアサーションは"
+    "クライアントシークレットで署名した HS256 の JWT で、iss と sub にクライアントID、"
+    "aud にこのトークンエンドポイントのURL、iat、exp、jti（1回限り）を指定します。"
+    f"exp は iat から{MAX_ASSERTION_LIFETIME_S}秒（{MAX_ASSERTION_LIFETIME_S // 60}分）以内に"
+    f"してください（時刻のずれは{CLOCK_SKEW_S}秒まで許容）。ライブラリの既定がこれより長い場合"
+    "（例: authlib の ClientSecretJWT は3600秒）は、有効期間を指定してください。"
+    f"発行するアクセストークンの有効期間は既定で{DEFAULT_TOKEN_LIFETIME_S}秒、"
+    "リフレッシュトークンは発行しません。"
+)
+
 _FORM_SCHEMA = {
     "token": {
         "type": "object",
@@ -892,7 +911,10 @@ _FORM_SCHEMA = {
             "grant_type": {"type": "string", "enum": [GRANT_TYPE]},
             "scope": {"type": "string", "example": "tax01:fukuhon:register"},
             "client_assertion_type": {"type": "string", "enum": [CLIENT_ASSERTION_TYPE]},
-            "client_assertion": {"type": "string", "description": "HS256 JWT（client_secret_jwt）"},
+            "client_assertion": {
+                "type": "string",
+                "description": f"HS256 JWT（client_secret_jwt）。exp は iat から{MAX_ASSERTION_LIFETIME_S}秒以内",
+            },
         },
     },
     "introspect": {
@@ -984,6 +1006,7 @@ def oauth_router(
     @router.post(
         "/oauth/token",
         summary="アクセストークンの発行（Client Credentials Grant, client_secret_jwt）",
+        description=TOKEN_ENDPOINT_DESCRIPTION,
         openapi_extra=_openapi("token"),
     )
     async def token_endpoint(request: Request) -> Response:

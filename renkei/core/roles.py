@@ -11,6 +11,11 @@ also stand alone; ``管理:管理`` and ``監査:監査`` are the same roles wri
 Examples: ``JM01000000074000:照会``, ``宛名:参照``, ``宛名:更新``, ``個人番号:表示``,
 ``管理``, ``監査``.
 
+*Data roles* are all roles but administration and audit (bare ``管理``, the ``管理``
+scope, and audit roles): they read or change personal data. Granting one needs a
+second administrator's approval (renkei.staff.role_requests), and separation of duties
+keeps them away from administrators unless a node's policy explicitly allows it.
+
 Roles match exactly: no role implies another (``宛名:更新`` does not include
 ``宛名:参照``, ``管理`` does not include reading data or the audit log). Role strings are
 NFKC-normalized before parsing, so a full-width colon or full-width digits are accepted;
@@ -37,8 +42,10 @@ __all__ = [
     "PermissionDenied",
     "Role",
     "RoleConflict",
+    "admin_with_data_roles",
     "can_see_individual_number",
     "check_separation",
+    "data_roles",
     "has_role",
     "may_read_audit",
     "normalize_roles",
@@ -80,6 +87,16 @@ class Role:
     def is_audit(self) -> bool:
         """An audit role: bare 監査, anything in the 監査 scope, or 監査 of an affair."""
         return self.operation == AUDIT or self.scope == AUDIT
+
+    @property
+    def is_admin(self) -> bool:
+        """An administration role: bare 管理 or anything in the 管理 scope."""
+        return self.scope == ADMIN or (self.scope is None and self.operation == ADMIN)
+
+    @property
+    def is_data(self) -> bool:
+        """A data role: neither administration nor audit (it reads or changes personal data)."""
+        return not (self.is_admin or self.is_audit)
 
     @property
     def changes_data(self) -> bool:
@@ -247,13 +264,29 @@ class RoleConflict(ValueError):
         return (RoleConflict, (self.message_ja, self.conflicting))
 
 
-def check_separation(roles: Iterable[str]) -> None:
-    """Refuse a role set where an audit role meets a data-changing role.
+def data_roles(roles: Iterable[str]) -> list[str]:
+    """The data roles among ``roles`` (canonical, sorted); ValueError on a malformed role."""
+    return sorted(str(r) for r in parse_roles(roles) if r.is_data)
 
-    An auditor cannot change data: 監査 (bare, in the 監査 scope, or 監査 of an affair)
-    may not be combined with 更新, 副本登録 or 管理 of anything but the audit scope
-    (bare 管理 included). Raises `RoleConflict` (a ValueError); also ValueError for a
-    malformed role.
+
+def admin_with_data_roles(roles: Iterable[str]) -> bool:
+    """Whether the set holds an administration role together with a data role."""
+    parsed = parse_roles(roles)
+    return any(r.is_admin for r in parsed) and any(r.is_data for r in parsed)
+
+
+def check_separation(roles: Iterable[str], *, admin_may_hold_data_roles: bool = False) -> None:
+    """Refuse a role set that breaks separation of duties; the rules, in this order:
+
+    1. an auditor cannot change data: 監査 (bare, in the 監査 scope, or 監査 of an
+       affair) may not be combined with 更新, 副本登録 or 管理 of anything but the audit
+       scope (bare 管理 included);
+    2. an administrator holds no data role: 管理 may not be combined with a role that
+       reads or changes personal data (宛名:参照, 個人番号:表示, an affair's 照会 …),
+       unless the node's policy says so (``admin_may_hold_data_roles``; the caller then
+       audits the grant as such).
+
+    Raises `RoleConflict` (a ValueError); also ValueError for a malformed role.
     """
     parsed = parse_roles(roles)
     audit = sorted(str(r) for r in parsed if r.is_audit)
@@ -266,6 +299,18 @@ def check_separation(roles: Iterable[str]) -> None:
             + "、".join(changing)
             + "）を同じ職員に付与することはできません。",
             tuple(audit + changing),
+        )
+    admin = sorted(str(r) for r in parsed if r.is_admin)
+    data = sorted(str(r) for r in parsed if r.is_data)
+    if admin and data and not admin_may_hold_data_roles:
+        raise RoleConflict(
+            "職務分掌に反する権限の組合せです。管理の権限（"
+            + "、".join(admin)
+            + "）と個人情報を扱う権限（"
+            + "、".join(data)
+            + "）を同じ職員に付与することはできません"
+            "（このノードの設定で明示的に認めている場合を除きます）。",
+            tuple(admin + data),
         )
 
 

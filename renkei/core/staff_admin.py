@@ -4,12 +4,21 @@ Each function takes the acting principal (``by``) and checks its role itself, so
 JSON routes, the staff UI and `renkei staff` share one set of rules. Errors are
 `Problem`s with stable codes: ``role_required`` (403), ``staff_not_found`` (404),
 ``staff_exists`` (409), ``role_conflict`` and ``invalid_staff`` (422),
-``own_account`` (409, an administrator locking themselves out), and the auth kernel's
-``password_policy``.
+``own_account`` (409, an administrator locking themselves out), ``own_roles`` (403),
+and the auth kernel's ``password_policy``.
+
+Roles go through the four-eyes rules of renkei.staff.role_requests: an administrator
+never changes their own roles, and data roles — on an existing account or a new one —
+are granted only when a second administrator approves.
 
 The command line acts as `cli_principal`: whoever may run it on the node's host with
-its configuration already holds the database, so it acts as an administrator — and
-every command is audited under ``cli:<os user>``.
+its configuration already holds the database, so it acts as an administrator — under
+the same rules (its data-role grants wait for another administrator) — and every
+command is audited under ``cli:<os user>``.
+
+Set-up is not an administrator: `setup_staff` creates the first accounts of a node
+(the demo's, a test's) with their roles at once, before anyone could approve anything.
+No route, screen or `renkei staff` command reaches it; its audit actor is ``setup:…``.
 """
 
 from __future__ import annotations
@@ -37,7 +46,16 @@ from renkei.core.crypto.field import FieldCipher, FileKms, load_or_create_keyrin
 from renkei.core.db import make_engine, make_sessionmaker, migrate
 from renkei.core.errors import Problem
 from renkei.core.guard import GuardTables
-from renkei.core.roles import ADMIN, RoleConflict, has_role, require
+from renkei.core.roles import (
+    ADMIN,
+    RoleConflict,
+    check_separation,
+    normalize_roles,
+    parse_role,
+    require,
+)
+from renkei.staff import role_requests
+from renkei.staff.role_requests import DEFAULT_ROLE_POLICY, RoleChange, RolePolicy, RoleRequest
 
 __all__ = [
     "Enrolment",
@@ -49,12 +67,15 @@ __all__ = [
     "generate_password",
     "list_guard_alerts",
     "list_staff",
+    "lock_staff",
     "node_cipher",
     "open_node_store",
     "reset_staff_totp",
     "revoke_staff_sessions",
     "set_staff_active",
     "set_staff_roles",
+    "setup_principal",
+    "setup_staff",
     "unlock_staff",
 ]
 
@@ -71,7 +92,9 @@ class StaffInfo:
     name: str
     roles: tuple[str, ...]
     active: bool
-    locked_until: datetime | None
+    locked: bool  # by an administrator
+    locked_until: datetime | None  # None while locked: until an administrator unlocks
+    throttled_until: datetime | None  # sign-ins refused until then (after failures)
     failed_count: int
     totp_enrolled: bool
     open_sessions: int
@@ -85,9 +108,10 @@ class Enrolment:
 
     staff_id: str
     name: str
-    roles: tuple[str, ...]
+    roles: tuple[str, ...]  # held now: data roles wait for `pending_request`'s approval
     totp_uri: str
     initial_password: str | None
+    pending_request: RoleRequest | None = None
 
 
 def node_cipher(config: NodeConfig) -> FieldCipher:
@@ -142,6 +166,14 @@ def cli_principal(user: str | None = None) -> StaffPrincipal:
     )
 
 
+def setup_principal(name: str = "setup") -> StaffPrincipal:
+    """Who creates the first accounts at set-up: ``setup:<name>``, not an administrator."""
+    actor = "setup:" + "".join(ch for ch in name if ch.isalnum() or ch in "._-")[:60]
+    return StaffPrincipal(
+        staff_id=actor, name=actor, roles=frozenset(), session_id=None, terminal=None
+    )
+
+
 def generate_password(staff_id: str, policy: AuthPolicy = auth.DEFAULT_POLICY) -> str:
     """A random initial password that meets the policy (about 190 bits)."""
     while True:
@@ -193,16 +225,20 @@ def list_staff(
             .group_by(ss.c.staff_id)
         ).all()
     }
+    throttled = _throttled(session, tables, now)
     out = []
     for r in session.execute(select(st).order_by(st.c.staff_id)).mappings():
         until = r["locked_until"]
+        locked = until is not None and until > now
         out.append(
             StaffInfo(
                 staff_id=r["staff_id"],
                 name=r["name"],
                 roles=tuple(r["roles"] or ()),
                 active=bool(r["active"]),
-                locked_until=until if until is not None and until > now else None,
+                locked=locked,
+                locked_until=until if locked and until != auth.UNTIL_UNLOCKED else None,
+                throttled_until=throttled.get(r["staff_id"]),
                 failed_count=int(r["failed_count"] or 0),
                 # Enrolled once the first code from the secret was accepted (a new
                 # account, or one whose TOTP an administrator reset, is not yet).
@@ -212,6 +248,23 @@ def list_staff(
                 password_changed_at=r["password_changed_at"],
             )
         )
+    return out
+
+
+def _throttled(session: Session, tables: AuthTables, now: datetime) -> dict[str, datetime]:
+    """Per staff ID, the latest time its account or one of its sources is throttled until."""
+    t = tables.throttle
+    out: dict[str, datetime] = {}
+    rows = session.execute(
+        select(t.c.key, t.c.blocked_until).where(
+            t.c.blocked_until > now, (t.c.key.startswith("account:") | t.c.key.startswith("pair:"))
+        )
+    ).all()
+    for key, until in rows:
+        kind, _, rest = str(key).partition(":")
+        sid = rest if kind == "account" else rest.partition("|")[0]
+        if until is not None and (sid not in out or until > out[sid]):
+            out[sid] = until
     return out
 
 
@@ -227,10 +280,16 @@ def enrol_staff(
     password: str | None = None,
     policy: AuthPolicy = auth.DEFAULT_POLICY,
     now: datetime,
+    role_policy: RolePolicy = DEFAULT_ROLE_POLICY,
 ) -> Enrolment:
-    """Create an account with TOTP enrolled; generates the initial password if none is given."""
+    """Create an account with TOTP enrolled; generates the initial password if none is given.
+
+    The account gets at once the roles that need no approval (管理, 監査); its data roles
+    wait in a role request for a second administrator (`Enrolment.pending_request`) —
+    an administrator cannot hand themselves data roles through an account they create.
+    Separation of duties is checked on the whole set asked for.
+    """
     require(by.roles, ADMIN)
-    wanted = list(roles)
     with _as_problems():
         sid = auth._valid_staff_id(staff_id)
         if _DIGIT_RUN.search(sid):
@@ -241,10 +300,16 @@ def enrol_staff(
             )
         if _exists(session, tables, sid):
             raise Problem(409, "staff_exists", f"職員ID「{sid}」は既に登録されています。")
+        wanted = normalize_roles(list(roles))
+        check_separation(wanted, admin_may_hold_data_roles=role_policy.admin_may_hold_data_roles)
+        now_held = [r for r in wanted if not parse_role(r).is_data]
         initial = password if password is not None else generate_password(sid, policy)
         uri = auth.create_staff(
-            session, tables, cipher, sid, name, initial, wanted, policy=policy, now=now
+            session, tables, cipher, sid, name, initial, now_held, policy=policy, now=now
         )
+    pending = None
+    if now_held != wanted:
+        pending = role_requests.file_request(session, tables, sid, wanted, now_held, by, now)
     row = session.execute(
         select(tables.staff.c.name, tables.staff.c.roles).where(tables.staff.c.staff_id == sid)
     ).one()
@@ -254,28 +319,66 @@ def enrol_staff(
         roles=tuple(row[1]),
         totp_uri=uri,
         initial_password=None if password is not None else initial,
+        pending_request=pending,
+    )
+
+
+def setup_staff(
+    session: Session,
+    tables: AuthTables,
+    cipher: FieldCipher,
+    *,
+    staff_id: str,
+    name: str,
+    roles: Iterable[str],
+    password: str,
+    policy: AuthPolicy = auth.DEFAULT_POLICY,
+    now: datetime,
+) -> Enrolment:
+    """Set-up, not an administrator: an account with all its roles at once.
+
+    Only the node's set-up calls this (the demo's `renkei.federation`, tests), when no
+    administrator exists yet who could approve a data role; separation of duties still
+    holds. The routes, the staff UI and `renkei staff` go through `enrol_staff`. The
+    caller audits the creation under `setup_principal`.
+    """
+    with _as_problems():
+        sid = auth._valid_staff_id(staff_id)
+        if _DIGIT_RUN.search(sid):
+            raise Problem(
+                422,
+                "invalid_staff",
+                "職員IDに12桁以上の数字の並びは使えません（個人番号と取り違えないため）。",
+            )
+        uri = auth.create_staff(
+            session, tables, cipher, sid, name, password, roles, policy=policy, now=now
+        )
+    row = session.execute(
+        select(tables.staff.c.name, tables.staff.c.roles).where(tables.staff.c.staff_id == sid)
+    ).one()
+    return Enrolment(
+        staff_id=sid, name=str(row[0]), roles=tuple(row[1]), totp_uri=uri, initial_password=None
     )
 
 
 def set_staff_roles(
-    session: Session, tables: AuthTables, staff_id: str, roles: Iterable[str], by: StaffPrincipal
-) -> list[str]:
-    """Replace the roles (separation of duties enforced); returns the canonical roles.
+    session: Session,
+    tables: AuthTables,
+    staff_id: str,
+    roles: Iterable[str],
+    by: StaffPrincipal,
+    *,
+    role_policy: RolePolicy = DEFAULT_ROLE_POLICY,
+    now: datetime,
+) -> RoleChange:
+    """Ask to set an account's roles (renkei.staff.role_requests.request_roles).
 
-    An administrator cannot take 管理 away from themselves (someone else must).
+    Never one's own; removals and 管理/監査 apply at once, data roles wait for a second
+    administrator; separation of duties is enforced.
     """
-    require(by.roles, ADMIN)
-    wanted = list(roles)
-    with _as_problems():
-        sid = auth._normalize_staff_id(staff_id)
-        _require_known(session, tables, sid)
-        if sid == by.staff_id and not has_role(wanted, ADMIN):
-            raise Problem(
-                409,
-                "own_account",
-                "自分自身の管理権限は外せません。別の管理者に依頼してください。",
-            )
-        return auth.set_roles(session, tables, sid, wanted, by)
+    return role_requests.request_roles(
+        session, tables, staff_id, roles, by, policy=role_policy, now=now
+    )
 
 
 def set_staff_active(
@@ -297,8 +400,22 @@ def set_staff_active(
         auth.set_active(session, tables, sid, active, by, now=now)
 
 
+def lock_staff(
+    session: Session, tables: AuthTables, staff_id: str, by: StaffPrincipal, *, now: datetime
+) -> int:
+    """Lock an account until an administrator unlocks it; ends its sessions (returns how
+    many). Its sign-ins are refused like a wrong password; not one's own account."""
+    require(by.roles, ADMIN)
+    with _as_problems():
+        sid = auth._normalize_staff_id(staff_id)
+        _require_known(session, tables, sid)
+        if sid == by.staff_id:
+            raise Problem(409, "own_account", "自分自身のアカウントはロックできません。")
+        return auth.lock(session, tables, sid, by, now=now)
+
+
 def unlock_staff(session: Session, tables: AuthTables, staff_id: str, by: StaffPrincipal) -> None:
-    """Lift a lockout and clear the failure count."""
+    """Lift a lock, clear the failure count and the account's sign-in throttling."""
     require(by.roles, ADMIN)
     with _as_problems():
         auth.unlock(session, tables, staff_id, by)

@@ -7,8 +7,9 @@
   ``POST /v1/session/password``, personal API tokens ``/v1/api-tokens`` (atena
   mounts these too; its own routes authenticate staff with `StaffAccess`);
 - ``admin`` (role 管理): ``/v1/staff`` list and create (the TOTP enrolment URI and QR
-  are returned once), roles (separation of duties enforced), disable/enable, unlock,
-  revoke sessions, reset TOTP;
+  are returned once), roles (separation of duties enforced; never one's own; data
+  roles wait for a second administrator at ``/v1/role-requests``, approve/reject),
+  disable/enable, lock/unlock, revoke sessions, reset TOTP;
 - ``alerts`` (管理): the abnormal-traffic guard's alerts, and acknowledging them;
 - ``audit`` (監査 only): ``GET /v1/audit/verify``;
 - ``exports``: ``/v1/exports`` — request, approve/reject (another staff member with
@@ -69,6 +70,8 @@ from renkei.core.staff_schemas import (
     PasswordChangeIn,
     PrincipalOut,
     RevokedOut,
+    RoleRequestListOut,
+    RoleRequestOut,
     RolesIn,
     RolesOut,
     SessionIn,
@@ -80,6 +83,8 @@ from renkei.core.staff_schemas import (
     TotpOut,
     VerifyOut,
 )
+from renkei.staff import role_requests
+from renkei.staff.role_requests import RolePolicy, RoleRequest
 
 __all__ = [
     "ALL_PARTS",
@@ -117,6 +122,7 @@ IdPath = Annotated[int, Path(ge=1, le=_MAX_ID)]
 
 T = TypeVar("T")
 ExportStatus = Literal["pending", "approved", "running", "done", "rejected"]
+RoleRequestStatus = Literal["pending", "applied", "rejected", "superseded"]
 
 
 @dataclass(frozen=True)
@@ -154,6 +160,11 @@ def _cipher(request: Request) -> FieldCipher:
 
 def _export_policy(request: Request) -> ExportPolicy:
     policy: ExportPolicy = request.app.state.export_policy
+    return policy
+
+
+def _role_policy(request: Request) -> RolePolicy:
+    policy: RolePolicy = request.app.state.role_policy
     return policy
 
 
@@ -358,13 +369,31 @@ def _staff_out(info: staff_admin.StaffInfo) -> StaffOut:
         name=info.name,
         roles=list(info.roles),
         active=info.active,
-        locked=info.locked_until is not None,
+        locked=info.locked,
         locked_until=info.locked_until,
+        throttled_until=info.throttled_until,
         failed_count=info.failed_count,
         totp_enrolled=info.totp_enrolled,
         open_sessions=info.open_sessions,
         created_at=info.created_at,
         password_changed_at=info.password_changed_at,
+    )
+
+
+def _role_request_out(req: RoleRequest) -> RoleRequestOut:
+    return RoleRequestOut(
+        id=req.id,
+        staff_id=req.staff_id,
+        roles=list(req.roles),
+        previous_roles=list(req.previous_roles),
+        added=list(req.added),
+        removed=list(req.removed),
+        requested_by=req.requested_by,
+        requested_at=req.requested_at,
+        status=req.status,
+        status_label=req.status_label,
+        decided_by=req.decided_by,
+        decided_at=req.decided_at,
     )
 
 
@@ -454,14 +483,15 @@ def _add_session_routes(router: APIRouter, access: StaffAccess) -> None:
                     now=now,
                 )
             except auth.AuthError as exc:
-                # Committed with the failure counter (auth_transaction commits on AuthError).
+                # Committed with the throttle's counters (auth_transaction commits on
+                # AuthError). The log says why (throttled, locked …); the answer does not.
                 rt.record(
                     s,
                     AuditEvent(
                         actor=_actor_of(body.staff_id),
                         terminal=_terminal(request),
                         action="session.login",
-                        outcome=exc.code,
+                        outcome=exc.reason,
                     ),
                 )
                 raise
@@ -537,6 +567,7 @@ def _add_session_routes(router: APIRouter, access: StaffAccess) -> None:
                 policy=_policy(request),
                 now=_now(request),
                 keep_session_id=principal.session_id,
+                source=_terminal(request),
             )
             return Done(None)
 
@@ -635,7 +666,11 @@ def _add_admin_routes(router: APIRouter, access: StaffAccess) -> None:
     tables = access.tables
     as_list = Depends(access.staff("staff.list"))
     as_create = Depends(access.staff("staff.create"))
-    as_roles = Depends(access.staff("staff.roles"))
+    as_roles = Depends(access.staff("staff.roles.request"))
+    as_requests = Depends(access.staff("staff.roles.list"))
+    as_approve = Depends(access.staff("staff.roles.approve"))
+    as_reject = Depends(access.staff("staff.roles.reject"))
+    as_lock = Depends(access.staff("staff.lock"))
     as_unlock = Depends(access.staff("staff.unlock"))
     as_revoke_sessions = Depends(access.staff("staff.revoke_sessions"))
     as_reset_totp = Depends(access.staff("staff.reset_totp"))
@@ -677,16 +712,27 @@ def _add_admin_routes(router: APIRouter, access: StaffAccess) -> None:
                 password=body.password,
                 policy=_policy(request),
                 now=_now(request),
+                role_policy=_role_policy(request),
             )
+            pending = made.pending_request
             out = EnrolmentOut(
                 staff_id=made.staff_id,
                 name=made.name,
                 roles=list(made.roles),
+                pending_request=None if pending is None else _role_request_out(pending),
                 initial_password=made.initial_password,
                 totp_uri=made.totp_uri,
                 totp_qr_svg=_qr(made.totp_uri),
             )
-            return Done(out, ref=made.staff_id, detail={"roles": list(made.roles)})
+            detail: dict[str, Any] = {"roles": list(made.roles)}
+            if pending is not None:  # the data roles' request: audited with the creation
+                detail["request"] = pending.audit_detail()
+            return Done(
+                out,
+                ref=made.staff_id,
+                detail=detail,
+                outcome="ok" if pending is None else "pending",
+            )
 
         response.headers["Cache-Control"] = "no-store"
         return audited(
@@ -696,17 +742,121 @@ def _add_admin_routes(router: APIRouter, access: StaffAccess) -> None:
     @router.put(
         "/v1/staff/{staff_id}/roles",
         response_model=RolesOut,
+        responses={202: {"model": RolesOut, "description": "別の管理者の承認待ち"}},
         tags=["職員管理"],
-        summary="職員の権限の設定（管理、職務分掌を確認）",
+        summary="職員の権限の設定（管理、職務分掌を確認）：個人情報を扱う権限は別の管理者の承認後",
+        description="自分自身の権限は変更できません。権限を外すこと、管理・監査の付与はすぐに適用します。"
+        "個人情報を扱う権限（管理・監査以外）を加えると、依頼全体が別の管理者の承認待ちになり（202）、"
+        "/v1/role-requests/{id}/approve で適用されます。",
     )
     def set_roles(
-        request: Request, staff_id: StaffIdPath, body: RolesIn, principal: StaffPrincipal = as_roles
+        request: Request,
+        response: Response,
+        staff_id: StaffIdPath,
+        body: RolesIn,
+        principal: StaffPrincipal = as_roles,
     ) -> RolesOut:
         def work(s: Session) -> Done[RolesOut]:
-            roles = staff_admin.set_staff_roles(s, tables, staff_id, body.roles, principal)
-            return Done(RolesOut(staff_id=staff_id, roles=roles), detail={"roles": roles})
+            change = staff_admin.set_staff_roles(
+                s,
+                tables,
+                staff_id,
+                body.roles,
+                principal,
+                role_policy=_role_policy(request),
+                now=_now(request),
+            )
+            out = RolesOut(
+                staff_id=change.staff_id,
+                roles=list(change.roles),
+                status=change.status,
+                request=None if change.pending is None else _role_request_out(change.pending),
+            )
+            return Done(out, detail=change.audit_detail(), outcome=change.status)
 
-        return audited(request, principal.staff_id, "staff.roles", work, ref=_ref_of(staff_id))
+        out = audited(
+            request, principal.staff_id, "staff.roles.request", work, ref=_ref_of(staff_id)
+        )
+        if out.status == "pending":
+            response.status_code = 202
+        return out
+
+    @router.get(
+        "/v1/role-requests",
+        response_model=RoleRequestListOut,
+        tags=["職員管理"],
+        summary="権限変更の依頼の一覧（管理）",
+    )
+    def list_role_requests(
+        request: Request,
+        principal: StaffPrincipal = as_requests,
+        status: Annotated[
+            RoleRequestStatus | None, Query(description="例: pending（承認待ち、既定）")
+        ] = "pending",
+        everything: Annotated[bool, Query(alias="all", description="状態を問わずすべて")] = False,
+    ) -> RoleRequestListOut:
+        def work(s: Session) -> Done[RoleRequestListOut]:
+            found = role_requests.list_requests(
+                s, tables, principal, status=None if everything else status
+            )
+            out = RoleRequestListOut(requests=[_role_request_out(r) for r in found])
+            return Done(out, detail={"count": len(found)})
+
+        return audited(request, principal.staff_id, "staff.roles.list", work)
+
+    def _role_decision(path: str, reject: bool, action: str, summary: str, who: Any) -> None:
+        @router.post(path, response_model=RoleRequestOut, tags=["職員管理"], summary=summary)
+        def decide(
+            request: Request, request_id: IdPath, principal: StaffPrincipal = who
+        ) -> RoleRequestOut:
+            def work(s: Session) -> Done[RoleRequestOut]:
+                req = role_requests.decide(
+                    s,
+                    tables,
+                    request_id,
+                    principal,
+                    reject=reject,
+                    policy=_role_policy(request),
+                    now=_now(request),
+                )
+                return Done(
+                    _role_request_out(req), detail=req.audit_detail(), outcome=req.status
+                )
+
+            return audited(
+                request, principal.staff_id, action, work, ref=f"role-request:{request_id}"
+            )
+
+    _role_decision(
+        "/v1/role-requests/{request_id}/approve",
+        False,
+        "staff.roles.approve",
+        "権限変更の承認と適用（依頼者・対象職員以外の管理者）",
+        as_approve,
+    )
+    _role_decision(
+        "/v1/role-requests/{request_id}/reject",
+        True,
+        "staff.roles.reject",
+        "権限変更の却下（対象職員以外の管理者。依頼者は取り下げ）",
+        as_reject,
+    )
+
+    @router.post(
+        "/v1/staff/{staff_id}/lock",
+        response_model=RevokedOut,
+        tags=["職員管理"],
+        summary="職員のロック（管理）：解除するまでログインを拒否し、セッションも終了",
+        description="ロック中のログインは、誤ったパスワードと同じ応答で拒否します。",
+    )
+    def lock(
+        request: Request, staff_id: StaffIdPath, principal: StaffPrincipal = as_lock
+    ) -> RevokedOut:
+        def work(s: Session) -> Done[RevokedOut]:
+            n = staff_admin.lock_staff(s, tables, staff_id, principal, now=_now(request))
+            return Done(RevokedOut(staff_id=staff_id, revoked=n), detail={"sessions": n})
+
+        return audited(request, principal.staff_id, "staff.lock", work, ref=_ref_of(staff_id))
 
     def _state_route(path: str, active: bool, action: str, summary: str) -> None:
         who = Depends(access.staff(action))
@@ -735,7 +885,7 @@ def _add_admin_routes(router: APIRouter, access: StaffAccess) -> None:
         "/v1/staff/{staff_id}/unlock",
         response_model=StaffStateOut,
         tags=["職員管理"],
-        summary="ロックの解除（管理）",
+        summary="ロックの解除（管理）：ログインの失敗による制限も解除",
     )
     def unlock(
         request: Request, staff_id: StaffIdPath, principal: StaffPrincipal = as_unlock
@@ -1102,8 +1252,9 @@ def mount_staff_api(
 
     Keeps what the node already put on ``app.state`` (atena's cipher, clock and auth
     policy) and fills in the rest: the authentication clock (the runtime's), the field
-    cipher (the node's keyring), the auth policy, the export policy
-    (``[extra] export_approval_rows``), the export registry (``audit`` plus
+    cipher (the node's keyring), the auth policy, the role policy (``[extra]
+    admin_may_hold_data_roles``), the export policy (``[extra]
+    export_approval_rows``), the export registry (``audit`` plus
     ``extra_exports``; a node may register more on ``app.state.export_registry``) and
     the node's audit-key resolver. Returns the `StaffAccess` for the node's own staff
     routes.
@@ -1125,6 +1276,13 @@ def mount_staff_api(
             state.export_policy = ExportPolicy.from_config(rt.config.extra)
         except ValueError as exc:
             raise ConfigError(f"[extra] export_approval_rows の値が誤っています: {exc}") from None
+    if getattr(state, "role_policy", None) is None:
+        try:
+            state.role_policy = RolePolicy.from_config(rt.config.extra)
+        except ValueError as exc:
+            raise ConfigError(
+                f"[extra] admin_may_hold_data_roles の値が誤っています: {exc}"
+            ) from None
     if getattr(state, "export_registry", None) is None:
         state.export_registry = ExportRegistry([export_kinds.audit_export_kind(rt.audit.tables)])
     for kind in extra_exports:

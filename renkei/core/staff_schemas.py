@@ -100,9 +100,14 @@ class StaffOut(BaseModel):
     name: str
     roles: list[str]
     active: bool
-    locked: bool
-    locked_until: datetime | None
-    failed_count: int
+    locked: bool = Field(description="管理者がロックしている（ログインは誤ったパスワードと同じ応答で拒否）")
+    locked_until: datetime | None = Field(
+        description="ロックの終了日時（ロック中で null のときは管理者が解除するまで）"
+    )
+    throttled_until: datetime | None = Field(
+        description="ログインの失敗が続いたため、この日時までログインを受け付けない（自動で解除）"
+    )
+    failed_count: int = Field(description="連続したログインの失敗回数")
     totp_enrolled: bool
     open_sessions: int
     created_at: datetime
@@ -126,10 +131,32 @@ class StaffCreateIn(BaseModel):
     )
 
 
+class RoleRequestOut(BaseModel):
+    id: int
+    staff_id: str = Field(description="権限を変更する職員")
+    roles: list[str] = Field(description="依頼された権限（全体）")
+    previous_roles: list[str] = Field(description="依頼時の権限")
+    added: list[str]
+    removed: list[str]
+    requested_by: str
+    requested_at: datetime
+    status: str = Field(description="pending（承認待ち）・applied・rejected・superseded")
+    status_label: str
+    decided_by: str | None
+    decided_at: datetime | None
+
+
+class RoleRequestListOut(BaseModel):
+    requests: list[RoleRequestOut]
+
+
 class EnrolmentOut(BaseModel):
     staff_id: str
     name: str
-    roles: list[str]
+    roles: list[str] = Field(description="付与済みの権限（個人情報を扱う権限は承認後に付与）")
+    pending_request: RoleRequestOut | None = Field(
+        default=None, description="別の管理者の承認を待つ権限変更の依頼"
+    )
     initial_password: str | None = Field(description="生成した初期パスワード（この応答でのみ表示）")
     totp_uri: str = Field(description="認証アプリに登録する otpauth URI（この応答でのみ表示）")
     totp_qr_svg: str = Field(description="同じ URI の QR コード（SVG）")
@@ -147,7 +174,11 @@ class RolesIn(BaseModel):
 
 class RolesOut(BaseModel):
     staff_id: str
-    roles: list[str]
+    roles: list[str] = Field(description="現在の権限（承認待ちの分は含まない）")
+    status: str = Field(description="applied（適用済み）または pending（承認待ち）")
+    request: RoleRequestOut | None = Field(
+        default=None, description="別の管理者の承認を待つ依頼（個人情報を扱う権限を加えるとき）"
+    )
 
 
 class RevokedOut(BaseModel):

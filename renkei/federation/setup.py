@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from renkei.core.auth import DEFAULT_POLICY, AuthPolicy, create_staff
+from renkei.core.auth import DEFAULT_POLICY, AuthPolicy
 from renkei.core.config import dump_config, load_config
 from renkei.core.crypto import pki
 from renkei.core.db import make_engine, make_sessionmaker, migrate, transaction, utcnow
 from renkei.core.oauth import register_client
-from renkei.core.staff_admin import generate_password, node_cipher
+from renkei.core.staff_admin import generate_password, node_cipher, setup_staff
 from renkei.federation.topology import HUB, ORGS, Layout, Org, node_config, write_config
 
 # The staff UI listener of each atena: its mTLS port + 5 (free in every organization's block of 10).
@@ -180,6 +180,9 @@ def enrol_atena(
 ) -> Path:
     """Create staff (generated password, TOTP enrolled) and OAuth clients in an atena.
 
+    Set-up, not an administrator: the accounts get all their roles at once
+    (`staff_admin.setup_staff`; separation of duties still holds).
+
     The generated passwords, TOTP provisioning URIs and client secrets are written to
     `credentials_path` (0600) and nowhere else: neither printed nor logged. Returns it.
     """
@@ -204,15 +207,15 @@ def enrol_atena(
             now = utcnow()
             for member in staff:
                 password = generate_password(member.staff_id, policy)
-                uri = create_staff(
-                    s, auth_t, cipher, member.staff_id, member.name, password, member.roles,
-                    policy=policy, now=now,
+                made = setup_staff(
+                    s, auth_t, cipher, staff_id=member.staff_id, name=member.name,
+                    roles=member.roles, password=password, policy=policy, now=now,
                 )
                 doc["staff"][member.staff_id] = {
                     "name": member.name,
                     "roles": list(member.roles),
                     "password": password,
-                    "totp_uri": uri,
+                    "totp_uri": made.totp_uri,
                 }
             for client in clients:
                 secret = register_client(

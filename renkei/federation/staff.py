@@ -2,8 +2,11 @@
 
 Each node gets an administrator (管理), two auditors (監査: an export above the size
 limit needs a second one's approval) and, at each intermediate server, clerks who
-read the provision records of one affair each. Enrolment goes through the same
-service function and audit log as `renkei staff create`. The generated passwords and
+read the provision records of one affair each. This is the node's set-up, not an
+administrator at work: the accounts get their roles at once through
+`staff_admin.setup_staff` (no administrator exists yet who could approve a data
+role), audited under ``setup:demo``; from then on `renkei staff`, the routes and the
+UI apply the four-eyes rules. The generated passwords and
 TOTP provisioning URIs are written to ``<node dir>/secrets/demo-credentials.json``
 (0600, like `setup.enrol_atena`'s) and nowhere else: neither printed nor logged.
 """
@@ -21,13 +24,18 @@ from renkei.core.audit import AuditEvent
 from renkei.core.auth import DEFAULT_POLICY, AuthPolicy
 from renkei.core.config import load_config
 from renkei.core.db import transaction, utcnow
-from renkei.core.staff_admin import cli_principal, enrol_staff, generate_password, open_node_store
+from renkei.core.staff_admin import (
+    generate_password,
+    open_node_store,
+    setup_principal,
+    setup_staff,
+)
 from renkei.federation.setup import CREDENTIALS_FILE, StaffSpec, write_private_json
 from renkei.federation.topology import HUB, JLIS, ORGS, TSA, Layout, Org
 
 CHILD_ALLOWANCE_AFFAIR = "JM01000000074000"
 LOCAL_TAX_AFFAIR = "JM01000000016000"
-ENROLLER = "demo-setup"
+ENROLLER = "demo"
 
 
 def _operators(prefix: str, unit: str) -> list[StaffSpec]:
@@ -77,7 +85,7 @@ def enrol_node_staff(
         "url": layout.url(org, node),
         "staff": {},
     }
-    by = cli_principal(ENROLLER)
+    by = setup_principal(ENROLLER)
     try:
         with transaction(store.sessions) as s:
             existing = set(s.scalars(select(store.auth.staff.c.staff_id)))
@@ -87,14 +95,13 @@ def enrol_node_staff(
                         doc["staff"][member.staff_id] = previous[member.staff_id]
                     continue
                 password = generate_password(member.staff_id, policy)
-                made = enrol_staff(
+                made = setup_staff(
                     s,
                     store.auth,
                     store.cipher,
                     staff_id=member.staff_id,
                     name=member.name,
                     roles=member.roles,
-                    by=by,
                     password=password,
                     policy=policy,
                     now=utcnow(),
@@ -103,7 +110,7 @@ def enrol_node_staff(
                     s,
                     AuditEvent(
                         actor=by.staff_id,
-                        terminal="cli",
+                        terminal="setup",
                         action="staff.create",
                         outcome="ok",
                         ref=made.staff_id,

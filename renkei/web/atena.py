@@ -450,6 +450,7 @@ def create_staff_app(
             MenuItem("監査ログ", "/audit", lambda roles: may_read_audit(roles)),
         ),
         describe_role=describe_role(catalogue),
+        role_policy=lambda: atena.state.role_policy,
     )
     app = FastAPI(
         title=f"renkei atena — {NODE_TITLE}（職員用画面）",

@@ -14,8 +14,9 @@ reset by an administrator), a sign-in with the right password and no or a wrong 
 shows the QR code instead of refusing; the staff member scans it and signs in with the
 password and the first code, which `login` checks and marks used (so it cannot be
 replayed). `login` itself proves the password: it raises ``totp_required`` or
-``totp_invalid`` only after the password verified, and wrong passwords count towards
-the lockout as on any sign-in. Once a code has been used, the QR is never shown again.
+``totp_invalid`` only after the password verified (a throttled or locked account gets
+``bad_credentials`` first, so no QR code), and wrong passwords count towards the
+sign-in throttle as on any sign-in. Once a code has been used, the QR is never shown again.
 
 Expired passwords (`PasswordRules`): the initial password set by an administrator,
 and optionally any password older than a number of days, must be changed before any
@@ -45,6 +46,7 @@ from renkei.core.auth import AUTH_ERROR_CODES, AuthError, AuthPolicy, AuthTables
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.errors import Problem
 from renkei.core.roles import ADMIN, AUDIT, PermissionDenied, parse_role, require
+from renkei.staff.role_requests import RolePolicy
 from renkei.web.pages import PasswordChangeRequired, SignInRequired, redirect, render
 
 SESSION_COOKIE: Final = "__Host-renkei-staff"
@@ -92,7 +94,8 @@ def _plain_role(role: str) -> str:
 class StaffSite:
     """Everything the generic pages need from a node; kept on ``app.state.site``.
 
-    ``clock``, ``policy`` and ``cipher`` are read per request (tests move the clock).
+    ``clock``, ``policy``, ``role_policy`` and ``cipher`` are read per request (tests
+    move the clock).
     ``screen(staff_id, person)`` applies the node's abnormal-traffic guard.
     """
 
@@ -110,6 +113,7 @@ class StaffSite:
     passwords: PasswordRules = field(default_factory=PasswordRules)
     menu: tuple[MenuItem, ...] = ()
     describe_role: Callable[[str], str] = _plain_role
+    role_policy: Callable[[], RolePolicy] = RolePolicy
 
     def menu_for(self, roles: frozenset[str]) -> list[MenuItem]:
         return [m for m in self.menu if m.visible(roles)]
@@ -421,7 +425,8 @@ def login(request: Request, form: Form) -> Response:
                     actor=actor_of(staff_id),
                     terminal=terminal_of(request),
                     action="session.login",
-                    outcome="totp_enrolment" if enrol_uri is not None and not code else exc.code,
+                    # The log says why (throttled, locked …); the page does not.
+                    outcome="totp_enrolment" if enrol_uri is not None and not code else exc.reason,
                 ),
             )
         else:
@@ -521,6 +526,7 @@ def change_password(request: Request, staff: PasswordActor, form: Form) -> Respo
                 policy=site.policy(),
                 now=site.clock(),
                 keep_session_id=staff.principal.session_id,
+                source=terminal_of(request),
             )
             site.record(
                 s,
@@ -532,7 +538,7 @@ def change_password(request: Request, staff: PasswordActor, form: Form) -> Respo
                 ),
             )
     except AuthError as exc:
-        audit(request, staff.staff_id, "password.change", exc.code)
+        audit(request, staff.staff_id, "password.change", exc.reason)
         problems = list(exc.problems) or [exc.message_ja]
         if exc.code == "password_policy":
             problems = ["パスワードが要件を満たしていません。", *exc.problems]

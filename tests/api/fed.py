@@ -190,6 +190,7 @@ def b64flip(token: str, part: int = 1) -> str:
 AUDIT_TABLES = {
     "audit_entries", "audit_head", "audit_checkpoints", "audit_receipts", "outbox:" + STAMP_TYP,
     "guard_counters", "guard_lookups", "guard_secret", "guard_alerts",
+    "auth_throttle",  # a refused sign-in counts towards the throttle: that is its point
 }
 
 

@@ -205,17 +205,20 @@ def test_wrong_missing_and_reused_totp(atena: AtenaKit) -> None:
     atena.sign_in("S0006")
 
 
-def test_lockout_after_five_failures(atena: AtenaKit) -> None:
+def test_throttled_after_five_failures_and_answered_like_a_wrong_password(atena: AtenaKit) -> None:
     atena.clock.advance(seconds=30)
-    for _ in range(4):
-        assert_problem(atena.login("S0005", password="Wrong-password-123"), 401, "bad_credentials")
-    locked = assert_problem(atena.login("S0005", password="Wrong-password-123"), 403, "locked")
-    assert "ロック" in locked["title"]
-    # Even the right password and code are refused while locked.
-    assert_problem(atena.login("S0005"), 403, "locked")
-    assert last_audit(atena) == ("S0005", "session.login", "locked")
-    # The lock ends after the policy's lockout time.
-    atena.clock.advance(minutes=16)
+    for _ in range(5):
+        wrong = assert_problem(atena.login("S0005", password="Wrong-password-123"), 401, "bad_credentials")
+    # Even the right password and code are refused while throttled, with the very same
+    # answer as a wrong password or an ID that does not exist.
+    assert assert_problem(atena.login("S0005"), 401, "bad_credentials") == wrong
+    assert last_audit(atena) == ("S0005", "session.login", "throttled")
+    unknown = atena.client.post(
+        "/v1/session", json={"staff_id": "S9999", "password": "Wrong-password-123", "totp": "123456"}
+    )
+    assert assert_problem(unknown, 401, "bad_credentials") == wrong
+    # The delay ends by itself (two seconds after the fifth failure).
+    atena.clock.advance(seconds=2)
     assert atena.login("S0005").status_code == 200
 
 

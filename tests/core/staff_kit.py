@@ -1,7 +1,8 @@
 """An in-process node (hub, jlis, chukan or atena) with enrolled staff and a movable clock.
 
-Staff are enrolled with the same service function the routes and `renkei staff` use
-(renkei.core.staff_admin.enrol_staff), with a cheap argon2 hasher. The database is the
+Staff are enrolled as the node's set-up does (renkei.core.staff_admin.setup_staff: all
+roles at once, no administrator acting), with a cheap argon2 hasher; the tests then
+act through the routes. The database is the
 ``db_url`` fixture's (SQLite or PostgreSQL). Each sign-in moves the authentication
 clock one TOTP step ahead, so that no code is ever reused by accident.
 """
@@ -25,7 +26,7 @@ from starlette.testclient import TestClient
 from renkei.core.auth import AuthPolicy
 from renkei.core.db import make_engine, transaction
 from renkei.core.guard import GuardPolicy, RateLimit, WorkingHours
-from renkei.core.staff_admin import cli_principal, enrol_staff
+from renkei.core.staff_admin import generate_password, setup_staff
 from renkei.core.staff_api import CSRF_HEADER, SESSION_COOKIE
 from renkei.federation.topology import HUB, JLIS, SHINJUKU, Org
 from tests.api.fed import Federation, counts
@@ -84,20 +85,20 @@ class NodeKit:
 
     def enrol(self, staff_id: str, *roles: str, name: str = "職員（架空）") -> None:
         rt = self.app.state.rt
+        password = generate_password(staff_id, CHEAP_POLICY)
         with transaction(rt.sessions) as s:
-            made = enrol_staff(
+            made = setup_staff(
                 s,
                 rt_auth(self.app),
                 self.app.state.cipher,
                 staff_id=staff_id,
                 name=name,
                 roles=roles,
-                by=cli_principal("test"),
+                password=password,
                 policy=CHEAP_POLICY,
                 now=self.clock(),
             )
-        assert made.initial_password
-        self.passwords[staff_id] = made.initial_password
+        self.passwords[staff_id] = password
         self.totp_uris[staff_id] = made.totp_uri
 
     def totp(self, staff_id: str, at: datetime | None = None) -> str:

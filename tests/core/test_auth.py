@@ -1,4 +1,5 @@
-"""Staff identity kernel: passwords, TOTP, lockout, sessions, CSRF and API tokens on both backends."""
+"""Staff identity kernel: passwords, TOTP, sign-in throttling, administrators' locks,
+sessions, CSRF and API tokens on both backends."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from renkei.core.auth import (
     hash_password,
     issue_api_token,
     list_api_tokens,
+    lock,
     login,
     logout,
     password_problems,
@@ -47,6 +49,7 @@ from renkei.core.auth import (
 from renkei.core.crypto.field import FieldCipher, FieldDecryptError
 from renkei.core.db import NAMING, make_engine, make_sessionmaker
 from renkei.core.roles import PermissionDenied, RoleConflict
+from renkei.staff.throttle import ThrottlePolicy
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
 POLICY = AuthPolicy(hasher=CHEAP)
@@ -334,14 +337,19 @@ def test_change_password_keeps_current_session_ends_others(env: Env) -> None:
     do_login(env, T0 + 4 * STEP, password=new)
 
 
-def test_admin_unlocks(env: Env) -> None:
-    for i in range(5):
-        fails(env, T0 + i * STEP, "bad_credentials" if i < 4 else "locked", password="x")
+def test_admin_unlock_lifts_the_throttle(env: Env) -> None:
+    for _ in range(5):
+        fails(env, T0, "bad_credentials", password="x")
+    at = T0 + timedelta(seconds=1)
+    assert fails(env, at, "bad_credentials").reason == "throttled"  # the right password too
     a = admin(env)
     with auth_transaction(env.sessions) as s:
         unlock(s, env.tables, "S0001", a)
     assert staff_row(env)["locked_until"] is None and staff_row(env)["failed_count"] == 0
-    do_login(env, T0 + 6 * STEP)
+    do_login(env, at)
+    with env.sessions() as s:
+        left = set(s.scalars(select(env.tables.throttle.c.key)))
+    assert left == {"source:PC-01"}  # the source's count is not the account's to clear
 
 
 def test_admin_resets_password_and_totp(env: Env) -> None:
@@ -388,12 +396,155 @@ def test_wrong_password(env: Env) -> None:
     assert staff_row(env)["failed_count"] == 1  # committed despite the error
 
 
-def test_unknown_user_same_error_as_wrong_password(env: Env) -> None:
-    wrong = fails(env, T0, "bad_credentials", password="Wrong-Password-1")
-    unknown = fails(env, T0, "bad_credentials", staff_id="S9999", totp="123456")
-    empty = fails(env, T0, "bad_credentials", staff_id="  ", totp="123456")
-    assert unknown.message_ja == wrong.message_ja == empty.message_ja
-    assert unknown.status == wrong.status and unknown.to_dict() == wrong.to_dict()
+class CountingHasher(PasswordHasher):
+    """The cheap hasher, counting the argon2 verifications (the work an answer costs)."""
+
+    def __init__(self) -> None:
+        super().__init__(time_cost=1, memory_cost=8, parallelism=1)
+        self.verified = 0
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> bool:  # noqa: A002
+        self.verified += 1
+        return super().verify(hash, password)
+
+
+def test_unknown_locked_throttled_and_wrong_password_answer_alike(env: Env) -> None:
+    """OWASP: one answer, one argon2 verification, whatever the reason (no enumeration)."""
+    hasher = CountingHasher()
+    policy = AuthPolicy(hasher=hasher)
+    a = admin(env)
+    with auth_transaction(env.sessions) as s:
+        create_staff(s, env.tables, env.cipher, "S0002", "ロック 対象", PASSWORD, [], policy=POLICY, now=T0)
+        lock(s, env.tables, "S0002", a, now=T0)
+    for _ in range(5):  # S0001 from PC-09 is throttled after five failures
+        fails(env, T0 + 6 * STEP, "bad_credentials", password="x", terminal="PC-09")
+
+    def refusal(**kw: object) -> AuthError:
+        before = hasher.verified
+        err = fails(env, T0 + 6 * STEP, "bad_credentials", policy=policy, **kw)
+        assert hasher.verified == before + 1, err.reason  # the same work every time
+        return err
+
+    wrong = refusal(password="Wrong-Password-1")
+    unknown = refusal(staff_id="S9999", totp="123456")
+    empty = refusal(staff_id="  ", totp="123456")
+    locked = refusal(staff_id="S0002", totp="123456")  # even with the right password
+    throttled = refusal(terminal="PC-09")  # even with the right password and code
+    reasons = [e.reason for e in (wrong, unknown, empty, locked, throttled)]
+    assert reasons == ["bad_credentials", "unknown_staff", "unknown_staff", "locked", "throttled"]
+    for err in (unknown, empty, locked, throttled):
+        assert err.to_dict() == wrong.to_dict() and err.status == wrong.status == 401
+    assert "reason" not in repr(wrong.to_dict()) and "throttled" not in repr(throttled.to_dict())
+
+
+def test_throttle_after_five_failures_with_increasing_delays(env: Env) -> None:
+    with env.sessions() as s:  # nothing is counted before a failure
+        assert s.scalar(select(env.tables.throttle.c.key)) is None
+    at = T0
+    for _ in range(4):
+        fails(env, at, "bad_credentials", password="x")
+    # The fifth failure from this terminal refuses its next attempts for 2 s, then 4, 8 …
+    for delay in (2, 4, 8, 16):
+        fails(env, at, "bad_credentials", password="x")
+        assert fails(env, at + timedelta(seconds=delay - 1), "bad_credentials").reason == "throttled"
+        at += timedelta(seconds=delay)
+    # Refused attempts are not counted: hammering does not lengthen the delay.
+    fails(env, at, "bad_credentials", password="x")  # 9th failure: 32 s
+    for k in range(30):
+        assert fails(env, at + timedelta(seconds=k), "bad_credentials").reason == "throttled"
+    do_login(env, at + timedelta(seconds=32))  # and the right credentials work again
+    assert staff_row(env)["failed_count"] == 0
+
+
+def test_the_delay_is_capped(env: Env) -> None:
+    policy = AuthPolicy(hasher=CHEAP, throttle=ThrottlePolicy(max_delay_seconds=60))
+    at = T0
+    for _ in range(20):
+        fails(env, at, "bad_credentials", password="x", policy=policy)
+        at += timedelta(seconds=61)  # always past the (capped) delay
+    assert fails(env, at - timedelta(seconds=2), "bad_credentials", policy=policy).reason == "throttled"
+    do_login(env, at, policy=policy)
+
+
+def test_a_stranger_cannot_lock_the_owner_out(env: Env) -> None:
+    """Failures from one terminal slow down that terminal; the owner elsewhere signs in."""
+    at = T0
+    for _ in range(30):
+        err = fails(env, at, "bad_credentials", password="x", terminal="EVIL-PC")
+        at += timedelta(seconds=20)
+    assert err.reason == "throttled"  # the stranger is slowed down …
+    do_login(env, at, terminal="PC-01")  # … the owner at their terminal is not
+
+
+def test_guessing_from_many_addresses_throttles_the_account(env: Env) -> None:
+    policy = AuthPolicy(hasher=CHEAP, throttle=ThrottlePolicy(account_after=10))
+    for i in range(10):
+        fails(env, T0, "bad_credentials", password="x", terminal=f"10.0.0.{i}", policy=policy)
+    assert fails(env, T0, "bad_credentials", terminal="PC-01", policy=policy).reason == "throttled"
+    do_login(env, T0 + timedelta(seconds=2), terminal="PC-01", policy=policy)
+
+
+def test_spraying_from_one_address_throttles_the_address(env: Env) -> None:
+    for i in range(20):
+        fails(env, T0, "bad_credentials", staff_id=f"X{i:04d}", password="x", totp="123456", terminal="SPRAY")
+    assert fails(env, T0, "bad_credentials", terminal="SPRAY").reason == "throttled"
+    do_login(env, T0, terminal="PC-01")  # other terminals are not affected
+
+
+def test_counting_starts_again_in_a_new_window(env: Env) -> None:
+    for i in range(4):
+        fails(env, T0 + i * STEP, "bad_credentials", password="x")
+    later = T0 + timedelta(minutes=61)  # the window of the first failure is over
+    for i in range(4):
+        assert fails(env, later + i * STEP, "bad_credentials", password="x").reason == "bad_credentials"
+    assert fails(env, later + 4 * STEP, "bad_credentials", password="x").reason == "bad_credentials"
+    assert fails(env, later + 4 * STEP, "bad_credentials").reason == "throttled"
+
+
+def test_totp_failures_count_towards_the_throttle(env: Env) -> None:
+    for i in range(5):
+        fails(env, T0 + i * STEP, "totp_invalid", totp=wrong_code(env.secret, T0 + i * STEP))
+    # Throttled: refused before the password is checked, like any other attempt.
+    assert fails(env, T0 + 4 * STEP + timedelta(seconds=1), "bad_credentials").reason == "throttled"
+
+
+def test_ids_that_cannot_exist_are_never_stored(env: Env) -> None:
+    number = "123456789018"  # a valid individual number typed as the staff ID
+    for presented in (number, "S" + number, "<script>", "ｘ" * 70):
+        fails(env, T0, "bad_credentials", staff_id=presented, totp="123456")
+    with env.sessions() as s:
+        keys = set(s.scalars(select(env.tables.throttle.c.key)))
+    assert keys == {"source:PC-01"}  # counted against the address only
+    assert number not in repr(keys)
+
+
+def test_throttle_rows_are_pruned(env: Env) -> None:
+    for i in range(3):
+        fails(env, T0, "bad_credentials", staff_id=f"Z{i}", totp="123456", terminal=f"T{i}")
+    fails(env, T0 + timedelta(hours=2), "bad_credentials", password="x")
+    with env.sessions() as s:
+        keys = set(s.scalars(select(env.tables.throttle.c.key)))
+    assert keys == {"account:S0001", "source:PC-01", "pair:S0001|PC-01"}
+
+
+def test_administrator_locks_until_unlocked(env: Env) -> None:
+    result = do_login(env, T0)
+    a = admin(env)
+    with auth_transaction(env.sessions) as s:
+        assert lock(s, env.tables, "S0001", a, now=T0 + STEP) == 1  # its session ends
+    with pytest.raises(AuthError) as exc:
+        auth_at(env, result.token, T0 + 2 * STEP)
+    assert exc.value.code == "session_revoked"
+    assert staff_row(env)["locked_until"] == auth.UNTIL_UNLOCKED
+    # Refused like a wrong password, for good: no time ends it.
+    assert fails(env, T0 + 2 * STEP, "bad_credentials").reason == "locked"
+    assert fails(env, T0 + timedelta(days=400), "bad_credentials").reason == "locked"
+    with auth_transaction(env.sessions) as s:
+        unlock(s, env.tables, "S0001", a)
+    do_login(env, T0 + timedelta(days=400))
+    clerk = auth_at(env, do_login(env, T0 + timedelta(days=400, seconds=30)).token, T0 + timedelta(days=400, seconds=30))
+    with pytest.raises(PermissionDenied), env.sessions() as s:
+        lock(s, env.tables, "A0001", clerk, now=T0)
 
 
 def test_wrong_totp(env: Env) -> None:
@@ -422,45 +573,6 @@ def test_reused_totp(env: Env) -> None:
     do_login(env, T0 + STEP, totp=code(env.secret, T0 + 2 * STEP))
     fails(env, T0 + STEP, "totp_reused", totp=code(env.secret, T0 + STEP))
     assert staff_row(env)["failed_count"] == 1  # reuse counts; the success between reset it
-
-
-def test_lockout_after_five_failures_and_its_expiry(env: Env) -> None:
-    for i in range(4):
-        fails(env, T0 + i * STEP, "bad_credentials", password=f"Wrong-Password-{i}")
-    err = fails(env, T0 + 4 * STEP, "locked", password="Wrong-Password-4")
-    until = T0 + 4 * STEP + timedelta(minutes=15)
-    assert err.locked_until == until
-    assert staff_row(env)["locked_until"] == until
-    # 01:02:00Z + 15 min = 10:17 JST
-    assert "2026年4月1日 10時17分（日本時間）" in err.message_ja
-    # Locked: even the right password and code are refused, and do not count.
-    at = T0 + 5 * STEP
-    fails(env, at, "locked")
-    fails(env, until - timedelta(seconds=1), "locked")
-    # After 15 minutes the right credentials work again.
-    do_login(env, until)
-    row = staff_row(env)
-    assert row["failed_count"] == 0 and row["locked_until"] is None
-
-
-def test_lockout_counts_totp_failures(env: Env) -> None:
-    for i in range(4):
-        fails(env, T0 + i * STEP, "totp_invalid", totp=wrong_code(env.secret, T0 + i * STEP))
-    fails(env, T0 + 4 * STEP, "locked", password="nope")
-
-
-def test_lock_message_rounds_up_to_the_minute() -> None:
-    err = auth._locked(datetime(2026, 4, 1, 1, 2, 30, tzinfo=UTC))
-    assert "10時03分" in err.message_ja
-
-
-def test_after_lock_expiry_the_counter_starts_again(env: Env) -> None:
-    for i in range(5):
-        fails(env, T0 + i * STEP, "bad_credentials" if i < 4 else "locked", password="x")
-    later = T0 + timedelta(minutes=20)
-    for i in range(4):
-        fails(env, later + i * STEP, "bad_credentials", password="x")
-    fails(env, later + 4 * STEP, "locked", password="x")
 
 
 def test_inactive_staff(env: Env) -> None:
@@ -496,16 +608,17 @@ def test_naive_now_is_refused(env: Env) -> None:
 
 def test_auth_error_codes_are_stable() -> None:
     assert set(auth.AUTH_ERROR_CODES) == {
-        "bad_credentials", "locked", "totp_required", "totp_invalid", "totp_reused",
+        "bad_credentials", "totp_required", "totp_invalid", "totp_reused",
         "password_policy", "session_expired", "session_revoked", "session_unknown",
         "csrf_failed", "token_invalid", "token_expired", "scope_denied", "inactive",
     }  # fmt: skip
     with pytest.raises(ValueError):
         AuthError("nope")
-    err = AuthError("locked", locked_until=T0)
+    err = AuthError("bad_credentials", reason="throttled")
     again = pickle.loads(pickle.dumps(err))
-    assert (again.code, again.message_ja, again.locked_until) == ("locked", err.message_ja, T0)
-    assert err.to_dict()["code"] == "locked"
+    assert (again.code, again.message_ja, again.reason) == ("bad_credentials", err.message_ja, "throttled")
+    assert err.to_dict() == AuthError("bad_credentials").to_dict()  # the reason stays inside
+    assert AuthError("inactive").reason == "inactive"
 
 
 # --- negative paths: sessions and CSRF ----------------------------------------------------

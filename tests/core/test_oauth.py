@@ -241,6 +241,14 @@ def test_refuses_assertion_exp_too_far_ahead(env: Env) -> None:
     env.token(form_for(make_client_assertion(TAX, env.secrets[TAX], TOKEN_URL, NOW, lifetime_s=300)))
 
 
+def test_five_minutes_from_a_client_whose_clock_runs_ahead(env: Env) -> None:
+    """The documented lifetime (exp - iat ≤ 300 s) holds within the tolerated clock skew."""
+    ahead = NOW + timedelta(seconds=10)
+    env.token(form_for(make_client_assertion(TAX, env.secrets[TAX], TOKEN_URL, ahead, lifetime_s=300)))
+    far = make_client_assertion(TAX, env.secrets[TAX], TOKEN_URL, NOW + timedelta(seconds=31), lifetime_s=300)
+    assert env.refused(form_for(far)).error == "invalid_client"
+
+
 BAD_CLAIMS: list[tuple[dict[str, Any], str]] = [
     ({"aud": "https://other.example.lg.jp/oauth/token"}, "wrong_audience"),
     ({"aud": [TOKEN_URL, "https://other.example.lg.jp/oauth/token"]}, "wrong_audience"),

@@ -10,8 +10,10 @@ from renkei.core.roles import (
     PermissionDenied,
     Role,
     RoleConflict,
+    admin_with_data_roles,
     can_see_individual_number,
     check_separation,
+    data_roles,
     has_role,
     may_read_audit,
     normalize_roles,
@@ -212,13 +214,47 @@ def test_auditor_cannot_change_data(roles: list[str]) -> None:
     [
         ["監査"],
         ["監査", "宛名:参照", f"{CHILD}:照会", "個人番号:表示"],
-        ["管理", "宛名:更新", f"{CHILD}:副本登録"],
+        ["管理"],
         ["監査", "監査:管理"],  # managing the audit scope is not changing data
         [],
     ],
 )
 def test_allowed_role_sets(roles: list[str]) -> None:
     check_separation(roles)
+
+
+@pytest.mark.parametrize(
+    "roles",
+    [
+        ["管理", "宛名:参照"],
+        ["管理", "個人番号:表示", f"{CHILD}:照会"],
+        ["管理", "宛名:更新", f"{CHILD}:副本登録"],
+        ["管理:参照", f"{CHILD}:照会"],  # anything in the 管理 scope administers
+        ["管理", f"{CHILD}:管理"],  # an affair's 管理 handles that affair's data
+    ],
+)
+def test_administrator_holds_no_data_role_unless_the_policy_allows(roles: list[str]) -> None:
+    with pytest.raises(RoleConflict) as exc:
+        check_separation(roles)
+    assert "職務分掌" in exc.value.message_ja and "管理の権限" in exc.value.message_ja
+    assert "設定で明示的に認めている場合を除きます" in exc.value.message_ja
+    assert set(exc.value.conflicting) == {str(parse_role(r)) for r in roles}
+    assert admin_with_data_roles(roles)
+    # A node whose policy explicitly allows it accepts the set …
+    check_separation(roles, admin_may_hold_data_roles=True)
+    # … but never an auditor who administers, whatever the policy.
+    with pytest.raises(RoleConflict):
+        check_separation(["監査", *roles, "管理"], admin_may_hold_data_roles=True)
+
+
+def test_data_roles_are_all_but_administration_and_audit() -> None:
+    assert data_roles(["管理", "監査", "監査:参照", f"{CHILD}:監査", "宛名:参照", f"{CHILD}:照会"]) == [
+        f"{CHILD}:照会",
+        "宛名:参照",
+    ]
+    assert data_roles(["個人番号：表示"]) == ["個人番号:表示"]  # canonical spelling
+    assert not admin_with_data_roles(["管理", "監査:参照"])
+    assert not admin_with_data_roles(["宛名:参照", f"{CHILD}:照会"])
 
 
 def test_separation_rejects_malformed_roles() -> None:

@@ -18,8 +18,9 @@ import pyotp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
-from renkei.core import exports, ids, staff_admin
+from renkei.core import auth, exports, ids, staff_admin
 from renkei.core.audit import verify_jsonl
 from renkei.core.auditor import node_key_resolver, verify_audit_log
 from renkei.core.auth import StaffPrincipal
@@ -28,6 +29,8 @@ from renkei.core.guard import GuardPolicy, RateLimit, WorkingHours
 from renkei.core.roles import PermissionDenied
 from renkei.core.staff_api import CSRF_HEADER, SESSION_COOKIE
 from renkei.hub.models import exports as hub_exports_tables
+from renkei.staff import role_requests
+from renkei.staff.role_requests import RolePolicy
 from tests.api.fed import Federation, assert_problem, build_federation, has_japanese, unchanged
 from tests.core.staff_kit import ORG_OF, NodeKit, open_node, rt_auth
 
@@ -55,6 +58,13 @@ def hub(fed: Federation, db_url: str) -> Iterator[NodeKit]:
         yield kit
 
 
+def roles_of(kit: NodeKit) -> dict[str, list[str]]:
+    """Every account's roles (a refused role change must leave them as they were)."""
+    st = rt_auth(kit.app).staff
+    with kit.engine.connect() as conn:
+        return {str(sid): list(r) for sid, r in conn.execute(select(st.c.staff_id, st.c.roles))}
+
+
 def refused(
     kit: NodeKit,
     method: str,
@@ -66,11 +76,12 @@ def refused(
     json: Any = None,
 ) -> dict[str, Any]:
     """A refusal that writes nothing but its audit entry, which names actor and code."""
-    before = kit.counts()
+    before, held = kit.counts(), roles_of(kit)
     kw = {"json": json} if json is not None else {}
     resp = kit.client.request(method, path, headers=headers, **kw)
     problem = assert_problem(resp, status, code)
     unchanged(before, kit.counts())
+    assert roles_of(kit) == held
     assert kit.last_audit()[0] == actor and kit.last_audit()[2] == code
     return problem
 
@@ -135,28 +146,64 @@ def test_no_credentials_is_401_with_a_bearer_challenge(hub: NodeKit) -> None:
     assert hub.last_audit() == ("anonymous", "staff.list", "authentication_required")
 
 
-def test_wrong_password_then_lockout_then_unlock(hub: NodeKit) -> None:
-    hub.clock.advance(seconds=30)
+def test_wrong_password_then_throttled_then_unlocked(hub: NodeKit) -> None:
+    admin = hub.sign_in(ADMIN)  # signing in moves the clock: before the failures
     problem = assert_problem(
         hub.login(CLERK, password="Wrong-password-123"), 401, "bad_credentials"
     )
     assert "パスワード" in problem["title"]
     assert hub.last_audit() == (CLERK, "session.login", "bad_credentials")
-    for _ in range(3):
+    for _ in range(4):
         assert_problem(hub.login(CLERK, password="Wrong-password-123"), 401, "bad_credentials")
-    locked = assert_problem(hub.login(CLERK, password="Wrong-password-123"), 403, "locked")
-    assert "ロック" in locked["title"]
-    assert hub.last_audit() == (CLERK, "session.login", "locked")
-    # The right password and code are refused while locked …
-    assert_problem(hub.login(CLERK), 403, "locked")
-    # … the administrator sees the lock, and lifts it.
-    admin = hub.sign_in(ADMIN)
+    # Throttled now: the right password and code get the answer of a wrong password, and
+    # so does an ID that does not exist — nobody learns which IDs exist or are throttled.
+    throttled = assert_problem(hub.login(CLERK), 401, "bad_credentials")
+    assert hub.last_audit() == (CLERK, "session.login", "throttled")  # the log knows
+    unknown = assert_problem(hub.login("NOBODY", password="Wrong-password-123"), 401, "bad_credentials")
+    assert throttled == unknown == problem
+    assert hub.last_audit() == ("NOBODY", "session.login", "unknown_staff")
+    # The administrator sees the throttling (not a lock), and lifts it.
     listed = {s["staff_id"]: s for s in hub.client.get("/v1/staff", headers=admin).json()["staff"]}
-    assert listed[CLERK]["locked"] is True and listed[ADMIN]["locked"] is False
+    assert listed[CLERK]["throttled_until"] is not None and listed[CLERK]["locked"] is False
+    assert listed[CLERK]["failed_count"] == 5 and listed[ADMIN]["throttled_until"] is None
     resp = hub.client.post(f"/v1/staff/{CLERK}/unlock", headers=admin)
     assert resp.status_code == 200, resp.text
     assert hub.last_audit() == (ADMIN, "staff.unlock", "ok")
     assert hub.audit()[-1]["ref"] == CLERK
+    hub.sign_in(CLERK)
+
+
+def test_throttling_ends_by_itself(hub: NodeKit) -> None:
+    hub.clock.advance(seconds=30)
+    for _ in range(5):
+        assert_problem(hub.login(CLERK, password="Wrong-password-123"), 401, "bad_credentials")
+    assert_problem(hub.login(CLERK), 401, "bad_credentials")
+    hub.clock.advance(seconds=2)  # the first delay is two seconds
+    resp = hub.login(CLERK)
+    assert resp.status_code == 200, resp.text
+
+
+def test_administrator_locks_and_unlocks_an_account(hub: NodeKit) -> None:
+    clerk = hub.sign_in(CLERK)
+    admin = hub.sign_in(ADMIN)
+    resp = hub.client.post(f"/v1/staff/{CLERK}/lock", headers=admin)
+    assert resp.status_code == 200, resp.text
+    assert resp.json() == {"staff_id": CLERK, "revoked": 1}
+    assert hub.last_audit() == (ADMIN, "staff.lock", "ok")
+    assert_problem(hub.client.get("/v1/session", headers=clerk), 401, "session_revoked")
+    # Locked: the right credentials are refused exactly like a wrong password.
+    hub.clock.advance(seconds=30)
+    locked = assert_problem(hub.login(CLERK), 401, "bad_credentials")
+    wrong = assert_problem(hub.login(ADMIN2, password="Wrong-password-123"), 401, "bad_credentials")
+    assert locked == wrong
+    assert hub.audit()[-2]["outcome"] == "locked"
+    listed = {s["staff_id"]: s for s in hub.client.get("/v1/staff", headers=admin).json()["staff"]}
+    assert listed[CLERK]["locked"] is True and listed[CLERK]["locked_until"] is None
+    refused(hub, "POST", f"/v1/staff/{ADMIN}/lock", admin, 409, "own_account", ADMIN)
+    refused(hub, "POST", "/v1/staff/NOBODY/lock", admin, 404, "staff_not_found", ADMIN)
+    auditor = hub.sign_in(AUDITOR)
+    refused(hub, "POST", f"/v1/staff/{ADMIN}/lock", auditor, 403, "role_required", AUDITOR)
+    assert hub.client.post(f"/v1/staff/{CLERK}/unlock", headers=admin).status_code == 200
     hub.sign_in(CLERK)
 
 
@@ -225,9 +272,20 @@ def test_roles_break_separation_of_duties_are_refused(hub: NodeKit) -> None:
         ADMIN,
         json={"staff_id": "X0002", "name": "兼務（架空）", "roles": ["監査", f"{CHILD}:更新"]},
     )
-    # An administrator cannot lock themselves out either.
+    # An administrator holds no data role (unless the node's policy says so) …
     refused(
-        hub, "PUT", f"/v1/staff/{ADMIN}/roles", admin, 409, "own_account", ADMIN, json={"roles": []}
+        hub,
+        "PUT",
+        f"/v1/staff/{ADMIN2}/roles",
+        admin,
+        422,
+        "role_conflict",
+        ADMIN,
+        json={"roles": ["管理", "宛名:参照"]},
+    )
+    # … changes no role of their own, and cannot lock themselves out either.
+    refused(
+        hub, "PUT", f"/v1/staff/{ADMIN}/roles", admin, 403, "own_roles", ADMIN, json={"roles": []}
     )
     refused(hub, "POST", f"/v1/staff/{ADMIN}/disable", admin, 409, "own_account", ADMIN)
     refused(hub, "POST", "/v1/staff/NOBODY/unlock", admin, 404, "staff_not_found", ADMIN)
@@ -236,8 +294,178 @@ def test_roles_break_separation_of_duties_are_refused(hub: NodeKit) -> None:
         headers=admin,
         json={"roles": ["ＪＭ01000000074000：参照", "監査"]},
     )
-    assert resp.status_code == 200, resp.text
+    assert resp.status_code == 200, resp.text  # 監査 is no data role: applied at once
     assert resp.json()["roles"] == [f"{CHILD}:参照", "監査"]  # canonical spelling
+    assert resp.json()["status"] == "applied" and resp.json()["request"] is None
+
+
+# --- role changes with four eyes ----------------------------------------------------------
+
+DATA_ROLES = ["宛名:参照", "個人番号:表示", f"{CHILD}:照会"]
+
+
+def test_an_administrator_cannot_grant_itself_data_roles(hub: NodeKit) -> None:
+    """The probe of issue 8: 管理 only, PUT its own roles with data roles."""
+    admin = hub.sign_in(ADMIN)
+    for wanted in (["管理", *DATA_ROLES], DATA_ROLES, ["管理"]):
+        problem = refused(
+            hub, "PUT", f"/v1/staff/{ADMIN}/roles", admin, 403, "own_roles", ADMIN,
+            json={"roles": wanted},
+        )  # fmt: skip
+        assert "自分自身の権限は変更できません" in problem["title"]
+    # Spelled full-width, it is still the administrator's own ID.
+    refused(
+        hub, "PUT", "/v1/staff/%EF%BC%A10001/roles", admin, 403, "own_roles", ADMIN,
+        json={"roles": DATA_ROLES},
+    )  # fmt: skip
+    assert hub.audit()[-1]["action"] == "staff.roles.request"
+
+
+def test_data_roles_wait_for_a_second_administrator(hub: NodeKit) -> None:
+    admin, admin2 = hub.sign_in(ADMIN), hub.sign_in(ADMIN2)
+    clerk = hub.sign_in(CLERK)
+    wanted = [f"{CHILD}:参照", *DATA_ROLES]
+    resp = hub.client.put(f"/v1/staff/{CLERK}/roles", headers=admin, json={"roles": wanted})
+    assert resp.status_code == 202, resp.text
+    body = resp.json()
+    assert body["status"] == "pending" and body["roles"] == [f"{CHILD}:参照"]
+    request_id = body["request"]["id"]
+    assert sorted(body["request"]["added"]) == sorted(DATA_ROLES)
+    entry = hub.audit()[-1]
+    assert (entry["actor"], entry["action"], entry["outcome"]) == (ADMIN, "staff.roles.request", "pending")
+    assert entry["detail"]["request"] == request_id
+    # Not granted yet: the clerk's session still has only the old role.
+    assert hub.client.get("/v1/session", headers=clerk).json()["roles"] == [f"{CHILD}:参照"]
+    # Listed for the administrators; not for an auditor.
+    listed = hub.client.get("/v1/role-requests", headers=admin2).json()["requests"]
+    assert [r["id"] for r in listed] == [request_id] and listed[0]["status_label"] == "承認待ち"
+    auditor = hub.sign_in(AUDITOR)
+    refused(hub, "GET", "/v1/role-requests", auditor, 403, "role_required", AUDITOR)
+    refused(
+        hub, "POST", f"/v1/role-requests/{request_id}/approve", auditor, 403, "role_required", AUDITOR
+    )
+    # The requester cannot approve it …
+    problem = refused(
+        hub, "POST", f"/v1/role-requests/{request_id}/approve", admin, 403, "self_approval", ADMIN
+    )
+    assert "別の管理者" in problem["title"]
+    assert hub.audit()[-1]["ref"] == f"role-request:{request_id}"
+    # … a second administrator does, and the roles apply at once.
+    resp = hub.client.post(f"/v1/role-requests/{request_id}/approve", headers=admin2)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == "applied" and resp.json()["decided_by"] == ADMIN2
+    entry = hub.audit()[-1]
+    assert (entry["actor"], entry["action"], entry["outcome"]) == (ADMIN2, "staff.roles.approve", "applied")
+    assert entry["detail"]["requested_by"] == ADMIN and entry["detail"]["staff_id"] == CLERK
+    assert hub.client.get("/v1/session", headers=clerk).json()["roles"] == sorted(wanted)
+    # Decided once: a second decision is refused.
+    refused(
+        hub, "POST", f"/v1/role-requests/{request_id}/reject", admin2, 409,
+        "role_request_not_pending", ADMIN2,
+    )  # fmt: skip
+    refused(hub, "POST", "/v1/role-requests/999/approve", admin2, 404, "role_request_not_found", ADMIN2)
+    # Taking roles away needs nobody's approval.
+    resp = hub.client.put(f"/v1/staff/{CLERK}/roles", headers=admin, json={"roles": ["宛名:参照"]})
+    assert resp.status_code == 200 and resp.json()["status"] == "applied", resp.text
+    assert hub.last_audit() == (ADMIN, "staff.roles.request", "applied")
+    assert hub.client.get("/v1/session", headers=clerk).json()["roles"] == ["宛名:参照"]
+
+
+def test_removals_apply_at_once_and_additions_wait(hub: NodeKit) -> None:
+    admin, admin2 = hub.sign_in(ADMIN), hub.sign_in(ADMIN2)
+    resp = hub.client.put(f"/v1/staff/{CLERK}/roles", headers=admin, json={"roles": ["宛名:参照"]})
+    assert resp.status_code == 202, resp.text
+    # The affair's role is gone already; 宛名:参照 waits.
+    assert resp.json()["roles"] == []
+    first = resp.json()["request"]["id"]
+    # A newer change of the same account supersedes the older request …
+    resp = hub.client.put(f"/v1/staff/{CLERK}/roles", headers=admin, json={"roles": ["個人番号:表示"]})
+    second = resp.json()["request"]["id"]
+    assert hub.audit()[-1]["detail"]["superseded"] == [first]
+    refused(
+        hub, "POST", f"/v1/role-requests/{first}/approve", admin2, 409,
+        "role_request_not_pending", ADMIN2,
+    )  # fmt: skip
+    everything = hub.client.get("/v1/role-requests?all=true", headers=admin2).json()["requests"]
+    assert {r["id"]: r["status"] for r in everything} == {first: "superseded", second: "pending"}
+    # … and the requester may withdraw their own request (a rejection grants nothing).
+    resp = hub.client.post(f"/v1/role-requests/{second}/reject", headers=admin)
+    assert resp.status_code == 200 and resp.json()["status"] == "rejected", resp.text
+    assert hub.last_audit() == (ADMIN, "staff.roles.reject", "rejected")
+    assert roles_of(hub)[CLERK] == []
+
+
+def test_a_request_overtaken_by_another_change_cannot_be_approved(hub: NodeKit) -> None:
+    admin, admin2 = hub.sign_in(ADMIN), hub.sign_in(ADMIN2)
+    resp = hub.client.put(
+        f"/v1/staff/{CLERK}/roles", headers=admin, json={"roles": [f"{CHILD}:参照", "宛名:参照"]}
+    )
+    request_id = resp.json()["request"]["id"]
+    # The account's roles change outside the request (e.g. a set-up script on the host).
+    rt = hub.app.state.rt
+    with rt.sessions.begin() as s:
+        auth.set_roles(s, rt_auth(hub.app), CLERK, [], staff_admin.cli_principal("ops"))
+    problem = refused(
+        hub, "POST", f"/v1/role-requests/{request_id}/approve", admin2, 409,
+        "role_request_stale", ADMIN2,
+    )  # fmt: skip
+    assert "改めて依頼" in problem["title"]
+
+
+def test_a_new_account_gets_its_data_roles_only_after_approval(hub: NodeKit) -> None:
+    """An administrator cannot reach data roles through an account it creates either."""
+    admin, admin2 = hub.sign_in(ADMIN), hub.sign_in(ADMIN2)
+    resp = hub.client.post(
+        "/v1/staff",
+        headers=admin,
+        json={"staff_id": "N0100", "name": "新任（架空）", "roles": ["監査", *DATA_ROLES[:1]]},
+    )
+    assert resp.status_code == 201, resp.text
+    made = resp.json()
+    assert made["roles"] == ["監査"] and made["pending_request"]["added"] == ["宛名:参照"]
+    entry = hub.audit()[-1]
+    assert (entry["action"], entry["outcome"]) == ("staff.create", "pending")
+    assert entry["detail"]["request"]["roles"] == ["宛名:参照", "監査"]
+    hub.passwords["N0100"], hub.totp_uris["N0100"] = made["initial_password"], made["totp_uri"]
+    me = hub.client.get("/v1/session", headers=hub.sign_in("N0100")).json()
+    assert me["roles"] == ["監査"]
+    request_id = made["pending_request"]["id"]
+    assert hub.client.post(f"/v1/role-requests/{request_id}/approve", headers=admin2).status_code == 200
+    me = hub.client.get("/v1/session", headers=hub.sign_in("N0100")).json()
+    assert me["roles"] == ["宛名:参照", "監査"]
+    # An administrator with data roles breaks separation of duties: refused at creation.
+    refused(
+        hub, "POST", "/v1/staff", admin, 422, "role_conflict", ADMIN,
+        json={"staff_id": "N0101", "name": "兼務（架空）", "roles": ["管理", "個人番号:表示"]},
+    )  # fmt: skip
+
+
+def test_a_node_policy_may_let_administrators_hold_data_roles(hub: NodeKit) -> None:
+    """Explicitly allowed, still four eyes, never for oneself, and audited as an exception."""
+    hub.app.state.role_policy = RolePolicy(admin_may_hold_data_roles=True)
+    admin, admin2 = hub.sign_in(ADMIN), hub.sign_in(ADMIN2)
+    resp = hub.client.put(
+        f"/v1/staff/{ADMIN2}/roles", headers=admin, json={"roles": ["管理", "宛名:参照"]}
+    )
+    assert resp.status_code == 202, resp.text
+    request_id = resp.json()["request"]["id"]
+    assert hub.audit()[-1]["detail"]["separation_exception"] == "admin_with_data_roles"
+    # The account it is about cannot approve (nor reject) it.
+    refused(hub, "POST", f"/v1/role-requests/{request_id}/approve", admin2, 403, "own_roles", ADMIN2)
+    refused(hub, "POST", f"/v1/role-requests/{request_id}/reject", admin2, 403, "own_roles", ADMIN2)
+    # Nor its requester; a third administrator does.
+    hub.enrol("A0003", "管理", name="管理者3（架空）")
+    resp = hub.client.post(f"/v1/role-requests/{request_id}/approve", headers=hub.sign_in("A0003"))
+    assert resp.status_code == 200, resp.text
+    entry = hub.audit()[-1]
+    assert (entry["action"], entry["outcome"]) == ("staff.roles.approve", "applied")
+    assert entry["detail"]["separation_exception"] == "admin_with_data_roles"
+    assert roles_of(hub)[ADMIN2] == ["宛名:参照", "管理"]
+    # The policy is read from the node's config: anything but true/false is refused.
+    with pytest.raises(ValueError):
+        RolePolicy.from_config({"admin_may_hold_data_roles": "yes"})
+    assert RolePolicy.from_config({"admin_may_hold_data_roles": True}).admin_may_hold_data_roles
+    assert not RolePolicy.from_config({}).admin_may_hold_data_roles
 
 
 # --- administration ---------------------------------------------------------------------------
@@ -456,8 +684,11 @@ def test_service_functions_check_the_roles_themselves(hub: NodeKit) -> None:
     with rt.sessions() as s:
         calls = [
             lambda: staff_admin.list_staff(s, tables, auditor, now=hub.clock()),
-            lambda: staff_admin.set_staff_roles(s, tables, CLERK, ["監査"], auditor),
+            lambda: staff_admin.set_staff_roles(s, tables, CLERK, ["監査"], auditor, now=hub.clock()),
+            lambda: role_requests.list_requests(s, tables, auditor),
+            lambda: role_requests.decide(s, tables, 1, auditor, reject=False, now=hub.clock()),
             lambda: staff_admin.unlock_staff(s, tables, CLERK, auditor),
+            lambda: staff_admin.lock_staff(s, tables, CLERK, auditor, now=hub.clock()),
             lambda: staff_admin.list_guard_alerts(s, rt.guard, auditor, everything=True, limit=5),
             lambda: verify_audit_log(s, rt.audit.tables, lambda kid: None, roles=admin.roles),
             lambda: exports.ask_export(
@@ -754,6 +985,10 @@ def test_random_input_to_staff_routes_never_5xx(hub: NodeKit) -> None:
         ("POST", "/v1/staff", admin),
         ("PUT", "/v1/staff/{}/roles", admin),
         ("POST", "/v1/staff/{}/unlock", admin),
+        ("POST", "/v1/staff/{}/lock", admin),
+        ("GET", "/v1/role-requests?status={}", admin),
+        ("POST", "/v1/role-requests/{}/approve", admin),
+        ("POST", "/v1/role-requests/{}/reject", admin),
         ("POST", "/v1/exports", auditor),
         ("POST", "/v1/exports/{}/approve", auditor),
         ("GET", "/v1/exports/{}/download", auditor),

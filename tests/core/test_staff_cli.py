@@ -94,7 +94,7 @@ class Cli:
                     staff_id,
                     password,
                     code,
-                    terminal=None,
+                    terminal="PC-01",  # the throttle counts per terminal too
                     policy=VERIFY_POLICY,
                     now=at,
                 )
@@ -186,25 +186,37 @@ def test_roles_lock_sessions_and_suspension(hub_cli: Cli) -> None:
     assert (
         result.exit_code == 1 and "職務分掌" in result.output and "role_conflict" in result.output
     )
-    assert hub_cli.audit()[-1] == (ACTOR, "staff.roles", "role_conflict", "S0010")
-    assert "S0010 の権限: JM01000000074000:参照" in hub_cli.ok(
-        "set-roles", "--id", "S0010", "--roles", "ＪＭ01000000074000：参照"
-    )
+    assert hub_cli.audit()[-1] == (ACTOR, "staff.roles.request", "role_conflict", "S0010")
+    result = hub_cli("set-roles", "--id", "S0010", "--roles", "管理,宛名:参照")
+    assert result.exit_code == 1 and "管理の権限" in result.output and "role_conflict" in result.output
+    assert re.search(r"S0010\t職員 甲\t監査\t", hub_cli.ok("list"))  # nothing changed
     assert hub_cli("set-roles", "--id", "NOBODY", "--roles", "監査").exit_code == 1
     assert hub_cli.audit()[-1][2] == "staff_not_found"
-    # Lock the account with wrong passwords, see it in the list, unlock it.
-    now = datetime.now(UTC)
+    # Sign-ins that keep failing are throttled; the list shows it, unlock lifts it. (A
+    # minute ahead: `list` reads the wall clock, the two-second delay must not pass.)
+    now = datetime.fromtimestamp(datetime.now(UTC).timestamp() + 60, UTC)
     for _ in range(5):
         with pytest.raises(auth.AuthError):
             hub_cli.login("S0010", "Wrong-password-123", uri, now)
-    assert "ロック中" in hub_cli.ok("list")
+    with pytest.raises(auth.AuthError) as info:
+        hub_cli.login("S0010", password, uri, now)
+    assert info.value.code == "bad_credentials" and info.value.reason == "throttled"
+    assert "ログイン制限中" in hub_cli.ok("list")
     hub_cli.ok("unlock", "--id", "S0010")
-    assert "ロック中" not in hub_cli.ok("list")
+    assert "ログイン制限中" not in hub_cli.ok("list")
     hub_cli.login("S0010", password, uri, now)
     assert "セッションを 1 件終了しました" in hub_cli.ok("revoke-sessions", "--id", "S0010")
+    # An administrator's lock: refused like a wrong password until unlocked.
+    hub_cli.login("S0010", password, uri, datetime.fromtimestamp(now.timestamp() + 30, UTC))
+    assert "セッション 1 件を終了" in hub_cli.ok("lock", "--id", "S0010")
+    assert "ロック中（解除するまで）" in hub_cli.ok("list")
+    with pytest.raises(auth.AuthError) as info:
+        hub_cli.login("S0010", password, uri, datetime.fromtimestamp(now.timestamp() + 60, UTC))
+    assert info.value.code == "bad_credentials" and info.value.reason == "locked"
+    hub_cli.ok("unlock", "--id", "S0010")
     # Suspended: the right credentials are refused; reinstated: accepted.
     hub_cli.ok("disable", "--id", "S0010")
-    later = datetime.fromtimestamp(now.timestamp() + 60, UTC)
+    later = datetime.fromtimestamp(now.timestamp() + 90, UTC)
     with pytest.raises(auth.AuthError) as info:
         hub_cli.login("S0010", password, uri, later)
     assert info.value.code == "inactive"
@@ -223,12 +235,50 @@ def test_roles_lock_sessions_and_suspension(hub_cli: Cli) -> None:
     actions = [a[1] for a in hub_cli.audit() if a[0] == ACTOR and a[2] == "ok"]
     for action in (
         "staff.unlock",
+        "staff.lock",
         "staff.revoke_sessions",
         "staff.disable",
         "staff.enable",
         "staff.reset_totp",
     ):
         assert action in actions
+
+
+def test_data_roles_from_the_command_line_wait_for_another_administrator(hub_cli: Cli) -> None:
+    password, uri = created(
+        hub_cli.ok("create", "--id", "S0020", "--name", "職員 乙", "--roles", "監査,宛名:参照")
+    )
+    # Created with 監査 at once; 宛名:参照 waits in a request.
+    out = hub_cli.ok("list")
+    assert re.search(r"S0020\t職員 乙\t監査\t", out), out
+    create = [a for a in hub_cli.audit() if a[1] == "staff.create"][-1]
+    assert create == (ACTOR, "staff.create", "pending", "S0020")
+    out = hub_cli.ok("set-roles", "--id", "S0020", "--roles", "監査,ＪＭ01000000074000：参照")
+    assert "承認待ち（依頼番号" in out and "S0020 の権限: 監査" in out
+    assert hub_cli.audit()[-1] == (ACTOR, "staff.roles.request", "pending", "S0020")
+    request_id = re.search(r"依頼番号 (\d+)", out)
+    assert request_id
+    listed = hub_cli.ok("requests")
+    assert "JM01000000074000:参照" in listed and "1 件" in listed  # the newer one only
+    assert "後の変更により無効" in hub_cli.ok("requests", "--all")
+    # The same OS user cannot approve its own request …
+    result = hub_cli("approve", "--request", request_id.group(1))
+    assert result.exit_code == 1 and "self_approval" in result.output
+    assert hub_cli.audit()[-1] == (
+        ACTOR, "staff.roles.approve", "self_approval", f"role-request:{request_id.group(1)}"
+    )  # fmt: skip
+    assert re.search(r"S0020\t職員 乙\t監査\t", hub_cli.ok("list"))
+    # … another administrator at the host does.
+    other = {"LOGNAME": "second-admin", "USER": "second-admin"}
+    out = hub_cli.ok("approve", "--request", request_id.group(1), env=other)
+    assert "JM01000000074000:参照、監査" in out
+    assert ("cli:second-admin", "staff.roles.approve", "applied") == hub_cli.audit()[-1][:3]
+    # Removing a role needs no approval.
+    assert "S0020 の権限: 監査" in hub_cli.ok("set-roles", "--id", "S0020", "--roles", "監査")
+    assert hub_cli.audit()[-1] == (ACTOR, "staff.roles.request", "applied", "S0020")
+    result = hub_cli("reject", "--request", "9999")
+    assert result.exit_code == 1 and "role_request_not_found" in result.output
+    hub_cli.login("S0020", password, uri, datetime.now(UTC))
 
 
 def test_bad_config_and_bad_id(hub_cli: Cli, tmp_path: Any) -> None:

@@ -30,7 +30,7 @@ import pytest
 from renkei.core.crypto import pki
 from renkei.federation import setup
 from renkei.federation.process import Federation
-from renkei.federation.topology import HUB, ORGS, SHINJUKU, Layout
+from renkei.federation.topology import HUB, ORGS, SHINJUKU, TSA, Layout
 from tests.api.fed import has_japanese
 
 pytestmark = pytest.mark.e2e
@@ -105,7 +105,7 @@ def _wait_for(url: str, context: ssl.SSLContext, timeout: float = 60.0) -> None:
 def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     var = tmp_path_factory.mktemp("listener-limits")
     layout = Layout(var, _free_base_port())
-    setup.init_pki(layout, [HUB, SHINJUKU])
+    setup.init_pki(layout, [HUB, TSA, SHINJUKU])
     setup.write_configs(layout)
     config = layout.config_path(SHINJUKU, "atena")
     config.write_text(config.read_text(encoding="utf-8") + LIMITS, encoding="utf-8")

@@ -34,7 +34,7 @@ from renkei.core.crypto import pki
 from renkei.core.db import make_engine, make_sessionmaker, migrate, transaction, utcnow
 from renkei.federation import setup
 from renkei.federation.process import Federation
-from renkei.federation.topology import HUB, SHINJUKU, Layout
+from renkei.federation.topology import HUB, SHINJUKU, TSA, Layout
 
 pytestmark = pytest.mark.e2e
 
@@ -116,7 +116,7 @@ def atena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Atena]:
         pytest.skip(f"{CHROMIUM} がありません（Debian の chromium パッケージが必要です: apt-get install chromium）")
     var = tmp_path_factory.mktemp("staff-browser")
     layout = Layout(var, _free_base_port())
-    setup.init_pki(layout, [HUB, SHINJUKU])  # atena pins the hub's keys
+    setup.init_pki(layout, [HUB, TSA, SHINJUKU])  # atena pins the hub's and the authority's keys
     setup.write_configs(layout)
     terminal = pki.issue_terminal_certificate(
         setup.terminal_ca_dir(layout, SHINJUKU), var / "terminal", SHINJUKU.org_code, "窓口端末01"

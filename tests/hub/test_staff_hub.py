@@ -1,5 +1,6 @@
-"""Staff tables reach hub, jlis and chukan by migration <node>_0002 without touching
-existing data; the demo enrols operators in every node, credentials kept private."""
+"""Staff tables reach hub, jlis and chukan by migration <node>_0002 (and the sign-in
+throttle and role requests by the next one) without touching existing data; the demo
+enrols operators in every node, credentials kept private."""
 
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ from tests.api.fed import Federation, build_federation
 from tests.core.staff_kit import CHEAP_POLICY, ORG_OF
 
 NOW = datetime(2026, 4, 1, 0, 30, tzinfo=UTC)
-NEW_TABLES = {"auth_staff", "auth_sessions", "auth_api_tokens", "export_requests"}
+NEW_TABLES = {
+    "auth_staff", "auth_sessions", "auth_api_tokens", "export_requests",
+    "auth_throttle", "auth_role_requests",
+}  # fmt: skip
 OWN_TABLE = {"hub": "organizations", "jlis": "citizens", "chukan": "pseudonym_bindings"}
 
 
@@ -118,9 +122,9 @@ def test_upgrade_from_0001_keeps_data_and_adds_staff_tables(
 
         with engine.connect() as conn:
             head = conn.execute(text("select version_num from alembic_version")).scalar_one()
-        # 0002 added the staff tables; later revisions (chukan's sealed sensitive items, every
-        # node's audit receipts) follow it: the upgrade reaches the newest.
+        # 0002 added the staff tables; later revisions follow it (the newest is the head).
         assert head == ScriptDirectory.from_config(cfg).get_current_head()
+        assert head != f"{node}_0001"
         assert NEW_TABLES | {"audit_receipts"} <= set(inspect(engine).get_table_names())
         assert {t: _count(engine, t) for t in before} == before  # nothing existing touched
         # The new tables work: an account, and a sign-in with password and TOTP.
@@ -212,6 +216,7 @@ def test_demo_enrols_operators_in_every_node(fed: Federation) -> None:
         actions = conn.execute(
             text("select actor, action, ref from audit_entries order by seq")
         ).all()
-    assert ("cli:demo-setup", "staff.create", "H0001") in [tuple(a) for a in actions]
+    # Set-up, not an administrator: its own actor in the audit log.
+    assert ("setup:demo", "staff.create", "H0001") in [tuple(a) for a in actions]
     dump = repr(actions)
     assert member["password"] not in dump and "otpauth" not in dump

@@ -56,7 +56,7 @@ KANA_CROWD = 25  # persons named シンジュク… born on BIRTH: two pages of 
 # Audit, guard counters and session touches may change on a refused request; nothing else.
 AUDIT_TABLES = {
     "audit_entries", "audit_head", "audit_checkpoints", "audit_receipts", "outbox:" + STAMP_TYP,
-    "guard_counters", "guard_lookups", "guard_secret", "guard_alerts",
+    "guard_counters", "guard_lookups", "guard_secret", "guard_alerts", "auth_throttle",
 }
 _CSRF_INPUT = re.compile(r'name="(?:csrf_token|login_csrf)" value="([^"]+)"')
 

@@ -21,7 +21,11 @@ POSTS: dict[str, tuple[str, dict[str, str]]] = {
         {"current_password": "Kari-Pass-2026!x", "new_password": "Another-Pass-2026!", "new_password_again": "Another-Pass-2026!"},
     ),
     "/admin/staff": ("admin", {"staff_id": "newbie", "name": "新任（架空）", "roles": "宛名:参照"}),
+    "/admin/staff/{target}/roles": ("admin", {"roles": "宛名:参照\n個人番号:表示"}),
     "/admin/staff/{target}/unlock": ("admin", {}),
+    "/admin/staff/{target}/lock": ("admin", {}),
+    "/admin/role-requests/{request_id}/approve": ("admin", {}),
+    "/admin/role-requests/{request_id}/reject": ("admin", {}),
     "/admin/staff/{target}/revoke": ("admin", {}),
     "/admin/staff/{target}/totp": ("admin", {}),
     "/atena/persons/{atena_no}/number": ("clerk", {"affair": CHILD_ALLOWANCE_AFFAIR}),
@@ -66,7 +70,7 @@ def test_every_post_without_the_right_csrf_token_is_refused_and_changes_nothing(
     for route, (staff_id, form) in POSTS.items():
         web.sign_in(staff_id)
         cookie = web.client.cookies.get(SESSION_COOKIE)
-        path = route.format(target="viewer", atena_no=web.people[0])
+        path = route.format(target="viewer", atena_no=web.people[0], request_id=1)
         data: dict[str, Any] = dict(form)
         if route == "/atena/inquiry":
             data["atena_no"] = web.people[0]

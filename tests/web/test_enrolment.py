@@ -51,14 +51,14 @@ def test_a_wrong_code_during_enrolment_shows_the_qr_again_with_the_reason(web: W
     page = web.post_login("viewer", totp=wrong)
     assert page.status_code == 401
     assert "ワンタイムパスワードが正しくないか" in page.text and 'id="totp-qr"' in page.text
-    assert web.staff_row("viewer").failed_count == 1  # a wrong code counts towards the lockout
+    assert web.staff_row("viewer").failed_count == 1  # a wrong code counts towards the throttle
 
 
 def test_no_qr_without_the_password(web: Web) -> None:
     page = web.post_login("clerk", password="Wrong-Pass-2026!x", totp="")
     assert page.status_code == 401
     assert "<svg" not in page.text and "totp-secret" not in page.text
-    assert "職員IDまたはパスワードが正しくありません。" in page.text
+    assert "職員IDまたはパスワードが正しくないか" in page.text
 
 
 def test_after_an_administrator_resets_the_totp_the_staff_member_enrols_a_new_secret(web: Web) -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 
+from sqlalchemy import select
+
+from renkei.atena.models import auth as auth_t
 from tests.atena.kit import CHILD_ALLOWANCE_AFFAIR, LOCAL_TAX_AFFAIR
-from tests.web.kit import Web, csrf_in
+from tests.web.kit import Web, add_staff, csrf_in
 
 CHILD_PROCEDURE = "JT01010000074001"
 TAX_PROCEDURE = "JT01010000016001"
@@ -124,13 +127,17 @@ def test_administrator_manages_staff_but_cannot_read_the_audit_log(web: Web) -> 
     password = re.search(r'id="initial-password">([^<]+)<', created.text)
     assert password is not None
     assert "otpauth" not in created.text and "<svg" not in created.text  # the TOTP is the staff's own
+    # Data roles wait for another administrator: the account holds none yet.
+    assert 'id="created-pending"' in created.text and 'id="role-request-' in created.text
+    assert web.staff_row("newbie").roles == []
     entry = web.last_audit("staff.create")
-    assert (entry["ref"], entry["outcome"]) == ("newbie", "ok")
+    assert (entry["ref"], entry["outcome"]) == ("newbie", "pending")
 
     conflict = web.client.post(
         "/admin/staff", data={"csrf_token": csrf, "staff_id": "mixed", "name": "混在（架空）", "roles": "監査\n宛名:更新"}
     )
     assert conflict.status_code == 422 and "職務分掌に反する" in conflict.text
+    assert web.last_audit("staff.create")["outcome"] == "role_conflict"
     bad_role = web.client.post(
         "/admin/staff", data={"csrf_token": csrf, "staff_id": "odd", "name": "不明（架空）", "roles": "なんでも"}
     )
@@ -144,23 +151,33 @@ def test_administrator_manages_staff_but_cannot_read_the_audit_log(web: Web) -> 
     assert csrf_in(page.text)
 
 
-def test_administrator_unlocks_and_ends_sessions(web: Web) -> None:
+def test_administrator_lifts_throttling_locks_and_ends_sessions(web: Web) -> None:
     victim = web.sign_in("viewer")
     assert victim
     viewer_cookie = dict(web.client.cookies)
+    csrf = web.sign_in("admin")  # before the failures: signing in moves the clock
+    admin_cookie = dict(web.client.cookies)
     for _ in range(5):
         web.post_login("clerk", password="Wrong-Pass-2026!x")
-    assert web.staff_row("clerk").locked_until is not None
-    csrf = web.sign_in("admin")
+    assert web.post_login("clerk").status_code == 401  # throttled: even the right password
+    web.client.cookies.clear()
+    for k, v in admin_cookie.items():
+        web.client.cookies.set(k, v)
     listing = web.client.get("/admin/staff")
-    assert "ロック中" in listing.text
+    assert "ログイン制限中" in listing.text
     assert web.client.post("/admin/staff/clerk/unlock", data={"csrf_token": csrf}).status_code == 200
-    assert web.staff_row("clerk").locked_until is None
+    assert "ログイン制限中" not in web.client.get("/admin/staff").text
     assert web.client.post("/admin/staff/viewer/revoke", data={"csrf_token": csrf}).status_code == 200
     entry = web.last_audit("staff.revoke_sessions")
     assert entry["ref"] == "viewer" and entry["detail"] == {"sessions": 1}
     unknown = web.client.post("/admin/staff/ghost/unlock", data={"csrf_token": csrf})
     assert unknown.status_code == 404 and "登録されていません" in unknown.text
+    assert web.last_audit("staff.unlock")["outcome"] == "staff_not_found"
+    # An administrator's lock: until unlocked, refused like a wrong password.
+    assert web.client.post("/admin/staff/tax/lock", data={"csrf_token": csrf}).status_code == 200
+    assert "ロック中（解除するまで）" in web.client.get("/admin/staff").text
+    own = web.client.post("/admin/staff/admin/lock", data={"csrf_token": csrf})
+    assert own.status_code == 409 and "自分自身のアカウントはロックできません" in own.text
     web.client.cookies.clear()
     for k, v in viewer_cookie.items():
         web.client.cookies.set(k, v)
@@ -168,3 +185,75 @@ def test_administrator_unlocks_and_ends_sessions(web: Web) -> None:
     assert back.headers["location"] == "/login?reason=session_revoked"
     web.clock.advance(seconds=30)
     assert web.post_login("clerk").status_code == 303  # unlocked
+    web.clock.advance(seconds=30)
+    assert web.post_login("tax").status_code == 401  # locked
+    assert web.last_audit("session.login")["outcome"] == "locked"
+
+
+def _roles(web: Web, staff_id: str) -> list[str]:
+    with web.atena.state.rt.engine.connect() as conn:
+        return list(conn.execute(select(auth_t.staff.c.roles).where(auth_t.staff.c.staff_id == staff_id)).scalar_one())
+
+
+def test_role_changes_need_a_second_administrator_on_the_screens(web: Web) -> None:
+    web.uris["admin2"] = add_staff(web.atena, web.clock, "admin2", "システム管理者2（架空）", ("管理",))
+    csrf = web.sign_in("admin")
+    page = web.client.get("/admin/staff")
+    assert 'action="/admin/staff/viewer/roles"' in page.text
+    assert 'action="/admin/staff/admin/roles"' not in page.text  # no form for one's own roles
+    # The probe of issue 8, on the screens: one's own roles cannot be changed.
+    before = web.counts()
+    own = web.client.post(
+        "/admin/staff/admin/roles",
+        data={"csrf_token": csrf, "roles": "管理\n宛名:参照\n個人番号:表示\nJM01000000074000:照会"},
+    )
+    assert own.status_code == 403 and "自分自身の権限は変更できません" in own.text
+    web.unchanged_since(before)
+    assert _roles(web, "admin") == ["管理"]
+    assert web.last_audit("staff.roles.request")["outcome"] == "own_roles"
+    # A data role for someone else waits; the requester sees no approve button for it.
+    asked = web.client.post(
+        "/admin/staff/viewer/roles",
+        data={"csrf_token": csrf, "roles": "宛名:参照\n個人番号:表示"},
+        follow_redirects=False,
+    )
+    assert asked.status_code == 303 and asked.headers["location"] == "/admin/staff?done=roles_pending"
+    assert _roles(web, "viewer") == ["宛名:参照"]
+    page = web.client.get("/admin/staff")
+    request_id = re.search(r'id="role-request-(\d+)"', page.text)
+    assert request_id
+    rid = request_id.group(1)
+    assert f"/admin/role-requests/{rid}/approve" not in page.text and "取り下げ" in page.text
+    mine = web.client.post(f"/admin/role-requests/{rid}/approve", data={"csrf_token": csrf})
+    assert mine.status_code == 403 and "別の管理者の承認が必要です" in mine.text
+    assert _roles(web, "viewer") == ["宛名:参照"]
+    # The second administrator approves with the button on the same page.
+    web.client.cookies.clear()
+    csrf2 = web.sign_in("admin2")
+    page = web.client.get("/admin/staff")
+    assert f'action="/admin/role-requests/{rid}/approve"' in page.text
+    done = web.client.post(
+        f"/admin/role-requests/{rid}/approve", data={"csrf_token": csrf2}, follow_redirects=False
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/admin/staff?done=approved"
+    assert _roles(web, "viewer") == ["個人番号:表示", "宛名:参照"]
+    entry = web.last_audit("staff.roles.approve")
+    assert (entry["actor"], entry["outcome"], entry["ref"]) == ("admin2", "applied", f"role-request:{rid}")
+    assert "承認待ちの依頼はありません" in web.client.get("/admin/staff").text
+    # Taking a role away applies at once; an unknown role is refused in Japanese.
+    gone = web.client.post(
+        "/admin/staff/viewer/roles",
+        data={"csrf_token": csrf2, "roles": "宛名:参照"},
+        follow_redirects=False,
+    )
+    assert gone.headers["location"] == "/admin/staff?done=roles"
+    assert _roles(web, "viewer") == ["宛名:参照"]
+    bad = web.client.post("/admin/staff/viewer/roles", data={"csrf_token": csrf2, "roles": "なんでも"})
+    assert bad.status_code == 422 and "権限「なんでも」" in bad.text
+    # An administrator holds no data role (separation of duties, this node's policy).
+    before = web.counts()
+    mixed = web.client.post("/admin/staff/admin/roles", data={"csrf_token": csrf2, "roles": "管理\n宛名:参照"})
+    assert mixed.status_code == 422 and "職務分掌に反する" in mixed.text and "管理の権限" in mixed.text
+    web.unchanged_since(before)
+    assert _roles(web, "admin") == ["管理"]
+    assert web.last_audit("staff.roles.request")["outcome"] == "role_conflict"

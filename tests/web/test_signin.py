@@ -35,12 +35,12 @@ def test_wrong_password_and_unknown_id_get_the_same_japanese_refusal(web: Web) -
     unknown = web.post_login("nobody-here", password=PASSWORD, totp="123456")
     for resp in (wrong, unknown):
         assert resp.status_code == 401
-        assert "職員IDまたはパスワードが正しくありません。" in resp.text
+        assert "職員IDまたはパスワードが正しくないか、ログインが一時的に制限されています。" in resp.text
         assert SESSION_COOKIE not in resp.cookies
     web.unchanged_since({k: v for k, v in before.items() if k != "auth_staff"})
     assert web.staff_row("clerk").failed_count == 1
     outcomes = [(e["actor"], e["outcome"]) for e in web.audit() if e["action"] == "session.login"]
-    assert outcomes[-2:] == [("clerk", "bad_credentials"), ("nobody-here", "bad_credentials")]
+    assert outcomes[-2:] == [("clerk", "bad_credentials"), ("nobody-here", "unknown_staff")]
 
 
 def test_wrong_or_missing_code_is_refused_with_its_own_message(web: Web) -> None:
@@ -58,18 +58,28 @@ def test_wrong_or_missing_code_is_refused_with_its_own_message(web: Web) -> None
     assert stale.status_code == 401 and "有効期限が切れています" in stale.text
 
 
-def test_lockout_names_the_time_it_ends_and_refuses_even_the_right_password(web: Web) -> None:
-    for _ in range(4):
-        assert web.post_login("viewer", password="Wrong-Pass-2026!x").status_code == 401
-    locked = web.post_login("viewer", password="Wrong-Pass-2026!x")
-    assert locked.status_code == 403
-    assert "アカウントがロックされています" in locked.text and "（日本時間）以降" in locked.text
+def _message(resp: object) -> str:
+    text: str = resp.text  # type: ignore[attr-defined]
+    start = text.index('class="message')
+    return text[start : text.index("</", start)]
+
+
+def test_throttled_sign_in_looks_like_a_wrong_password_and_ends_by_itself(web: Web) -> None:
     web.clock.advance(seconds=30)
-    again = web.post_login("viewer")
-    assert again.status_code == 403 and "ロックされています" in again.text
-    assert SESSION_COOKIE not in again.cookies
-    web.clock.advance(minutes=16)
-    assert web.post_login("viewer").status_code == 303  # the lock ends by itself
+    for _ in range(5):
+        wrong = web.post_login("viewer", password="Wrong-Pass-2026!x")
+        assert wrong.status_code == 401
+    again = web.post_login("viewer")  # the right password and code
+    assert again.status_code == 401 and _message(again) == _message(wrong)
+    assert "ロック" not in again.text and SESSION_COOKIE not in again.cookies
+    assert web.last_audit("session.login")["outcome"] == "throttled"
+    # A throttled account never shows its enrolment QR, even with the right password.
+    for _ in range(5):
+        web.post_login("nobody", password="Wrong-Pass-2026!x", totp="")
+    page = web.post_login("nobody", totp="")
+    assert page.status_code == 401 and 'id="totp-qr"' not in page.text
+    web.clock.advance(seconds=2)  # the first delay: two seconds
+    assert web.post_login("viewer").status_code == 303
 
 
 def test_sign_in_without_the_login_csrf_token_is_refused_and_opens_nothing(web: Web) -> None:

@@ -98,6 +98,14 @@ class Role:
         """A data role: neither administration nor audit (it reads or changes personal data)."""
         return not (self.is_admin or self.is_audit)
 
+    def needs_second_admin(self, *, by_operator: bool = False) -> bool:
+        """Granted only when a second administrator approves: a data role, or 管理 itself
+        (an administrator who could make another administrator account alone could
+        approve their own requests through it) — unless the grant of 管理 comes from the
+        server's operator at the command line (``by_operator``), who is appointed outside
+        the system and creates the first administrators."""
+        return self.is_data or (self.is_admin and not by_operator)
+
     @property
     def changes_data(self) -> bool:
         """更新, 副本登録 or 管理 outside the 監査 scope (bare 管理 included)."""

@@ -284,9 +284,11 @@ def enrol_staff(
 ) -> Enrolment:
     """Create an account with TOTP enrolled; generates the initial password if none is given.
 
-    The account gets at once the roles that need no approval (管理, 監査); its data roles
-    wait in a role request for a second administrator (`Enrolment.pending_request`) —
-    an administrator cannot hand themselves data roles through an account they create.
+    The account gets at once the roles that need no approval (監査; 管理 when the server's
+    operator creates it at the command line); its data roles, and 管理 given by an
+    administrator, wait in a role request for a second administrator
+    (`Enrolment.pending_request`) — an administrator cannot hand themselves data roles,
+    or a second administrator account to approve with, through an account they create.
     Separation of duties is checked on the whole set asked for.
     """
     require(by.roles, ADMIN)
@@ -302,7 +304,8 @@ def enrol_staff(
             raise Problem(409, "staff_exists", f"職員ID「{sid}」は既に登録されています。")
         wanted = normalize_roles(list(roles))
         check_separation(wanted, admin_may_hold_data_roles=role_policy.admin_may_hold_data_roles)
-        now_held = [r for r in wanted if not parse_role(r).is_data]
+        operator = role_requests.is_operator(by)
+        now_held = [r for r in wanted if not parse_role(r).needs_second_admin(by_operator=operator)]
         initial = password if password is not None else generate_password(sid, policy)
         uri = auth.create_staff(
             session, tables, cipher, sid, name, initial, now_held, policy=policy, now=now

@@ -3,10 +3,15 @@
 The rules (DESIGN.md §5), the same for the JSON routes, the staff UI and `renkei staff`:
 
 - nobody changes their own roles, not even through someone's request they approve;
-- removing roles, and granting 管理 or 監査, takes effect at once;
+- removing roles, and granting 監査, takes effect at once;
 - a *data role* (anything but 管理 and 監査: 宛名:参照, 個人番号:表示, an affair's 照会 …)
-  is granted only when a second administrator approves the request — not the one who
-  asked (self-approval is refused), as for large exports (renkei.core.exports);
+  and 管理 itself are granted only when a second administrator approves the request —
+  not the one who asked (self-approval is refused), as for large exports
+  (renkei.core.exports). 管理 is included because an administrator who could create a
+  second administrator account alone could sign in with it and approve their own
+  requests: four eyes would be one person's. The server's operator at the command
+  line (``cli:<os user>``, appointed outside the system) grants 管理 at once: that is
+  how a node gets its first administrators;
 - separation of duties (`roles.check_separation`) holds for the set asked for: an
   auditor changes nothing, and an administrator holds no data role unless the node's
   policy says so (``[extra] admin_may_hold_data_roles = true``, `RolePolicy`); such a
@@ -27,13 +32,9 @@ request (outcome ``applied`` or ``pending``), approval (``applied``), rejection
 Accounts created at set-up, before any administrator exists, do not come through here
 (`renkei.core.staff_admin.setup_staff`).
 
-What four eyes assume: each administrator account is one person. Granting 管理 needs
-no approval, and whoever creates an account is given its initial password, so one
-administrator who creates a second administrator account and signs in with it can
-approve their own requests; such creations are audited (``staff.create`` with 管理),
-and only a process outside the system (handing initial passwords over separately, the
-auditors' review) catches it. The same holds for the command line, whose principal is
-the operating-system user.
+What four eyes assume: each administrator account is one person, and every
+administrator was made at set-up, by the server's operator, or approved by another
+administrator. A single administrator therefore cannot make a second one alone.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ __all__ = [
     "RoleRequest",
     "decide",
     "file_request",
+    "is_operator",
     "get_request",
     "list_requests",
     "request_roles",
@@ -323,6 +325,11 @@ def file_request(
 # --- the steps --------------------------------------------------------------------------
 
 
+def is_operator(by: StaffPrincipal) -> bool:
+    """The server's operator at the command line (`staff_admin.cli_principal`)."""
+    return by.staff_id.startswith("cli:") and by.session_id is None and by.api_token_id is None
+
+
 def request_roles(
     session: Session,
     tables: AuthTables,
@@ -338,9 +345,9 @@ def request_roles(
     Refuses, in this order: ``role_required`` (403, not an administrator),
     ``own_roles`` (403, the account is the requester's own), ``staff_not_found`` (404),
     ``invalid_staff`` (422, a malformed role), ``role_conflict`` (422, the set breaks
-    separation of duties). Then the roles that are removed, and 管理/監査 added, are
-    applied; if data roles are added, a pending request for the whole set waits for a
-    second administrator (`decide`).
+    separation of duties). Then the roles that are removed, and 監査 added, are
+    applied; if data roles or 管理 are added, a pending request for the whole set waits
+    for a second administrator (`decide`).
     """
     require(by.roles, ADMIN)
     sid = auth._normalize_staff_id(staff_id)  # "Ａ0001" is A0001: compare as stored
@@ -353,7 +360,7 @@ def request_roles(
     _check(wanted, policy)
 
     added = [r for r in wanted if r not in current]
-    data_added = [r for r in added if parse_role(r).is_data]
+    data_added = [r for r in added if parse_role(r).needs_second_admin(by_operator=is_operator(by))]
     # Now: everything kept, and the additions that are not data roles (a subset of a
     # set that passed separation of duties passes too).
     now_held = sorted({r for r in wanted if r in current or r not in data_added})

@@ -321,6 +321,27 @@ def test_an_administrator_cannot_grant_itself_data_roles(hub: NodeKit) -> None:
     assert hub.audit()[-1]["action"] == "staff.roles.request"
 
 
+def test_an_administrator_cannot_make_a_second_administrator_alone(hub: NodeKit) -> None:
+    """Four eyes would be one person's if an administrator could create an administrator
+    account, sign in with it and approve their own requests: 管理 given by an
+    administrator waits for a second one, like a data role."""
+    admin, admin2 = hub.sign_in(ADMIN), hub.sign_in(ADMIN2)
+    resp = hub.client.post(
+        "/v1/staff", headers=admin, json={"staff_id": "P0001", "name": "分身（架空）", "roles": ["管理"]}
+    )
+    assert resp.status_code in (200, 201, 202), resp.text
+    assert resp.json()["roles"] == [] and resp.json()["pending_request"]["roles"] == ["管理"]
+    # The same through a role change of an existing account.
+    resp = hub.client.put(f"/v1/staff/{CLERK}/roles", headers=admin, json={"roles": ["管理"]})
+    assert resp.status_code == 202 and resp.json()["status"] == "pending", resp.text
+    request_id = resp.json()["request"]["id"]
+    refused(
+        hub, "POST", f"/v1/role-requests/{request_id}/approve", admin, 403, "self_approval", ADMIN
+    )
+    resp = hub.client.post(f"/v1/role-requests/{request_id}/approve", headers=admin2)
+    assert resp.status_code == 200 and resp.json()["status"] == "applied", resp.text
+
+
 def test_data_roles_wait_for_a_second_administrator(hub: NodeKit) -> None:
     admin, admin2 = hub.sign_in(ADMIN), hub.sign_in(ADMIN2)
     clerk = hub.sign_in(CLERK)

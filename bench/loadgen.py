@@ -143,14 +143,14 @@ class Result:
     def line(self) -> str:
         """One line per run."""
         how = (
-            f"closed loop, concurrency {self.concurrency}"
+            f"closed loop at concurrency {self.concurrency}"
             if self.mode == "closed"
-            else f"open loop at {self.rate:,.1f}/s (up to {self.concurrency} in flight, "
-            f"client lag ≤ {self.lag_max_ms:.1f} ms)"
+            else f"open loop at {self.rate:,.1f}/s, at most {self.concurrency} in flight, "
+            f"client late by at most {self.lag_max_ms:.1f} ms"
         )
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(self.errors.items())) or "none"
         return (
-            f"{self.label}: {self.throughput:,.1f}/s ({self.ok:,} of {self.sent:,} in {self.wall_s:.1f} s, {how}); "
+            f"{self.label}: {self.throughput:,.1f}/s ({self.ok:,} of {self.sent:,} in {self.wall_s:.1f} s; {how}); "
             f"p50 {self.p50_ms:.1f} ms, p90 {self.p90_ms:.1f} ms, p99 {self.p99_ms:.1f} ms, "
             f"max {self.max_ms:.1f} ms; errors {errors}"
         )

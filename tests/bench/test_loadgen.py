@@ -101,7 +101,7 @@ def test_closed_loop_p50_is_the_delay_and_errors_are_counted(certs: tuple[pki.No
     assert r.ok == 31
     assert r.samples["503"] == "busy"
     # Every answer takes DELAY: the quantiles sit at it (a loaded machine adds a little).
-    assert DELAY * 1000 <= r.p50_ms < DELAY * 1000 + 40
+    assert DELAY * 1000 <= r.p50_ms < DELAY * 1000 + 50
     assert r.p50_ms <= r.p90_ms <= r.p99_ms <= r.max_ms
     # Four workers, each answer DELAY long: at most 4 / DELAY requests a second.
     assert 0.25 * 4 / DELAY < r.throughput * 40 / 31 <= 4 / DELAY
@@ -124,7 +124,7 @@ def test_open_loop_counts_from_the_scheduled_time(certs: tuple[pki.NodeCredentia
     steady, stalled = with_server(certs, DELAY / 2, body)
     assert steady.sent == steady.ok == 40 and not steady.errors
     assert steady.rate == 100 and steady.mode == "open"
-    assert DELAY / 2 * 1000 <= steady.p50_ms < DELAY / 2 * 1000 + 40
+    assert DELAY / 2 * 1000 <= steady.p50_ms < DELAY / 2 * 1000 + 50
     # Arrivals due during the stall went out late: their latency counts from when they were
     # due (a client timing from its actual send would report about 25 ms for each).
     assert stalled.ok == 40
@@ -144,5 +144,5 @@ def test_spawned_client_reports_the_same(certs: tuple[pki.NodeCredentials, pki.N
 
     r = with_server(certs, DELAY, body)
     assert (r.label, r.sent, r.ok, r.errors) == ("spawned", 20, 10, {"503": 10})
-    assert DELAY * 1000 <= r.p50_ms < DELAY * 1000 + 40
+    assert DELAY * 1000 <= r.p50_ms < DELAY * 1000 + 50
     assert "spawned: " in r.line() and "errors 503: 10" in r.line()

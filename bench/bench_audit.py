@@ -27,7 +27,7 @@ from sqlalchemy import JSON, Column, Index, MetaData, String, Table, insert
 from sqlalchemy.engine import make_url
 
 from renkei.core import ids
-from renkei.core.audit import AuditEvent, AuditLog, audit_tables, verify
+from renkei.core.audit.log import AuditEvent, AuditLog, audit_tables, verify
 from renkei.core.crypto import envelope, pki
 from renkei.core.db import BigId, UtcDateTime, make_engine, make_sessionmaker
 

@@ -1,6 +1,6 @@
 """The inquiry path's baseline: a chain of mutual-TLS uvicorn hops that only forward and echo.
 
-Each hop is a process of its own, served exactly as a node is: renkei.core.serving's
+Each hop is a process of its own, served exactly as a node is: renkei.core.wire.serving's
 listener machinery (`ListenerConfig`, `serve_together`: uvicorn with httptools, uvloop, the
 default ``[server]`` limits, the TLS handshake timeout) and `pki.server_ssl_context` (mutual
 TLS, certificates of a private CA made for the run). The app is a minimal ASGI callable: a
@@ -38,7 +38,7 @@ import aiohttp
 
 from renkei.core.config import ServerLimits
 from renkei.core.crypto import pki
-from renkei.core.serving import ListenerConfig, serve_together
+from renkei.core.wire.serving import ListenerConfig, serve_together
 from renkei.federation.process import Federation, NodeProcess, sigterm_as_interrupt
 
 # Where each hop stands in the inquiry path: (機関コード, name, node kind). Synthetic codes
@@ -127,7 +127,7 @@ async def _respond(send: Send, status: int, ctype: bytes, body: bytes) -> None:
 
 
 def serve_hop(port: int, cert: Path, key: Path, ca: Path, next_url: str | None) -> None:
-    """Serve one hop as a node's peer listener is served (`renkei.core.serving.peer_listener`)."""
+    """Serve one hop as a node's peer listener is served (`renkei.core.wire.serving.peer_listener`)."""
     app = EchoHop(next_url, pki.client_ssl_context(cert, key, ca) if next_url else None)
     listener = ListenerConfig(
         app,

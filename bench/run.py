@@ -34,7 +34,7 @@ from echo_chain import EchoChain
 
 from renkei.core.config import dump_config
 from renkei.core.crypto import envelope, pki
-from renkei.core.messaging import open_message, seal
+from renkei.core.wire.messaging import open_message, seal
 from renkei.dummy.population import generate_population
 from renkei.federation import demo
 from renkei.federation.process import Federation, sigterm_as_interrupt

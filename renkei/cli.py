@@ -7,9 +7,13 @@ from typing import Any
 
 import typer
 
+# Registers every node's schema with the kernel (renkei.core.schema), for staff, audit
+# and keys commands that open a node's database from its configuration.
+from renkei import nodes  # noqa: F401
 from renkei.core import ids
-from renkei.core.staff_cli import staff_app
 from renkei.dummy.cli import dummy_app
+from renkei.federation.load import load_command
+from renkei.staff.cli import staff_app
 
 app = typer.Typer(help="renkei — マイナンバー情報連携（合成データのみ） / My Number information linkage", no_args_is_help=True)
 ids_app = typer.Typer(help="識別番号の検査 / identifier checks", no_args_is_help=True)
@@ -21,6 +25,7 @@ keys_app = typer.Typer(help="項目暗号化の鍵 / field-encryption keys", no_
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(staff_app, name="staff")
+dummy_app.command("load")(load_command)  # loading needs the federation (renkei.federation.load)
 app.add_typer(dummy_app, name="dummy")
 
 ID_KINDS = {
@@ -105,30 +110,12 @@ def serve(node: str, config: Path = typer.Option(..., "--config", help="ノー�
     if cfg.kind != node:
         typer.echo(f"設定ファイルのノード種別は {cfg.kind} です（{node} ではありません）", err=True)
         raise typer.Exit(2)
-    if node == "hub":
-        from renkei.hub.app import create_app as hub_app
-
-        asgi = hub_app(cfg)
-    elif node == "jlis":
-        from renkei.jlis.app import create_app as jlis_app
-
-        asgi = jlis_app(cfg)
-    elif node == "chukan":
-        from renkei.chukan.app import create_app as chukan_app
-
-        asgi = chukan_app(cfg)
-    elif node == "atena":
-        from renkei.atena.app import create_app as atena_app
-
-        asgi = atena_app(cfg)
-    elif node == "tsa":
-        from renkei.tsa.app import create_app as tsa_app
-
-        asgi = tsa_app(cfg)
-    else:
-        typer.echo(f"未対応のノードです: {node}", err=True)
-        raise typer.Exit(2)
-    from renkei.core.serving import peer_listener, serve_together
+    try:
+        asgi = nodes.create_app(cfg)
+    except ValueError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    from renkei.core.wire.serving import peer_listener, serve_together
 
     listeners = [peer_listener(asgi, cfg)]
     if cfg.staff is not None and node == "atena":
@@ -162,18 +149,17 @@ def _staff_listener(asgi: Any, cfg: Any) -> Any:
 
 def _node_db(config: Path) -> tuple[Any, Any, Any]:
     """(config, sessionmaker, audit tables) of the node a config file names."""
-    import importlib
-
     from renkei.core.config import ConfigError, load_config
     from renkei.core.db import make_engine, make_sessionmaker
+    from renkei.core.schema import SchemaError
 
     try:
         cfg = load_config(config)
-    except ConfigError as exc:
+        schema = nodes.schema(cfg.kind)
+    except (ConfigError, SchemaError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    models = importlib.import_module(f"renkei.{cfg.kind}.models")
-    return cfg, make_sessionmaker(make_engine(cfg.database_url)), models.audit
+    return cfg, make_sessionmaker(make_engine(cfg.database_url)), schema.audit
 
 
 def _key_resolver(cfg: Any) -> Any:
@@ -213,8 +199,8 @@ def audit_verify(
     """
     import asyncio
 
-    from renkei.core import timestamping
-    from renkei.core.audit import check_against_authority, verify
+    from renkei.core.audit import timestamping
+    from renkei.core.audit.log import check_against_authority, verify
     from renkei.core.config import ConfigError
     from renkei.core.errors import Problem
 
@@ -269,13 +255,14 @@ def audit_export(
     """
     import sqlalchemy as sa
 
-    from renkei.core import exports, staff_admin
-    from renkei.core.audit import AuditEvent
+    from renkei.core.audit.log import AuditEvent
     from renkei.core.config import ConfigError, load_config
     from renkei.core.db import transaction
     from renkei.core.errors import Problem
-    from renkei.core.export_kinds import audit_export_kind
-    from renkei.core.node import utc_now
+    from renkei.core.wire.runtime import utc_now
+    from renkei.staff import admin as staff_admin
+    from renkei.staff import exports
+    from renkei.staff.export_kinds import audit_export_kind
 
     try:
         cfg = load_config(config)
@@ -283,10 +270,7 @@ def audit_export(
     except (ConfigError, ValueError) as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    import importlib
-
-    models = importlib.import_module(f"renkei.{cfg.kind}.models")
-    tables = models.exports
+    tables = nodes.schema(cfg.kind).exports
     registry = exports.ExportRegistry([audit_export_kind(store.audit.tables)])
     policy = exports.ExportPolicy.from_config(cfg.extra)
     now = utc_now()

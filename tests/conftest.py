@@ -6,7 +6,6 @@ under CI a missing URL fails the run instead of silently skipping PostgreSQL.
 
 from __future__ import annotations
 
-import importlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from renkei import nodes
 from renkei.core.db import make_engine, make_sessionmaker, migrate
 
 PG_URL = os.environ.get("RENKEI_TEST_POSTGRES_URL", "")
@@ -65,10 +65,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def migrated(db_url: str, node: str) -> tuple[Engine, sessionmaker[Session]]:
     """An engine and sessions on a database migrated to the node's newest schema."""
-    models = importlib.import_module(f"renkei.{node}.models")
-    app_module = importlib.import_module(f"renkei.{node}.app")
+    schema = nodes.schema(node)
     engine = make_engine(db_url)
-    migrate(engine, app_module.MIGRATIONS, models.Base.metadata)
+    migrate(engine, schema.migrations, schema.metadata)
     return engine, make_sessionmaker(engine)
 
 

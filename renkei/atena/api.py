@@ -7,7 +7,7 @@ Who may call what (DESIGN.md §5):
   made with the cookie also carry the session's CSRF token in ``X-CSRF-Token``. Scripts
   of a staff member use a personal API token (``Authorization: Bearer``, no CSRF),
   limited to some of the staff member's roles. Sign-in, password change and API tokens
-  are the kernel's staff routes (renkei.core.staff_api, mounted by renkei.atena.app);
+  are the kernel's staff routes (renkei.staff.routes, mounted by renkei.atena.app);
   `staff(...)` here authenticates with the same `StaffAccess`;
 - business systems use OAuth 2.0 client credentials (``client_secret_jwt`` at
   ``/oauth/token``) and send the short-lived access token as ``Authorization: Bearer``;
@@ -41,16 +41,17 @@ from renkei.atena.schemas import (
     StatusIn,
     StatusOut,
 )
-from renkei.core import auth, ids
-from renkei.core.audit import AuditEvent
+from renkei.core import ids
+from renkei.core.audit.log import AuditEvent
 from renkei.core.db import transaction
 from renkei.core.errors import Problem
-from renkei.core.node import NodeRuntime
-from renkei.core.oauth import OAuthError, authenticate_bearer, introspect
-from renkei.core.staff_api import CSRF_HEADER as CSRF_HEADER
-from renkei.core.staff_api import SESSION_COOKIE as SESSION_COOKIE
-from renkei.core.staff_api import StaffAccess, audit_refusal, bearer_token
 from renkei.core.text.wareki import to_wareki
+from renkei.core.wire.runtime import NodeRuntime
+from renkei.staff import auth
+from renkei.staff.oauth import OAuthError, authenticate_bearer, introspect
+from renkei.staff.routes import CSRF_HEADER as CSRF_HEADER
+from renkei.staff.routes import SESSION_COOKIE as SESSION_COOKIE
+from renkei.staff.routes import StaffAccess, audit_refusal, bearer_token
 
 router = APIRouter()
 
@@ -87,7 +88,7 @@ def _screen_client(request: Request, client_id: str, action: str) -> None:
     """Rate limits and abnormal-traffic rules for a business system.
 
     A refusal (429 rate_limited, 403 blocked_by_rule) is audited under the action; the
-    guard itself records the alert. (Staff are screened by renkei.core.staff_api.)
+    guard itself records the alert. (Staff are screened by renkei.staff.routes.)
     """
     try:
         _rt(request).screen("client", client_id, None)
@@ -198,7 +199,7 @@ async def _fukuhon_scope(request: Request) -> str | None:
     return f"{system}:fukuhon:register"
 
 
-# Staff are authenticated as on every node (renkei.core.staff_api): session cookie with
+# Staff are authenticated as on every node (renkei.staff.routes): session cookie with
 # the CSRF token on state-changing methods, or a personal API token.
 _STAFF_ACCESS = StaffAccess(auth_t)
 

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import FastAPI, Request
 from sqlalchemy import Engine
 from starlette.responses import Response
 
 from renkei.atena.api import DEFAULT_RESIDENT_SYSTEM, router
-from renkei.atena.models import Base, audit, guard, kernel
+from renkei.atena.models import SCHEMA, Base, audit, guard, kernel
 from renkei.atena.models import auth as auth_t
 from renkei.atena.models import exports as exports_t
 from renkei.atena.models import oauth as oauth_t
 from renkei.atena.service import addressees_export
 from renkei.catalogue import Catalogue, load_catalogue
 from renkei.core.app import node_app
-from renkei.core.auth import DEFAULT_POLICY, AuthPolicy
 from renkei.core.config import NodeConfig
 from renkei.core.crypto.field import FieldCipher, FileKms, load_or_create_keyring
 from renkei.core.db import transaction
-from renkei.core.node import build_runtime, follow_hub_registry, hub_registry_view
-from renkei.core.oauth import OAuthError, bearer_problem_response, oauth_router
-from renkei.core.staff_api import StaffTables, mount_staff_api
+from renkei.core.wire.runtime import build_runtime, follow_hub_registry, hub_registry_view
+from renkei.staff.auth import DEFAULT_POLICY, AuthPolicy
+from renkei.staff.oauth import OAuthError, bearer_problem_response, oauth_router
+from renkei.staff.routes import StaffTables, mount_staff_api
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = SCHEMA.migrations
 TOKEN_PATH = "/oauth/token"
 
 

@@ -2,23 +2,25 @@
 
 The individual number is stored AES-GCM encrypted with an HMAC blind index for
 lookup; no resident code and no pseudonym is ever stored here. Staff accounts,
-sessions and API tokens are the kernel's `auth_*` tables (renkei.core.auth), business
-systems the kernel's `oauth_*` tables (renkei.core.oauth).
+sessions and API tokens are the kernel's `auth_*` tables (renkei.staff.auth), business
+systems the kernel's `oauth_*` tables (renkei.staff.oauth).
 """
 
 from __future__ import annotations
 
 from datetime import date, datetime
+from pathlib import Path
 
 from sqlalchemy import Date, ForeignKey, LargeBinary, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from renkei.core.audit import audit_tables
-from renkei.core.auth import auth_tables
+from renkei.core.audit.log import audit_tables
 from renkei.core.db import NAMING, BigId, UtcDateTime, kernel_tables
-from renkei.core.exports import export_tables
-from renkei.core.guard import guard_tables
-from renkei.core.oauth import oauth_tables
+from renkei.core.schema import NodeSchema, register
+from renkei.core.wire.guard import guard_tables
+from renkei.staff.auth import auth_tables
+from renkei.staff.exports import export_tables
+from renkei.staff.oauth import oauth_tables
 
 
 class Base(DeclarativeBase):
@@ -31,6 +33,20 @@ auth = auth_tables(Base.metadata)
 oauth = oauth_tables(Base.metadata)
 guard = guard_tables(Base.metadata)  # rate limits and alerts for staff and business clients
 exports = export_tables(Base.metadata)  # downloads of personal data and their approvals
+
+# What this node hands the kernel (renkei.core.schema): nothing finds it by module name.
+SCHEMA = register(
+    NodeSchema(
+        kind="atena",
+        metadata=Base.metadata,
+        migrations=Path(__file__).parent / "migrations",
+        kernel=kernel,
+        audit=audit,
+        auth=auth,
+        exports=exports,
+        guard=guard,
+    )
+)
 
 
 class Person(Base):

@@ -1,6 +1,6 @@
 """Wire shapes of atena's API for business systems and staff terminals.
 
-The sign-in and API-token shapes are the kernel's (renkei.core.staff_schemas).
+The sign-in and API-token shapes are the kernel's (renkei.staff.schemas).
 """
 
 from __future__ import annotations

@@ -17,14 +17,14 @@ from sqlalchemy.orm import Session, aliased
 from renkei.atena.models import AtenaSerial, BasicFour, BusinessLink, InquiryLog, Person
 from renkei.catalogue import Catalogue
 from renkei.core import ids
-from renkei.core.audit import AuditEvent
+from renkei.core.audit.log import AuditEvent
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.db import transaction
 from renkei.core.errors import Problem
-from renkei.core.exports import EXPORT_ROLES, ExportKind
-from renkei.core.node import NodeRuntime
-from renkei.core.roles import PermissionDenied, has_role
 from renkei.core.text.wareki import WarekiError, parse_date, to_wareki
+from renkei.core.wire.runtime import NodeRuntime
+from renkei.staff.exports import EXPORT_ROLES, ExportKind
+from renkei.staff.roles import PermissionDenied, has_role
 
 MAX_BATCH = 10_000
 NUMBER_AAD = ("persons", "individual_number")

@@ -11,12 +11,12 @@ from fastapi.responses import Response
 from renkei.catalogue import Catalogue
 from renkei.chukan import flows, service
 from renkei.core import ids
-from renkei.core.audit import AuditEvent
+from renkei.core.audit.log import AuditEvent
 from renkei.core.crypto import envelope
 from renkei.core.db import transaction
 from renkei.core.errors import Problem
-from renkei.core.messaging import Message, remember, seal
-from renkei.core.node import SEALED_BODY, NodeRuntime, expect_sender, expect_typ
+from renkei.core.wire.messaging import Message, remember, seal
+from renkei.core.wire.runtime import SEALED_BODY, NodeRuntime, expect_sender, expect_typ
 
 router = APIRouter()
 

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from renkei.catalogue import Catalogue, load_catalogue
 from renkei.chukan.api import router
-from renkei.chukan.models import Base, audit, auth, exports, guard, kernel
+from renkei.chukan.models import SCHEMA, Base, audit, auth, exports, guard, kernel
 from renkei.chukan.staff_routes import provision_records_export, staff_routes
 from renkei.core.app import node_app
 from renkei.core.config import NodeConfig
-from renkei.core.node import build_runtime, follow_hub_registry, hub_registry_view
-from renkei.core.staff_api import StaffTables, mount_staff_api
+from renkei.core.wire.runtime import build_runtime, follow_hub_registry, hub_registry_view
+from renkei.staff.routes import StaffTables, mount_staff_api
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = SCHEMA.migrations
 
 
 def create_app(config: NodeConfig, *, engine: Engine | None = None, catalogue: Catalogue | None = None) -> FastAPI:

@@ -11,8 +11,8 @@ from typing import Any
 from renkei.chukan.service import BadAnswer
 from renkei.core.crypto import envelope
 from renkei.core.errors import Problem
-from renkei.core.messaging import Message, open_message
-from renkei.core.node import NodeRuntime
+from renkei.core.wire.messaging import Message, open_message
+from renkei.core.wire.runtime import NodeRuntime
 
 # What the receiver's checks of a signed message say, as a bad-answer reason.
 _ENVELOPE_REASONS = {

@@ -16,7 +16,7 @@ from renkei.chukan.models import Fukuhon, PendingAcquisition, ProvisionRecord, P
 from renkei.core import ids
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.errors import Problem
-from renkei.core.roles import PermissionDenied, has_role
+from renkei.staff.roles import PermissionDenied, has_role
 
 MAX_BATCH = 10_000
 

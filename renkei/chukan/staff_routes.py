@@ -1,10 +1,10 @@
-"""Staff routes of the intermediate server beyond the common ones (renkei.core.staff_api).
+"""Staff routes of the intermediate server beyond the common ones (renkei.staff.routes).
 
 - ``GET /v1/provision-records?atena_no=…``: one person's 情報提供等の記録 here, only
   those of the affairs the staff member holds ``<affair>:参照`` for; audited, and
   counted by the abnormal-traffic guard as a lookup of that person;
 - the export kind ``provision_records`` (role 監査, a period): every record of the
-  period as JSON Lines, through the approval flow of renkei.core.exports.
+  period as JSON Lines, through the approval flow of renkei.staff.exports.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from sqlalchemy.orm import Session
 
 from renkei.catalogue import Catalogue
 from renkei.chukan import service
-from renkei.core.auth import StaffPrincipal
 from renkei.core.errors import Problem
-from renkei.core.export_kinds import parse_period, period_bounds
-from renkei.core.exports import EXPORT_ROLES, ExportKind
-from renkei.core.staff_api import Done, StaffAccess, audit_refusal, audited, screen_staff
+from renkei.staff.auth import StaffPrincipal
+from renkei.staff.export_kinds import parse_period, period_bounds
+from renkei.staff.exports import EXPORT_ROLES, ExportKind
+from renkei.staff.routes import Done, StaffAccess, audit_refusal, audited, screen_staff
 
 VIEW_ACTION = "provision_records.view"
 

@@ -12,11 +12,11 @@ import structlog
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import MetaData
 
+from renkei.core.audit.timestamping import countersign_checkpoints
 from renkei.core.db import migrate, transaction
 from renkei.core.errors import install_problem_handlers
-from renkei.core.node import NodeRuntime
-from renkei.core.outbox import deliver_due, run_worker
-from renkei.core.timestamping import countersign_checkpoints
+from renkei.core.wire.outbox import deliver_due, run_worker
+from renkei.core.wire.runtime import NodeRuntime
 
 # How long a stopping node keeps trying to deliver its last messages (the shutdown
 # checkpoint's countersignature among them) before it exits.

@@ -34,7 +34,7 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
     401: (
         # node-to-node: who signed, and whether the signature holds
         "unknown_sender", "bad_signature", "bad_algorithm", "issuer_mismatch", "stale_message",
-        # business systems (RFC 6750) and staff sign-in (renkei.core.auth)
+        # business systems (RFC 6750) and staff sign-in (renkei.staff.auth)
         "authentication_required", "invalid_token", "invalid_client", "bad_credentials", "totp_required",
         "totp_invalid", "totp_reused", "session_expired", "session_revoked", "session_unknown",
         "token_invalid", "token_expired",

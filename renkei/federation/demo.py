@@ -22,13 +22,13 @@ import pyotp
 from renkei.atena.api import CSRF_HEADER, SESSION_COOKIE
 from renkei.core import ids
 from renkei.core.crypto import pki
-from renkei.core.oauth import CLIENT_ASSERTION_TYPE, GRANT_TYPE, make_client_assertion
 from renkei.dummy.population import NAKANO as NAKANO_LG
 from renkei.dummy.population import SHINJUKU as SHINJUKU_LG
 from renkei.dummy.population import Person, Population, generate_population, write_population_csv
 from renkei.federation import setup, staff
 from renkei.federation.process import Federation, sigterm_as_interrupt
 from renkei.federation.topology import HUB, JLIS, NAKANO, NENKIN, ORGS, SHINJUKU, TSA, Layout, Org
+from renkei.staff.oauth import CLIENT_ASSERTION_TYPE, GRANT_TYPE, make_client_assertion
 
 CHILD_ALLOWANCE_AFFAIR = "JM01000000074000"
 CHILD_ALLOWANCE_PROCEDURE = "JT01010000074001"

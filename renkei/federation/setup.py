@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from renkei.core.auth import DEFAULT_POLICY, AuthPolicy
 from renkei.core.config import dump_config, load_config
 from renkei.core.crypto import pki
 from renkei.core.db import make_engine, make_sessionmaker, migrate, transaction, utcnow
-from renkei.core.oauth import register_client
-from renkei.core.staff_admin import generate_password, node_cipher, setup_staff
 from renkei.federation.topology import HUB, ORGS, Layout, Org, node_config, write_config
+from renkei.staff.admin import generate_password, node_cipher, setup_staff
+from renkei.staff.auth import DEFAULT_POLICY, AuthPolicy
+from renkei.staff.oauth import register_client
 
 # The staff UI listener of each atena: its mTLS port + 5 (free in every organization's block of 10).
 STAFF_PORT_OFFSET = 5

@@ -20,18 +20,19 @@ from typing import Any
 
 from sqlalchemy import select
 
-from renkei.core.audit import AuditEvent
-from renkei.core.auth import DEFAULT_POLICY, AuthPolicy
+from renkei import nodes  # noqa: F401  (registers every node's schema: open_node_store)
+from renkei.core.audit.log import AuditEvent
 from renkei.core.config import load_config
 from renkei.core.db import transaction, utcnow
-from renkei.core.staff_admin import (
+from renkei.federation.setup import CREDENTIALS_FILE, StaffSpec, write_private_json
+from renkei.federation.topology import HUB, JLIS, ORGS, TSA, Layout, Org
+from renkei.staff.admin import (
     generate_password,
     open_node_store,
     setup_principal,
     setup_staff,
 )
-from renkei.federation.setup import CREDENTIALS_FILE, StaffSpec, write_private_json
-from renkei.federation.topology import HUB, JLIS, ORGS, TSA, Layout, Org
+from renkei.staff.auth import DEFAULT_POLICY, AuthPolicy
 
 CHILD_ALLOWANCE_AFFAIR = "JM01000000074000"
 LOCAL_TAX_AFFAIR = "JM01000000016000"

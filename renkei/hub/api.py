@@ -9,11 +9,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from renkei.core.audit import AuditEvent
+from renkei.core.audit.log import AuditEvent
 from renkei.core.db import transaction
 from renkei.core.errors import Problem
-from renkei.core.messaging import remember
-from renkei.core.node import SEALED_BODY, NodeRuntime, expect_typ
+from renkei.core.wire.messaging import remember
+from renkei.core.wire.runtime import SEALED_BODY, NodeRuntime, expect_typ
 from renkei.hub import service
 from renkei.hub.models import Organization
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -11,14 +10,14 @@ from sqlalchemy import Engine
 from renkei.catalogue import Catalogue, load_catalogue
 from renkei.core.app import node_app
 from renkei.core.config import NodeConfig
-from renkei.core.keydir import KeyDirectory
-from renkei.core.node import RegistryView, build_runtime
-from renkei.core.staff_api import StaffTables, mount_staff_api
+from renkei.core.wire.keydir import KeyDirectory
+from renkei.core.wire.runtime import RegistryView, build_runtime
 from renkei.hub import service
 from renkei.hub.api import router
-from renkei.hub.models import Base, audit, auth, exports, guard, kernel
+from renkei.hub.models import SCHEMA, Base, audit, auth, exports, guard, kernel
+from renkei.staff.routes import StaffTables, mount_staff_api
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = SCHEMA.migrations
 
 
 class DbRegistryView(RegistryView):

@@ -23,7 +23,7 @@ from renkei.core.crypto.envelope import parse_kid
 from renkei.core.crypto.field import create_secret_file
 from renkei.core.db import KernelTables
 from renkei.core.errors import Problem
-from renkei.core.outbox import enqueue
+from renkei.core.wire.outbox import enqueue
 from renkei.hub.models import (
     Acquisition,
     Link,

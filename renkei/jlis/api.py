@@ -7,11 +7,11 @@ from collections import Counter
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from renkei.core.audit import AuditEvent
+from renkei.core.audit.log import AuditEvent
 from renkei.core.db import transaction
 from renkei.core.errors import Problem
-from renkei.core.messaging import remember
-from renkei.core.node import SEALED_BODY, NodeRuntime, expect_typ
+from renkei.core.wire.messaging import remember
+from renkei.core.wire.runtime import SEALED_BODY, NodeRuntime, expect_typ
 from renkei.jlis import service
 
 router = APIRouter()

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from renkei.core.app import node_app
 from renkei.core.config import NodeConfig
-from renkei.core.node import build_runtime, follow_hub_registry, hub_registry_view
-from renkei.core.staff_admin import node_cipher
-from renkei.core.staff_api import StaffTables, mount_staff_api
+from renkei.core.wire.runtime import build_runtime, follow_hub_registry, hub_registry_view
 from renkei.jlis.api import router
-from renkei.jlis.models import Base, audit, auth, exports, guard, kernel
+from renkei.jlis.models import SCHEMA, Base, audit, auth, exports, guard, kernel
+from renkei.staff.admin import node_cipher
+from renkei.staff.routes import StaffTables, mount_staff_api
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = SCHEMA.migrations
 
 
 def create_app(config: NodeConfig, *, engine: Engine | None = None) -> FastAPI:

@@ -8,15 +8,17 @@ database file, a backup or a dump shows no number in clear.
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import LargeBinary, MetaData, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from renkei.core.audit import audit_tables
-from renkei.core.auth import auth_tables
+from renkei.core.audit.log import audit_tables
 from renkei.core.db import NAMING, BigId, UtcDateTime, kernel_tables
-from renkei.core.exports import export_tables
-from renkei.core.guard import guard_tables
+from renkei.core.schema import NodeSchema, register
+from renkei.core.wire.guard import guard_tables
+from renkei.staff.auth import auth_tables
+from renkei.staff.exports import export_tables
 
 
 class Base(DeclarativeBase):
@@ -28,6 +30,20 @@ audit = audit_tables(Base.metadata)
 guard = guard_tables(Base.metadata)
 auth = auth_tables(Base.metadata)  # staff (operators) with password + TOTP, sessions, API tokens
 exports = export_tables(Base.metadata)  # downloads of personal data and their approvals
+
+# What this node hands the kernel (renkei.core.schema): nothing finds it by module name.
+SCHEMA = register(
+    NodeSchema(
+        kind="jlis",
+        metadata=Base.metadata,
+        migrations=Path(__file__).parent / "migrations",
+        kernel=kernel,
+        audit=audit,
+        auth=auth,
+        exports=exports,
+        guard=guard,
+    )
+)
 
 
 class Citizen(Base):

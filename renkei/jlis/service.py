@@ -14,7 +14,7 @@ from renkei.core import ids
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.db import KernelTables
 from renkei.core.errors import Problem
-from renkei.core.outbox import enqueue
+from renkei.core.wire.outbox import enqueue
 from renkei.jlis.models import Citizen, RelayedAcquisition
 
 MAX_BATCH = 10_000

@@ -7,7 +7,7 @@ The rules (DESIGN.md §5), the same for the JSON routes, the staff UI and `renke
 - a *data role* (anything but 管理 and 監査: 宛名:参照, 個人番号:表示, an affair's 照会 …)
   and 管理 itself are granted only when a second administrator approves the request —
   not the one who asked (self-approval is refused), as for large exports
-  (renkei.core.exports). 管理 is included because an administrator who could create a
+  (renkei.staff.exports). 管理 is included because an administrator who could create a
   second administrator account alone could sign in with it and approve their own
   requests: four eyes would be one person's. The server's operator at the command
   line (``cli:<os user>``, appointed outside the system) grants 管理 at once: that is
@@ -30,7 +30,7 @@ request (outcome ``applied`` or ``pending``), approval (``applied``), rejection
 (``rejected``), and every refusal under its code.
 
 Accounts created at set-up, before any administrator exists, do not come through here
-(`renkei.core.staff_admin.setup_staff`).
+(`renkei.staff.admin.setup_staff`).
 
 What four eyes assume: each administrator account is one person, and every
 administrator was made at set-up, by the server's operator, or approved by another
@@ -48,10 +48,10 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.orm import Session
 
-from renkei.core import auth
-from renkei.core.auth import AuthTables, StaffPrincipal
 from renkei.core.errors import Problem
-from renkei.core.roles import (
+from renkei.staff import auth
+from renkei.staff.auth import AuthTables, StaffPrincipal
+from renkei.staff.roles import (
     ADMIN,
     RoleConflict,
     admin_with_data_roles,

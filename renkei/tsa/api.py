@@ -5,14 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from renkei.core import timestamping
-from renkei.core.audit import AuditEvent
+from renkei.core.audit import timestamping
+from renkei.core.audit.log import AuditEvent
 from renkei.core.crypto import envelope
 from renkei.core.db import transaction
 from renkei.core.errors import Problem
-from renkei.core.guard import Alert, alert_event, record_alert
-from renkei.core.messaging import Message, remember
-from renkei.core.node import SEALED_BODY, NodeRuntime, expect_typ
+from renkei.core.wire.guard import Alert, alert_event, record_alert
+from renkei.core.wire.messaging import Message, remember
+from renkei.core.wire.runtime import SEALED_BODY, NodeRuntime, expect_typ
 from renkei.tsa import service
 from renkei.tsa.models import guard
 

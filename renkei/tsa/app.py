@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from renkei.core.app import node_app
 from renkei.core.config import NodeConfig
-from renkei.core.node import build_runtime, follow_hub_registry, hub_registry_view
-from renkei.core.staff_api import StaffTables, mount_staff_api
+from renkei.core.wire.runtime import build_runtime, follow_hub_registry, hub_registry_view
+from renkei.staff.routes import StaffTables, mount_staff_api
 from renkei.tsa.api import router
-from renkei.tsa.models import Base, audit, auth, exports, guard, kernel
+from renkei.tsa.models import SCHEMA, Base, audit, auth, exports, guard, kernel
 
-MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATIONS = SCHEMA.migrations
 
 
 def create_app(config: NodeConfig, *, engine: Engine | None = None) -> FastAPI:

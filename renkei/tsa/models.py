@@ -7,15 +7,17 @@ signatures only (DESIGN.md §1).
 from __future__ import annotations
 
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from renkei.core.audit import audit_tables
-from renkei.core.auth import auth_tables
+from renkei.core.audit.log import audit_tables
 from renkei.core.db import NAMING, BigId, UtcDateTime, kernel_tables
-from renkei.core.exports import export_tables
-from renkei.core.guard import guard_tables
+from renkei.core.schema import NodeSchema, register
+from renkei.core.wire.guard import guard_tables
+from renkei.staff.auth import auth_tables
+from renkei.staff.exports import export_tables
 
 
 class Base(DeclarativeBase):
@@ -27,6 +29,20 @@ audit = audit_tables(Base.metadata)
 guard = guard_tables(Base.metadata)  # also the alerts for heads that move back or fork
 auth = auth_tables(Base.metadata)  # staff (operators) with password + TOTP, sessions, API tokens
 exports = export_tables(Base.metadata)  # downloads of the audit log and their approvals
+
+# What this node hands the kernel (renkei.core.schema): nothing finds it by module name.
+SCHEMA = register(
+    NodeSchema(
+        kind="tsa",
+        metadata=Base.metadata,
+        migrations=Path(__file__).parent / "migrations",
+        kernel=kernel,
+        audit=audit,
+        auth=auth,
+        exports=exports,
+        guard=guard,
+    )
+)
 
 
 class Head(Base):

@@ -16,10 +16,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from renkei.core import timestamping
+from renkei.core.audit import timestamping
+from renkei.core.audit.timestamping import AuthorityHead, Receipt, StampRequest
 from renkei.core.crypto import envelope
 from renkei.core.errors import Problem
-from renkei.core.timestamping import AuthorityHead, Receipt, StampRequest
 from renkei.tsa.models import Head
 from renkei.tsa.models import Receipt as ReceiptRow
 

@@ -21,12 +21,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import Response
 
-from renkei.core import staff_admin
-from renkei.core.audit import AuditEvent
+from renkei.core.audit.log import AuditEvent
 from renkei.core.errors import Problem
-from renkei.core.roles import ADMIN, PermissionDenied, may_read_audit
-from renkei.core.staff_api import Done
+from renkei.staff import admin as staff_admin
 from renkei.staff import role_requests
+from renkei.staff.roles import ADMIN, PermissionDenied, may_read_audit
+from renkei.staff.routes import Done
 from renkei.web.pages import redirect, render
 from renkei.web.site import (
     Actor,

@@ -32,11 +32,12 @@ from renkei.atena.models import audit as audit_t
 from renkei.atena.models import auth as auth_t
 from renkei.catalogue import Catalogue
 from renkei.catalogue.models import Affair
-from renkei.core.audit import AuditEvent
+from renkei.core.audit.log import AuditEvent
 from renkei.core.errors import Problem
 from renkei.core.ids import mask_individual_number
-from renkei.core.node import NodeRuntime
-from renkei.core.roles import (
+from renkei.core.text.wareki import WarekiError, parse_date, to_wareki
+from renkei.core.wire.runtime import NodeRuntime
+from renkei.staff.roles import (
     ADMIN,
     AUDIT,
     can_see_individual_number,
@@ -44,7 +45,6 @@ from renkei.core.roles import (
     may_read_audit,
     parse_role,
 )
-from renkei.core.text.wareki import WarekiError, parse_date, to_wareki
 from renkei.web import admin, site
 from renkei.web.pages import (
     JST,

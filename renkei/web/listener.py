@@ -14,7 +14,7 @@ from typing import Any
 
 from renkei.core.config import ConfigError, NodeConfig, StaffConfig
 from renkei.core.crypto import pki
-from renkei.core.serving import ListenerConfig
+from renkei.core.wire.serving import ListenerConfig
 
 
 def staff_ssl_context(cfg: NodeConfig, staff: StaffConfig) -> ssl.SSLContext:

@@ -1,6 +1,6 @@
 """Staff sign-in, sessions and CSRF for the UI of any node (given its AuthTables).
 
-Sign-in is ID + password + TOTP (`renkei.core.auth.login`). The session is the
+Sign-in is ID + password + TOTP (`renkei.staff.auth.login`). The session is the
 kernel's DB session behind an opaque cookie (``__Host-renkei-staff``: HttpOnly,
 Secure, SameSite=Strict), bound to the terminal it was opened on. Every POST carries
 the session's synchronizer CSRF token (form field ``csrf_token`` or header
@@ -40,13 +40,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.responses import Response
 
-from renkei.core import auth
-from renkei.core.audit import AuditEvent, AuditTables
-from renkei.core.auth import AUTH_ERROR_CODES, AuthError, AuthPolicy, AuthTables, StaffPrincipal
+from renkei.core.audit.log import AuditEvent, AuditTables
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.errors import Problem
-from renkei.core.roles import ADMIN, AUDIT, PermissionDenied, parse_role, require
+from renkei.staff import auth
+from renkei.staff.auth import AUTH_ERROR_CODES, AuthError, AuthPolicy, AuthTables, StaffPrincipal
 from renkei.staff.role_requests import RolePolicy
+from renkei.staff.roles import ADMIN, AUDIT, PermissionDenied, parse_role, require
 from renkei.web.pages import PasswordChangeRequired, SignInRequired, redirect, render
 
 SESSION_COOKIE: Final = "__Host-renkei-staff"

@@ -24,10 +24,10 @@ import pytest
 from joserfc.jwk import OKPKey
 from sqlalchemy import Engine, MetaData, func, select
 
+from renkei.core.audit.timestamping import STAMP_TYP
 from renkei.core.config import NodeConfig, load_config
 from renkei.core.crypto import envelope, pki
-from renkei.core.messaging import JOSE_MEDIA_TYPE, new_message_id, seal
-from renkei.core.timestamping import STAMP_TYP
+from renkei.core.wire.messaging import JOSE_MEDIA_TYPE, new_message_id, seal
 from renkei.federation import setup
 from renkei.federation.topology import NENKIN, Layout, Org
 

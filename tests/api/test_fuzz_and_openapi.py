@@ -27,7 +27,7 @@ from renkei.atena.app import create_app as atena_app
 from renkei.chukan import api as chukan_api
 from renkei.chukan.app import create_app as chukan_app
 from renkei.core import ids
-from renkei.core.messaging import JOSE_MEDIA_TYPE
+from renkei.core.wire.messaging import JOSE_MEDIA_TYPE
 from renkei.federation import setup
 from renkei.federation.topology import HUB, JLIS, NAKANO, SHINJUKU, TSA
 from renkei.hub import api as hub_api
@@ -118,7 +118,7 @@ EXPECTED_POST_ROUTES = {
         "/oauth/introspect",
     },
 }
-# The staff routes every node mounts (renkei.core.staff_api; JSON, not sealed).
+# The staff routes every node mounts (renkei.staff.routes; JSON, not sealed).
 STAFF_ADMIN_POSTS = {
     "/v1/staff",
     "/v1/staff/{staff_id}/disable",
@@ -140,7 +140,7 @@ STAFF_POSTS = {
 }
 for _node, _paths in STAFF_POSTS.items():
     EXPECTED_POST_ROUTES[_node] |= _paths
-# Mounted on the atena app itself (renkei.core.oauth), not on atena's router; they take
+# Mounted on the atena app itself (renkei.staff.oauth), not on atena's router; they take
 # forms and answer RFC 6749 errors (application/json), not problem+json.
 OAUTH_POSTS = {"/oauth/token", "/oauth/introspect"}
 ROUTERS = {

@@ -18,7 +18,7 @@ from starlette.testclient import TestClient
 
 from renkei.core import ids
 from renkei.core.crypto import envelope
-from renkei.core.messaging import new_message_id
+from renkei.core.wire.messaging import new_message_id
 from renkei.federation.topology import HUB, JLIS, NAKANO, SHINJUKU
 from renkei.hub.app import create_app
 from renkei.hub.models import Base, ProvisionRecord, Pseudonym

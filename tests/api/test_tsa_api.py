@@ -15,9 +15,9 @@ import pytest
 from fastapi import FastAPI
 from starlette.testclient import TestClient
 
-from renkei.core import timestamping
+from renkei.core.audit import timestamping
 from renkei.core.crypto import envelope
-from renkei.core.keydir import KeyDirectory
+from renkei.core.wire.keydir import KeyDirectory
 from renkei.federation.topology import NAKANO, SHINJUKU, TSA
 from renkei.tsa.app import create_app
 from renkei.tsa.models import Base

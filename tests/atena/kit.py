@@ -23,11 +23,11 @@ from starlette.testclient import TestClient
 from renkei.atena.api import CSRF_HEADER, SESSION_COOKIE
 from renkei.atena.app import create_app
 from renkei.atena.models import Base
-from renkei.core.auth import AuthPolicy
-from renkei.core.guard import WorkingHours
-from renkei.core.oauth import CLIENT_ASSERTION_TYPE, GRANT_TYPE, make_client_assertion
+from renkei.core.wire.guard import WorkingHours
 from renkei.federation import setup
 from renkei.federation.topology import SHINJUKU, Org
+from renkei.staff.auth import AuthPolicy
+from renkei.staff.oauth import CLIENT_ASSERTION_TYPE, GRANT_TYPE, make_client_assertion
 from tests.api.fed import Federation, assert_problem, counts, unchanged
 
 CHILD_ALLOWANCE_AFFAIR = "JM01000000074000"

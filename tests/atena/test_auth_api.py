@@ -431,7 +431,7 @@ def test_forged_client_assertion_is_invalid_client(atena: AtenaKit) -> None:
     other = atena.request_token("jumin01-batch", RESIDENTS, audience="https://evil.example/oauth/token")
     _oauth_error(other, 401, "invalid_client")
     # So is one replayed.
-    from renkei.core.oauth import make_client_assertion
+    from renkei.staff.oauth import make_client_assertion
 
     jwt = make_client_assertion("jumin01-batch", atena.secret("jumin01-batch"), atena.token_url, atena.clock())
     assert atena.client.post("/oauth/token", data=atena.token_form(jwt, RESIDENTS)).status_code == 200

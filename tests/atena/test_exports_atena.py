@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 
 from renkei.core import ids
-from renkei.core.exports import ExportPolicy
+from renkei.staff.exports import ExportPolicy
 from tests.api.fed import Federation, assert_problem
 from tests.atena.kit import AtenaKit, open_atena
 from tests.atena.test_auth_api import person

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from renkei.atena.models import guard as guard_t
 from renkei.core import ids
-from renkei.core.guard import DistinctPersons, GuardPolicy, RateLimit, WorkingHours
+from renkei.core.wire.guard import DistinctPersons, GuardPolicy, RateLimit, WorkingHours
 from tests.api.fed import Federation, assert_problem, unchanged
 from tests.atena.kit import PSEUDONYMS, AtenaKit, open_atena
 from tests.atena.test_auth_api import inquiry, person

@@ -2,7 +2,7 @@
 a token at atena's real token endpoint and calls a business API with it.
 
 authlib signs its assertions for 3600 s by default; the server documents (OpenAPI,
-README, renkei.core.oauth) that ``exp`` is at most 300 s after ``iat``. The client here
+README, renkei.staff.oauth) that ``exp`` is at most 300 s after ``iat``. The client here
 sets that lifetime, as a business system must; the default is refused with a Japanese
 description that names the limit.
 """
@@ -19,7 +19,7 @@ from authlib.integrations.httpx_client import OAuth2Client, OAuthError
 from authlib.oauth2.rfc7523 import ClientSecretJWT, client_secret_jwt_sign
 from joserfc.jwk import OctKey
 
-from renkei.core.oauth import CLOCK_SKEW_S, MAX_ASSERTION_LIFETIME_S
+from renkei.staff.oauth import CLOCK_SKEW_S, MAX_ASSERTION_LIFETIME_S
 from tests.api.fed import Federation
 from tests.atena.kit import PSEUDONYMS, RESIDENTS, AtenaKit, open_atena
 from tests.atena.test_auth_api import person

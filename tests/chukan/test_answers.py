@@ -34,8 +34,8 @@ from renkei.core import ids
 from renkei.core.crypto import envelope
 from renkei.core.db import make_engine, transaction
 from renkei.core.errors import Problem
-from renkei.core.http import PeerUnavailable
-from renkei.core.messaging import Message, new_message_id, seal
+from renkei.core.wire.client import PeerUnavailable
+from renkei.core.wire.messaging import Message, new_message_id, seal
 from renkei.federation.topology import HUB, NAKANO, NENKIN, SHINJUKU
 from tests.api.fed import (
     JOSE,

@@ -13,7 +13,7 @@ from renkei.catalogue import load_catalogue
 from renkei.chukan import service
 from renkei.core import ids
 from renkei.core.db import transaction
-from renkei.core.roles import PermissionDenied
+from renkei.staff.roles import PermissionDenied
 from tests.api.fed import Federation, assert_problem, build_federation, unchanged
 from tests.core.staff_kit import NodeKit, open_node
 

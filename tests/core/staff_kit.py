@@ -1,6 +1,6 @@
 """An in-process node (hub, jlis, chukan or atena) with enrolled staff and a movable clock.
 
-Staff are enrolled as the node's set-up does (renkei.core.staff_admin.setup_staff: all
+Staff are enrolled as the node's set-up does (renkei.staff.admin.setup_staff: all
 roles at once, no administrator acting), with a cheap argon2 hasher; the tests then
 act through the routes. The database is the
 ``db_url`` fixture's (SQLite or PostgreSQL). Each sign-in moves the authentication
@@ -23,12 +23,12 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 from starlette.testclient import TestClient
 
-from renkei.core.auth import AuthPolicy
 from renkei.core.db import make_engine, transaction
-from renkei.core.guard import GuardPolicy, RateLimit, WorkingHours
-from renkei.core.staff_admin import generate_password, setup_staff
-from renkei.core.staff_api import CSRF_HEADER, SESSION_COOKIE
+from renkei.core.wire.guard import GuardPolicy, RateLimit, WorkingHours
 from renkei.federation.topology import HUB, JLIS, SHINJUKU, Org
+from renkei.staff.admin import generate_password, setup_staff
+from renkei.staff.auth import AuthPolicy
+from renkei.staff.routes import CSRF_HEADER, SESSION_COOKIE
 from tests.api.fed import Federation, counts
 
 CHEAP_POLICY = AuthPolicy(hasher=PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, MetaData, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from renkei.core import ids
-from renkei.core.audit import (
+from renkei.core.audit.log import (
     GENESIS_HASH,
     AuditEvent,
     AuditLog,

@@ -15,8 +15,10 @@ from argon2 import PasswordHasher
 from sqlalchemy import MetaData, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from renkei.core import auth
-from renkei.core.auth import (
+from renkei.core.crypto.field import FieldCipher, FieldDecryptError
+from renkei.core.db import NAMING, make_engine, make_sessionmaker
+from renkei.staff import auth
+from renkei.staff.auth import (
     AuthError,
     AuthPolicy,
     AuthTables,
@@ -46,9 +48,7 @@ from renkei.core.auth import (
     set_roles,
     unlock,
 )
-from renkei.core.crypto.field import FieldCipher, FieldDecryptError
-from renkei.core.db import NAMING, make_engine, make_sessionmaker
-from renkei.core.roles import PermissionDenied, RoleConflict
+from renkei.staff.roles import PermissionDenied, RoleConflict
 from renkei.staff.throttle import ThrottlePolicy
 
 CHEAP = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)

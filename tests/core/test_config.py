@@ -43,7 +43,7 @@ def test_errors_name_the_problem(tmp_path: Path) -> None:
 
 def test_dump_config_writes_sub_tables_that_load_back(tmp_path: Path) -> None:
     from renkei.core.config import dump_config
-    from renkei.core.guard import GuardPolicy
+    from renkei.core.wire.guard import GuardPolicy
 
     cfg = {
         "node": {"kind": "atena", "port": 9443, "flag": True, "name": 'a "quoted" \\ name'},

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from renkei.core.db import make_engine, make_sessionmaker
 from renkei.core.errors import Problem
-from renkei.core.exports import (
+from renkei.staff.exports import (
     ExportPolicy,
     approve,
     begin_export,

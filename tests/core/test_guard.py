@@ -18,12 +18,12 @@ from sqlalchemy import Engine, MetaData, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from renkei.core import ids
-from renkei.core.audit import AuditLog, audit_tables
+from renkei.core.audit.log import AuditLog, audit_tables
 from renkei.core.config import ConfigError
 from renkei.core.crypto import envelope
 from renkei.core.db import make_engine, make_sessionmaker, transaction
 from renkei.core.errors import Problem
-from renkei.core.guard import (
+from renkei.core.wire.guard import (
     Alert,
     Decision,
     DistinctPersons,

@@ -15,9 +15,9 @@ import pytest
 
 from renkei.core.crypto import envelope, pki
 from renkei.core.errors import Problem
-from renkei.core.http import PeerClient
-from renkei.core.keydir import KeyDirectory
-from renkei.core.messaging import seal
+from renkei.core.wire.client import PeerClient
+from renkei.core.wire.keydir import KeyDirectory
+from renkei.core.wire.messaging import seal
 
 ORG = "1310410000000000"
 PEER = "1311480000000000"

@@ -12,8 +12,8 @@ from sqlalchemy import MetaData, func, select
 from renkei.core.crypto import envelope, pki
 from renkei.core.db import kernel_tables, make_engine, make_sessionmaker
 from renkei.core.errors import Problem
-from renkei.core.keydir import KeyDirectory
-from renkei.core.messaging import open_message, remember, seal
+from renkei.core.wire.keydir import KeyDirectory
+from renkei.core.wire.messaging import open_message, remember, seal
 
 ORG = "1310410000000000"
 PEER = "1311480000000000"
@@ -133,7 +133,7 @@ def test_message_id_shaped_like_an_individual_number_is_refused(
 def test_generated_message_ids_never_hold_a_12_digit_run() -> None:
     import re
 
-    from renkei.core.messaging import new_message_id
+    from renkei.core.wire.messaging import new_message_id
 
     ids_ = {new_message_id() for _ in range(5000)}
     assert len(ids_) == 5000 and not any(re.search(r"[0-9]{12}", i) for i in ids_)

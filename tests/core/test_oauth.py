@@ -27,7 +27,7 @@ from structlog.testing import capture_logs
 
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.db import make_engine, make_sessionmaker, transaction
-from renkei.core.oauth import (
+from renkei.staff.oauth import (
     CLIENT_ASSERTION_TYPE,
     ClientPrincipal,
     OAuthError,

@@ -11,8 +11,8 @@ from sqlalchemy import MetaData, select
 
 from renkei.core.db import kernel_tables, make_engine, make_sessionmaker, transaction
 from renkei.core.errors import Problem
-from renkei.core.http import PeerUnavailable
-from renkei.core.outbox import backoff, deliver_due, enqueue, pending
+from renkei.core.wire.client import PeerUnavailable
+from renkei.core.wire.outbox import backoff, deliver_due, enqueue, pending
 
 
 class FlakyPeer:

@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 import renkei
-from renkei.core import errors, ids, messaging
-from renkei.core.auth import AUTH_ERROR_CODES
+from renkei.core import errors, ids
 from renkei.core.errors import STATUS_OF, Problem, http_problem
-from renkei.core.oauth import OAuthError
+from renkei.core.wire import messaging
+from renkei.staff.auth import AUTH_ERROR_CODES
+from renkei.staff.oauth import OAuthError
 
 PACKAGE = Path(renkei.__file__).parent
 
@@ -41,10 +42,10 @@ class Site:
 DYNAMIC = {
     "core/errors.py:from_dict": "the peer's code if registered, with its registered status",
     "core/errors.py:http_problem": "test_http_errors_have_one_code_per_status",
-    "core/messaging.py:open_message": "test_envelope_refusals_are_registered",
-    "core/auth.py:__init__": "test_auth_error_codes_agree_with_the_register",
-    "core/roles.py:__init__": "test_permission_denied_codes_are_403",
-    "core/oauth.py:to_problem": "test_oauth_refusals_agree_with_the_register",
+    "core/wire/messaging.py:open_message": "test_envelope_refusals_are_registered",
+    "staff/auth.py:__init__": "test_auth_error_codes_agree_with_the_register",
+    "staff/roles.py:__init__": "test_permission_denied_codes_are_403",
+    "staff/oauth.py:to_problem": "test_oauth_refusals_agree_with_the_register",
     "hub/api.py:inquiries": "relays a provider's Problem, already normalized by Problem()",
     "chukan/api.py:_codes": "test_identifier_codes_are_registered",
     "atena/service.py:inquire": "test_identifier_codes_are_registered",
@@ -117,8 +118,8 @@ SITES = list(_sites())
 def test_the_walk_finds_the_known_places() -> None:
     # The walk must be able to fail: it sees the places this test is about.
     found = {(s.where, s.code) for s in SITES}
-    assert ("core/node.py:receive", "malformed_message") in found
-    assert ("core/http.py:__init__", "peer_unavailable") in found
+    assert ("core/wire/runtime.py:receive", "malformed_message") in found
+    assert ("core/wire/client.py:__init__", "peer_unavailable") in found
     assert ("chukan/api.py:inquire", "bad_answer") in found
     assert len(SITES) > 100
 
@@ -167,7 +168,7 @@ def test_permission_denied_codes_are_403() -> None:
         if isinstance(first, ast.Constant):
             codes.add(first.value)
         else:
-            assert where == "core/roles.py", where  # the unpickling helper passes it on
+            assert where == "staff/roles.py", where  # the unpickling helper passes it on
     assert codes and all(STATUS_OF.get(c) == 403 for c in codes), codes
 
 

@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-from renkei.core.roles import (
+from renkei.staff.roles import (
     PermissionDenied,
     Role,
     RoleConflict,

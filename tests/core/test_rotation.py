@@ -470,7 +470,7 @@ def test_rotate_keys_resumes_then_retires(env: Env, tmp_path: Path) -> None:
 def test_known_columns_match_the_code() -> None:
     from renkei.atena import service
     from renkei.atena.models import Person
-    from renkei.core import auth, oauth
+    from renkei.staff import auth, oauth
 
     assert PERSONS_INDIVIDUAL_NUMBER.aad("100000000000019") == service._aad("100000000000019")
     assert COL.ciphertext_column in Person.__table__.c and COL.pk_column in Person.__table__.c

@@ -18,7 +18,7 @@ import pytest
 
 from renkei.core.config import ServerLimits
 from renkei.core.crypto import pki
-from renkei.core.serving import LINGER_SECONDS, ListenerConfig, ListenerServer
+from renkei.core.wire.serving import LINGER_SECONDS, ListenerConfig, ListenerServer
 
 LIMITS = ServerLimits(
     max_header_bytes=4096,

@@ -1,4 +1,4 @@
-"""The staff routes every node mounts (renkei.core.staff_api): sign-in, administration,
+"""The staff routes every node mounts (renkei.staff.routes): sign-in, administration,
 separation of duties, CSRF, revocation, alerts, audit verification and audit export
 through the approval flow — on SQLite and PostgreSQL.
 
@@ -20,17 +20,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from renkei.core import auth, exports, ids, staff_admin
-from renkei.core.audit import verify_jsonl
-from renkei.core.auditor import node_key_resolver, verify_audit_log
-from renkei.core.auth import StaffPrincipal
-from renkei.core.exports import ExportPolicy
-from renkei.core.guard import GuardPolicy, RateLimit, WorkingHours
-from renkei.core.roles import PermissionDenied
-from renkei.core.staff_api import CSRF_HEADER, SESSION_COOKIE
+from renkei.core import ids
+from renkei.core.audit.log import verify_jsonl
+from renkei.core.wire.guard import GuardPolicy, RateLimit, WorkingHours
 from renkei.hub.models import exports as hub_exports_tables
-from renkei.staff import role_requests
+from renkei.staff import admin as staff_admin
+from renkei.staff import auth, exports, role_requests
+from renkei.staff.auditor import node_key_resolver, verify_audit_log
+from renkei.staff.auth import StaffPrincipal
+from renkei.staff.exports import ExportPolicy
 from renkei.staff.role_requests import RolePolicy
+from renkei.staff.roles import PermissionDenied
+from renkei.staff.routes import CSRF_HEADER, SESSION_COOKIE
 from tests.api.fed import Federation, assert_problem, build_federation, has_japanese, unchanged
 from tests.core.staff_kit import ORG_OF, NodeKit, open_node, rt_auth
 

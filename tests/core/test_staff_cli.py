@@ -17,11 +17,11 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from renkei import cli
-from renkei.core import auth
-from renkei.core.auth import AuthPolicy
 from renkei.core.config import load_config
-from renkei.core.staff_admin import NodeStore, cli_principal, open_node_store
-from renkei.core.staff_cli import PASSWORD_ENV, split_roles
+from renkei.staff import auth
+from renkei.staff.admin import NodeStore, cli_principal, open_node_store
+from renkei.staff.auth import AuthPolicy
+from renkei.staff.cli import PASSWORD_ENV, split_roles
 from tests.api.fed import Federation, build_federation
 from tests.core.staff_kit import ORG_OF
 

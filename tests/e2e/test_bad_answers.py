@@ -36,7 +36,7 @@ from starlette.routing import Route
 
 from renkei.catalogue import load_catalogue
 from renkei.core.crypto import envelope
-from renkei.core.messaging import JOSE_MEDIA_TYPE, seal
+from renkei.core.wire.messaging import JOSE_MEDIA_TYPE, seal
 from renkei.dummy.population import NAKANO as NAKANO_LG
 from renkei.dummy.population import Population, generate_population
 from renkei.federation import demo

@@ -284,7 +284,7 @@ def test_atena_key_cannot_inquire_at_the_hub(run: Run) -> None:
     import httpx
 
     from renkei.core.crypto import envelope
-    from renkei.core.messaging import JOSE_MEDIA_TYPE, seal
+    from renkei.core.wire.messaging import JOSE_MEDIA_TYPE, seal
 
     creds = run.layout.creds_dir(SHINJUKU, "atena")
     key = envelope.load_signing_key(creds / "sig.jwk")
@@ -340,10 +340,10 @@ def test_demo_command_writes_report_and_population(tmp_path: Path) -> None:
 
 def _approve_at_hub(run: Run, request_id: int, approver: str) -> None:
     """What a second auditor's POST /v1/exports/{id}/approve does, on the hub's database."""
-    from renkei.core import exports
     from renkei.core.config import load_config
     from renkei.core.db import make_engine, make_sessionmaker, transaction, utcnow
     from renkei.hub import models
+    from renkei.staff import exports
 
     cfg = load_config(run.layout.config_path(HUB, "hub"))
     engine = make_engine(cfg.database_url)

@@ -19,14 +19,14 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, MetaData, func, insert, inspect, select, text
 from starlette.testclient import TestClient
 
-from renkei.core import auth
-from renkei.core.audit import AuditEvent, AuditLog, verify
+from renkei.core.audit.log import AuditEvent, AuditLog, verify
 from renkei.core.crypto import envelope
 from renkei.core.db import make_engine, make_sessionmaker, migrate, transaction
-from renkei.core.staff_admin import cli_principal, enrol_staff, node_cipher
 from renkei.federation import staff as demo_staff
 from renkei.federation.topology import HUB, JLIS, NAKANO, SHINJUKU
 from renkei.hub.app import create_app as hub_app
+from renkei.staff import auth
+from renkei.staff.admin import cli_principal, enrol_staff, node_cipher
 from tests.api.fed import Federation, build_federation
 from tests.core.staff_kit import CHEAP_POLICY, ORG_OF
 

@@ -12,12 +12,12 @@ from joserfc.jwk import OKPKey
 from sqlalchemy import MetaData, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from renkei.core import timestamping
-from renkei.core.audit import AuditEvent, AuditLog, Checkpoint, audit_tables
+from renkei.core.audit import timestamping
+from renkei.core.audit.log import AuditEvent, AuditLog, Checkpoint, audit_tables
+from renkei.core.audit.timestamping import AUDIT_CHECKPOINT, StampRequest
 from renkei.core.crypto import envelope
 from renkei.core.db import make_engine, transaction
 from renkei.core.errors import Problem
-from renkei.core.timestamping import AUDIT_CHECKPOINT, StampRequest
 from renkei.tsa import service
 from renkei.tsa.models import Base
 from tests.api.fed import fresh_ed25519

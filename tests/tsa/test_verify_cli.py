@@ -22,10 +22,10 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from renkei.cli import VERIFY_UNCONFIRMED, app
-from renkei.core.audit import AuditEvent
+from renkei.core.audit.log import AuditEvent
 from renkei.core.config import load_config
 from renkei.core.db import make_engine, transaction
-from renkei.core.serving import ListenerServer, peer_listener
+from renkei.core.wire.serving import ListenerServer, peer_listener
 from renkei.federation.topology import JLIS, TSA
 from renkei.jlis.app import create_app as jlis_app
 from renkei.jlis.models import audit

@@ -27,10 +27,10 @@ from renkei.atena.app import MIGRATIONS, create_app
 from renkei.atena.models import Base, Person
 from renkei.atena.models import auth as auth_t
 from renkei.core import ids
-from renkei.core.auth import create_staff
+from renkei.core.audit.timestamping import STAMP_TYP
 from renkei.core.db import make_engine, migrate, transaction
-from renkei.core.timestamping import STAMP_TYP
 from renkei.federation.topology import SHINJUKU
+from renkei.staff.auth import create_staff
 from renkei.web.atena import create_staff_app
 from renkei.web.pages import TERMINAL_WARNING
 from renkei.web.site import LOGIN_COOKIE, SESSION_COOKIE, PasswordRules

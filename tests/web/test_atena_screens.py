@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from renkei.atena.models import Base
 from renkei.core.errors import Problem
-from renkei.core.guard import GuardPolicy
+from renkei.core.wire.guard import GuardPolicy
 from tests.atena.kit import CHILD_ALLOWANCE_AFFAIR
 from tests.web.kit import CHILD_SYSTEM_NO, KANA_CROWD, TAX_SYSTEM_NO, Web, number_of
 

@@ -24,7 +24,7 @@ from renkei.cli import app as cli
 from renkei.core.config import ConfigError, StaffConfig, load_config
 from renkei.core.crypto import pki
 from renkei.core.db import make_engine, migrate
-from renkei.core.serving import ListenerServer
+from renkei.core.wire.serving import ListenerServer
 from renkei.federation import setup
 from renkei.federation.topology import NAKANO, SHINJUKU, Layout
 from renkei.web.atena import create_staff_app

@@ -1,8 +1,8 @@
 """chukan staff and export tables
 
 Staff accounts (operators) with argon2id passwords and TOTP, their database sessions and
-personal API tokens (renkei.core.auth), and the export requests with their approvals
-(renkei.core.exports). Only new tables: existing rows are untouched.
+personal API tokens (renkei.staff.auth), and the export requests with their approvals
+(renkei.staff.exports). Only new tables: existing rows are untouched.
 
 Revision ID: chukan_0002
 Revises: chukan_0001

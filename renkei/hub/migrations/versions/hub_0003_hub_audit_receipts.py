@@ -1,7 +1,7 @@
 """hub audit receipts
 
 The time-stamp authority's receipts for this node's audit checkpoints
-(renkei.core.audit, renkei.core.timestamping). Only a new table: existing rows are untouched.
+(renkei.core.audit.log, renkei.core.audit.timestamping). Only a new table: existing rows are untouched.
 
 Revision ID: hub_0003
 Revises: hub_0002

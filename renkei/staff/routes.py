@@ -20,7 +20,7 @@ Who is calling: the session cookie — with the session's CSRF token in
 runs only once — or a personal API token (``Authorization: Bearer``, no CSRF).
 Every refusal is problem+json with a stable code and a Japanese title, is audited,
 and changes nothing; the role checks live in the service functions
-(renkei.core.staff_admin, auditor, exports), the routes only translate.
+(renkei.staff.admin, auditor, exports), the routes only translate.
 """
 
 from __future__ import annotations
@@ -39,24 +39,27 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from renkei.core import auditor, auth, export_kinds, exports, guard, staff_admin
-from renkei.core.audit import AuditEvent
-from renkei.core.auth import AuthTables, StaffPrincipal
+from renkei.core.audit.log import AuditEvent
 from renkei.core.config import ConfigError
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.db import transaction
 from renkei.core.errors import Problem
-from renkei.core.exports import (
+from renkei.core.wire import guard
+from renkei.core.wire.guard import GuardTables
+from renkei.core.wire.runtime import NodeRuntime
+from renkei.staff import admin as staff_admin
+from renkei.staff import auditor, auth, export_kinds, exports, role_requests
+from renkei.staff.auth import AuthTables, StaffPrincipal
+from renkei.staff.exports import (
     ExportKind,
     ExportPolicy,
     ExportRegistry,
     ExportRequest,
     ExportTables,
 )
-from renkei.core.guard import GuardTables
-from renkei.core.node import NodeRuntime
-from renkei.core.oauth import OAuthError, bearer_problem_response
-from renkei.core.staff_schemas import (
+from renkei.staff.oauth import OAuthError, bearer_problem_response
+from renkei.staff.role_requests import RolePolicy, RoleRequest
+from renkei.staff.schemas import (
     AlertListOut,
     AlertOut,
     ApiTokenIn,
@@ -83,8 +86,6 @@ from renkei.core.staff_schemas import (
     TotpOut,
     VerifyOut,
 )
-from renkei.staff import role_requests
-from renkei.staff.role_requests import RolePolicy, RoleRequest
 
 __all__ = [
     "ALL_PARTS",
@@ -329,7 +330,7 @@ class StaffAccess:
         """Dependency: a signed-in staff member (or their API token); refusals are audited.
 
         ``screen`` applies the node's rate limits and abnormal-traffic rules
-        (renkei.core.guard); a route about one person screens itself with that person.
+        (renkei.core.wire.guard); a route about one person screens itself with that person.
         """
 
         def dependency(request: Request) -> StaffPrincipal:

@@ -15,8 +15,8 @@ import orjson
 
 from renkei.core.crypto import envelope
 from renkei.core.errors import PROBLEM_MEDIA_TYPE, Problem
-from renkei.core.messaging import JOSE_MEDIA_TYPE, Message, open_message, seal
 from renkei.core.wire import contract
+from renkei.core.wire.messaging import JOSE_MEDIA_TYPE, Message, open_message, seal
 
 KeyLookup = Callable[[str], Awaitable[Any | None]]
 

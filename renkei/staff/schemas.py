@@ -1,4 +1,4 @@
-"""Wire shapes of the staff routes every node mounts (renkei.core.staff_api)."""
+"""Wire shapes of the staff routes every node mounts (renkei.staff.routes)."""
 
 from __future__ import annotations
 

@@ -66,8 +66,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.db import BigId, UtcDateTime
 from renkei.core.errors import Problem
-from renkei.core.roles import ADMIN, check_separation, normalize_roles, parse_role, require
 from renkei.staff import throttle
+from renkei.staff.roles import ADMIN, check_separation, normalize_roles, parse_role, require
 from renkei.staff.throttle import ThrottlePolicy
 
 __all__ = [
@@ -731,7 +731,7 @@ def create_staff(
 
     ValueError for a bad staff ID, name or role, `RoleConflict` (a ValueError) when the
     roles break separation of duties, AuthError ``password_policy`` for a weak password.
-    The caller authorizes: renkei.core.staff_admin (an administrator: data roles only
+    The caller authorizes: renkei.staff.admin (an administrator: data roles only
     after a second one approves) or the set-up (`staff_admin.setup_staff`).
     """
     _aware(now)

@@ -17,8 +17,8 @@ from sqlalchemy.orm import Session
 
 from renkei.core.db import KernelTables
 from renkei.core.errors import Problem
-from renkei.core.messaging import new_message_id
-from renkei.core.node import NodeRuntime
+from renkei.core.wire.messaging import new_message_id
+from renkei.core.wire.runtime import NodeRuntime
 
 log = structlog.get_logger("renkei.outbox")
 

@@ -19,16 +19,16 @@ from fastapi.responses import Response
 from sqlalchemy import Engine, MetaData
 from sqlalchemy.orm import Session, sessionmaker
 
-from renkei.core.audit import AuditEvent, AuditLog, AuditTables
+from renkei.core.audit.log import AuditEvent, AuditLog, AuditTables
 from renkei.core.config import NodeConfig
 from renkei.core.crypto import envelope, pki
 from renkei.core.db import KernelTables, make_engine, make_sessionmaker
 from renkei.core.errors import Problem
-from renkei.core.guard import GuardPolicy, GuardTables, alert_event, check
-from renkei.core.http import PeerClient
-from renkei.core.keydir import KeyDirectory
-from renkei.core.messaging import JOSE_MEDIA_TYPE, Message, open_message, seal
 from renkei.core.wire import contract
+from renkei.core.wire.client import PeerClient
+from renkei.core.wire.guard import GuardPolicy, GuardTables, alert_event, check
+from renkei.core.wire.keydir import KeyDirectory
+from renkei.core.wire.messaging import JOSE_MEDIA_TYPE, Message, open_message, seal
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 

@@ -32,15 +32,15 @@ from typing import Annotated, Any, Final, TypeVar
 import typer
 from sqlalchemy.orm import Session
 
-from renkei.core import staff_admin
-from renkei.core.audit import AuditEvent
+from renkei.core.audit.log import AuditEvent
 from renkei.core.config import ConfigError, load_config
 from renkei.core.db import transaction, utcnow
 from renkei.core.errors import Problem
-from renkei.core.staff_admin import NodeStore
-from renkei.core.staff_api import Done
+from renkei.staff import admin as staff_admin
 from renkei.staff import role_requests
+from renkei.staff.admin import NodeStore
 from renkei.staff.role_requests import RolePolicy, RoleRequest
+from renkei.staff.routes import Done
 
 __all__ = ["PASSWORD_ENV", "staff_app"]
 

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from renkei.core.db import BigId, UtcDateTime
 from renkei.core.errors import Problem
-from renkei.core.roles import has_role, require
+from renkei.staff.roles import has_role, require
 
 # The role each kind of export needs (a staff member without it cannot even ask).
 EXPORT_ROLES: Mapping[str, str] = {

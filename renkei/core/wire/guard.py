@@ -87,7 +87,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
 from renkei.core import ids
-from renkei.core.audit import AuditEvent
+from renkei.core.audit.log import AuditEvent
 from renkei.core.config import ConfigError
 from renkei.core.db import BigId, UtcDateTime
 from renkei.core.errors import Problem

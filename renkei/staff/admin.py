@@ -24,29 +24,30 @@ No route, screen or `renkei staff` command reaches it; its audit actor is ``setu
 from __future__ import annotations
 
 import getpass
-import importlib
 import re
 import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Final
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from renkei.core import auth, guard
-from renkei.core.audit import AuditLog
-from renkei.core.auth import AuthPolicy, AuthTables, StaffPrincipal
+from renkei.core.audit.log import AuditLog
 from renkei.core.config import NodeConfig
 from renkei.core.crypto import envelope
 from renkei.core.crypto.field import FieldCipher, FileKms, load_or_create_keyring
 from renkei.core.db import make_engine, make_sessionmaker, migrate
 from renkei.core.errors import Problem
-from renkei.core.guard import GuardTables
-from renkei.core.roles import (
+from renkei.core.schema import SchemaError, schema_of
+from renkei.core.wire import guard
+from renkei.core.wire.guard import GuardTables
+from renkei.staff import auth, role_requests
+from renkei.staff.auth import AuthPolicy, AuthTables, StaffPrincipal
+from renkei.staff.role_requests import DEFAULT_ROLE_POLICY, RoleChange, RolePolicy, RoleRequest
+from renkei.staff.roles import (
     ADMIN,
     RoleConflict,
     check_separation,
@@ -54,8 +55,6 @@ from renkei.core.roles import (
     parse_role,
     require,
 )
-from renkei.staff import role_requests
-from renkei.staff.role_requests import DEFAULT_ROLE_POLICY, RoleChange, RolePolicy, RoleRequest
 
 __all__ = [
     "Enrolment",
@@ -140,19 +139,26 @@ class NodeStore:
 
 
 def open_node_store(config: NodeConfig, *, engine: Engine | None = None) -> NodeStore:
-    """Open (and migrate to the newest schema) the database of the node ``config`` names."""
-    models = importlib.import_module(f"renkei.{config.kind}.models")
-    tables: AuthTables | None = getattr(models, "auth", None)
+    """Open (and migrate to the newest schema) the database of the node ``config`` names.
+
+    The node's schema comes from the kernel's registry (`renkei.core.schema`), filled
+    when `renkei.nodes` is imported; a kind nobody registered is a ValueError.
+    """
+    try:
+        schema = schema_of(config.kind)
+    except SchemaError as exc:
+        raise ValueError(str(exc)) from None
+    tables: AuthTables | None = schema.auth
     if tables is None:
         raise ValueError(f"{config.kind} には職員アカウントがありません。")
     eng = engine or make_engine(config.database_url)
-    migrate(eng, Path(str(models.__file__)).parent / "migrations", models.Base.metadata)
+    migrate(eng, schema.migrations, schema.metadata, {"field_cipher": node_cipher(config)})
     return NodeStore(
         config=config,
         engine=eng,
         sessions=make_sessionmaker(eng),
         auth=tables,
-        audit=AuditLog(models.audit, envelope.load_signing_key(config.keys.sig)),
+        audit=AuditLog(schema.audit, envelope.load_signing_key(config.keys.sig)),
         cipher=node_cipher(config),
     )
 

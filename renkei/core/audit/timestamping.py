@@ -4,7 +4,7 @@ The time-stamp authority (tsa, DESIGN.md §1) countersigns heads: "node N's sequ
 kind K has reached number ``seq`` with hash ``hash``", as signed by N's organization.
 It keeps the newest head of every (node, kind), refuses a head that moves back or
 forks, and answers with a receipt. Kinds: ``audit_checkpoint`` (a node's signed audit
-checkpoints, renkei.core.audit); ``evidence_batch`` is reserved for the hub's evidence
+checkpoints, renkei.core.audit.log); ``evidence_batch`` is reserved for the hub's evidence
 batch roots. Everything a submitter or a verifier needs is here; the authority's
 storage is renkei.tsa.
 
@@ -24,7 +24,7 @@ A receipt proves that the authority saw that head at that time; ``tsa.head`` giv
 authority's newest head of a node with its receipt, and `renkei audit verify` compares
 the local chain with it.
 
-Wire (sealed messages, renkei.core.messaging; only the authority answers):
+Wire (sealed messages, renkei.core.wire.messaging; only the authority answers):
 
 - ``POST /v1/stamps`` ``tsa.stamp`` {node, kind, seq, hash, at, token} → ``tsa.stamped``
   {receipt}. ``token`` is the submitter's own JWS over {"seq", "hash", "at"} (for an
@@ -54,15 +54,15 @@ import orjson
 from sqlalchemy.orm import Session
 
 from renkei.core import ids
-from renkei.core.audit import Checkpoint, store_receipt
+from renkei.core.audit.log import Checkpoint, store_receipt
 from renkei.core.config import ConfigError, NodeConfig
 from renkei.core.crypto import envelope
 from renkei.core.db import transaction
 from renkei.core.errors import Problem
-from renkei.core.messaging import Message
+from renkei.core.wire.messaging import Message
 
 if TYPE_CHECKING:
-    from renkei.core.node import NodeRuntime
+    from renkei.core.wire.runtime import NodeRuntime
 
 STAMP_PATH: Final = "/v1/stamps"
 HEAD_PATH: Final = "/v1/heads"
@@ -318,7 +318,7 @@ def countersign_checkpoints(rt: NodeRuntime) -> None:
     it is sent even if the authority is down when the checkpoint is made. Needs
     ``[peers] tsa`` and ``[node] tsa_org_code``.
     """
-    from renkei.core.outbox import enqueue
+    from renkei.core.wire.outbox import enqueue
 
     cfg = rt.config
     url = cfg.peer("tsa") + STAMP_PATH
@@ -354,8 +354,8 @@ async def query_head(cfg: NodeConfig, *, timeout_seconds: float = 15.0) -> Autho
     checked with the authority's pinned key (``[keys] tsa_public``) or, failing that,
     the key the hub's registry publishes."""
     from renkei.core.crypto import pki
-    from renkei.core.http import PeerClient
-    from renkei.core.keydir import KeyDirectory
+    from renkei.core.wire.client import PeerClient
+    from renkei.core.wire.keydir import KeyDirectory
 
     if not cfg.tsa_org_code:
         raise ConfigError("[node] tsa_org_code（タイムスタンプ局の機関コード）が設定されていません")

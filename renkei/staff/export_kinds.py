@@ -18,11 +18,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from renkei.core.audit import AuditTables, export_jsonl
+from renkei.core.audit.log import AuditTables, export_jsonl
 from renkei.core.errors import Problem
-from renkei.core.exports import ExportKind
-from renkei.core.roles import AUDIT
 from renkei.core.text.wareki import WarekiError, parse_date
+from renkei.staff.exports import ExportKind
+from renkei.staff.roles import AUDIT
 
 JAPAN: Final = ZoneInfo("Asia/Tokyo")
 PERIOD_KEYS: Final = frozenset({"from", "to"})
@@ -84,9 +84,9 @@ def period_bounds(params: Mapping[str, Any]) -> tuple[datetime | None, datetime 
 
 
 def audit_export_kind(tables: AuditTables) -> ExportKind:
-    """The node's audit log as JSON Lines (role 監査), as `renkei.core.audit.export_jsonl` writes it.
+    """The node's audit log as JSON Lines (role 監査), as `renkei.core.audit.log.export_jsonl` writes it.
 
-    Each line verifies offline with `renkei.core.audit.verify_jsonl` (after the header line).
+    Each line verifies offline with `renkei.core.audit.log.verify_jsonl` (after the header line).
     """
 
     def count(session: Session, params: Mapping[str, Any]) -> int:

@@ -2,7 +2,7 @@
 
 Separation of duties: only audit roles read the audit log (`roles.may_read_audit`);
 管理 alone does not. Exports of the log go through the approval flow
-(renkei.core.exports, kind ``audit`` in renkei.core.export_kinds).
+(renkei.staff.exports, kind ``audit`` in renkei.staff.export_kinds).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 from joserfc.jwk import OKPKey
 from sqlalchemy.orm import Session
 
-from renkei.core.audit import AuditTables, VerifyReport, verify
+from renkei.core.audit.log import AuditTables, VerifyReport, verify
 from renkei.core.config import NodeConfig
 from renkei.core.crypto import envelope
-from renkei.core.roles import AUDIT, PermissionDenied, may_read_audit
+from renkei.staff.roles import AUDIT, PermissionDenied, may_read_audit
 
 KeyResolver = Callable[[str], Any | None]
 

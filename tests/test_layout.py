@@ -6,7 +6,8 @@
 - `renkei.staff` imports no node and nothing above it either;
 - neither the kernel nor staff loads modules by name (`importlib`, `__import__`): a node
   hands its schema to the kernel (`renkei.core.schema.register`);
-- `renkei.dummy` does not import `renkei.federation` (the federation may use dummy).
+- `renkei.dummy` does not import `renkei.federation` (the federation may use dummy);
+- no import cycle among renkei's modules (the synthetic-population generator had one).
 
 Every import counts, also those inside functions and under TYPE_CHECKING.
 """
@@ -108,3 +109,95 @@ def test_the_check_finds_each_kind_of_violation(
     monkeypatch.setattr(__import__(__name__, fromlist=["x"]), "ROOT", fake_root)
     monkeypatch.setattr(__import__(__name__, fromlist=["x"]), "SOURCES", [planted])
     assert any(rule in v for v in _violations())
+
+
+# --- import cycles ----------------------------------------------------------------------
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_imports(path: Path, modules: set[str]) -> set[str]:
+    """The modules of `modules` the file imports (`from package import module` names the
+    module; `from module import name` the module)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                while parts and ".".join(parts) not in modules:
+                    parts.pop()  # `import renkei.a.b` of a name in module renkei.a
+                if parts:
+                    out.add(".".join(parts))
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                if full in modules:
+                    out.add(full)
+                elif node.module in modules:
+                    out.add(node.module)
+    return out
+
+
+def _cycles() -> list[list[str]]:
+    """Every set of modules that import each other round (strongly connected, Tarjan)."""
+    modules = {_module_name(p): p for p in SOURCES}
+    graph = {name: sorted(_module_imports(path, set(modules))) for name, path in modules.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1 or v in graph[v]:
+                found.append(sorted(component))
+
+    for name in sorted(graph):
+        if name not in index:
+            visit(name)
+    return found
+
+
+def test_no_import_cycles() -> None:
+    assert _cycles() == []
+
+
+def test_the_cycle_check_finds_a_cycle_through_a_function_level_import(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The shape the generator had: synth imports a stage, the stage imports back from
+    synth inside a function."""
+    fake_root = tmp_path / "renkei"
+    (fake_root / "dummy").mkdir(parents=True)
+    files = {
+        "__init__.py": "",
+        "model.py": "",
+        "synth.py": "from renkei.dummy import business\nfrom renkei.dummy.model import X\n",
+        "business.py": "from renkei.dummy.model import Y\ndef f():\n    from renkei.dummy.synth import stage_rng\n",
+    }
+    for name, source in files.items():
+        (fake_root / "dummy" / name).write_text(source, encoding="utf-8")
+    module = __import__(__name__, fromlist=["x"])
+    monkeypatch.setattr(module, "ROOT", fake_root)
+    monkeypatch.setattr(module, "SOURCES", sorted((fake_root / "dummy").glob("*.py")))
+    assert _cycles() == [["renkei.dummy.business", "renkei.dummy.synth"]]
+    (fake_root / "dummy" / "business.py").write_text("from renkei.dummy.model import Y\n", encoding="utf-8")
+    assert _cycles() == []

@@ -35,9 +35,8 @@ if TYPE_CHECKING:
 import orjson
 
 from renkei.dummy import business, cp932
-from renkei.dummy.model import RESIDENT, Person, SynthPopulation
+from renkei.dummy.model import NAKANO, RESIDENT, SHINJUKU, Person, SynthPopulation
 from renkei.dummy.noise_records import NonResidentRecord
-from renkei.dummy.population import NAKANO, SHINJUKU
 
 __all__ = [
     "FORMATS",
@@ -348,3 +347,4 @@ def write_population(
     root.mkdir(parents=True, exist_ok=True)
     (root / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return out
+

@@ -12,7 +12,7 @@ returns a `SynthPopulation`:
 5. identifiers — 個人番号 and 住民票コード for everyone, unique, by the J-LIS
    simulator's scheme (`renkei.core.ids`);
 6. attributes, business numbers, business data (`attributes`, `business`);
-7. change records (`events`); 8. non-resident records with noise (`noise`, if present).
+7. change records (`events`); 8. non-resident records with noise (`nonresidents`).
 
 Everything is deterministic for a seed. Everything is made up.
 """
@@ -29,41 +29,38 @@ from itertools import accumulate
 from typing import Final
 
 from renkei.core.ids import generate_individual_number, generate_resident_code, make_atena_no
+from renkei.dummy import attributes, business, events, nonresidents, tables
 from renkei.dummy import households as hh_plan
-from renkei.dummy import tables
 from renkei.dummy.addresses import ABROAD, OutsideAddresses, WardAddresses
 from renkei.dummy.households import COHABITANT, HouseholdPlan, plan_households, quota_from_table
 from renkei.dummy.model import (
-    DECEASED,
-    MOVED_OUT,
-    OUTSIDER,
-    RESIDENT,
-    Household,
-    Person,
-    SynthPopulation,
-)
-from renkei.dummy.names import ALIASES, NamePools, name_pools
-from renkei.dummy.population import (
     CHILD,
+    DECEASED,
     FEMALE,
     HEAD,
     HUSBAND,
     MALE,
+    MOVED_OUT,
     NAKANO,
+    OUTSIDER,
+    RESIDENT,
     SHINJUKU,
     WARDS,
     WIFE,
+    Household,
+    Person,
+    SynthPopulation,
+    add_years,
     serial_base,
+    stage_rng,
     tax_year_for,
 )
+from renkei.dummy.names import ALIASES, NamePools, name_pools
 
 __all__ = [
     "DEFAULT_NAKANO_RATIO",
     "SynthConfig",
-    "add_years",
-    "age_on",
     "generate",
-    "stage_rng",
 ]
 
 # 中野区 is a sample: by default 20,000 people for 343,000 in 新宿区 (configurable).
@@ -107,22 +104,6 @@ class SynthConfig:
 
 
 # --- small helpers ----------------------------------------------------------------------
-
-
-def add_years(d: date, years: int) -> date:
-    try:
-        return d.replace(year=d.year + years)
-    except ValueError:  # 29 February
-        return d.replace(year=d.year + years, day=28)
-
-
-def age_on(birth: date, day: date) -> int:
-    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
-
-
-def stage_rng(seed: int, stage: str) -> random.Random:
-    """An independent stream per stage (string seeds hash with SHA-512: stable across runs)."""
-    return random.Random(f"renkei-dummy:{seed}:{stage}")
 
 
 def _uniform_date(rng: random.Random, lo: date, hi: date) -> date:
@@ -440,8 +421,6 @@ def _generate(config: SynthConfig, progress: Callable[[str], None] | None) -> Sy
     _identifiers(seed, persons)
 
     pop = SynthPopulation(seed, ref, w0, tax_year, persons, households, [], (SHINJUKU, NAKANO))
-    from renkei.dummy import attributes, business, events
-
     note("attributes")
     attributes.decide(pop)
     note("business numbers")
@@ -551,8 +530,6 @@ def _identifiers(seed: int, persons: Sequence[Person]) -> None:
 
 
 def _non_residents(seed: int, config: SynthConfig, pop: SynthPopulation) -> None:
-    try:
-        from renkei.dummy import nonresidents
-    except ImportError:  # pragma: no cover - the noise module is optional at this stage
-        return
-    nonresidents.make(pop, stage_rng(seed, "non-residents"), config)
+    shinjuku = config.non_residents if config.non_residents is not None else config.people // 20
+    counts = {SHINJUKU: shinjuku, NAKANO: round(shinjuku * config.nakano / max(1, config.people))}
+    nonresidents.make(pop, stage_rng(seed, "non-residents"), counts)

@@ -15,10 +15,11 @@ from renkei.dummy.model import (
     MOVE_IN,
     MOVE_OUT,
     MOVE_WITHIN,
+    NAKANO,
     RESIDENT,
+    SHINJUKU,
     SynthPopulation,
 )
-from renkei.dummy.population import NAKANO, SHINJUKU
 from tests.dummy.synth_kit import small_population
 
 

@@ -126,9 +126,10 @@ NHI_INSURER: Final = MappingProxyType({
 })  # fmt: skip
 
 
-def business_serial_base(lg_code: str, system: str) -> int:
-    """First serial minus one of `system`'s 宛名番号 range in `lg_code` (see SERIAL_OFFSET)."""
-    return serial_base(lg_code, system) + SERIAL_OFFSET
+def business_serial_base(lg_code: str, system: str, offset: int = SERIAL_OFFSET) -> int:
+    """First serial minus one of `system`'s 宛名番号 in `lg_code`: `offset` serials into the
+    system's range (`renkei.dummy.model.SERIAL_OFFSET`; the population's `serial_offset`)."""
+    return serial_base(lg_code, system) + offset
 
 
 _ATENA_WEIGHTS: Final = tuple(2 + i % 6 for i in range(14))[::-1]  # left to right
@@ -221,7 +222,7 @@ def assign_numbers(pop: SynthPopulation) -> None:
     def give(p: Person, lg_code: str, system: str) -> None:
         serials = pop.numbers[f"{lg_code}:{system}"]
         if p.key not in serials:
-            serials[p.key] = business_serial_base(lg_code, system) + len(serials) + 1
+            serials[p.key] = business_serial_base(lg_code, system, pop.serial_offset) + len(serials) + 1
 
     for lg in pop.lg_codes:
         for p in pop.persons:

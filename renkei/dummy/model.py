@@ -119,8 +119,8 @@ _RANGE_NUMBERS: Final[Mapping[str, int]] = MappingProxyType({
 _RANGE_SIZE: Final = 10**10
 
 # The business numbers of `renkei dummy generate`/`load` start at serial 1,000,001 of each
-# range; the demo population (renkei.dummy.population) takes the first ones, so that both
-# live in one federation (`renkei dummy load` into `renkei demo --serve`).
+# range; the demo's small population (`renkei.dummy.synth.demo_config`) takes the first
+# ones, so that both live in one federation (`renkei dummy load` into `renkei demo --serve`).
 SERIAL_OFFSET: Final = 1_000_000
 
 
@@ -297,6 +297,7 @@ class SynthPopulation:
     households: list[Household]
     changes: list[ChangeRecord]
     lg_codes: tuple[str, ...]
+    serial_offset: int = SERIAL_OFFSET  # of the business numbers (see SERIAL_OFFSET)
     by_key: dict[str, Person] = field(default_factory=dict)
     # 業務宛名番号 serials: "lg_code:system" → {person key: serial} (see renkei.dummy.business)
     numbers: dict[str, dict[str, int]] = field(default_factory=dict)

@@ -58,7 +58,7 @@ def make(pop: SynthPopulation, rng: random.Random, counts: Mapping[str, int]) ->
         for r in records:
             if r.system not in next_serial:
                 taken = len(pop.numbers.get(f"{lg}:{r.system}", {}))
-                next_serial[r.system] = business.business_serial_base(lg, r.system) + taken
+                next_serial[r.system] = business.business_serial_base(lg, r.system, pop.serial_offset) + taken
             next_serial[r.system] += 1
             numbered.append(dataclasses.replace(r, business_atena_no=business.atena_no(next_serial[r.system])))
         pop.non_resident_records[lg] = numbered

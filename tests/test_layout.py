@@ -7,6 +7,8 @@
 - neither the kernel nor staff loads modules by name (`importlib`, `__import__`): a node
   hands its schema to the kernel (`renkei.core.schema.register`);
 - `renkei.dummy` does not import `renkei.federation` (the federation may use dummy);
+- no module imports httpx: aiohttp is the one HTTP client of renkei (STACK.md), httpx
+  is for the tests only (the `test` extra);
 - no import cycle among renkei's modules (the synthetic-population generator had one).
 
 Every import counts, also those inside functions and under TYPE_CHECKING.
@@ -49,6 +51,18 @@ def _imports(path: Path) -> list[tuple[int, str]]:
     return out
 
 
+def _third_party(path: Path) -> list[tuple[int, str]]:
+    """(line, top-level name) of every import of a package other than renkei."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    out: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name.split(".")[0]) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.lineno, node.module.split(".")[0]))
+    return [(line, name) for line, name in out if name != "renkei"]
+
+
 def _dynamic_loads(path: Path) -> list[int]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     lines = []
@@ -79,6 +93,9 @@ def _violations() -> list[str]:
                 found.append(f"{where}:{line}: staff imports renkei.{target}")
             if own == "dummy" and target == "federation":
                 found.append(f"{where}:{line}: dummy imports the federation")
+        for line, name in _third_party(path):
+            if name == "httpx":
+                found.append(f"{where}:{line}: imports httpx (for tests only; renkei uses aiohttp)")
         if own in {"core", "staff"}:
             found += [f"{where}:{line}: loads a module by name" for line in _dynamic_loads(path)]
     return found
@@ -96,6 +113,8 @@ def test_import_rules_hold() -> None:
         ("staff", "import renkei.atena.models\n", "staff imports renkei.atena"),
         ("core", "import importlib\n", "loads a module by name"),
         ("dummy", "from renkei import federation\n", "dummy imports the federation"),
+        ("federation", "def f():\n    import httpx\n", "imports httpx"),
+        ("core", "from httpx import AsyncClient\n", "imports httpx"),
     ],
 )
 def test_the_check_finds_each_kind_of_violation(

@@ -6,8 +6,10 @@ only if every scenario ended as expected.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
+import aiohttp
 import pyotp
 
 from renkei.atena.api import CSRF_HEADER, SESSION_COOKIE
@@ -79,6 +81,63 @@ class DemoFailure(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: dict[str, Any]
+    cookies: dict[str, str]
+
+
+class _Http:
+    """Blocking requests over one aiohttp session, run on an event loop of its own.
+
+    The demo, `renkei dummy load` and the benchmark talk to an atena step by step from
+    plain code; aiohttp is the one HTTP client of renkei outside the tests (STACK.md).
+    Not for use inside a running event loop. Cookies are never kept: a staff session is
+    sent explicitly with each request (`AtenaClient.staff_headers`).
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext, timeout: float) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._session = self._loop.run_until_complete(self._open(ssl_context, timeout))
+
+    @staticmethod
+    async def _open(ssl_context: ssl.SSLContext, timeout: float) -> aiohttp.ClientSession:
+        # uvicorn drops idle keep-alive connections after 5 s: never reuse one that old.
+        connector = aiohttp.TCPConnector(ssl=ssl_context, keepalive_timeout=4.0)
+        return aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=timeout), cookie_jar=aiohttp.DummyCookieJar()
+        )
+
+    def post(self, url: str, *, json_body: Any = None, form: dict[str, str] | None = None,
+             headers: dict[str, str] | None = None) -> Reply:  # fmt: skip
+        if self._loop.is_closed():
+            raise DemoFailure(f"{url}: この接続は閉じられています（client closed）")
+        return self._loop.run_until_complete(self._post(url, json_body, form, headers))
+
+    async def _post(self, url: str, json_body: Any, form: dict[str, str] | None,
+                    headers: dict[str, str] | None) -> Reply:  # fmt: skip
+        try:
+            async with self._session.post(url, json=json_body, data=form, headers=headers) as r:
+                raw = await r.read()
+                cookies = {name: morsel.value for name, morsel in r.cookies.items()}
+                status = r.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise DemoFailure(f"{url}: 宛名システムに接続できません（{type(exc).__name__}: {exc}）") from exc
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise DemoFailure(f"{url}: 応答が JSON のオブジェクトではありません（HTTP {status}）")
+        return Reply(status, body, cookies)
+
+    def close(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.run_until_complete(self._session.close())
+            self._loop.close()
+
+
 @dataclass
 class AtenaClient:
     """A staff terminal / business system talking to its own atena over mutual TLS.
@@ -86,11 +145,11 @@ class AtenaClient:
     Business systems authenticate with OAuth client credentials (a ``client_secret_jwt``
     assertion for /oauth/token, then the bearer token); staff sign in with ID, password
     and a TOTP code and send the session cookie and the CSRF token. The credentials come
-    from the 0600 file that set-up wrote; they are never printed.
+    from the 0600 file that set-up wrote; they are never printed. `close` when done.
     """
 
     base: str
-    client: httpx.Client
+    http: _Http
     credentials: dict[str, Any]
     tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
     sessions: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -100,14 +159,10 @@ class AtenaClient:
         # A business system of the organization, speaking TLS with atena's certificate.
         creds = layout.creds_dir(org, "atena")
         ctx = pki.client_ssl_context(creds / "tls.crt", creds / "tls.key", layout.ca_cert)
-        return cls(
-            layout.url(org, "atena"),
-            httpx.Client(verify=ctx, timeout=120.0),
-            setup.load_credentials(layout, org),
-        )
+        return cls(layout.url(org, "atena"), _Http(ctx, timeout=120.0), setup.load_credentials(layout, org))
 
     def close(self) -> None:
-        self.client.close()
+        self.http.close()
 
     def access_token(self, client_id: str, scope: str) -> str:
         cached = self.tokens.get(scope)
@@ -116,37 +171,34 @@ class AtenaClient:
         client = self.credentials["clients"][client_id]
         endpoint = str(self.credentials["token_endpoint"])
         assertion = make_client_assertion(client_id, client["secret"], endpoint, datetime.now(UTC))
-        r = self.client.post(
+        r = self.http.post(
             self.base + "/oauth/token",
-            data={
+            form={
                 "grant_type": GRANT_TYPE,
                 "scope": scope,
                 "client_assertion_type": CLIENT_ASSERTION_TYPE,
                 "client_assertion": assertion,
             },
         )
-        data: dict[str, Any] = r.json()
-        if r.status_code != 200:
-            raise DemoFailure(f"/oauth/token: {r.status_code} {data.get('error')} {data.get('error_description', '')}")
-        token = str(data["access_token"])
+        if r.status != 200:
+            raise DemoFailure(f"/oauth/token: {r.status} {r.body.get('error')} {r.body.get('error_description', '')}")
+        token = str(r.body["access_token"])
         self.tokens[scope] = (token, time.monotonic())
         return token
 
     def sign_in(self, staff_id: str) -> None:
         member = self.credentials["staff"][staff_id]
         code = pyotp.TOTP(pyotp.parse_uri(member["totp_uri"]).secret).now()
-        r = self.client.post(
+        r = self.http.post(
             self.base + "/v1/session",
-            json={"staff_id": staff_id, "password": member["password"], "totp": code},
+            json_body={"staff_id": staff_id, "password": member["password"], "totp": code},
         )
-        data: dict[str, Any] = r.json()
-        if r.status_code != 200:
-            raise DemoFailure(f"/v1/session: {r.status_code} {data.get('title')}")
+        if r.status != 200:
+            raise DemoFailure(f"/v1/session: {r.status} {r.body.get('title')}")
         cookie = r.cookies.get(SESSION_COOKIE)
         if not cookie:
             raise DemoFailure("/v1/session: no session cookie")
-        self.client.cookies.clear()  # each staff session is sent explicitly
-        self.sessions[staff_id] = (cookie, str(data["csrf_token"]))
+        self.sessions[staff_id] = (cookie, str(r.body["csrf_token"]))
 
     def staff_headers(self, staff_id: str) -> dict[str, str]:
         if staff_id not in self.sessions:
@@ -155,9 +207,8 @@ class AtenaClient:
         return {"Cookie": f"{SESSION_COOKIE}={cookie}", CSRF_HEADER: csrf}
 
     def post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        r = self.client.post(self.base + path, json=body, headers=headers)
-        data: dict[str, Any] = r.json()
-        return r.status_code, data
+        r = self.http.post(self.base + path, json_body=body, headers=headers)
+        return r.status, r.body
 
     def ok(self, path: str, body: dict[str, Any], *, client_id: str, scope: str) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.access_token(client_id, scope)}"}

@@ -87,5 +87,5 @@ def load_command(
             typer.echo(f"{org.name}: {exc}", err=True)
             raise typer.Exit(1) from None
         finally:
-            client.client.close()
+            client.close()
     typer.echo(f"loaded in {time.perf_counter() - start:.1f} s")

@@ -3,6 +3,9 @@ synthetic population, and its atena client's failures."""
 
 from __future__ import annotations
 
+import socket
+import ssl
+
 import pytest
 
 from renkei.dummy import business
@@ -42,6 +45,21 @@ def test_a_population_without_mover_families_is_a_clear_failure() -> None:
     pop = demo.generate_population(7, 120, 80)
     with pytest.raises(demo.DemoFailure, match="合成人口に必要な世帯がありません"):
         demo.build_scenarios(pop)
+
+
+def test_an_unreachable_atena_is_a_demo_failure_not_a_traceback() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    client = demo.AtenaClient(f"https://127.0.0.1:{port}", demo._Http(ssl.create_default_context(), 5.0), {})
+    try:
+        with pytest.raises(demo.DemoFailure, match="宛名システムに接続できません"):
+            client.post("/v1/inquiries", {}, {})
+    finally:
+        client.close()
+    with pytest.raises(demo.DemoFailure, match="閉じられています"):
+        client.post("/v1/inquiries", {}, {})
+    client.close()  # closing twice is harmless
 
 
 def test_nakano_knows_who_moved_to_shinjuku_children_included() -> None:

@@ -51,14 +51,14 @@ class Federation:
 
     def start(self, name: str, node: str, config: Path, url: str, *, stop_wave: int = 0) -> NodeProcess:
         log = config.parent / "server.log"
-        fh = log.open("ab")
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "renkei.cli", "serve", node, "--config", str(config)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,
-        )
+        with log.open("ab") as fh:  # the child writes to its own copy of the descriptor
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "renkei.cli", "serve", node, "--config", str(config)],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
         proc = NodeProcess(name, config, url, log, popen, stop_wave)
         self.processes.append(proc)
         return proc

@@ -6,6 +6,7 @@ import http.server
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 from pathlib import Path
 
@@ -96,3 +97,18 @@ def test_wait_healthy_gives_up_with_a_japanese_message(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="hub が応答しません"):
         fed.wait_healthy(ca, creds.tls_cert, creds.tls_key, timeout=0.5)
 
+
+def test_start_keeps_no_log_file_open_in_the_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The node writes its log through its own descriptor; the demo's copy is closed (it
+    was left to the garbage collector, one unclosed file per node process)."""
+    logs: list[object] = []
+
+    class Popen:
+        def __init__(self, args: list[str], *, stdout: object, **_kwargs: object) -> None:
+            assert args[-4:] == ["serve", "hub", "--config", str(tmp_path / "hub.toml")]
+            logs.append(stdout)
+
+    monkeypatch.setattr(subprocess, "Popen", Popen)
+    Federation().start("hub", "hub", tmp_path / "hub.toml", "https://127.0.0.1:1")
+    assert len(logs) == 1 and getattr(logs[0], "closed", False)
+    assert (tmp_path / "server.log").exists()

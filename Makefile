@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-0.1.0
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required")'
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test,lint]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[synth,test,lint]'
 	@touch $(STAMP)
 
 # Browser tests drive Debian's chromium (Playwright never downloads a browser here).

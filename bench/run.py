@@ -35,7 +35,6 @@ from echo_chain import EchoChain
 from renkei.core.config import dump_config
 from renkei.core.crypto import envelope, pki
 from renkei.core.wire.messaging import open_message, seal
-from renkei.dummy.population import generate_population
 from renkei.federation import demo
 from renkei.federation.process import Federation, sigterm_as_interrupt
 from renkei.federation.topology import NAKANO, ORGS, SHINJUKU, Layout
@@ -133,8 +132,9 @@ def lift_guard_limits(layout: Layout) -> None:
 
 def bench_inquiry_path(tmp: Path, args: argparse.Namespace, echo: loadgen.Result | None) -> None:
     layout = Layout(tmp / "var", 18800 + random.randrange(0, 50) * 10)
-    pop = generate_population(seed=11, shinjuku=150, nakano=100)
+    pop = demo.generate_population(seed=11, shinjuku=150, nakano=100)
     fed = Federation()
+    clients: dict[str, demo.AtenaClient] = {}
     try:
         demo.prepare(layout, pop)
         lift_guard_limits(layout)
@@ -173,6 +173,8 @@ def bench_inquiry_path(tmp: Path, args: argparse.Namespace, echo: loadgen.Result
             for kind, sample in (result.samples if result else {}).items():
                 print(f"  first {kind} answer: {sample}")
     finally:
+        for client in clients.values():
+            client.close()
         fed.stop()
 
     print("inquiry path goals (issue 9):")

@@ -395,8 +395,10 @@ def demo(
 
     import structlog
 
+    from renkei.dummy.cli import require_synth_extra
     from renkei.federation.demo import run_demo
 
+    require_synth_extra()
     # The demo speaks in its own bilingual steps; set-up's info logs would only interleave.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
 

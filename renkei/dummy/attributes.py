@@ -15,8 +15,16 @@ from datetime import date, timedelta
 from typing import Final
 
 from renkei.dummy.households import HouseholdKind
-from renkei.dummy.model import RESIDENT, Household, Person, SynthPopulation
-from renkei.dummy.population import CHILD, HUSBAND, WIFE
+from renkei.dummy.model import (
+    CHILD,
+    HUSBAND,
+    RESIDENT,
+    WIFE,
+    Household,
+    Person,
+    SynthPopulation,
+    stage_rng,
+)
 
 __all__ = ["CARE_LEVELS", "decide", "income_for"]
 
@@ -139,8 +147,6 @@ def _disability(rng: random.Random, p: Person, ref: date, welfare: bool) -> None
 
 def decide(pop: SynthPopulation) -> None:
     """Fill income, insurance, welfare, care and disability facts (deterministic)."""
-    from renkei.dummy.synth import stage_rng
-
     rng = stage_rng(pop.seed, "attributes")
     ref = pop.reference_date
     base = date(pop.tax_year, 1, 1)

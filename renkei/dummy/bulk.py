@@ -19,7 +19,7 @@ from typing import Any, Final
 from renkei.dummy import business
 from renkei.dummy.model import RESIDENT, Person, SynthPopulation
 
-__all__ = ["MAX_BATCH", "batches", "fukuhon_records", "jlis_rows", "resident_records"]
+__all__ = ["MAX_BATCH", "batches", "fukuhon_records", "jlis_rows", "person_record", "resident_records"]
 
 MAX_BATCH: Final = 10_000  # the atena's per-request limit
 
@@ -30,7 +30,8 @@ def jlis_rows(pop: SynthPopulation) -> Iterator[tuple[str, str, str]]:
         yield p.individual_number, p.resident_code, p.lg_code
 
 
-def _record(p: Person, numbers: dict[str, str]) -> dict[str, Any]:
+def person_record(p: Person, numbers: dict[str, str]) -> dict[str, Any]:
+    """`p` as an atena registers them, with `numbers` ({system: 業務宛名番号})."""
     # Someone who moved out elsewhere is known at the address they moved to (転出先),
     # when it is in Japan; otherwise at the last address the ward had.
     lg_code, postal, address = p.lg_code, p.postal_code, p.address
@@ -58,7 +59,7 @@ def resident_records(pop: SynthPopulation, lg_code: str) -> Iterator[dict[str, A
     for p in pop.persons:
         numbers = business.numbers_in(pop, p, lg_code)
         if (p.status == RESIDENT and p.lg_code == lg_code) or numbers:
-            yield _record(p, numbers)
+            yield person_record(p, numbers)
 
 
 def fukuhon_records(

@@ -33,20 +33,31 @@ from operator import mul
 from types import MappingProxyType
 from typing import Final
 
-from renkei.dummy.model import RESIDENT, Household, Person, SynthPopulation
-from renkei.dummy.population import (
+from renkei.dummy.model import (
     CHILD,
     FATHER,
     HEAD,
     HUSBAND,
     MOTHER,
     NAKANO,
+    RESIDENT,
+    SERIAL_OFFSET,
     SHINJUKU,
-    WARDS,
+    SYSTEM_CARE,
+    SYSTEM_CHILD_ALLOWANCE,
+    SYSTEM_DISABILITY,
+    SYSTEM_NHI,
+    SYSTEM_TAX,
+    SYSTEM_WELFARE,
+    SYSTEMS,
     WIFE,
+    Household,
+    Person,
+    SynthPopulation,
     child_allowance_cutoff,
     fiscal_year,
     serial_base,
+    stage_rng,
 )
 
 __all__ = [
@@ -56,6 +67,12 @@ __all__ = [
     "NHI_INSURER",
     "SERIAL_OFFSET",
     "SYSTEMS",
+    "SYSTEM_CARE",
+    "SYSTEM_CHILD_ALLOWANCE",
+    "SYSTEM_DISABILITY",
+    "SYSTEM_NHI",
+    "SYSTEM_TAX",
+    "SYSTEM_WELFARE",
     "BusinessRecord",
     "TaxAssessment",
     "allowance_amounts",
@@ -70,19 +87,6 @@ __all__ = [
     "records",
     "system_label",
 ]
-
-SYSTEM_TAX: Final = "tax"
-SYSTEM_CHILD_ALLOWANCE: Final = "child_allowance"
-SYSTEM_NHI: Final = "nhi"
-SYSTEM_CARE: Final = "care"
-SYSTEM_WELFARE: Final = "welfare"
-SYSTEM_DISABILITY: Final = "disability"
-SYSTEMS: Final = (SYSTEM_TAX, SYSTEM_CHILD_ALLOWANCE, SYSTEM_NHI, SYSTEM_CARE, SYSTEM_WELFARE, SYSTEM_DISABILITY)
-
-# Serial ranges: the demo population's scheme (ward × 10^11 + system × 10^10 + n) with
-# three more system numbers for the systems the demo does not have.
-_EXTRA_SYSTEM_NUMBERS: Final = MappingProxyType({SYSTEM_CARE: 4, SYSTEM_WELFARE: 5, SYSTEM_DISABILITY: 6})
-_RANGE: Final = 10**10
 
 # The shipped catalogue's information kinds for each system (see catalogue/data/layouts).
 INFO_KINDS: Final = MappingProxyType({
@@ -122,17 +126,10 @@ NHI_INSURER: Final = MappingProxyType({
 })  # fmt: skip
 
 
-# The synthetic ward numbers from serial 1,000,001 of each range: the demo population
-# (renkei.dummy.population) uses the first serials of the same ranges, and both can then
-# live in one federation (`renkei dummy load` into `renkei demo --serve`).
-SERIAL_OFFSET: Final = 1_000_000
-
-
-def business_serial_base(lg_code: str, system: str) -> int:
-    """First serial minus one of `system`'s 宛名番号 range in `lg_code` (see SERIAL_OFFSET)."""
-    if system in _EXTRA_SYSTEM_NUMBERS:
-        return WARDS[lg_code].number * 10 * _RANGE + _EXTRA_SYSTEM_NUMBERS[system] * _RANGE + SERIAL_OFFSET
-    return serial_base(lg_code, system) + SERIAL_OFFSET
+def business_serial_base(lg_code: str, system: str, offset: int = SERIAL_OFFSET) -> int:
+    """First serial minus one of `system`'s 宛名番号 in `lg_code`: `offset` serials into the
+    system's range (`renkei.dummy.model.SERIAL_OFFSET`; the population's `serial_offset`)."""
+    return serial_base(lg_code, system) + offset
 
 
 _ATENA_WEIGHTS: Final = tuple(2 + i % 6 for i in range(14))[::-1]  # left to right
@@ -225,7 +222,7 @@ def assign_numbers(pop: SynthPopulation) -> None:
     def give(p: Person, lg_code: str, system: str) -> None:
         serials = pop.numbers[f"{lg_code}:{system}"]
         if p.key not in serials:
-            serials[p.key] = business_serial_base(lg_code, system) + len(serials) + 1
+            serials[p.key] = business_serial_base(lg_code, system, pop.serial_offset) + len(serials) + 1
 
     for lg in pop.lg_codes:
         for p in pop.persons:
@@ -612,8 +609,6 @@ _MAKERS: Final = MappingProxyType({
 
 def records(pop: SynthPopulation, lg_code: str, system: str) -> Iterator[BusinessRecord]:
     """`system`'s records in `lg_code` (deterministic: the same every time it is asked)."""
-    from renkei.dummy.synth import stage_rng
-
     if system not in _MAKERS:
         raise ValueError(f"unknown business system {system!r}")
     return _MAKERS[system](_context(pop), lg_code, stage_rng(pop.seed, f"business:{lg_code}:{system}"))

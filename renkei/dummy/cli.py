@@ -11,12 +11,22 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-__all__ = ["dummy_app", "synth_config"]
+__all__ = ["dummy_app", "require_synth_extra", "synth_config"]
 
 dummy_app = typer.Typer(help="合成人口（架空の新宿区・中野区）/ synthetic population", no_args_is_help=True)
 _err = Console(stderr=True)
 
 _GENERATION_STAGES = 10  # progress notes from synth.generate (with noise)
+
+
+def require_synth_extra() -> None:
+    """Exit (status 2) with a Japanese message if the generator's packages are missing."""
+    from renkei.dummy.extra import missing_message
+
+    message = missing_message()
+    if message is not None:
+        typer.echo(message, err=True)
+        raise typer.Exit(2)
 
 
 def synth_config(seed: int, people: int, nakano_people: int | None, reference_date: str, window_years: int,
@@ -66,6 +76,7 @@ def generate_command(
     window_years: Annotated[int, typer.Option(help="異動を作る期間（年）")] = 2,
 ) -> None:
     """Generate the population with its business data and write it under OUT."""
+    require_synth_extra()  # before the imports below, which need some of it
     from renkei.core.errors import Problem
     from renkei.dummy.output import write_population
     from renkei.dummy.synth import SynthConfig, generate
@@ -111,6 +122,7 @@ def stats_command(
     report: Annotated[str, typer.Option(help="報告のファイル名")] = "dummy-stats.md",
 ) -> None:
     """Generate, then compare with the published figures: a report and an age pyramid (PNG)."""
+    require_synth_extra()
     from renkei.dummy import stats
     from renkei.dummy.synth import SynthConfig, generate
 

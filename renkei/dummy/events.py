@@ -33,6 +33,7 @@ from renkei.dummy.model import (
     ChangeRecord,
     Person,
     SynthPopulation,
+    stage_rng,
 )
 
 __all__ = ["change_records"]
@@ -65,8 +66,6 @@ class _Collector:
 
 def change_records(pop: SynthPopulation) -> list[ChangeRecord]:
     """Every ward's change records of the window, in date order per ward."""
-    from renkei.dummy.synth import stage_rng
-
     rng = stage_rng(pop.seed, "changes")
     w0, last_day = pop.window_start, pop.reference_date - timedelta(days=1)
     out: list[ChangeRecord] = []

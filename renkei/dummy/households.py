@@ -23,7 +23,7 @@ from functools import cache
 from typing import Final
 
 from renkei.dummy import tables
-from renkei.dummy.population import CHILD, FATHER, FEMALE, HEAD, HUSBAND, MALE, MOTHER, WIFE
+from renkei.dummy.model import CHILD, FATHER, FEMALE, HEAD, HUSBAND, MALE, MOTHER, WIFE
 
 __all__ = [
     "COHABITANT",

@@ -9,13 +9,20 @@ wards' change records and business data point to the same key.
 `Person` satisfies `renkei.dummy.noise.SourcePerson` (same attribute names, including
 the optional ``previous_address``/``previous_postal_code`` and ``alias_family_*``).
 Records are mutable slotted dataclasses: the generator fills them stage by stage.
+
+The constants every stage shares (the two wards, 性別 and 続柄 codes, the business
+systems and their serial ranges) and the small date and random-stream helpers live here
+too, at the bottom of the package's imports: every other module may import this one,
+and this one imports none of them but `noise_records`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import random
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
+from types import MappingProxyType
 from typing import Final
 
 from renkei.dummy.noise_records import NonResidentRecord, TruthRow
@@ -23,19 +30,142 @@ from renkei.dummy.noise_records import NonResidentRecord, TruthRow
 __all__ = [
     "BIRTH",
     "CHANGE_KINDS",
+    "CHILD",
     "DEATH",
     "DECEASED",
+    "FATHER",
+    "FEMALE",
+    "HEAD",
+    "HUSBAND",
+    "MALE",
+    "MOTHER",
     "MOVED_OUT",
     "MOVE_IN",
     "MOVE_OUT",
     "MOVE_WITHIN",
+    "NAKANO",
     "OUTSIDER",
     "RESIDENT",
+    "SERIAL_OFFSET",
+    "SHINJUKU",
+    "SYSTEMS",
+    "SYSTEM_CARE",
+    "SYSTEM_CHILD_ALLOWANCE",
+    "SYSTEM_DISABILITY",
+    "SYSTEM_NHI",
+    "SYSTEM_TAX",
+    "SYSTEM_WELFARE",
+    "WARDS",
+    "WIFE",
     "ChangeRecord",
     "Household",
     "Person",
     "SynthPopulation",
+    "Ward",
+    "add_years",
+    "age_on",
+    "child_allowance_cutoff",
+    "fiscal_year",
+    "serial_base",
+    "stage_rng",
+    "tax_year_for",
 ]
+
+# --- the two wards ----------------------------------------------------------------------
+
+SHINJUKU: Final = "131041"
+NAKANO: Final = "131148"
+
+
+@dataclass(frozen=True, slots=True)
+class Ward:
+    lg_code: str
+    name: str
+    number: int  # selects the ward's serial ranges (`serial_base`)
+
+
+WARDS: Final[Mapping[str, Ward]] = MappingProxyType(
+    {SHINJUKU: Ward(SHINJUKU, "新宿区", 1), NAKANO: Ward(NAKANO, "中野区", 2)}
+)
+
+# 住基 性別 codes.
+MALE: Final = "1"
+FEMALE: Final = "2"
+
+# 住民票 続柄.
+HEAD: Final = "世帯主"
+WIFE: Final = "妻"
+HUSBAND: Final = "夫"
+CHILD: Final = "子"
+MOTHER: Final = "母"
+FATHER: Final = "父"
+
+# --- business systems and their serial ranges -------------------------------------------
+
+SYSTEM_TAX: Final = "tax"  # 個人住民税
+SYSTEM_CHILD_ALLOWANCE: Final = "child_allowance"  # 児童手当
+SYSTEM_NHI: Final = "nhi"  # 国民健康保険
+SYSTEM_CARE: Final = "care"  # 介護保険
+SYSTEM_WELFARE: Final = "welfare"  # 生活保護
+SYSTEM_DISABILITY: Final = "disability"  # 障害者手帳
+SYSTEMS: Final = (SYSTEM_TAX, SYSTEM_CHILD_ALLOWANCE, SYSTEM_NHI, SYSTEM_CARE, SYSTEM_WELFARE, SYSTEM_DISABILITY)
+
+# Serials (for `renkei.core.ids.make_atena_no`): ward number × 10^11 + range number × 10^10
+# + n; "household" numbers the 世帯番号.
+_RANGE_NUMBERS: Final[Mapping[str, int]] = MappingProxyType({
+    "household": 0, SYSTEM_TAX: 1, SYSTEM_CHILD_ALLOWANCE: 2, SYSTEM_NHI: 3,
+    SYSTEM_CARE: 4, SYSTEM_WELFARE: 5, SYSTEM_DISABILITY: 6,
+})  # fmt: skip
+_RANGE_SIZE: Final = 10**10
+
+# The business numbers of `renkei dummy generate`/`load` start at serial 1,000,001 of each
+# range; the demo's small population (`renkei.dummy.synth.demo_config`) takes the first
+# ones, so that both live in one federation (`renkei dummy load` into `renkei demo --serve`).
+SERIAL_OFFSET: Final = 1_000_000
+
+
+def serial_base(lg_code: str, system: str) -> int:
+    """First serial minus one of the range of `system` ("household" or a business system)."""
+    return WARDS[lg_code].number * 10 * _RANGE_SIZE + _RANGE_NUMBERS[system] * _RANGE_SIZE
+
+
+# --- dates and random streams -----------------------------------------------------------
+
+
+def add_years(d: date, years: int) -> date:
+    try:
+        return d.replace(year=d.year + years)
+    except ValueError:  # 29 February
+        return d.replace(year=d.year + years, day=28)
+
+
+def age_on(birth: date, day: date) -> int:
+    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
+
+
+def fiscal_year(day: date) -> int:
+    """年度: April to March."""
+    return day.year if day.month >= 4 else day.year - 1
+
+
+def tax_year_for(reference_date: date) -> int:
+    """The latest 課税年度 whose assessment exists on `reference_date` (decided in June)."""
+    return reference_date.year if reference_date >= date(reference_date.year, 6, 1) else reference_date.year - 1
+
+
+def child_allowance_cutoff(reference_date: date) -> date:
+    """Earliest birth date of a child 児童手当 covers on `reference_date`.
+
+    Since October 2024 the allowance runs to the first 31 March after the 18th birthday
+    (高校生年代まで).
+    """
+    return date(fiscal_year(reference_date) - 18, 4, 2)
+
+
+def stage_rng(seed: int, stage: str) -> random.Random:
+    """An independent stream per stage (string seeds hash with SHA-512: stable across runs)."""
+    return random.Random(f"renkei-dummy:{seed}:{stage}")
+
 
 # Person.status
 RESIDENT: Final = "resident"  # on the register of `lg_code` on the reference date
@@ -167,6 +297,7 @@ class SynthPopulation:
     households: list[Household]
     changes: list[ChangeRecord]
     lg_codes: tuple[str, ...]
+    serial_offset: int = SERIAL_OFFSET  # of the business numbers (see SERIAL_OFFSET)
     by_key: dict[str, Person] = field(default_factory=dict)
     # 業務宛名番号 serials: "lg_code:system" → {person key: serial} (see renkei.dummy.business)
     numbers: dict[str, dict[str, int]] = field(default_factory=dict)

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from typing import TYPE_CHECKING, Final
+from collections.abc import Mapping
+from typing import Final
 
 from renkei.dummy import business
 from renkei.dummy.model import OUTSIDER, RESIDENT, Person, SynthPopulation
-from renkei.dummy.population import NAKANO, SHINJUKU
-
-if TYPE_CHECKING:
-    from renkei.dummy.synth import SynthConfig
 
 __all__ = ["NON_RESIDENT_SYSTEMS", "make", "sources_for"]
 
@@ -43,15 +40,15 @@ def sources_for(pop: SynthPopulation, lg_code: str) -> list[Person]:
     ]
 
 
-def make(pop: SynthPopulation, rng: random.Random, config: SynthConfig) -> None:
-    """Fill `pop.non_resident_records` and `pop.non_resident_truth` for both wards."""
+def make(pop: SynthPopulation, rng: random.Random, counts: Mapping[str, int]) -> None:
+    """Fill `pop.non_resident_records` and `pop.non_resident_truth`: `counts[lg_code]`
+    records for each ward."""
+    # Imported here: the noise modules need joyokanji and kanjize, which only this stage uses.
     from renkei.dummy import noise
 
-    shinjuku = config.non_residents if config.non_residents is not None else config.people // 20
-    counts = {SHINJUKU: shinjuku, NAKANO: round(shinjuku * config.nakano / max(1, config.people))}
     for lg in pop.lg_codes:
         sources = sources_for(pop, lg)
-        if counts[lg] <= 0 or not sources:
+        if counts.get(lg, 0) <= 0 or not sources:
             continue
         records, truth = noise.make_non_residents(
             rng, sources, counts[lg], NON_RESIDENT_SYSTEMS, id_prefix=f"{lg}N"
@@ -61,7 +58,7 @@ def make(pop: SynthPopulation, rng: random.Random, config: SynthConfig) -> None:
         for r in records:
             if r.system not in next_serial:
                 taken = len(pop.numbers.get(f"{lg}:{r.system}", {}))
-                next_serial[r.system] = business.business_serial_base(lg, r.system) + taken
+                next_serial[r.system] = business.business_serial_base(lg, r.system, pop.serial_offset) + taken
             next_serial[r.system] += 1
             numbered.append(dataclasses.replace(r, business_atena_no=business.atena_no(next_serial[r.system])))
         pop.non_resident_records[lg] = numbered

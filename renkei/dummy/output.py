@@ -35,9 +35,8 @@ if TYPE_CHECKING:
 import orjson
 
 from renkei.dummy import business, cp932
-from renkei.dummy.model import RESIDENT, Person, SynthPopulation
+from renkei.dummy.model import NAKANO, RESIDENT, SHINJUKU, Person, SynthPopulation
 from renkei.dummy.noise_records import NonResidentRecord
-from renkei.dummy.population import NAKANO, SHINJUKU
 
 __all__ = [
     "FORMATS",
@@ -45,6 +44,7 @@ __all__ = [
     "OutputSet",
     "Table",
     "write_population",
+    "write_population_csv",
 ]
 
 FORMATS: Final = ("csv", "cp932", "jsonl")
@@ -348,3 +348,25 @@ def write_population(
     root.mkdir(parents=True, exist_ok=True)
     (root / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+POPULATION: Final = (
+    "個人番号", "住民票コード", "氏", "名", "氏カナ", "名カナ", "性別", "生年月日", "住所", "郵便番号",
+    "地方公共団体コード", "世帯番号", "続柄", "前住所地コード", "転入日", "状態",
+)  # fmt: skip
+
+
+def write_population_csv(pop: SynthPopulation, path: Path) -> None:
+    """Everyone in `pop` in one CSV (the demo's ``population.csv``): UTF-8 without BOM,
+    Japanese header, CRLF. It holds the synthetic individual numbers: for checking, never
+    for a node."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\r\n")
+        w.writerow(POPULATION)
+        for p in pop.persons:
+            w.writerow((
+                p.individual_number, p.resident_code, p.family_name, p.given_name, p.family_kana, p.given_kana,
+                p.sex, p.birth_date.isoformat(), p.address, p.postal_code, p.lg_code, p.household_id,
+                p.relationship, p.previous_lg_code or "", _iso(p.moved_in_on), p.status,
+            ))  # fmt: skip

@@ -15,8 +15,7 @@ from pathlib import Path
 
 from renkei.dummy import business, tables
 from renkei.dummy.households import HouseholdKind
-from renkei.dummy.model import RESIDENT, SynthPopulation
-from renkei.dummy.population import SHINJUKU
+from renkei.dummy.model import RESIDENT, SHINJUKU, SynthPopulation
 
 __all__ = ["BandRow", "Stats", "compute", "plot_pyramid", "report_text"]
 

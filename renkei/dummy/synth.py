@@ -12,9 +12,13 @@ returns a `SynthPopulation`:
 5. identifiers — 個人番号 and 住民票コード for everyone, unique, by the J-LIS
    simulator's scheme (`renkei.core.ids`);
 6. attributes, business numbers, business data (`attributes`, `business`);
-7. change records (`events`); 8. non-resident records with noise (`noise`, if present).
+7. change records (`events`); 8. non-resident records with noise (`nonresidents`).
 
 Everything is deterministic for a seed. Everything is made up.
+
+The demo's small population (`renkei demo`, the end-to-end tests, the benchmark) is a
+configuration of the same generator: `demo_config` (500 people, a few 新宿区 families who
+moved in from 中野区 after the 賦課期日, no outsiders or noisy records).
 """
 
 from __future__ import annotations
@@ -29,41 +33,41 @@ from itertools import accumulate
 from typing import Final
 
 from renkei.core.ids import generate_individual_number, generate_resident_code, make_atena_no
+from renkei.dummy import attributes, business, events, nonresidents, tables
 from renkei.dummy import households as hh_plan
-from renkei.dummy import tables
 from renkei.dummy.addresses import ABROAD, OutsideAddresses, WardAddresses
 from renkei.dummy.households import COHABITANT, HouseholdPlan, plan_households, quota_from_table
 from renkei.dummy.model import (
-    DECEASED,
-    MOVED_OUT,
-    OUTSIDER,
-    RESIDENT,
-    Household,
-    Person,
-    SynthPopulation,
-)
-from renkei.dummy.names import ALIASES, NamePools, name_pools
-from renkei.dummy.population import (
     CHILD,
+    DECEASED,
     FEMALE,
     HEAD,
     HUSBAND,
     MALE,
+    MOVED_OUT,
     NAKANO,
+    OUTSIDER,
+    RESIDENT,
+    SERIAL_OFFSET,
     SHINJUKU,
     WARDS,
     WIFE,
+    Household,
+    Person,
+    SynthPopulation,
+    add_years,
     serial_base,
+    stage_rng,
     tax_year_for,
 )
+from renkei.dummy.names import ALIASES, NamePools, name_pools
 
 __all__ = [
     "DEFAULT_NAKANO_RATIO",
+    "DEMO_SEED",
     "SynthConfig",
-    "add_years",
-    "age_on",
+    "demo_config",
     "generate",
-    "stage_rng",
 ]
 
 # 中野区 is a sample: by default 20,000 people for 343,000 in 新宿区 (configurable).
@@ -94,6 +98,10 @@ class SynthConfig:
     outsiders: int | None = None  # invented non-residents; default people // 100
     non_residents: int | None = None  # 住登外者 records in 新宿区's systems; default people // 20
     with_noise: bool = True
+    # Families of 新宿区 (with a child under 15) made movers from 中野区 after the 賦課期日 of
+    # the tax year, on top of the moves drawn for everyone: 中野区 then taxes their parents.
+    family_movers: int = 0
+    serial_offset: int = SERIAL_OFFSET  # of the business numbers in each range
 
     @property
     def nakano(self) -> int:
@@ -106,23 +114,24 @@ class SynthConfig:
         return add_years(self.reference_date, -self.window_years)
 
 
+DEMO_SEED: Final = 20151201
+DEMO_FAMILY_MOVERS: Final = 8
+
+
+def demo_config(seed: int = DEMO_SEED, people: int = 300, nakano_people: int = 200) -> SynthConfig:
+    """The demo's small population: `people` in 新宿区 and `nakano_people` in 中野区.
+
+    `DEMO_FAMILY_MOVERS` families moved from 中野区 to 新宿区 after the 賦課期日, so that
+    中野区 holds their parents' local-tax copies and their children have none (the demo's
+    scenarios); no invented outsiders and no noisy non-resident records (the demo loads
+    neither); business numbers from the first serial of each range, below those of
+    `renkei dummy load` (`SERIAL_OFFSET`), so that both can be loaded into one federation.
+    """
+    return SynthConfig(seed=seed, people=people, nakano_people=nakano_people, outsiders=0, non_residents=0,
+                       with_noise=False, family_movers=DEMO_FAMILY_MOVERS, serial_offset=0)  # fmt: skip
+
+
 # --- small helpers ----------------------------------------------------------------------
-
-
-def add_years(d: date, years: int) -> date:
-    try:
-        return d.replace(year=d.year + years)
-    except ValueError:  # 29 February
-        return d.replace(year=d.year + years, day=28)
-
-
-def age_on(birth: date, day: date) -> int:
-    return day.year - birth.year - ((day.month, day.day) < (birth.month, birth.day))
-
-
-def stage_rng(seed: int, stage: str) -> random.Random:
-    """An independent stream per stage (string seeds hash with SHA-512: stable across runs)."""
-    return random.Random(f"renkei-dummy:{seed}:{stage}")
 
 
 def _uniform_date(rng: random.Random, lo: date, hi: date) -> date:
@@ -319,16 +328,7 @@ class _Moves:
         head = household.members[0]
         if rng.random() < _move_in_probability(head, self.ref):
             moved = _uniform_date(rng, w0, self.last_day)
-            prev_lg, prev_address, prev_postal = self.origin(household, household.lg_code)
-            prev_household = self.people.ids.household_id(prev_lg) if prev_lg is not None and prev_lg in WARDS else None
-            for p in household.members:
-                if p.birth_date < moved:
-                    p.resident_since, p.moved_in_on = moved, moved
-                    p.previous_lg_code, p.previous_address = prev_lg, prev_address
-                    p.previous_postal_code = prev_postal or None
-                    p.previous_household_id = prev_household
-                else:
-                    p.resident_since = p.birth_date  # born here after the move
+            self.move_in(household, moved, self.origin(household, household.lg_code))
             return
         since = self.earlier_since(household)
         for p in household.members:
@@ -340,6 +340,37 @@ class _Moves:
                 if p.birth_date < on:
                     p.moved_within_on = on
                     p.previous_address, p.previous_postal_code = old.text, old.postal_code
+
+    def move_in(self, household: Household, moved: date, origin: tuple[str | None, str, str]) -> None:
+        """The household moved in on `moved` from `origin` (see `origin`); whatever was
+        decided before about where its members came from is replaced."""
+        prev_lg, prev_address, prev_postal = origin
+        prev_household = self.people.ids.household_id(prev_lg) if prev_lg is not None and prev_lg in WARDS else None
+        for p in household.members:
+            p.moved_within_on = None
+            if p.birth_date < moved:
+                p.resident_since, p.moved_in_on = moved, moved
+                p.previous_lg_code, p.previous_address = prev_lg, prev_address
+                p.previous_postal_code = prev_postal or None
+                p.previous_household_id = prev_household
+            else:
+                p.resident_since = p.birth_date  # born here after the move
+                p.moved_in_on = p.previous_lg_code = p.previous_address = None
+                p.previous_postal_code = p.previous_household_id = None
+
+    def families_from(self, seed: int, households: Sequence[Household], n: int, after: date) -> None:
+        """Make up to `n` families of 新宿区 with a child under 15 movers from 中野区 after
+        `after` (`SynthConfig.family_movers`), each with a child born before the move."""
+        rng = stage_rng(seed, "moves:families")
+        young = add_years(self.ref, -15)
+        candidates = [h for h in households if h.lg_code == SHINJUKU and h.current
+                      and any(m.relationship == CHILD and m.birth_date > young for m in h.members)]  # fmt: skip
+        for h in rng.sample(candidates, min(n, len(candidates))):
+            eldest = min(m.birth_date for m in h.members if m.relationship == CHILD and m.birth_date > young)
+            lo = max(self.w0, after, eldest) + timedelta(days=1)
+            moved = _uniform_date(rng, min(lo, self.last_day), self.last_day)
+            a = self.people.addresses[NAKANO].allocate(kind=h.kind, foreign=h.foreign)
+            self.move_in(h, moved, (NAKANO, a.text, a.postal_code))
 
     def leave(self, household: Household, status: str) -> None:
         """A household that moved out (or, single, died) during the window."""
@@ -415,6 +446,8 @@ def _generate(config: SynthConfig, progress: Callable[[str], None] | None) -> Sy
     moves = _Moves(seed, people, w0, ref)
     for h in households:
         moves.settle(h)
+    if config.family_movers:
+        moves.families_from(seed, households, config.family_movers, date(tax_year, 1, 1))
     # Households that left 新宿区 for elsewhere (those who left for 中野区 are 中野区 residents).
     moved_in = sum(1 for h in households if h.lg_code == SHINJUKU for p in h.members if p.moved_in_on)
     to_nakano = sum(1 for h in households if h.lg_code == NAKANO for p in h.members if p.previous_lg_code == SHINJUKU)
@@ -439,9 +472,8 @@ def _generate(config: SynthConfig, progress: Callable[[str], None] | None) -> Sy
     note("identifiers")
     _identifiers(seed, persons)
 
-    pop = SynthPopulation(seed, ref, w0, tax_year, persons, households, [], (SHINJUKU, NAKANO))
-    from renkei.dummy import attributes, business, events
-
+    pop = SynthPopulation(seed, ref, w0, tax_year, persons, households, [], (SHINJUKU, NAKANO),
+                          serial_offset=config.serial_offset)  # fmt: skip
     note("attributes")
     attributes.decide(pop)
     note("business numbers")
@@ -551,8 +583,6 @@ def _identifiers(seed: int, persons: Sequence[Person]) -> None:
 
 
 def _non_residents(seed: int, config: SynthConfig, pop: SynthPopulation) -> None:
-    try:
-        from renkei.dummy import nonresidents
-    except ImportError:  # pragma: no cover - the noise module is optional at this stage
-        return
-    nonresidents.make(pop, stage_rng(seed, "non-residents"), config)
+    shinjuku = config.non_residents if config.non_residents is not None else config.people // 20
+    counts = {SHINJUKU: shinjuku, NAKANO: round(shinjuku * config.nakano / max(1, config.people))}
+    nonresidents.make(pop, stage_rng(seed, "non-residents"), counts)

@@ -6,8 +6,10 @@ only if every scenario ended as expected.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,15 +18,17 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
+import aiohttp
 import pyotp
 
 from renkei.atena.api import CSRF_HEADER, SESSION_COOKIE
 from renkei.core import ids
 from renkei.core.crypto import pki
-from renkei.dummy.population import NAKANO as NAKANO_LG
-from renkei.dummy.population import SHINJUKU as SHINJUKU_LG
-from renkei.dummy.population import Person, Population, generate_population, write_population_csv
+from renkei.dummy import bulk, business
+from renkei.dummy.model import CHILD, HEAD, RESIDENT, Person, SynthPopulation
+from renkei.dummy.model import NAKANO as NAKANO_LG
+from renkei.dummy.model import SHINJUKU as SHINJUKU_LG
+from renkei.dummy.synth import DEMO_SEED, demo_config, generate
 from renkei.federation import setup, staff
 from renkei.federation.process import Federation, sigterm_as_interrupt
 from renkei.federation.topology import HUB, JLIS, NAKANO, NENKIN, ORGS, SHINJUKU, TSA, Layout, Org
@@ -34,12 +38,12 @@ CHILD_ALLOWANCE_AFFAIR = "JM01000000074000"
 CHILD_ALLOWANCE_PROCEDURE = "JT01010000074001"
 LOCAL_TAX_AFFAIR = "JM01000000016000"
 LOCAL_TAX_PROCEDURE = "JT01010000016001"
-LOCAL_TAX_INFO = "TM00000000000002"
-CHILD_ALLOWANCE_INFO = "TM00000000009001"
+LOCAL_TAX_INFO = business.INFO_KINDS[business.SYSTEM_TAX]
+CHILD_ALLOWANCE_INFO = business.INFO_KINDS[business.SYSTEM_CHILD_ALLOWANCE]
 TAX_COPY_PUBLISHED = "2024-06-01"
 
 RESIDENT_SYSTEM = "jumin01"  # the resident register (住民記録システム)
-TAX_SYSTEM = "tax"
+TAX_SYSTEM = business.SYSTEM_TAX
 
 STAFF = [
     setup.StaffSpec("S0001", "児童手当係 職員（架空）", (f"{CHILD_ALLOWANCE_AFFAIR}:照会",)),
@@ -77,6 +81,63 @@ class DemoFailure(Exception):
     pass
 
 
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: dict[str, Any]
+    cookies: dict[str, str]
+
+
+class _Http:
+    """Blocking requests over one aiohttp session, run on an event loop of its own.
+
+    The demo, `renkei dummy load` and the benchmark talk to an atena step by step from
+    plain code; aiohttp is the one HTTP client of renkei outside the tests (STACK.md).
+    Not for use inside a running event loop. Cookies are never kept: a staff session is
+    sent explicitly with each request (`AtenaClient.staff_headers`).
+    """
+
+    def __init__(self, ssl_context: ssl.SSLContext, timeout: float) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._session = self._loop.run_until_complete(self._open(ssl_context, timeout))
+
+    @staticmethod
+    async def _open(ssl_context: ssl.SSLContext, timeout: float) -> aiohttp.ClientSession:
+        # uvicorn drops idle keep-alive connections after 5 s: never reuse one that old.
+        connector = aiohttp.TCPConnector(ssl=ssl_context, keepalive_timeout=4.0)
+        return aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=timeout), cookie_jar=aiohttp.DummyCookieJar()
+        )
+
+    def post(self, url: str, *, json_body: Any = None, form: dict[str, str] | None = None,
+             headers: dict[str, str] | None = None) -> Reply:  # fmt: skip
+        if self._loop.is_closed():
+            raise DemoFailure(f"{url}: この接続は閉じられています（client closed）")
+        return self._loop.run_until_complete(self._post(url, json_body, form, headers))
+
+    async def _post(self, url: str, json_body: Any, form: dict[str, str] | None,
+                    headers: dict[str, str] | None) -> Reply:  # fmt: skip
+        try:
+            async with self._session.post(url, json=json_body, data=form, headers=headers) as r:
+                raw = await r.read()
+                cookies = {name: morsel.value for name, morsel in r.cookies.items()}
+                status = r.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise DemoFailure(f"{url}: 宛名システムに接続できません（{type(exc).__name__}: {exc}）") from exc
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            raise DemoFailure(f"{url}: 応答が JSON のオブジェクトではありません（HTTP {status}）")
+        return Reply(status, body, cookies)
+
+    def close(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.run_until_complete(self._session.close())
+            self._loop.close()
+
+
 @dataclass
 class AtenaClient:
     """A staff terminal / business system talking to its own atena over mutual TLS.
@@ -84,11 +145,11 @@ class AtenaClient:
     Business systems authenticate with OAuth client credentials (a ``client_secret_jwt``
     assertion for /oauth/token, then the bearer token); staff sign in with ID, password
     and a TOTP code and send the session cookie and the CSRF token. The credentials come
-    from the 0600 file that set-up wrote; they are never printed.
+    from the 0600 file that set-up wrote; they are never printed. `close` when done.
     """
 
     base: str
-    client: httpx.Client
+    http: _Http
     credentials: dict[str, Any]
     tokens: dict[str, tuple[str, float]] = field(default_factory=dict)
     sessions: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -98,11 +159,10 @@ class AtenaClient:
         # A business system of the organization, speaking TLS with atena's certificate.
         creds = layout.creds_dir(org, "atena")
         ctx = pki.client_ssl_context(creds / "tls.crt", creds / "tls.key", layout.ca_cert)
-        return cls(
-            layout.url(org, "atena"),
-            httpx.Client(verify=ctx, timeout=120.0),
-            setup.load_credentials(layout, org),
-        )
+        return cls(layout.url(org, "atena"), _Http(ctx, timeout=120.0), setup.load_credentials(layout, org))
+
+    def close(self) -> None:
+        self.http.close()
 
     def access_token(self, client_id: str, scope: str) -> str:
         cached = self.tokens.get(scope)
@@ -111,37 +171,34 @@ class AtenaClient:
         client = self.credentials["clients"][client_id]
         endpoint = str(self.credentials["token_endpoint"])
         assertion = make_client_assertion(client_id, client["secret"], endpoint, datetime.now(UTC))
-        r = self.client.post(
+        r = self.http.post(
             self.base + "/oauth/token",
-            data={
+            form={
                 "grant_type": GRANT_TYPE,
                 "scope": scope,
                 "client_assertion_type": CLIENT_ASSERTION_TYPE,
                 "client_assertion": assertion,
             },
         )
-        data: dict[str, Any] = r.json()
-        if r.status_code != 200:
-            raise DemoFailure(f"/oauth/token: {r.status_code} {data.get('error')} {data.get('error_description', '')}")
-        token = str(data["access_token"])
+        if r.status != 200:
+            raise DemoFailure(f"/oauth/token: {r.status} {r.body.get('error')} {r.body.get('error_description', '')}")
+        token = str(r.body["access_token"])
         self.tokens[scope] = (token, time.monotonic())
         return token
 
     def sign_in(self, staff_id: str) -> None:
         member = self.credentials["staff"][staff_id]
         code = pyotp.TOTP(pyotp.parse_uri(member["totp_uri"]).secret).now()
-        r = self.client.post(
+        r = self.http.post(
             self.base + "/v1/session",
-            json={"staff_id": staff_id, "password": member["password"], "totp": code},
+            json_body={"staff_id": staff_id, "password": member["password"], "totp": code},
         )
-        data: dict[str, Any] = r.json()
-        if r.status_code != 200:
-            raise DemoFailure(f"/v1/session: {r.status_code} {data.get('title')}")
+        if r.status != 200:
+            raise DemoFailure(f"/v1/session: {r.status} {r.body.get('title')}")
         cookie = r.cookies.get(SESSION_COOKIE)
         if not cookie:
             raise DemoFailure("/v1/session: no session cookie")
-        self.client.cookies.clear()  # each staff session is sent explicitly
-        self.sessions[staff_id] = (cookie, str(data["csrf_token"]))
+        self.sessions[staff_id] = (cookie, str(r.body["csrf_token"]))
 
     def staff_headers(self, staff_id: str) -> dict[str, str]:
         if staff_id not in self.sessions:
@@ -150,9 +207,8 @@ class AtenaClient:
         return {"Cookie": f"{SESSION_COOKIE}={cookie}", CSRF_HEADER: csrf}
 
     def post(self, path: str, body: dict[str, Any], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        r = self.client.post(self.base + path, json=body, headers=headers)
-        data: dict[str, Any] = r.json()
-        return r.status_code, data
+        r = self.http.post(self.base + path, json_body=body, headers=headers)
+        return r.status, r.body
 
     def ok(self, path: str, body: dict[str, Any], *, client_id: str, scope: str) -> dict[str, Any]:
         headers = {"Authorization": f"Bearer {self.access_token(client_id, scope)}"}
@@ -176,65 +232,56 @@ class AtenaClient:
         return self.post("/v1/inquiries", body, self.staff_headers(staff_id))
 
 
-def resident_record(p: Person, systems: set[str]) -> dict[str, Any]:
-    return {
-        "individual_number": p.individual_number,
-        "family_name": p.family_name,
-        "given_name": p.given_name,
-        "family_kana": p.family_kana,
-        "given_kana": p.given_kana,
-        "birth_date": p.birth_date.isoformat(),
-        "sex": p.sex,
-        "postal_code": p.postal_code,
-        "address": p.address,
-        "lg_code": p.lg_code,
-        "effective_on": (p.moved_in_on or p.birth_date).isoformat(),
-        "business_numbers": {k: v for k, v in p.business_numbers.items() if k in systems},
-    }
+def generate_population(seed: int = DEMO_SEED, shinjuku: int = 300, nakano: int = 200) -> SynthPopulation:
+    """The demo's synthetic people (`renkei.dummy.synth.demo_config`)."""
+    return generate(demo_config(seed, shinjuku, nakano))
 
 
-def ward_records(pop: Population, lg_code: str) -> list[dict[str, Any]]:
-    """Who each ward's atena knows: its residents, and former residents it still taxes."""
-    out = []
-    for p in pop.persons:
-        taxed_here = pop.tax_lg_code(p) == lg_code
-        if p.lg_code == lg_code:
-            systems = {"child_allowance", "nhi"} | ({"tax"} if taxed_here else set())
-        elif p.previous_lg_code == lg_code:
-            systems = {"tax"} if taxed_here else set()
-        else:
-            continue
-        out.append(resident_record(p, systems))
-    return out
+def ward_records(pop: SynthPopulation, lg_code: str) -> list[dict[str, Any]]:
+    """Who each ward's atena knows: its residents, the former residents its business
+    systems still hold (taxed for the year, moved out, died), and whoever moved from it to
+    the other ward in the window (its 除票), such as the children of the families who moved
+    from 中野区 to 新宿区: 中野区 knows them, and holds no copy for them (scenario c)."""
+    records = list(bulk.resident_records(pop, lg_code))
+    known = {r["individual_number"] for r in records}
+    records += [
+        bulk.person_record(p, {}) for p in pop.persons
+        if p.previous_lg_code == lg_code and p.moved_in_on is not None and p.individual_number not in known
+    ]  # fmt: skip
+    return records
 
 
-def agency_records(pop: Population) -> list[dict[str, Any]]:
+def agency_records(pop: SynthPopulation) -> list[dict[str, Any]]:
     """日本年金機構 knows some adults under its own (synthetic) numbers."""
-    adults = [p for p in pop.persons if p.age_on(pop.reference_date) >= 20][:40]
-    out = []
-    for i, p in enumerate(adults, start=1):
-        rec = resident_record(p, set())
-        rec["business_numbers"] = {"pension": ids.make_atena_no(900_000_000 + i)}
-        out.append(rec)
-    return out
+    adults = [p for p in pop.persons if p.status == RESIDENT and p.age_on(pop.reference_date) >= 20][:40]
+    return [
+        bulk.person_record(p, {"pension": ids.make_atena_no(900_000_000 + i)}) for i, p in enumerate(adults, start=1)
+    ]
 
 
-def tax_copies(pop: Population, lg_code: str) -> list[dict[str, Any]]:
-    out = []
-    for (key, taxing), values in pop.tax_records.items():
-        if taxing != lg_code:
-            continue
-        p = pop.by_key(key)
-        out.append(
-            {
-                "business_atena_no": p.business_numbers["tax"],
-                "info_kind_code": LOCAL_TAX_INFO,
-                "record_key": values["K001"],
-                "values": dict(values),
-                "valid_from": TAX_COPY_PUBLISHED,
-            }
-        )
-    return out
+def tax_copies(pop: SynthPopulation, lg_code: str) -> list[dict[str, Any]]:
+    """The ward's local-tax copies (副本) of the tax year, as its tax system registers them."""
+    published = date.fromisoformat(TAX_COPY_PUBLISHED)
+    return list(bulk.fukuhon_records(pop, lg_code, TAX_SYSTEM, valid_from=published))
+
+
+def tax_copy_values(pop: SynthPopulation, person: Person, lg_code: str) -> dict[str, str] | None:
+    """The items of `person`'s local-tax copy in `lg_code`, or None if the ward has none."""
+    number = business.number(pop, person, lg_code, TAX_SYSTEM)
+    if number is None:
+        return None
+    record = next(r for r in business.records(pop, lg_code, TAX_SYSTEM) if r.business_atena_no == number)
+    return business.fukuhon_items(record)
+
+
+def movers(pop: SynthPopulation) -> list[Person]:
+    """新宿区's residents who moved in from 中野区 after the 賦課期日 (中野区 taxes them)."""
+    base = date(pop.tax_year, 1, 1)
+    return [
+        p for p in pop.persons
+        if p.status == RESIDENT and p.lg_code == SHINJUKU_LG and p.previous_lg_code == NAKANO_LG
+        and p.moved_in_on is not None and p.moved_in_on > base
+    ]  # fmt: skip
 
 
 @dataclass
@@ -253,20 +300,30 @@ def _today() -> date:
     return datetime.now(ZoneInfo("Asia/Tokyo")).date()
 
 
-def build_scenarios(pop: Population) -> list[Scenario]:
-    movers = pop.movers()
-    heads = [p for p in movers if p.relationship == "世帯主" and (p.key, NAKANO_LG) in pop.tax_records]
-    children = [p for p in movers if p.relationship == "子" and (p.key, NAKANO_LG) not in pop.tax_records]
+def build_scenarios(pop: SynthPopulation) -> list[Scenario]:
+    moved = movers(pop)
+
+    def allowance_no(p: Person) -> str | None:
+        return business.number(pop, p, SHINJUKU_LG, business.SYSTEM_CHILD_ALLOWANCE)
+
+    def taxed_by_nakano(p: Person) -> bool:
+        return business.number(pop, p, NAKANO_LG, TAX_SYSTEM) is not None
+
+    # A parent who receives 児童手当 in 新宿区 and was taxed by 中野区 (the 世帯主 first).
+    parents = sorted((p for p in moved if p.relationship != CHILD and allowance_no(p) and taxed_by_nakano(p)),
+                     key=lambda p: (p.relationship != HEAD, p.key))  # fmt: skip
+    children = [p for p in moved if p.relationship == CHILD and allowance_no(p) and not taxed_by_nakano(p)]
     taxpayers = [
-        p
-        for p in pop.persons
-        if p.lg_code == SHINJUKU_LG and p.previous_lg_code is None and "tax" in p.business_numbers
-        and pop.tax_lg_code(p) == SHINJUKU_LG
-    ]
-    if not heads or not children or not taxpayers:
+        p for p in pop.persons
+        if p.status == RESIDENT and p.lg_code == SHINJUKU_LG and p.moved_in_on is None
+        and business.number(pop, p, SHINJUKU_LG, TAX_SYSTEM) is not None
+    ]  # fmt: skip
+    if not parents or not children or not taxpayers:
         raise DemoFailure("合成人口に必要な世帯がありません（population lacks the scenario households）")
-    head, child, taxpayer = heads[0], children[0], taxpayers[0]
-    expected_values = dict(pop.tax_records[(head.key, NAKANO_LG)])
+    head, child, taxpayer = parents[0], children[0], taxpayers[0]
+    expected_values = tax_copy_values(pop, head, NAKANO_LG)
+    head_no, child_no = allowance_no(head), allowance_no(child)
+    taxpayer_no = business.number(pop, taxpayer, SHINJUKU_LG, TAX_SYSTEM)
     today = _today().isoformat()
 
     def answered(status: int, body: dict[str, Any]) -> str | None:
@@ -300,7 +357,7 @@ def build_scenarios(pop: Population) -> list[Scenario]:
             "S0001",
             {
                 "system": "child_allowance",
-                "business_atena_no": head.business_numbers["child_allowance"],
+                "business_atena_no": head_no,
                 "procedure_code": CHILD_ALLOWANCE_PROCEDURE,
                 "info_kind_code": LOCAL_TAX_INFO,
                 "provider_org": NAKANO.org_code,
@@ -316,7 +373,7 @@ def build_scenarios(pop: Population) -> list[Scenario]:
             "S0002",
             {
                 "system": "tax",
-                "business_atena_no": taxpayer.business_numbers["tax"],
+                "business_atena_no": taxpayer_no,
                 "procedure_code": LOCAL_TAX_PROCEDURE,
                 "info_kind_code": CHILD_ALLOWANCE_INFO,
                 "provider_org": NAKANO.org_code,
@@ -332,7 +389,7 @@ def build_scenarios(pop: Population) -> list[Scenario]:
             "S0001",
             {
                 "system": "child_allowance",
-                "business_atena_no": child.business_numbers["child_allowance"],
+                "business_atena_no": child_no,
                 "procedure_code": CHILD_ALLOWANCE_PROCEDURE,
                 "info_kind_code": LOCAL_TAX_INFO,
                 "provider_org": NAKANO.org_code,
@@ -348,7 +405,7 @@ def build_scenarios(pop: Population) -> list[Scenario]:
             "S0002",
             {
                 "system": "child_allowance",
-                "business_atena_no": head.business_numbers["child_allowance"],
+                "business_atena_no": head_no,
                 "procedure_code": CHILD_ALLOWANCE_PROCEDURE,
                 "info_kind_code": LOCAL_TAX_INFO,
                 "provider_org": NAKANO.org_code,
@@ -359,7 +416,7 @@ def build_scenarios(pop: Population) -> list[Scenario]:
     ]
 
 
-def prepare(layout: Layout, pop: Population, database_urls: dict[str, str] | None = None) -> None:
+def prepare(layout: Layout, pop: SynthPopulation, database_urls: dict[str, str] | None = None) -> None:
     say("鍵と証明書を生成します（プライベートCA、機関ごとのTLS証明書・署名鍵・暗号鍵）",
         "generating the private CA and each organization's TLS certificate, signing and encryption keys")
     setup.init_pki(layout)
@@ -367,7 +424,7 @@ def prepare(layout: Layout, pop: Population, database_urls: dict[str, str] | Non
     say(f"情報提供ネットワークシステムの機関登録簿に{len(ORGS)}機関を登録します（タイムスタンプ局を含む）",
         f"registering {len(ORGS)} organizations in the hub's registry (the time-stamp authority among them)")
     setup.register_organizations(layout)
-    n = setup.load_jlis(layout, [(p.individual_number, p.resident_code, p.lg_code) for p in pop.persons])
+    n = setup.load_jlis(layout, list(bulk.jlis_rows(pop)))
     say(f"J-LISに個人番号と住民票コードの対応 {n} 件を登録しました", f"J-LIS holds {n} individual-number/resident-code pairs")
     for org in (SHINJUKU, NAKANO, NENKIN):
         setup.enrol_atena(layout, org, STAFF, CLIENTS)
@@ -413,9 +470,16 @@ def open_clients(layout: Layout) -> dict[str, AtenaClient]:
     return {org.slug: AtenaClient.open(layout, org) for org in (SHINJUKU, NAKANO, NENKIN)}
 
 
-def play(layout: Layout, pop: Population, clients: dict[str, AtenaClient] | None = None) -> list[Scenario]:
-    """Pass `clients` to keep their signed-in sessions afterwards (a TOTP code is single-use)."""
-    clients = clients if clients is not None else open_clients(layout)
+def play(layout: Layout, pop: SynthPopulation, clients: dict[str, AtenaClient] | None = None) -> list[Scenario]:
+    """Pass `clients` to keep their signed-in sessions afterwards (a TOTP code is single-use);
+    without, the clients opened here are closed at the end."""
+    if clients is None:
+        own = open_clients(layout)
+        try:
+            return play(layout, pop, own)
+        finally:
+            for client in own.values():
+                client.close()
     registered: dict[str, list[str]] = {}
     for org, records in (
         (SHINJUKU, ward_records(pop, SHINJUKU_LG)),
@@ -486,7 +550,7 @@ def run_demo(
     *,
     serve: bool = False,
     base_port: int = 18400,
-    seed: int = 20151201,
+    seed: int = DEMO_SEED,
     shinjuku: int = 300,
     nakano: int = 200,
     database_urls: dict[str, str] | None = None,
@@ -515,10 +579,15 @@ def _run_demo(
     shutil.rmtree(var / "pki", ignore_errors=True)
     layout.demo_dir.mkdir(parents=True, exist_ok=True)
     say("renkei デモを開始します（合成データのみ。実在の人物ではありません）", "renkei demo: synthetic data only, no real person")
+    # The CSV writer lives with the generator's files (it needs the `synth` extra's joyokanji):
+    # imported here, so that importing this module needs no package of that extra.
+    from renkei.dummy.output import write_population_csv
+
     pop = generate_population(seed=seed, shinjuku=shinjuku, nakano=nakano)
     write_population_csv(pop, layout.demo_dir / "population.csv")
-    say(f"合成人口: {len(pop.persons)} 人、転入世帯員 {len(pop.movers())} 人（{layout.demo_dir / 'population.csv'}）",
-        f"synthetic population: {len(pop.persons)} people, {len(pop.movers())} moved from Nakano to Shinjuku")
+    moved = len(movers(pop))
+    say(f"合成人口: {len(pop.persons)} 人、中野区からの転入者 {moved} 人（{layout.demo_dir / 'population.csv'}）",
+        f"synthetic population: {len(pop.persons)} people, {moved} moved from Nakano to Shinjuku")
     prepare(layout, pop, database_urls)
     say("ノードを起動します（タイムスタンプ局、ネットワークシステム、J-LIS、新宿区・中野区・日本年金機構の宛名と中間サーバー、相互TLS）",
         "starting the time-stamp authority, hub, jlis and each organization's atena and chukan as separate processes with mutual TLS")
@@ -529,7 +598,7 @@ def _run_demo(
         report = {
             "generated_at": datetime.now(ZoneInfo("Asia/Tokyo")).isoformat(),
             "synthetic": True,
-            "population": {"persons": len(pop.persons), "movers": len(pop.movers()), "seed": seed},
+            "population": {"persons": len(pop.persons), "movers": moved, "seed": seed},
             "scenarios": [sc.result for sc in scenarios],
             "wall_seconds": round(time.perf_counter() - started, 2),
         }

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from renkei.dummy.cli import synth_config
+from renkei.dummy.cli import require_synth_extra, synth_config
 
 __all__ = ["load_command"]
 
@@ -38,6 +38,7 @@ def load_command(
     from renkei.federation.topology import SHINJUKU as SHINJUKU_ORG
     from renkei.federation.topology import Layout
 
+    require_synth_extra()
     systems = [s for s in fukuhon.split(",") if s]
     unknown = [s for s in systems if s not in business.SYSTEMS]
     if unknown:
@@ -87,5 +88,5 @@ def load_command(
             typer.echo(f"{org.name}: {exc}", err=True)
             raise typer.Exit(1) from None
         finally:
-            client.client.close()
+            client.close()
     typer.echo(f"loaded in {time.perf_counter() - start:.1f} s")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -13,10 +15,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-
-import httpx
+from urllib.parse import urlsplit
 
 from renkei.core.crypto import pki
+
+
+def _healthy(url: str, context: ssl.SSLContext, timeout: float) -> bool:
+    """Whether GET /healthz at `url` answers 200 over mutual TLS (any failure: not yet)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPSConnection(parts.hostname or "", parts.port, timeout=timeout, context=context)
+    try:
+        conn.request("GET", "/healthz")
+        return conn.getresponse().status == 200
+    except (OSError, http.client.HTTPException):  # refused, reset, TLS, timeout: still starting
+        return False
+    finally:
+        conn.close()
 
 
 @dataclass
@@ -37,14 +51,14 @@ class Federation:
 
     def start(self, name: str, node: str, config: Path, url: str, *, stop_wave: int = 0) -> NodeProcess:
         log = config.parent / "server.log"
-        fh = log.open("ab")
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "renkei.cli", "serve", node, "--config", str(config)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,
-        )
+        with log.open("ab") as fh:  # the child writes to its own copy of the descriptor
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "renkei.cli", "serve", node, "--config", str(config)],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
         proc = NodeProcess(name, config, url, log, popen, stop_wave)
         self.processes.append(proc)
         return proc
@@ -52,19 +66,15 @@ class Federation:
     def wait_healthy(self, ca: Path, cert: Path, key: Path, timeout: float = 60.0) -> None:
         ctx = pki.client_ssl_context(cert, key, ca)
         deadline = time.monotonic() + timeout
-        with httpx.Client(verify=ctx, timeout=2.0) as client:
-            for proc in self.processes:
-                while True:
-                    if proc.popen is not None and proc.popen.poll() is not None:
-                        raise RuntimeError(f"{proc.name} が起動直後に終了しました（ログ: {proc.log}）")
-                    try:
-                        if client.get(proc.url + "/healthz").status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if time.monotonic() > deadline:
-                        raise RuntimeError(f"{proc.name} が応答しません（ログ: {proc.log}）")
-                    time.sleep(0.1)
+        for proc in self.processes:
+            while True:
+                if proc.popen is not None and proc.popen.poll() is not None:
+                    raise RuntimeError(f"{proc.name} が起動直後に終了しました（ログ: {proc.log}）")
+                if _healthy(proc.url, ctx, 2.0):
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{proc.name} が応答しません（ログ: {proc.log}）")
+                time.sleep(0.1)
 
     def stop(self) -> None:
         """SIGTERM, wave by wave (`NodeProcess.stop_wave`), each awaited before the next."""

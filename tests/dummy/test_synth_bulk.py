@@ -7,8 +7,7 @@ import pytest
 from renkei.atena.service import parse_resident
 from renkei.core.ids import IdKind, check
 from renkei.dummy import bulk, business
-from renkei.dummy.model import RESIDENT, SynthPopulation
-from renkei.dummy.population import NAKANO, SHINJUKU
+from renkei.dummy.model import NAKANO, RESIDENT, SHINJUKU, SynthPopulation
 from tests.dummy.synth_kit import small_population
 
 

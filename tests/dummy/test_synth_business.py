@@ -24,13 +24,15 @@ from renkei.dummy.business import (
     BusinessRecord,
     assess_tax,
 )
-from renkei.dummy.model import RESIDENT, Household, SynthPopulation
-from renkei.dummy.population import (
+from renkei.dummy.model import (
     CHILD,
     HEAD,
     HUSBAND,
+    RESIDENT,
     SHINJUKU,
     WIFE,
+    Household,
+    SynthPopulation,
     child_allowance_cutoff,
     fiscal_year,
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import date
+from functools import cache
 
 import pytest
 
@@ -15,10 +16,12 @@ from renkei.dummy.model import (
     MOVE_IN,
     MOVE_OUT,
     MOVE_WITHIN,
+    NAKANO,
     RESIDENT,
+    SHINJUKU,
     SynthPopulation,
 )
-from renkei.dummy.population import NAKANO, SHINJUKU
+from renkei.dummy.synth import demo_config, generate
 from tests.dummy.synth_kit import small_population
 
 
@@ -27,8 +30,17 @@ def pop() -> SynthPopulation:
     return small_population()
 
 
+@cache
+def _demo_population() -> SynthPopulation:
+    return generate(demo_config())
+
+
 @pytest.mark.parametrize("lg", [SHINJUKU, NAKANO])
-def test_replaying_the_changes_gives_the_final_register(pop: SynthPopulation, lg: str) -> None:
+@pytest.mark.parametrize("config", ["small", "demo"])
+def test_replaying_the_changes_gives_the_final_register(config: str, lg: str) -> None:
+    # The demo's configuration too: its families made movers from 中野区 must leave a
+    # consistent history in both wards.
+    pop = small_population() if config == "small" else _demo_population()
     changes = [c for c in pop.changes if c.lg_code == lg]
     final = {p.key: p.address for p in pop.persons if p.status == RESIDENT and p.lg_code == lg}
     arrivals = {c.person_key for c in changes if c.kind in (MOVE_IN, BIRTH)}

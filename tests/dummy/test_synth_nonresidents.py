@@ -6,9 +6,8 @@ from collections import Counter
 
 import pytest
 
-from renkei.dummy.model import MOVED_OUT, OUTSIDER, RESIDENT, SynthPopulation
+from renkei.dummy.model import MOVED_OUT, NAKANO, OUTSIDER, RESIDENT, SHINJUKU, SynthPopulation
 from renkei.dummy.nonresidents import NON_RESIDENT_SYSTEMS
-from renkei.dummy.population import NAKANO, SHINJUKU
 from tests.dummy.synth_kit import SMALL, small_population
 
 

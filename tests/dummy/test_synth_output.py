@@ -11,9 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from renkei.dummy import cp932
-from renkei.dummy.model import RESIDENT, SynthPopulation
+from renkei.dummy.model import RESIDENT, SHINJUKU, SynthPopulation
 from renkei.dummy.output import write_population
-from renkei.dummy.population import SHINJUKU
 from renkei.dummy.synth import SynthConfig, generate
 
 TINY = SynthConfig(seed=11, people=600)

@@ -11,9 +11,20 @@ import pytest
 
 from renkei.dummy import stats, tables
 from renkei.dummy.households import COHABITANT, HouseholdKind
-from renkei.dummy.model import RESIDENT, Person, SynthPopulation
+from renkei.dummy.model import (
+    CHILD,
+    FATHER,
+    HEAD,
+    HUSBAND,
+    MOTHER,
+    NAKANO,
+    RESIDENT,
+    SHINJUKU,
+    WIFE,
+    Person,
+    SynthPopulation,
+)
 from renkei.dummy.names import VARIANTS, name_pools
-from renkei.dummy.population import CHILD, FATHER, HEAD, HUSBAND, MOTHER, NAKANO, SHINJUKU, WIFE
 from tests.dummy.synth_kit import SMALL, small_population
 
 KATAKANA = re.compile(r"^[\u30a1-\u30fa\u30fc]+$")

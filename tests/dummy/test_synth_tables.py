@@ -17,7 +17,7 @@ from renkei.dummy.addresses import (
     kanji_number,
 )
 from renkei.dummy.households import plan_households, quota_from_table
-from renkei.dummy.synth import stage_rng
+from renkei.dummy.model import stage_rng
 
 
 @pytest.mark.parametrize("town", tables.towns(), ids=lambda t: t.town)

@@ -37,8 +37,10 @@ from starlette.routing import Route
 from renkei.catalogue import load_catalogue
 from renkei.core.crypto import envelope
 from renkei.core.wire.messaging import JOSE_MEDIA_TYPE, seal
-from renkei.dummy.population import NAKANO as NAKANO_LG
-from renkei.dummy.population import Population, generate_population
+from renkei.dummy import business
+from renkei.dummy.model import NAKANO as NAKANO_LG
+from renkei.dummy.model import SHINJUKU as SHINJUKU_LG
+from renkei.dummy.model import SynthPopulation
 from renkei.federation import demo
 from renkei.federation.process import Federation
 from renkei.federation.topology import HUB, NAKANO, NENKIN, ORGS, SHINJUKU, Layout
@@ -172,7 +174,7 @@ class FakeProvider:
 @dataclass
 class Run:
     layout: Layout
-    pop: Population
+    pop: SynthPopulation
     urls: dict[str, str]
     clients: dict[str, demo.AtenaClient]
     request: dict[str, Any]
@@ -209,9 +211,10 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         for org in ORGS:
             for node in org.nodes:
                 urls[f"{org.slug}/{node}"] = create_pg_database()
-    pop = generate_population(seed=7, shinjuku=120, nakano=80)
+    pop = demo.generate_population(seed=7, shinjuku=150, nakano=100)
     fed = Federation()
     fake: FakeProvider | None = None
+    clients: dict[str, demo.AtenaClient] = {}
     try:
         demo.prepare(layout, pop, urls)
         demo.start(layout, fed)
@@ -221,9 +224,10 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         asked = next(sc for sc in scenarios if sc.name == "a_move_in_tax")
         head = next(
             p for p in pop.persons
-            if p.business_numbers.get("child_allowance") == asked.request["business_atena_no"]
+            if business.number(pop, p, SHINJUKU_LG, business.SYSTEM_CHILD_ALLOWANCE) == asked.request["business_atena_no"]
         )
-        values = dict(pop.tax_records[(head.key, NAKANO_LG)])
+        values = demo.tax_copy_values(pop, head, NAKANO_LG)
+        assert values
         _stop(fed, f"{NAKANO.name}/chukan")
         fake = FakeProvider(layout, values)
         fake.start()
@@ -233,6 +237,8 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
     finally:
         if fake is not None:
             fake.stop()
+        for client in clients.values():
+            client.close()
         fed.stop()
         for url in urls.values():
             drop_pg_database(url)

@@ -20,7 +20,6 @@ from typer.testing import CliRunner
 from renkei.cli import app
 from renkei.dummy import business
 from renkei.dummy.model import RESIDENT, SynthPopulation
-from renkei.dummy.population import generate_population
 from renkei.dummy.synth import SynthConfig, generate
 from renkei.federation import demo
 from renkei.federation.process import Federation
@@ -127,7 +126,7 @@ def loaded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     if request.param == "postgresql":
         urls = {f"{o.slug}/{n}": create_pg_database() for o in ORGS for n in o.nodes}
     # The demo's own people first: the command loads into a federation `renkei demo` set up.
-    demo_pop = generate_population(seed=7, shinjuku=60, nakano=40)
+    demo_pop = demo.generate_population(seed=7, shinjuku=150, nakano=100)
     fed = Federation()
     try:
         demo.prepare(layout, demo_pop, urls)

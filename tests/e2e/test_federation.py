@@ -22,7 +22,10 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from renkei.core.crypto import pki
-from renkei.dummy.population import Population, generate_population, write_population_csv
+from renkei.dummy.model import NAKANO as NAKANO_LG
+from renkei.dummy.model import SHINJUKU as SHINJUKU_LG
+from renkei.dummy.model import SynthPopulation
+from renkei.dummy.output import write_population_csv
 from renkei.federation import demo
 from renkei.federation.process import Federation
 from renkei.federation.topology import HUB, JLIS, NAKANO, ORGS, SHINJUKU, TSA, Layout
@@ -50,7 +53,7 @@ def _free_base_port() -> int:
 @dataclass
 class Run:
     layout: Layout
-    pop: Population
+    pop: SynthPopulation
     scenarios: list[demo.Scenario]
     database_urls: dict[str, str]
     fed: Federation
@@ -65,7 +68,7 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         for org in ORGS:
             for node in org.nodes:
                 urls[f"{org.slug}/{node}"] = create_pg_database()
-    pop = generate_population(seed=7, shinjuku=120, nakano=80)
+    pop = demo.generate_population(seed=7, shinjuku=150, nakano=100)
     fed = Federation()
     try:
         demo.prepare(layout, pop, urls)
@@ -178,7 +181,8 @@ def _node_text(run: Run, slug: str, node: str) -> bytes:
 def _answer_markers(run: Run) -> list[bytes]:
     """Answer values as they would appear in plaintext JSON, for every registered tax copy."""
     markers = []
-    for values in run.pop.tax_records.values():
+    for copy in demo.tax_copies(run.pop, SHINJUKU_LG) + demo.tax_copies(run.pop, NAKANO_LG):
+        values = copy["values"]
         if values.get("K003", "0") not in {"", "0"}:
             markers.append(f'"K003": "{values["K003"]}"'.encode())
             markers.append(f'"K003":"{values["K003"]}"'.encode())

@@ -20,6 +20,8 @@ from renkei import nodes
 from renkei.core.db import make_engine, make_sessionmaker, migrate
 
 PG_URL = os.environ.get("RENKEI_TEST_POSTGRES_URL", "")
+# A database call on an event loop fails the test (and the node processes e2e tests start).
+os.environ.setdefault("RENKEI_EVENT_LOOP_IO", "error")
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 
 

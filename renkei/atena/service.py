@@ -558,7 +558,7 @@ async def inquire(
         answer = await rt.peer.call(
             rt.config.peer("chukan") + "/v1/inquiries",
             rt.org_code,
-            "inquiry.request",
+            "inquiry.start",
             {
                 "atena_no": atena_no,
                 "procedure_code": req.procedure_code,

@@ -262,7 +262,7 @@ async def inquire(request: Request) -> Response:
     """
     rt = _rt(request)
     msg = await rt.receive(request)
-    expect_typ(msg, "inquiry.request")
+    expect_typ(msg, "inquiry.start")
     expect_sender(msg, rt.org_code)
     body = msg.body
     atena_no = service.check_atena_no(body.get("atena_no"))

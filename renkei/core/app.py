@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import MetaData
+from starlette.concurrency import run_in_threadpool
 
 from renkei.core.audit.timestamping import countersign_checkpoints
 from renkei.core.db import migrate, transaction
@@ -36,7 +37,7 @@ async def _checkpoint_loop(rt: NodeRuntime, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=interval)
         except TimeoutError:
             try:
-                _checkpoint(rt)
+                await run_in_threadpool(_checkpoint, rt)
             except Exception as exc:  # keep serving; the next round retries
                 structlog.get_logger("renkei.audit").error("checkpoint_failed", error_type=type(exc).__name__)
 
@@ -56,10 +57,11 @@ def node_app(
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Database work at start and stop runs in a worker thread too: never on the loop.
         if run_migrations:
-            migrate(rt.engine, migrations_dir, metadata, migration_attributes)
+            await run_in_threadpool(migrate, rt.engine, migrations_dir, metadata, migration_attributes)
         if on_startup is not None:
-            on_startup()
+            await run_in_threadpool(on_startup)
         await rt.peer.start()
         stop = asyncio.Event()
         worker = asyncio.create_task(run_worker(rt, stop)) if outbox_worker else None
@@ -71,7 +73,7 @@ def node_app(
             if worker is not None:
                 await worker
             await checkpoints
-            _checkpoint(rt)
+            await run_in_threadpool(_checkpoint, rt)
             if worker is not None:
                 try:  # the shutdown checkpoint reaches the time-stamp authority now, not at the next start
                     await asyncio.wait_for(deliver_due(rt), timeout=SHUTDOWN_DELIVERY_SECONDS)

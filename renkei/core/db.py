@@ -7,6 +7,8 @@ kernel tables (received messages, outbox) are added to every node's metadata by
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -114,18 +117,60 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cur.close()
 
 
+# What a database call on an event loop does (`forbid_event_loop_io`): "error" (the
+# tests), "warn" (the default: logged once per statement) or "off".
+EVENT_LOOP_IO_ENV = "RENKEI_EVENT_LOOP_IO"
+
+
+class EventLoopIOError(RuntimeError):
+    """A database call ran on an event loop (it would stall every request of the node)."""
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def forbid_event_loop_io(engine: Engine, mode: str | None = None) -> None:
+    """Watch ``engine`` for statements run on an event loop (inside a coroutine of the
+    thread): one would stall every request of the node while the database works.
+    ``mode`` (default: ``$RENKEI_EVENT_LOOP_IO`` or "warn") says what happens then."""
+    mode = (mode or os.environ.get(EVENT_LOOP_IO_ENV) or "warn").lower()
+    if mode == "off":
+        return
+    seen: set[str] = set()
+
+    def check(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not _on_event_loop():
+            return
+        head = " ".join(statement.split())[:80]  # the statement's text, never its values
+        if mode == "error":
+            raise EventLoopIOError(f"database call on the event loop: {head}")
+        if head not in seen:
+            seen.add(head)
+            structlog.get_logger("renkei.db").warning("database_call_on_event_loop", statement=head)
+
+    event.listen(engine, "before_cursor_execute", check)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """An engine with the settings this project relies on for each backend."""
+    """An engine with the settings this project relies on for each backend, watched for
+    database calls on an event loop (`forbid_event_loop_io`)."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[1] if "///" in url else ""
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 10)
-    return create_engine(url, **kwargs)
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_size", 10)
+        engine = create_engine(url, **kwargs)
+    forbid_event_loop_io(engine)
+    return engine
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 
 from renkei.catalogue import Catalogue, load_catalogue
 from renkei.core.app import node_app
@@ -20,17 +23,31 @@ from renkei.staff.routes import StaffTables, mount_staff_api
 MIGRATIONS = SCHEMA.migrations
 
 
+@dataclass
 class DbRegistryView(RegistryView):
-    """The hub reads keys from its own registry tables on every lookup: no process-local state."""
+    """The hub's keys come from its own registry tables, looked up in a worker thread and
+    kept for ``ttl_seconds``: a registry change reaches every hub process within that
+    time, and a key not found is looked up again on the next message."""
 
     sessions: Any = None
+    ttl_seconds: float = 30.0
+    _cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
 
-    async def lookup(self, kid: str) -> Any | None:
+    def _load(self, kid: str) -> Any | None:
         with self.sessions() as s:
             doc = service.key_document(s, kid)
         if doc is None:
             return None
         return KeyDirectory.from_documents([{"org_code": kid.split(":")[0], "keys": [doc]}]).public_key(kid)
+
+    async def lookup(self, kid: str) -> Any | None:
+        hit = self._cache.get(kid)
+        if hit is not None and time.monotonic() - hit[0] < self.ttl_seconds:
+            return hit[1]
+        key = await run_in_threadpool(self._load, kid)
+        if key is not None:
+            self._cache[kid] = (time.monotonic(), key)
+        return key
 
 
 def create_app(config: NodeConfig, *, engine: Engine | None = None, catalogue: Catalogue | None = None) -> FastAPI:

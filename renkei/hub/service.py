@@ -9,10 +9,12 @@ import hashlib
 import hmac
 import secrets
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -23,6 +25,13 @@ from renkei.core.crypto.envelope import parse_kid
 from renkei.core.crypto.field import create_secret_file
 from renkei.core.db import KernelTables
 from renkei.core.errors import Problem
+from renkei.core.wire.contract import (
+    PSEUDONYM_DELIVER,
+    Delivery,
+    HubInquiry,
+    PseudonymDeliver,
+    ResolveItem,
+)
 from renkei.core.wire.outbox import enqueue
 from renkei.hub.models import (
     Acquisition,
@@ -35,6 +44,7 @@ from renkei.hub.models import (
 )
 
 MAX_BATCH = 10_000
+_JST = ZoneInfo("Asia/Tokyo")
 
 
 def load_or_create_secret(path: Path) -> bytes:
@@ -151,6 +161,19 @@ def key_document(session: Session, kid: str) -> dict[str, Any] | None:
     return {**key.jwk, "status": key.status}
 
 
+def require_role(session: Session, org_code: str, role: str, message: str) -> Organization:
+    """The sending organization, if the registry gives it ``role``; else 403."""
+    org = session.get(Organization, org_code)
+    if org is None or org.role != role:
+        raise Problem(403, "sender_not_allowed", message, org_code)
+    return org
+
+
+def today_in_japan(now: datetime) -> date:
+    """The day in Japan at ``now``: rules take effect on Japanese dates."""
+    return now.astimezone(_JST).date()
+
+
 def member(session: Session, org_code: str) -> Organization:
     org = session.get(Organization, org_code)
     if org is None or not org.active:
@@ -214,18 +237,16 @@ def resolve_acquisitions(
     session: Session,
     kernel: KernelTables,
     secret: bytes,
-    items: list[dict[str, Any]],
+    items: Sequence[ResolveItem],
     now: datetime,
 ) -> list[ResolveResult]:
     """Steps 3–4: J-LIS names the person by resident code; issue the pseudonym and queue its delivery."""
     if len(items) > MAX_BATCH:
         raise Problem(422, "bad_count", f"一度に{MAX_BATCH}件までです。")
     results: list[ResolveResult] = []
-    deliveries: dict[str, list[dict[str, str]]] = defaultdict(list)
+    deliveries: dict[str, list[Delivery]] = defaultdict(list)
     for item in items:
-        acq_no = str(item.get("acquisition_no", ""))
-        code = str(item.get("resident_code", ""))
-        org_code = str(item.get("org_code", ""))
+        acq_no, code, org_code = item.acquisition_no, item.resident_code, item.org_code
         acq = session.get(Acquisition, acq_no)
         if acq is None:
             results.append(ResolveResult(acq_no, "unknown_acquisition"))
@@ -252,7 +273,7 @@ def resolve_acquisitions(
         acq.status = "issued"
         acq.link_id = link.id
         acq.resolved_at = now
-        deliveries[acq.org_code].append({"acquisition_no": acq_no, "pseudonym": pseudonym})
+        deliveries[acq.org_code].append(Delivery(acquisition_no=acq_no, pseudonym=pseudonym))
         results.append(ResolveResult(acq_no, status))
     for org_code, batch in deliveries.items():
         org = member(session, org_code)
@@ -260,10 +281,10 @@ def resolve_acquisitions(
         enqueue(
             session,
             kernel,
-            destination=org.chukan_url.rstrip("/") + "/v1/acquisitions/deliver",
+            destination=org.chukan_url.rstrip("/") + PSEUDONYM_DELIVER.path,
             audience=org_code,
-            typ="pseudonym.deliver",
-            body={"items": batch},
+            typ=PSEUDONYM_DELIVER.typ,
+            body=PseudonymDeliver(items=batch).dump(),
             now=now,
         )
     session.flush()
@@ -280,38 +301,24 @@ class Route:
     provider_pseudonym: str
 
 
-def _parse_date(value: str, label: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise Problem(422, "bad_date", f"{label}の日付形式が誤っています（YYYY-MM-DD）。", str(value)) from None
-
-
 def begin_inquiry(
     session: Session,
     catalogue: Catalogue,
     inquirer_org: str,
-    body: dict[str, Any],
+    req: HubInquiry,
     now: datetime,
     today: date,
 ) -> tuple[Route | None, Problem | None]:
-    """Check, record and route one inquiry.
+    """Check, record and route one inquiry (its fields were checked by the contract).
 
     Returns (route, None) to forward, or (None, problem) for a refusal that has
     been recorded and must be committed before the problem is returned.
     """
-    for name in ("pseudonym", "provider_org", "procedure_code", "info_kind_code", "as_of"):
-        if not isinstance(body.get(name), str) or not body.get(name):
-            raise Problem(422, "missing_field", f"項目「{name}」がありません。")
-    provider_code = body["provider_org"]
-    if ids.check(ids.IdKind.PROCEDURE_CODE, body["procedure_code"]) is not None:
-        raise Problem(422, "invalid_procedure_code", "事務手続コードの形式が誤っています。", body["procedure_code"])
-    if ids.check(ids.IdKind.INFO_KIND_CODE, body["info_kind_code"]) is not None:
-        raise Problem(422, "invalid_info_kind_code", "特定個人情報名コードの形式が誤っています。", body["info_kind_code"])
-    as_of = _parse_date(body["as_of"], "基準日")
+    provider_code = req.provider_org
+    as_of = req.as_of
     inquirer = member(session, inquirer_org)
     provider = member(session, provider_code)
-    own = session.get(Pseudonym, body["pseudonym"])
+    own = session.get(Pseudonym, req.pseudonym)
     if own is None or own.org_code != inquirer_org:
         raise Problem(404, "unknown_pseudonym", "符号エラー（照会者の機関別符号が未発行です）。")
     serial = issue_serial(session, "inquiry", now)
@@ -320,15 +327,15 @@ def begin_inquiry(
         requested_at=now,
         inquirer_org=inquirer_org,
         provider_org=provider_code,
-        procedure_code=body["procedure_code"],
-        info_kind_code=body["info_kind_code"],
+        procedure_code=req.procedure_code,
+        info_kind_code=req.info_kind_code,
         link_id=own.link_id,
         as_of=as_of.isoformat(),
         outcome="pending",
     )
     session.add(record)
     decision = catalogue.check_rule(
-        inquirer.kind, body["procedure_code"], provider.kind, body["info_kind_code"], today
+        inquirer.kind, req.procedure_code, provider.kind, req.info_kind_code, today
     )
     if not decision.allowed:
         record.outcome = "refused"

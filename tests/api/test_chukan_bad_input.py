@@ -121,7 +121,7 @@ OWN_ATENA_ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
     "/v1/acquisitions": ("pseudonym.acquire", {"atena_nos": [GOOD_ATENA]}),
     "/v1/acquisitions/status": ("pseudonym.status", {"atena_nos": [GOOD_ATENA]}),
     "/v1/fukuhon": ("fukuhon.register", {"records": [_tax_record()]}),
-    "/v1/inquiries": ("inquiry.request", _inquiry()),
+    "/v1/inquiries": ("inquiry.start", _inquiry()),
 }
 HUB_ROUTES: dict[str, tuple[str, dict[str, Any]]] = {
     "/v1/acquisitions/deliver": ("pseudonym.deliver", {"items": []}),
@@ -233,7 +233,7 @@ def test_inquiry_with_invalid_atena_no(chukan: Chukan, atena_no: Any) -> None:
     chukan.refused(
         "/v1/inquiries",
         SHINJUKU,
-        "inquiry.request",
+        "inquiry.start",
         _inquiry(atena_no=atena_no),
         422,
         "invalid_atena_no",
@@ -281,13 +281,13 @@ def test_acquisition_over_the_batch_limit(chukan: Chukan) -> None:
 @pytest.mark.parametrize("as_of", ["2024-02-30", "令和6年6月1日", "", None])
 def test_inquiry_with_bad_as_of(chukan: Chukan, as_of: Any) -> None:
     chukan.refused(
-        "/v1/inquiries", SHINJUKU, "inquiry.request", _inquiry(as_of=as_of), 422, "bad_date"
+        "/v1/inquiries", SHINJUKU, "inquiry.start", _inquiry(as_of=as_of), 422, "bad_date"
     )
 
 
 def test_inquiry_for_a_person_without_pseudonym(chukan: Chukan) -> None:
     problem = chukan.refused(
-        "/v1/inquiries", SHINJUKU, "inquiry.request", _inquiry(), 409, "pseudonym_not_acquired"
+        "/v1/inquiries", SHINJUKU, "inquiry.start", _inquiry(), 409, "pseudonym_not_acquired"
     )
     assert GOOD_ATENA in problem["title"]  # a 統合宛名番号 is not an individual number
 

@@ -350,7 +350,7 @@ SIGNED = {
     ("chukan", "/v1/acquisitions/deliver"): (HUB, "pseudonym.deliver"),
     ("chukan", "/v1/acquisitions/status"): (SHINJUKU, "pseudonym.status"),
     ("chukan", "/v1/fukuhon"): (SHINJUKU, "fukuhon.register"),
-    ("chukan", "/v1/inquiries"): (SHINJUKU, "inquiry.request"),
+    ("chukan", "/v1/inquiries"): (SHINJUKU, "inquiry.start"),
     ("chukan", "/v1/provisions"): (HUB, "provision.request"),
     ("tsa", "/v1/stamps"): (SHINJUKU, "tsa.stamp"),
     ("tsa", "/v1/heads"): (SHINJUKU, "tsa.head"),

@@ -100,7 +100,7 @@ class Asker:
             "info_kind_code": LOCAL_TAX_INFO,
             "as_of": AS_OF,
         }
-        sealed = self.fed.seal(SHINJUKU, SHINJUKU, "inquiry.request", body, node="atena")
+        sealed = self.fed.seal(SHINJUKU, SHINJUKU, "inquiry.start", body, node="atena")
         return self.client.post("/v1/inquiries", content=sealed.encode(), headers=JOSE)
 
     def record(self, serial: str) -> ProvisionRecord | None:
@@ -365,7 +365,7 @@ def test_the_hubs_refusal_is_kept_as_before(asker: Asker, good_serial: bool) -> 
     rt = asker.app.state.rt
     rt.peer.call = refuse
     try:
-        sealed = asker.fed.seal(SHINJUKU, SHINJUKU, "inquiry.request", {
+        sealed = asker.fed.seal(SHINJUKU, SHINJUKU, "inquiry.start", {
             "atena_no": ATENA_NO, "provider_org": NAKANO.org_code, "procedure_code": PROCEDURE,
             "info_kind_code": LOCAL_TAX_INFO, "as_of": AS_OF,
         }, node="atena")

@@ -46,7 +46,9 @@ DYNAMIC = {
     "staff/auth.py:__init__": "test_auth_error_codes_agree_with_the_register",
     "staff/roles.py:__init__": "test_permission_denied_codes_are_403",
     "staff/oauth.py:to_problem": "test_oauth_refusals_agree_with_the_register",
-    "hub/api.py:inquiries": "relays a provider's Problem, already normalized by Problem()",
+    "hub/flows.py:relay_inquiry": "relays a provider's Problem, already normalized by Problem()",
+    "core/wire/contract.py:_refusal": "test_contract_refusal_codes_are_registered",
+    "core/wire/contract.py:check": "test_contract_refusal_codes_are_registered",
     "chukan/api.py:_codes": "test_identifier_codes_are_registered",
     "atena/service.py:inquire": "test_identifier_codes_are_registered",
 }
@@ -118,7 +120,7 @@ SITES = list(_sites())
 def test_the_walk_finds_the_known_places() -> None:
     # The walk must be able to fail: it sees the places this test is about.
     found = {(s.where, s.code) for s in SITES}
-    assert ("core/wire/runtime.py:receive", "malformed_message") in found
+    assert ("core/wire/runtime.py:receive_verified", "malformed_message") in found
     assert ("core/wire/client.py:__init__", "peer_unavailable") in found
     assert ("chukan/api.py:inquire", "bad_answer") in found
     assert len(SITES) > 100
@@ -202,3 +204,19 @@ def test_envelope_refusals_are_registered() -> None:
 def test_identifier_codes_are_registered() -> None:
     for kind in ids.IdKind:
         assert STATUS_OF.get(f"invalid_{kind.name.lower()}") == 422, kind
+
+
+def test_contract_refusal_codes_are_registered() -> None:
+    """Every code a contract field refuses with (its Refuse metadata, the identifier
+    checks) is registered, with 422: a body that does not fit its message type."""
+    from renkei.core.wire import contract
+
+    codes: set[str] = {"missing_field", "invalid_request", "bad_date", "invalid_serial"}
+    for mt in contract.MESSAGE_TYPES:
+        for model in (mt.request, mt.reply):
+            for info in model.model_fields.values():
+                for meta in info.metadata:
+                    if isinstance(meta, contract.Refuse):
+                        codes |= {meta.code, *([meta.count] if meta.count else [])}
+    codes |= {"invalid_atena_no", "invalid_procedure_code", "invalid_info_kind_code"}
+    assert {c: STATUS_OF.get(c) for c in codes} == {c: 422 for c in codes}

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from renkei.catalogue import Catalogue, load_catalogue
 from renkei.core.crypto import pki
+from renkei.core.wire import contract
 from renkei.hub import service
 
 NOW = datetime(2025, 4, 1, 0, 30, tzinfo=UTC)
@@ -76,3 +77,14 @@ def federation(session: Session, public_docs: dict[str, dict[str, Any]]) -> Sess
         )
     session.commit()
     return session
+
+
+def resolve(session: Session, kernel: Any, secret: bytes, items: Any, now: Any) -> Any:
+    """`service.resolve_acquisitions` on items as they arrive on the wire (parsed by the contract)."""
+    parsed = contract.parse(contract.AcquisitionResolve, {"items": items}).items
+    return service.resolve_acquisitions(session, kernel, secret, parsed, now)
+
+
+def begin(session: Session, catalogue: Any, inquirer: str, body: Any, now: Any, today: Any) -> Any:
+    """`service.begin_inquiry` on a body as it arrives on the wire (parsed by the contract)."""
+    return service.begin_inquiry(session, catalogue, inquirer, contract.parse(contract.HubInquiry, body), now, today)

@@ -17,7 +17,7 @@ from renkei.core import ids
 from renkei.core.errors import Problem
 from renkei.hub import service
 from renkei.hub.models import Acquisition, Base, Link, Organization, Pseudonym, kernel
-from tests.hub.conftest import JLIS, NAKANO, NENKIN, NOW, SECRET, SHINJUKU
+from tests.hub.conftest import JLIS, NAKANO, NENKIN, NOW, SECRET, SHINJUKU, resolve
 
 RNG = random.Random(20250401)
 CODE_A = ids.generate_resident_code(RNG)
@@ -35,7 +35,7 @@ def _outbox(session: Session) -> list[dict[str, Any]]:
 
 def _resolve(session: Session, org: str, code: str) -> tuple[str, service.ResolveResult]:
     [acq] = service.create_acquisitions(session, org, 1, NOW)
-    [res] = service.resolve_acquisitions(
+    [res] = resolve(
         session,
         kernel,
         SECRET,
@@ -135,7 +135,7 @@ def test_resolve_is_idempotent(federation: Session) -> None:
     s.commit()
     pseudonym = _pseudonym_of(s, acq)
     later = NOW + timedelta(hours=1)
-    [again] = service.resolve_acquisitions(
+    [again] = resolve(
         s,
         kernel,
         SECRET,
@@ -163,7 +163,7 @@ def test_resolve_refusals(federation: Session) -> None:
         {"acquisition_no": acq2, "org_code": SHINJUKU},
         {},
     ]
-    results = service.resolve_acquisitions(s, kernel, SECRET, items, NOW)
+    results = resolve(s, kernel, SECRET, items, NOW)
     s.commit()
     assert [r.status for r in results] == [
         "unknown_acquisition",
@@ -180,7 +180,7 @@ def test_resolve_refusals(federation: Session) -> None:
     assert {a.status for a in s.scalars(select(Acquisition))} == {"pending"}
 
     with pytest.raises(Problem) as exc:
-        service.resolve_acquisitions(s, kernel, SECRET, [{}] * (service.MAX_BATCH + 1), NOW)
+        resolve(s, kernel, SECRET, [{}] * (service.MAX_BATCH + 1), NOW)
     assert exc.value.code == "bad_count"
 
 
@@ -194,7 +194,7 @@ def test_resolve_enqueues_one_delivery_per_organization(federation: Session) -> 
         {"acquisition_no": shinjuku[1], "resident_code": CODE_B, "org_code": SHINJUKU},
         {"acquisition_no": "00000000000000000000", "resident_code": CODE_B, "org_code": NAKANO},
     ]
-    results = service.resolve_acquisitions(s, kernel, SECRET, items, NOW)
+    results = resolve(s, kernel, SECRET, items, NOW)
     s.commit()
     assert [r.status for r in results] == ["issued", "issued", "issued", "unknown_acquisition"]
     boxes = {r["audience"]: r for r in _outbox(s)}
@@ -224,7 +224,7 @@ def test_resident_code_is_stored_only_as_keyed_hash(federation: Session) -> None
         _resolve(s, org, CODE_A)
     _resolve(s, SHINJUKU, CODE_B)
     [bad] = service.create_acquisitions(s, NAKANO, 1, NOW)
-    service.resolve_acquisitions(
+    resolve(
         s,
         kernel,
         SECRET,
@@ -272,7 +272,7 @@ def test_acquisition_number_names_one_person_for_good(federation: Session) -> No
     acq, first = _resolve(federation, SHINJUKU, CODE_A)
     assert first.status == "issued"
     deliveries = len(_outbox(federation))
-    [again] = service.resolve_acquisitions(
+    [again] = resolve(
         federation, kernel, SECRET, [{"acquisition_no": acq, "resident_code": CODE_B, "org_code": SHINJUKU}], NOW
     )
     assert again.status == "resident_code_mismatch"

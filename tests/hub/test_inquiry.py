@@ -15,7 +15,7 @@ from renkei.core import ids
 from renkei.core.errors import Problem
 from renkei.hub import service
 from renkei.hub.models import Link, ProvisionRecord, Pseudonym, kernel
-from tests.hub.conftest import NAKANO, NENKIN, NOW, SECRET, SHINJUKU
+from tests.hub.conftest import NAKANO, NENKIN, NOW, SECRET, SHINJUKU, begin, resolve
 
 TODAY = date(2025, 4, 1)
 RNG = random.Random(74)
@@ -25,7 +25,7 @@ OTHER_CODE = ids.generate_resident_code(RNG)
 
 def _acquire(session: Session, org: str, code: str = CODE) -> str:
     [acq] = service.create_acquisitions(session, org, 1, NOW)
-    [res] = service.resolve_acquisitions(
+    [res] = resolve(
         session,
         kernel,
         SECRET,
@@ -66,7 +66,7 @@ def test_allowed_inquiry_is_routed_with_the_providers_pseudonym(
     mine = _acquire(s, SHINJUKU)
     theirs = _acquire(s, NAKANO)
     _acquire(s, NAKANO, OTHER_CODE)
-    route, problem = service.begin_inquiry(s, catalogue, SHINJUKU, _body(mine), NOW, TODAY)
+    route, problem = begin(s, catalogue, SHINJUKU, _body(mine), NOW, TODAY)
     s.commit()
     assert problem is None and route is not None
     assert route.provider_pseudonym == theirs != mine
@@ -103,14 +103,14 @@ def test_rule_is_checked_on_the_day_of_the_inquiry(
     s = federation
     mine = _acquire(s, SHINJUKU)
     _acquire(s, NAKANO)
-    route, _ = service.begin_inquiry(s, catalogue, SHINJUKU, _body(mine), NOW, date(2020, 1, 1))
+    route, _ = begin(s, catalogue, SHINJUKU, _body(mine), NOW, date(2020, 1, 1))
     assert route is not None
     assert s.get(ProvisionRecord, route.serial).rule_id == "B2-074-1"  # type: ignore[union-attr]
-    route, _ = service.begin_inquiry(s, catalogue, SHINJUKU, _body(mine), NOW, date(2024, 5, 27))
+    route, _ = begin(s, catalogue, SHINJUKU, _body(mine), NOW, date(2024, 5, 27))
     assert route is not None
     assert s.get(ProvisionRecord, route.serial).rule_id == "MR-074-1"  # type: ignore[union-attr]
     # the day before linkage started
-    route, problem = service.begin_inquiry(
+    route, problem = begin(
         s, catalogue, SHINJUKU, _body(mine), NOW, date(2017, 7, 17)
     )
     assert route is None and problem is not None
@@ -125,7 +125,7 @@ def test_refused_inquiry_is_recorded(federation: Session, catalogue: Catalogue) 
     mine = _acquire(s, SHINJUKU)
     _acquire(s, NAKANO)
     body = _body(mine, procedure_code="JT01010000016001", info_kind_code="TM00000000009001")
-    route, problem = service.begin_inquiry(s, catalogue, SHINJUKU, body, NOW, TODAY)
+    route, problem = begin(s, catalogue, SHINJUKU, body, NOW, TODAY)
     s.commit()
     assert route is None and problem is not None
     assert problem.code == "rule_violation" and problem.status == 403
@@ -146,7 +146,7 @@ def test_refused_inquiry_is_recorded(federation: Session, catalogue: Catalogue) 
 def test_refused_when_no_rule_in_force(federation: Session, catalogue: Catalogue) -> None:
     mine = _acquire(federation, SHINJUKU)
     _acquire(federation, NAKANO)
-    route, problem = service.begin_inquiry(
+    route, problem = begin(
         federation, catalogue, SHINJUKU, _body(mine), NOW, date(2017, 7, 17)
     )
     assert route is None and problem is not None
@@ -168,7 +168,7 @@ def test_other_refusals_by_the_catalogue(federation: Session, catalogue: Catalog
         (_body(mine, info_kind_code="TM99999999999999"), "unknown_info_kind", "TM99999999999999"),
     ]
     for body, reason_code, needle in cases:
-        route, problem = service.begin_inquiry(s, catalogue, SHINJUKU, body, NOW, TODAY)
+        route, problem = begin(s, catalogue, SHINJUKU, body, NOW, TODAY)
         assert route is None and problem is not None
         assert problem.extra["reason_code"] == reason_code
         rec = s.get(ProvisionRecord, problem.extra["serial"])
@@ -181,7 +181,7 @@ def test_provider_without_pseudonym(federation: Session, catalogue: Catalogue) -
     s = federation
     mine = _acquire(s, SHINJUKU)
     _acquire(s, NAKANO, OTHER_CODE)  # 中野区 knows someone else, not this person
-    route, problem = service.begin_inquiry(s, catalogue, SHINJUKU, _body(mine), NOW, TODAY)
+    route, problem = begin(s, catalogue, SHINJUKU, _body(mine), NOW, TODAY)
     s.commit()
     assert route is None and problem is not None
     assert problem.code == "provider_pseudonym_missing" and problem.status == 404
@@ -216,25 +216,25 @@ def test_malformed_or_unknown_inquiries_are_refused_unrecorded(
     theirs = _acquire(s, NAKANO)
     for over, code in MALFORMED:
         with pytest.raises(Problem) as exc:
-            service.begin_inquiry(s, catalogue, SHINJUKU, {**_body(mine), **over}, NOW, TODAY)
+            begin(s, catalogue, SHINJUKU, {**_body(mine), **over}, NOW, TODAY)
         assert (exc.value.code, exc.value.status) == (code, 422), over
     body = _body(mine)
     del body["as_of"]
     with pytest.raises(Problem) as exc:
-        service.begin_inquiry(s, catalogue, SHINJUKU, body, NOW, TODAY)
+        begin(s, catalogue, SHINJUKU, body, NOW, TODAY)
     assert exc.value.code == "missing_field" and "as_of" in exc.value.title
     # someone else's pseudonym, or none at all
     for pseudonym in (theirs, "no-such-pseudonym"):
         with pytest.raises(Problem) as exc:
-            service.begin_inquiry(s, catalogue, SHINJUKU, _body(pseudonym), NOW, TODAY)
+            begin(s, catalogue, SHINJUKU, _body(pseudonym), NOW, TODAY)
         assert (exc.value.code, exc.value.status) == ("unknown_pseudonym", 404)
     with pytest.raises(Problem) as exc:
-        service.begin_inquiry(
+        begin(
             s, catalogue, SHINJUKU, _body(mine, provider_org="1399990000000000"), NOW, TODAY
         )
     assert exc.value.code == "unknown_organization"
     with pytest.raises(Problem) as exc:
-        service.begin_inquiry(s, catalogue, "1399990000000000", _body(mine), NOW, TODAY)
+        begin(s, catalogue, "1399990000000000", _body(mine), NOW, TODAY)
     assert exc.value.code == "unknown_organization"
     assert service.count_records(s) == 0
 
@@ -243,7 +243,7 @@ def test_finish_inquiry_error_and_unknown_serial(federation: Session, catalogue:
     s = federation
     mine = _acquire(s, SHINJUKU)
     _acquire(s, NAKANO)
-    route, _ = service.begin_inquiry(s, catalogue, SHINJUKU, _body(mine), NOW, TODAY)
+    route, _ = begin(s, catalogue, SHINJUKU, _body(mine), NOW, TODAY)
     assert route is not None
     service.finish_inquiry(s, route.serial, "error", NOW, reason_code="peer_unreachable")
     s.commit()
@@ -264,12 +264,12 @@ def test_serials_of_inquiries_are_distinct_and_records_per_link(
     other = _acquire(s, SHINJUKU, OTHER_CODE)
     serials = []
     for i in range(3):
-        route, _ = service.begin_inquiry(
+        route, _ = begin(
             s, catalogue, SHINJUKU, _body(mine), NOW + timedelta(minutes=i), TODAY
         )
         assert route is not None
         serials.append(route.serial)
-    _, problem = service.begin_inquiry(s, catalogue, SHINJUKU, _body(other), NOW, TODAY)
+    _, problem = begin(s, catalogue, SHINJUKU, _body(other), NOW, TODAY)
     assert problem is not None and problem.code == "provider_pseudonym_missing"
     s.commit()
     assert len(set(serials)) == 3

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from renkei.core import ids
 from renkei.core.audit.log import Checkpoint, store_receipt
@@ -341,8 +342,11 @@ def countersign_checkpoints(rt: NodeRuntime) -> None:
         receipt = open_receipt(token, lambda k: key if k == kid else None, tsa=cfg.tsa_org_code)
         if receipt.node != me or receipt.kind != AUDIT_CHECKPOINT:
             raise ReceiptError("受領証が当ノードのものではありません。")
-        with transaction(rt.sessions) as s:
-            store_receipt(s, rt.audit.tables, receipt)
+        def store() -> None:
+            with transaction(rt.sessions) as s:
+                store_receipt(s, rt.audit.tables, receipt)
+
+        await run_in_threadpool(store)  # never on the event loop
 
     rt.audit.on_checkpoint = queue
     rt.answer_handlers[STAMP_TYP] = keep

@@ -8,7 +8,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -16,9 +16,11 @@ import orjson
 from renkei.core.crypto import envelope
 from renkei.core.errors import PROBLEM_MEDIA_TYPE, Problem
 from renkei.core.wire import contract
+from renkei.core.wire.contract import Body, MessageType
 from renkei.core.wire.messaging import JOSE_MEDIA_TYPE, Message, open_message, seal
 
 KeyLookup = Callable[[str], Awaitable[Any | None]]
+Rep = TypeVar("Rep", bound=Body)
 
 
 class PeerUnavailable(Problem):
@@ -111,6 +113,22 @@ class PeerClient:
                 f"{url}: {typ} answered by {answer.iss}:{answer.node or '?'}",
             )
         return answer
+
+    async def send(self, mt: MessageType[Any, Rep], base_url: str, aud: str, body: Body) -> Rep:
+        """Send a message of type ``mt`` to the node at ``base_url`` (its path is the
+        contract's); the verified reply as the contract's reply model. A reply of another
+        type or shape is the peer's fault: 502 ``bad_peer_response``."""
+        url = base_url.rstrip("/") + mt.path
+        answer = await self.call(url, aud, mt.typ, body.dump())
+        if answer.typ != mt.reply_typ:
+            raise Problem(
+                502,
+                "bad_peer_response",
+                "連携先の応答を検証できません。",
+                f"{url}: {answer.typ} instead of {mt.reply_typ}",
+                reason_code="wrong_reply_type",
+            )
+        return contract.parse_reply(mt.reply, answer.body, url)
 
     async def open(self, token: str, *, expected_aud: str, expected_iss: str | None = None) -> Message:
         """Verify a peer's signed answer; every failure is ``bad_peer_response`` (502).

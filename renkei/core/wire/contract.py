@@ -1,8 +1,15 @@
-"""Who may send which message to whom: the node-to-node routes, written down once.
+"""The node-to-node contract, written down once: every message type, its path, who may
+send it, and the typed bodies of the request and of its reply.
+
+Both ends use the same `MessageType`: the receiver's endpoint (`renkei.core.wire.endpoint`)
+parses the request body into ``request`` before any work, and the sender's client
+(`PeerClient.send`) parses the reply into ``reply``. A body that does not fit is refused
+with the stable code its field names (e.g. ``invalid_atena_no``, ``bad_count``,
+``bad_date``): see `parse`.
 
 Every node has keys of its own, and a message's signing key names the sending
-organization *and node* (``<機関コード>:<node kind>:sig:<n>``). This table says, for each
-message type a node accepts, which kinds of node may send it and from where:
+organization *and node* (``<機関コード>:<node kind>:sig:<n>``). Each message type says
+which kinds of node may send it and from where:
 
 - ``SAME_ORG``: only a node of the receiver's own organization (atena → its chukan);
 - ``HUB_ORG``: only the network system itself (the hub's 機関コード in the config);
@@ -12,20 +19,40 @@ message type a node accepts, which kinds of node may send it and from where:
 
 `NodeRuntime.receive` refuses, before any work, a message type the receiving node does
 not take (400 ``wrong_message_type``) and a sender outside the route's kinds or scope
-(403 ``sender_not_allowed``), and `PeerClient.call` accepts a reply only from the kind
-of node the request was addressed to. So the organization key that used to let an
-atena speak to the hub as if it were the chukan is gone: an inquiry signed by an atena
-never reaches the hub's rule check.
+(403 ``sender_not_allowed``), and a reply is accepted only from the kind of node the
+request was addressed to.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from datetime import date
 from enum import Enum
+from typing import Annotated, Any, Generic, TypeVar
 
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from renkei.core import ids
 from renkei.core.errors import Problem
 
-__all__ = ["ROUTES", "Route", "Scope", "authorize", "responders", "route_for"]
+__all__ = [
+    "MESSAGE_TYPES",
+    "ROUTES",
+    "Body",
+    "MessageType",
+    "Route",
+    "Scope",
+    "authorize",
+    "message_type",
+    "parse",
+    "parse_reply",
+    "responders",
+    "route_for",
+    "wrong_type",
+]
+
+MAX_BATCH = 10_000  # items in one message (acquisitions, copies, deliveries …)
 
 
 class Scope(Enum):
@@ -34,48 +61,411 @@ class Scope(Enum):
     ANY_ORG = "any_org"
 
 
-@dataclass(frozen=True)
-class Route:
-    receiver: str  # node kind that serves the route
-    typ: str  # message type of the request
-    path: str
-    senders: frozenset[str]  # node kinds allowed to send it
-    scope: Scope
-    title: str  # Japanese name, for refusals and documentation
+# --- field types: each refuses with a stable code --------------------------------------
 
+
+def _text(value: Any) -> Any:
+    """Strings only: no number or boolean read as text."""
+    if not isinstance(value, str):
+        raise ValueError("not a string")
+    return value
+
+
+def _identifier(kind: ids.IdKind, code: str, *, required: str | None = None) -> Any:
+    """An identifier checked by `renkei.core.ids`; ``required`` names the field whose
+    empty value is refused as missing (``missing_field``) rather than malformed."""
+
+    def check(value: str) -> str:
+        if required is not None and value == "":
+            raise Problem(422, "missing_field", f"項目「{required}」がありません。")
+        problem = ids.check(kind, value)
+        if problem is not None:
+            raise Problem(422, code, problem.message, code_detail=problem.code)
+        return value
+
+    return AfterValidator(check)
+
+
+def _iso_date(label: str, *, required: str | None = None) -> Any:
+    def check(value: Any) -> date:
+        if required is not None and value == "":
+            raise Problem(422, "missing_field", f"項目「{required}」がありません。")
+        if isinstance(value, str):
+            try:
+                return date.fromisoformat(value)
+            except ValueError:
+                pass
+        raise Problem(422, "bad_date", f"{label}の日付形式が誤っています（YYYY-MM-DD）。", str(value)[:40])
+
+    return BeforeValidator(check)
+
+
+_SERIAL = re.compile(r"^[0-9]{20}$")
+
+
+def _serial(value: Any) -> str:
+    if not (isinstance(value, str) and value.isascii() and _SERIAL.match(value)):
+        raise Problem(422, "invalid_serial", "処理通番の形式が誤っています（20桁の数字）。")
+    return value
+
+
+Text = Annotated[str, BeforeValidator(_text)]
+NonEmpty = Annotated[str, BeforeValidator(_text), Field(min_length=1)]
+AtenaNo = Annotated[str, BeforeValidator(_text), _identifier(ids.IdKind.ATENA_NO, "invalid_atena_no")]
+ProcedureCode = Annotated[
+    str, BeforeValidator(_text), _identifier(ids.IdKind.PROCEDURE_CODE, "invalid_procedure_code")
+]
+InfoKindCode = Annotated[
+    str, BeforeValidator(_text), _identifier(ids.IdKind.INFO_KIND_CODE, "invalid_info_kind_code")
+]
+AsOf = Annotated[date, _iso_date("基準日")]
+Serial = Annotated[str, BeforeValidator(_serial)]
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """How a field refuses what does not fit: ``code`` (and its Japanese ``title``) for a
+    wrong type or shape, ``count`` for a list of the wrong length."""
+
+    code: str
+    title: str
+    count: str | None = None
+    count_title: str | None = None
+
+
+def _items(title: str, *, min_items: int = 0) -> Refuse:
+    return Refuse(
+        "bad_items",
+        title,
+        "bad_count",
+        f"一度に{MAX_BATCH:,}件まで" + ("、1件以上" if min_items else "") + "で指定してください。",
+    )
+
+
+class Body(BaseModel):
+    """A message body: fields checked strictly, unknown fields ignored, immutable."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    def dump(self) -> dict[str, Any]:
+        """The body as JSON-ready values (dates as YYYY-MM-DD)."""
+        return self.model_dump(mode="json")
+
+
+class Empty(Body):
+    pass
+
+
+# --- hub ------------------------------------------------------------------------------
+
+
+class RegistryList(Body):
+    organizations: list[dict[str, Any]]
+
+
+class AcquisitionCreate(Body):
+    count: Annotated[int, Refuse("bad_count", "件数（count）を整数で指定してください。")]
+
+
+class AcquisitionCreated(Body):
+    acquisition_nos: list[Text]
+
+
+class ResolveItem(Body):
+    """One acquisition J-LIS resolved; checked item by item by the hub (a status each)."""
+
+    acquisition_no: Text = ""
+    resident_code: Text = ""
+    org_code: Text = ""
+
+
+class AcquisitionResolve(Body):
+    items: Annotated[
+        list[ResolveItem], Field(max_length=MAX_BATCH), _items("items を配列で指定してください。")
+    ]
+
+
+class ItemStatus(Body):
+    acquisition_no: Text
+    status: Text
+
+
+class ItemStatuses(Body):
+    results: list[ItemStatus]
+
+
+class HubInquiry(Body):
+    """A chukan asks the hub, naming the person by its own pseudonym."""
+
+    pseudonym: Annotated[NonEmpty, Refuse("missing_field", "項目「pseudonym」がありません。")]
+    provider_org: Annotated[NonEmpty, Refuse("missing_field", "項目「provider_org」がありません。")]
+    procedure_code: Annotated[
+        str,
+        BeforeValidator(_text),
+        _identifier(ids.IdKind.PROCEDURE_CODE, "invalid_procedure_code", required="procedure_code"),
+        Refuse("missing_field", "項目「procedure_code」がありません。"),
+    ]
+    info_kind_code: Annotated[
+        str,
+        BeforeValidator(_text),
+        _identifier(ids.IdKind.INFO_KIND_CODE, "invalid_info_kind_code", required="info_kind_code"),
+        Refuse("missing_field", "項目「info_kind_code」がありません。"),
+    ]
+    as_of: Annotated[date, _iso_date("基準日", required="as_of"), Refuse("missing_field", "項目「as_of」がありません。")]
+
+
+class RelayedAnswer(Body):
+    """The hub's reply: the serial, the outcome, and the provider's answer as opaque
+    bytes (a JWE for the inquirer's chukan: the hub cannot read it)."""
+
+    serial: Text
+    status: Text
+    answer: Text | None = None
+
+
+# --- chukan ---------------------------------------------------------------------------
+
+
+class AtenaNos(Body):
+    atena_nos: Annotated[
+        list[AtenaNo],
+        Field(max_length=MAX_BATCH),
+        _items("atena_nos を配列で指定してください。"),
+    ]
+
+
+class AcquisitionPair(Body):
+    atena_no: Text
+    acquisition_no: Text
+
+
+class Acquiring(Body):
+    items: list[AcquisitionPair]
+
+
+class Delivery(Body):
+    acquisition_no: Text = ""
+    pseudonym: Text = ""
+
+
+class PseudonymDeliver(Body):
+    items: Annotated[
+        list[Delivery], Field(max_length=MAX_BATCH), _items("items を配列で指定してください。")
+    ]
+
+
+class Delivered(Body):
+    bound: int = 0
+    unchanged: int = 0
+    unknown_acquisition: int = 0
+    conflict: int = 0
+
+
+class Bound(Body):
+    bound: list[Text]
+
+
+class FukuhonRegister(Body):
+    """Copies to register; each is checked against its layout by the chukan, and every
+    invalid one is named (so a record's own shape is not refused here)."""
+
+    records: Annotated[
+        list[Any], Field(max_length=MAX_BATCH), _items("records を配列で指定してください。")
+    ]
+
+
+class FukuhonRegistered(Body):
+    registered: int
+    versions: list[int]
+
+
+class ChukanInquiry(Body):
+    """atena asks its chukan, naming the person by the 統合宛名番号."""
+
+    atena_no: Annotated[AtenaNo, Refuse("invalid_atena_no", "統合宛名番号を指定してください。")]
+    provider_org: Annotated[NonEmpty, Refuse("missing_field", "項目「provider_org」がありません。")]
+    procedure_code: Annotated[ProcedureCode, Refuse("missing_field", "項目「procedure_code」がありません。")]
+    info_kind_code: Annotated[InfoKindCode, Refuse("missing_field", "項目「info_kind_code」がありません。")]
+    as_of: Annotated[AsOf, Refuse("bad_date", "基準日の日付形式が誤っています（YYYY-MM-DD）。")]
+
+
+class AnswerContent(Body):
+    """What an answer carries besides serial and status."""
+
+    edition: Text | None = None
+    record_key: Text | None = None
+    values: dict[str, str] | None = None
+    valid_from: Text | None = None
+    valid_to: Text | None = None
+
+
+class InquiryResult(AnswerContent):
+    serial: Text
+    status: Text
+
+
+class ProvisionRequest(Body):
+    """The hub asks the provider's chukan, naming the person by the provider's pseudonym."""
+
+    serial: Annotated[Serial, Refuse("invalid_serial", "処理通番の形式が誤っています（20桁の数字）。")]
+    pseudonym: Text = ""
+    inquirer_org: Annotated[NonEmpty, Refuse("missing_field", "項目「inquirer_org」がありません。")]
+    procedure_code: Annotated[ProcedureCode, Refuse("missing_field", "項目「procedure_code」がありません。")]
+    info_kind_code: Annotated[InfoKindCode, Refuse("missing_field", "項目「info_kind_code」がありません。")]
+    as_of: Annotated[AsOf, Refuse("bad_date", "基準日の日付形式が誤っています（YYYY-MM-DD）。")]
+
+
+class ProvisionAnswer(AnswerContent):
+    """The provider's answer, signed by its chukan and encrypted for the inquirer's (the
+    body of the inner ``provision.answer`` message the hub relays unread)."""
+
+    serial: Text
+    status: Text
+    info_kind_code: Text
+    as_of: Text
+
+
+# --- jlis -----------------------------------------------------------------------------
+
+
+class SubmitItem(Body):
+    """(individual number, acquisition number); checked item by item (a status each)."""
+
+    individual_number: Text = ""
+    acquisition_no: Text = ""
+
+
+class AcquisitionSubmit(Body):
+    items: Annotated[
+        list[SubmitItem], Field(max_length=MAX_BATCH), _items("items を配列で指定してください。")
+    ]
+
+
+# --- tsa (bodies checked in detail by renkei.core.audit.timestamping) ------------------
+
+
+class Opaque(Body):
+    """A body whose fields the receiving module checks itself, in its own terms."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+# --- the message types ----------------------------------------------------------------
+
+Req = TypeVar("Req", bound=Body)
+Rep = TypeVar("Rep", bound=Body)
 
 _ALL_NODES = frozenset({"atena", "chukan", "hub", "jlis", "portal", "tsa"})
 
 
-def _r(receiver: str, typ: str, path: str, senders: set[str] | frozenset[str], scope: Scope, title: str) -> Route:
-    return Route(receiver, typ, path, frozenset(senders), scope, title)
+@dataclass(frozen=True)
+class MessageType(Generic[Req, Rep]):
+    """One node-to-node exchange: ``typ`` sent to ``receiver`` at ``path`` by the listed
+    node kinds, with a ``request`` body, answered with ``reply_typ`` and a ``reply`` body."""
+
+    receiver: str
+    typ: str
+    path: str
+    senders: frozenset[str]
+    scope: Scope
+    title: str  # Japanese name, for refusals and documentation
+    request: type[Req]
+    reply_typ: str
+    reply: type[Rep]
 
 
-ROUTES: tuple[Route, ...] = (
-    # hub — 情報提供ネットワークシステム
-    _r("hub", "registry.query", "/v1/registry", _ALL_NODES, Scope.ANY_ORG, "機関登録簿の照会"),
-    _r("hub", "acquisition.create", "/v1/acquisitions", {"chukan"}, Scope.ANY_ORG, "取得番号の払出し"),
-    _r("hub", "acquisition.resolve", "/v1/acquisitions/resolve", {"jlis"}, Scope.ANY_ORG, "符号生成依頼"),
-    _r("hub", "inquiry.request", "/v1/inquiries", {"chukan"}, Scope.ANY_ORG, "情報照会"),
-    # chukan — 自治体中間サーバー
-    _r("chukan", "pseudonym.acquire", "/v1/acquisitions", {"atena"}, Scope.SAME_ORG, "符号取得の開始"),
-    _r("chukan", "pseudonym.deliver", "/v1/acquisitions/deliver", {"hub"}, Scope.HUB_ORG, "符号の通知"),
-    _r("chukan", "pseudonym.status", "/v1/acquisitions/status", {"atena"}, Scope.SAME_ORG, "符号取得状況"),
-    _r("chukan", "fukuhon.register", "/v1/fukuhon", {"atena"}, Scope.SAME_ORG, "副本登録"),
-    _r("chukan", "inquiry.request", "/v1/inquiries", {"atena"}, Scope.SAME_ORG, "情報照会の依頼"),
-    _r("chukan", "provision.request", "/v1/provisions", {"hub"}, Scope.HUB_ORG, "情報提供の依頼"),
-    # jlis — J-LIS
-    _r("jlis", "acquisition.submit", "/v1/acquisitions", {"atena"}, Scope.ANY_ORG, "符号取得の依頼"),
-    # tsa — the time-stamp authority: every node stamps and asks about its own heads
-    # (the authority then checks the head named is the sending node's own).
-    _r("tsa", "tsa.stamp", "/v1/stamps", _ALL_NODES - {"tsa"}, Scope.ANY_ORG, "タイムスタンプの付与"),
-    _r("tsa", "tsa.head", "/v1/heads", _ALL_NODES - {"tsa"}, Scope.ANY_ORG, "最新の記録の先頭の照会"),
-    _r("tsa", "tsa.stamps", "/v1/stamps/list", _ALL_NODES - {"tsa"}, Scope.ANY_ORG, "記録の先頭の一覧"),
-)
+def _mt(
+    receiver: str,
+    typ: str,
+    path: str,
+    senders: set[str] | frozenset[str],
+    scope: Scope,
+    title: str,
+    request: type[Req],
+    reply_typ: str,
+    reply: type[Rep],
+) -> MessageType[Req, Rep]:
+    return MessageType(receiver, typ, path, frozenset(senders), scope, title, request, reply_typ, reply)
 
-_BY_KEY: dict[tuple[str, str], Route] = {(r.receiver, r.typ): r for r in ROUTES}
-if len(_BY_KEY) != len(ROUTES):  # pragma: no cover - a table error, caught at import
-    raise RuntimeError("contract: a (receiver, typ) pair is listed twice")
+
+# hub — 情報提供ネットワークシステム
+REGISTRY_QUERY = _mt(
+    "hub", "registry.query", "/v1/registry", _ALL_NODES, Scope.ANY_ORG, "機関登録簿の照会",
+    Empty, "registry.list", RegistryList,
+)  # fmt: skip
+ACQUISITION_CREATE = _mt(
+    "hub", "acquisition.create", "/v1/acquisitions", {"chukan"}, Scope.ANY_ORG, "取得番号の払出し",
+    AcquisitionCreate, "acquisition.created", AcquisitionCreated,
+)  # fmt: skip
+ACQUISITION_RESOLVE = _mt(
+    "hub", "acquisition.resolve", "/v1/acquisitions/resolve", {"jlis"}, Scope.ANY_ORG, "符号生成依頼",
+    AcquisitionResolve, "acquisition.resolved", ItemStatuses,
+)  # fmt: skip
+HUB_INQUIRY = _mt(
+    "hub", "inquiry.request", "/v1/inquiries", {"chukan"}, Scope.ANY_ORG, "情報照会",
+    HubInquiry, "inquiry.answer", RelayedAnswer,
+)  # fmt: skip
+# chukan — 自治体中間サーバー
+PSEUDONYM_ACQUIRE = _mt(
+    "chukan", "pseudonym.acquire", "/v1/acquisitions", {"atena"}, Scope.SAME_ORG, "符号取得の開始",
+    AtenaNos, "pseudonym.acquiring", Acquiring,
+)  # fmt: skip
+PSEUDONYM_DELIVER = _mt(
+    "chukan", "pseudonym.deliver", "/v1/acquisitions/deliver", {"hub"}, Scope.HUB_ORG, "符号の通知",
+    PseudonymDeliver, "pseudonym.delivered", Delivered,
+)  # fmt: skip
+PSEUDONYM_STATUS = _mt(
+    "chukan", "pseudonym.status", "/v1/acquisitions/status", {"atena"}, Scope.SAME_ORG, "符号取得状況",
+    AtenaNos, "pseudonym.status", Bound,
+)  # fmt: skip
+FUKUHON_REGISTER = _mt(
+    "chukan", "fukuhon.register", "/v1/fukuhon", {"atena"}, Scope.SAME_ORG, "副本登録",
+    FukuhonRegister, "fukuhon.registered", FukuhonRegistered,
+)  # fmt: skip
+CHUKAN_INQUIRY = _mt(
+    "chukan", "inquiry.start", "/v1/inquiries", {"atena"}, Scope.SAME_ORG, "情報照会の依頼",
+    ChukanInquiry, "inquiry.result", InquiryResult,
+)  # fmt: skip
+PROVISION_REQUEST = _mt(
+    "chukan", "provision.request", "/v1/provisions", {"hub"}, Scope.HUB_ORG, "情報提供の依頼",
+    ProvisionRequest, "provision.relayed", RelayedAnswer,
+)  # fmt: skip
+# jlis — J-LIS
+ACQUISITION_SUBMIT = _mt(
+    "jlis", "acquisition.submit", "/v1/acquisitions", {"atena"}, Scope.ANY_ORG, "符号取得の依頼",
+    AcquisitionSubmit, "acquisition.submitted", ItemStatuses,
+)  # fmt: skip
+# tsa — the time-stamp authority: every node stamps and asks about its own heads (the
+# authority then checks the head named is the sending node's own).
+TSA_STAMP = _mt(
+    "tsa", "tsa.stamp", "/v1/stamps", _ALL_NODES - {"tsa"}, Scope.ANY_ORG, "タイムスタンプの付与",
+    Opaque, "tsa.stamped", Opaque,
+)  # fmt: skip
+TSA_HEAD = _mt(
+    "tsa", "tsa.head", "/v1/heads", _ALL_NODES - {"tsa"}, Scope.ANY_ORG, "最新の記録の先頭の照会",
+    Opaque, "tsa.head.current", Opaque,
+)  # fmt: skip
+TSA_STAMPS = _mt(
+    "tsa", "tsa.stamps", "/v1/stamps/list", _ALL_NODES - {"tsa"}, Scope.ANY_ORG, "記録の先頭の一覧",
+    Opaque, "tsa.stamps.list", Opaque,
+)  # fmt: skip
+
+MESSAGE_TYPES: tuple[MessageType[Any, Any], ...] = (
+    REGISTRY_QUERY, ACQUISITION_CREATE, ACQUISITION_RESOLVE, HUB_INQUIRY,
+    PSEUDONYM_ACQUIRE, PSEUDONYM_DELIVER, PSEUDONYM_STATUS, FUKUHON_REGISTER, CHUKAN_INQUIRY,
+    PROVISION_REQUEST, ACQUISITION_SUBMIT, TSA_STAMP, TSA_HEAD, TSA_STAMPS,
+)  # fmt: skip
+# The provider's answer inside the JWE is a signed message too, not sent to a route.
+PROVISION_ANSWER_TYP = "provision.answer"
+
+# The routing view of the table (kept for readers of the older name).
+Route = MessageType
+ROUTES = MESSAGE_TYPES
+
+_BY_KEY: dict[tuple[str, str], MessageType[Any, Any]] = {(m.receiver, m.typ): m for m in MESSAGE_TYPES}
+_BY_TYP: dict[str, MessageType[Any, Any]] = {m.typ: m for m in MESSAGE_TYPES}
+if len(_BY_KEY) != len(MESSAGE_TYPES) or len(_BY_TYP) != len(MESSAGE_TYPES):  # pragma: no cover
+    raise RuntimeError("contract: a message type is listed twice")
 
 _NODE_NAMES = {
     "atena": "団体内統合宛名システム",
@@ -87,13 +477,21 @@ _NODE_NAMES = {
 }
 
 
-def route_for(receiver: str, typ: str) -> Route | None:
+def route_for(receiver: str, typ: str) -> MessageType[Any, Any] | None:
     return _BY_KEY.get((receiver, typ))
+
+
+def message_type(typ: str) -> MessageType[Any, Any] | None:
+    return _BY_TYP.get(typ)
 
 
 def responders(typ: str) -> frozenset[str]:
     """The node kinds that serve requests of type ``typ``: a reply must be signed by one."""
-    return frozenset(r.receiver for r in ROUTES if r.typ == typ)
+    return frozenset(m.receiver for m in MESSAGE_TYPES if m.typ == typ)
+
+
+def wrong_type(typ: str) -> Problem:
+    return Problem(400, "wrong_message_type", "この窓口では受け付けない電文種別です。", typ)
 
 
 def authorize(
@@ -104,15 +502,15 @@ def authorize(
     typ: str,
     sender_org: str,
     sender_node: str,
-) -> Route:
-    """The route a verified message may take, or a Problem saying why it may not.
+) -> MessageType[Any, Any]:
+    """The message type a verified message may be, or a Problem saying why it may not.
 
     Refuses in this order: a type the receiving node does not take; a sending node of
     a kind the route does not admit; a sender outside the route's organizations.
     """
     route = route_for(receiver, typ)
     if route is None:
-        raise Problem(400, "wrong_message_type", "この窓口では受け付けない電文種別です。", typ)
+        raise wrong_type(typ)
     if sender_node not in route.senders:
         allowed = "、".join(_NODE_NAMES.get(k, k) for k in sorted(route.senders))
         raise Problem(
@@ -137,3 +535,62 @@ def authorize(
             f"{sender_org}:{sender_node} → {receiver}:{typ}",
         )
     return route
+
+
+# --- parsing --------------------------------------------------------------------------
+
+
+def _refusal(model: type[Body], exc: ValidationError) -> Problem:
+    """The Problem for the first error of a body (in field order, a missing field first)."""
+    errors = exc.errors(include_url=False)
+    errors.sort(key=lambda e: (e["type"] != "missing", _field_index(model, e["loc"])))
+    err = errors[0]
+    loc = err["loc"]
+    name = str(loc[0]) if loc else ""
+    where = ".".join(str(p) for p in loc)
+    info = model.model_fields.get(name)
+    refuse = next((m for m in (info.metadata if info else ()) if isinstance(m, Refuse)), None)
+    if err["type"] == "missing" and len(loc) == 1:
+        if refuse is not None:  # a field that refuses in its own terms refuses its absence too
+            return Problem(422, refuse.code, refuse.title)
+        return Problem(422, "missing_field", f"項目「{name}」がありません。")
+    if refuse is not None:
+        if err["type"] in ("too_long", "too_short") and len(loc) == 1 and refuse.count:
+            return Problem(422, refuse.count, refuse.count_title or refuse.title, where)
+        return Problem(422, refuse.code, refuse.title, where)
+    return Problem(422, "invalid_request", f"項目「{where or name}」の形式が誤っています。", err["msg"])
+
+
+def _field_index(model: type[Body], loc: tuple[Any, ...]) -> int:
+    names = list(model.model_fields)
+    return names.index(loc[0]) if loc and loc[0] in names else len(names)
+
+
+def parse(model: type[Req], data: Any) -> Req:
+    """The body as ``model``, or a Problem (422 with the field's stable code).
+
+    Field validators raise their own Problem (e.g. ``invalid_atena_no`` with the
+    identifier's Japanese reason), which passes through unchanged.
+    """
+    if not isinstance(data, dict):
+        raise Problem(400, "malformed_message", "電文の形式が誤っています。")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _refusal(model, exc) from None
+
+
+def parse_reply(model: type[Rep], data: Any, source: str) -> Rep:
+    """A peer's reply body as ``model``; one that does not fit is the peer's fault (502)."""
+    try:
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        return model.model_validate(data)
+    except (ValidationError, ValueError, Problem) as exc:
+        raise Problem(
+            502,
+            "bad_peer_response",
+            "連携先の応答を検証できません。",
+            f"{source}: {type(exc).__name__}",
+            reason_code="bad_reply_body",
+        ) from None

@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from renkei.core.db import KernelTables
 from renkei.core.errors import Problem
@@ -57,8 +58,7 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(MAX_BACKOFF_SECONDS, 0.5 * (2 ** min(attempts, 10))))
 
 
-async def deliver_due(rt: NodeRuntime, limit: int = 50) -> int:
-    """Deliver what is due; return how many were delivered."""
+def _due(rt: NodeRuntime, limit: int) -> list[Any]:
     t = rt.kernel.outbox
     now = rt.clock()
     with rt.sessions() as session:
@@ -70,8 +70,33 @@ async def deliver_due(rt: NodeRuntime, limit: int = 50) -> int:
         )
         if session.bind is not None and session.bind.dialect.name == "postgresql":
             q = q.with_for_update(skip_locked=True)
-        rows = session.execute(q).mappings().all()
+        rows = list(session.execute(q).mappings().all())
         session.commit()
+    return rows
+
+
+def _settle(rt: NodeRuntime, row: Any, error: str | None, final: bool) -> None:
+    """Mark a row delivered, or schedule its next attempt."""
+    t = rt.kernel.outbox
+    with rt.sessions() as session:
+        if error is None:
+            session.execute(update(t).where(t.c.id == row["id"]).values(delivered_at=rt.clock()))
+        else:
+            attempts = int(row["attempts"]) + 1
+            next_at = rt.clock() + (timedelta(days=3650) if final else backoff(attempts))
+            log.warning("outbox_retry", typ=row["typ"], attempts=attempts, error=error, final=final)
+            session.execute(
+                update(t)
+                .where(t.c.id == row["id"])
+                .values(attempts=attempts, next_attempt_at=next_at, last_error=error)
+            )
+        session.commit()
+
+
+async def deliver_due(rt: NodeRuntime, limit: int = 50) -> int:
+    """Deliver what is due; return how many were delivered. The database work runs in
+    worker threads, the calls on the event loop."""
+    rows = await run_in_threadpool(_due, rt, limit)
     delivered = 0
     for row in rows:
         error: str | None = None
@@ -93,20 +118,9 @@ async def deliver_due(rt: NodeRuntime, limit: int = 50) -> int:
             else:
                 error = f"{exc.code}: {exc.detail}"[:1000]
                 final = exc.status in _FINAL_STATUSES
-        with rt.sessions() as session:
-            if error is None:
-                delivered += 1
-                session.execute(update(t).where(t.c.id == row["id"]).values(delivered_at=rt.clock()))
-            else:
-                attempts = int(row["attempts"]) + 1
-                next_at = rt.clock() + (timedelta(days=3650) if final else backoff(attempts))
-                log.warning("outbox_retry", typ=row["typ"], attempts=attempts, error=error, final=final)
-                session.execute(
-                    update(t)
-                    .where(t.c.id == row["id"])
-                    .values(attempts=attempts, next_attempt_at=next_at, last_error=error)
-                )
-            session.commit()
+        await run_in_threadpool(_settle, rt, row, error, final)
+        if error is None:
+            delivered += 1
     return delivered
 
 

@@ -18,6 +18,7 @@ from fastapi import Request
 from fastapi.responses import Response
 from sqlalchemy import Engine, MetaData
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from renkei.core.audit.log import AuditEvent, AuditLog, AuditTables
 from renkei.core.config import NodeConfig
@@ -120,11 +121,11 @@ class NodeRuntime:
     def org_code(self) -> str:
         return self.config.org_code
 
-    async def receive(self, request: Request) -> Message:
-        """Read and verify a sealed request body (signature, audience, freshness).
-
-        Replay is checked by the caller with `messaging.remember` inside its own
-        transaction, so that a failed handling can be retried.
+    async def receive_verified(self, request: Request) -> Message:
+        """Read and verify a sealed request body: signature, audience, freshness, and who
+        may send this type to this node (the wire contract). Nothing touches the database
+        here: the sender is screened and the replay record kept in the unit of work
+        (`renkei.core.wire.endpoint`), so that a failed handling can be retried.
         """
         if not request.headers.get("content-type", "").startswith(JOSE_MEDIA_TYPE):
             raise Problem(415, "unsupported_media_type", "電文は署名付き形式（application/jose）で送信してください。")
@@ -155,8 +156,13 @@ class NodeRuntime:
             sender_org=msg.iss,
             sender_node=msg.node,
         )
-        # Only a verified sender is counted: nobody can spend another peer's allowance.
-        self.screen("peer", msg.iss)
+        return msg
+
+    async def receive(self, request: Request) -> Message:
+        """`receive_verified`, then the sender screened (a short transaction of its own, in
+        a worker thread). For routes not yet on `renkei.core.wire.endpoint`."""
+        msg = await self.receive_verified(request)
+        await run_in_threadpool(self.screen, "peer", msg.iss)
         return msg
 
     def reply(self, to: Message, typ: str, body: dict[str, Any], status: int = 200) -> Response:

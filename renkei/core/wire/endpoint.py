@@ -1,0 +1,179 @@
+"""One shape for every sealed route: receive, check, one unit of work, reply.
+
+A node's route is declared with its `MessageType` (`renkei.core.wire.contract`) and a
+function of the node's service:
+
+- `sealed` — the work needs no other node: ``def work(unit, body) -> Done[reply]``.
+  The route verifies the message (signature, freshness, audience, who may send it),
+  parses the body into the contract's model (a misfit is refused with its stable code),
+  then, in a worker thread, screens the sender (rate limits, abnormal traffic: a
+  refusal is committed) and runs ONE transaction: the replay record, the work, and the
+  audit entry the work returns. It replies with the contract's reply type.
+- `sealed_flow` — the work calls other nodes: ``async def flow(flow, body) -> reply``.
+  The flow runs its units of work with `Flow.unit` (each one transaction in a worker
+  thread; the first also screens and keeps the replay record) and calls peers with
+  `Flow.send` on the event loop.
+
+No database call runs on the event loop (`renkei.core.db.forbid_event_loop_io`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from renkei.core.audit.log import AuditEvent
+from renkei.core.db import transaction
+from renkei.core.wire import contract
+from renkei.core.wire.contract import Body, MessageType
+from renkei.core.wire.messaging import Message, remember
+from renkei.core.wire.runtime import SEALED_BODY, NodeRuntime
+
+__all__ = ["Done", "Flow", "Unit", "sealed", "sealed_flow"]
+
+Req = TypeVar("Req", bound=Body)
+Rep = TypeVar("Rep", bound=Body)
+T = TypeVar("T")
+
+
+@dataclass
+class Done(Generic[Rep]):
+    """What a unit of work returns: the reply, and the audit entry of what it did
+    (appended in the same transaction, so it commits or rolls back with the work)."""
+
+    reply: Rep
+    audit: AuditEvent | None = None
+
+
+@dataclass
+class Unit:
+    """What a unit of work sees: its session (one transaction), the verified message,
+    the node's runtime and app state, and the time of the request."""
+
+    session: Session
+    msg: Message
+    rt: NodeRuntime
+    state: Any
+    now: datetime
+
+    def record(self, event: AuditEvent) -> None:
+        """An audit entry in this unit's transaction."""
+        self.rt.record(self.session, event)
+
+
+def _screen(rt: NodeRuntime, msg: Message) -> None:
+    # Only a verified sender is counted: nobody can spend another peer's allowance.
+    rt.screen("peer", msg.iss)
+
+
+def _run(rt: NodeRuntime, msg: Message, state: Any, fn: Callable[[Unit], T], first: bool) -> T:
+    """In a worker thread: (screen), one transaction with (the replay record and) ``fn``."""
+    if first:
+        _screen(rt, msg)
+    now = rt.clock()
+    with transaction(rt.sessions) as s:
+        if first:
+            remember(s, rt.kernel, msg, now)
+        return fn(Unit(s, msg, rt, state, now))
+
+
+@dataclass
+class Flow:
+    """A route's work that calls other nodes (see the module docstring)."""
+
+    rt: NodeRuntime
+    msg: Message
+    state: Any
+    _first: bool = field(default=True, repr=False)
+
+    async def unit(self, fn: Callable[[Unit], T]) -> T:
+        """``fn`` in one transaction in a worker thread; the first unit of a flow also
+        screens the sender and keeps the replay record (so it is the flow's first step)."""
+        first, self._first = self._first, False
+        return await run_in_threadpool(_run, self.rt, self.msg, self.state, fn, first)
+
+    async def send(self, mt: MessageType[Any, Rep], base_url: str, aud: str, body: Body) -> Rep:
+        """Call the peer at ``base_url``; its reply as the contract's model. Never before
+        the message was screened and its id kept (a replay must not reach another node)."""
+        if self._first:
+            await self.unit(lambda _unit: None)
+        return await self.rt.peer.send(mt, base_url, aud, body)
+
+
+def _route_decorator(
+    router: APIRouter, mt: MessageType[Any, Any], tags: list[str], summary: str | None
+) -> Callable[[Callable[..., Any]], Any]:
+    return router.post(mt.path, openapi_extra=SEALED_BODY, tags=list(tags), summary=summary or mt.title)
+
+
+async def _receive(request: Request, mt: MessageType[Req, Any]) -> tuple[NodeRuntime, Message, Req]:
+    rt: NodeRuntime = request.app.state.rt
+    msg = await rt.receive_verified(request)
+    if msg.typ != mt.typ:
+        # Another type the node takes, posted to this route.
+        raise contract.wrong_type(msg.typ)
+    return rt, msg, contract.parse(mt.request, msg.body)
+
+
+def sealed(
+    router: APIRouter,
+    mt: MessageType[Req, Rep],
+    *,
+    tags: list[str],
+    summary: str | None = None,
+) -> Callable[[Callable[[Unit, Req], Done[Rep]]], Callable[[Unit, Req], Done[Rep]]]:
+    """Declare the route of ``mt`` served by ``work(unit, body) -> Done[reply]``."""
+
+    def decorate(work: Callable[[Unit, Req], Done[Rep]]) -> Callable[[Unit, Req], Done[Rep]]:
+        async def route(request: Request) -> Response:
+            rt, msg, body = await _receive(request, mt)
+            done = await run_in_threadpool(
+                _run, rt, msg, request.app.state, lambda unit: _finish(unit, work(unit, body)), True
+            )
+            return rt.reply(msg, mt.reply_typ, done.reply.dump())
+
+        route.__name__ = work.__name__
+        route.__doc__ = work.__doc__
+        _route_decorator(router, mt, tags, summary)(route)
+        return work
+
+    return decorate
+
+
+def _finish(unit: Unit, done: Done[Rep]) -> Done[Rep]:
+    if done.audit is not None:
+        unit.record(done.audit)
+    return done
+
+
+def sealed_flow(
+    router: APIRouter,
+    mt: MessageType[Req, Rep],
+    *,
+    tags: list[str],
+    summary: str | None = None,
+) -> Callable[[Callable[[Flow, Req], Awaitable[Rep]]], Callable[[Flow, Req], Awaitable[Rep]]]:
+    """Declare the route of ``mt`` served by ``async flow(flow, body) -> reply``."""
+
+    def decorate(fn: Callable[[Flow, Req], Awaitable[Rep]]) -> Callable[[Flow, Req], Awaitable[Rep]]:
+        async def route(request: Request) -> Response:
+            rt, msg, body = await _receive(request, mt)
+            flow = Flow(rt, msg, request.app.state)
+            reply = await fn(flow, body)
+            if flow._first:  # the flow ran no unit: still screened and its id kept
+                await flow.unit(lambda _unit: None)
+            return rt.reply(msg, mt.reply_typ, reply.dump())
+
+        route.__name__ = fn.__name__
+        route.__doc__ = fn.__doc__
+        _route_decorator(router, mt, tags, summary)(route)
+        return fn
+
+    return decorate

@@ -341,13 +341,139 @@ class AcquisitionSubmit(Body):
     ]
 
 
-# --- tsa (bodies checked in detail by renkei.core.audit.timestamping) ------------------
+# --- tsa --------------------------------------------------------------------------------
+# The time-stamp authority's bodies (renkei.core.audit.timestamping says what they mean).
+# A request that does not fit is refused as ``bad_stamp_request`` (a page as ``bad_page``)
+# with the authority's own Japanese words for each field.
+
+STAMP_KINDS: frozenset[str] = frozenset(("audit_checkpoint", "evidence_batch"))
+STAMPS_PAGE = 10_000  # heads in one page of ``tsa.stamps.list``
+_MAX_SEQ = 2**62
+_NODE_ID = re.compile(r"([0-9]{16})/([a-z]{2,16})")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_STAMP_TITLE = "タイムスタンプの依頼の内容が誤っています。"
+_PAGE_TITLE = f"after は0以上、limit は1〜{STAMPS_PAGE:,}の整数で指定してください。"
 
 
-class Opaque(Body):
-    """A body whose fields the receiving module checks itself, in its own terms."""
+def _bad_stamp(detail: str) -> Problem:
+    return Problem(422, "bad_stamp_request", _STAMP_TITLE, detail)
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+
+def _node_id(value: Any) -> str:
+    """``<機関コード>/<node kind>``: how the authority names a node."""
+    if not isinstance(value, str) or not _NODE_ID.fullmatch(value):
+        raise _bad_stamp("node は「機関コード16桁/ノード種別」で指定してください。")
+    if ids.check(ids.IdKind.ORG_CODE, value.split("/", 1)[0]) is not None:
+        raise _bad_stamp("node の機関コードが誤っています。")
+    return value
+
+
+def _stamp_kind(value: Any) -> str:
+    if not isinstance(value, str) or value not in STAMP_KINDS:  # a list or an object is not hashable
+        raise _bad_stamp(f"kind は {', '.join(sorted(STAMP_KINDS))} のいずれかです。")
+    return value
+
+
+def _stamp_seq(value: Any) -> int:
+    if type(value) is not int or not 0 < value < _MAX_SEQ:  # a boolean is no number here
+        raise _bad_stamp("seq は正の整数で指定してください。")
+    return value
+
+
+def _stamp_hash(value: Any) -> str:
+    if not isinstance(value, str) or not _SHA256_HEX.fullmatch(value):
+        raise _bad_stamp("hash は SHA-256（16進64文字）で指定してください。")
+    return value
+
+
+def _signed_at(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 40:
+        raise _bad_stamp("at（署名時刻）を指定してください。")
+    return value
+
+
+def _submitter_token(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 4096:
+        raise _bad_stamp("token（依頼元の署名）を指定してください。")
+    return value
+
+
+def _page_number(least: int, most: int | None = None) -> Any:
+    def check(value: Any) -> int:
+        if type(value) is not int or value < least or (most is not None and value > most):
+            raise Problem(422, "bad_page", _PAGE_TITLE)
+        return value
+
+    return BeforeValidator(check)
+
+
+def _pair(value: Any) -> Any:
+    """A [seq, hash] pair as JSON carries it (a list), read as a tuple."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+_MISSING_STAMP_FIELD = Refuse("bad_stamp_request", _STAMP_TITLE)
+NodeId = Annotated[str, BeforeValidator(_node_id), _MISSING_STAMP_FIELD]
+StampKind = Annotated[str, BeforeValidator(_stamp_kind), _MISSING_STAMP_FIELD]
+
+
+class TsaStamp(Body):
+    """A head to countersign: node ``node``'s sequence of ``kind`` reached ``seq`` with
+    ``hash``; ``token`` is the node's own JWS over {seq, hash, at} (for an audit
+    checkpoint, the checkpoint's signature itself). Checked for form only here; the
+    authority checks the signature (`renkei.tsa.service.check_request`)."""
+
+    node: NodeId
+    kind: StampKind
+    seq: Annotated[int, BeforeValidator(_stamp_seq), _MISSING_STAMP_FIELD]
+    hash: Annotated[str, BeforeValidator(_stamp_hash), _MISSING_STAMP_FIELD]
+    at: Annotated[str, BeforeValidator(_signed_at), _MISSING_STAMP_FIELD]
+    token: Annotated[str, BeforeValidator(_submitter_token), _MISSING_STAMP_FIELD]
+
+    @property
+    def org_code(self) -> str:
+        return self.node.split("/", 1)[0]
+
+
+class TsaStamped(Body):
+    """The authority's receipt (a compact JWS, renkei.core.audit.timestamping)."""
+
+    receipt: Text
+
+
+class TsaHeadQuery(Body):
+    """A node asks for the newest head the authority stamped of its own records."""
+
+    node: NodeId
+    kind: StampKind
+
+
+class TsaHead(Body):
+    """The newest head of (node, kind) with its receipt; ``seq`` 0 and no receipt if
+    nothing was stamped yet. Believed only as far as the receipt proves it."""
+
+    node: Text
+    kind: Text
+    seq: int
+    hash: Text | None = None
+    stamped_at: Text | None = None
+    receipt: Text | None = None
+
+
+class TsaStampsQuery(Body):
+    """One page of every head stamped of the sender's own node, after seq ``after``."""
+
+    node: NodeId
+    kind: StampKind
+    after: Annotated[int, _page_number(0)] = 0
+    limit: Annotated[int, _page_number(1, STAMPS_PAGE)] = STAMPS_PAGE
+
+
+class TsaStampsList(Body):
+    node: Text
+    kind: Text
+    stamps: list[Annotated[tuple[int, Text], BeforeValidator(_pair)]]
+    more: bool
 
 
 # --- the message types ----------------------------------------------------------------
@@ -439,15 +565,15 @@ ACQUISITION_SUBMIT = _mt(
 # authority then checks the head named is the sending node's own).
 TSA_STAMP = _mt(
     "tsa", "tsa.stamp", "/v1/stamps", _ALL_NODES - {"tsa"}, Scope.ANY_ORG, "タイムスタンプの付与",
-    Opaque, "tsa.stamped", Opaque,
+    TsaStamp, "tsa.stamped", TsaStamped,
 )  # fmt: skip
 TSA_HEAD = _mt(
     "tsa", "tsa.head", "/v1/heads", _ALL_NODES - {"tsa"}, Scope.ANY_ORG, "最新の記録の先頭の照会",
-    Opaque, "tsa.head.current", Opaque,
+    TsaHeadQuery, "tsa.head.current", TsaHead,
 )  # fmt: skip
 TSA_STAMPS = _mt(
     "tsa", "tsa.stamps", "/v1/stamps/list", _ALL_NODES - {"tsa"}, Scope.ANY_ORG, "記録の先頭の一覧",
-    Opaque, "tsa.stamps.list", Opaque,
+    TsaStampsQuery, "tsa.stamps.list", TsaStampsList,
 )  # fmt: skip
 
 MESSAGE_TYPES: tuple[MessageType[Any, Any], ...] = (

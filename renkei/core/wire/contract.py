@@ -71,6 +71,22 @@ def _text(value: Any) -> Any:
     return value
 
 
+def _identifier_text(kind: ids.IdKind, code: str) -> Any:
+    """Strings only, refused with the identifier's own code: a number or null where an
+    identifier belongs is a wrong identifier (e.g. an item of a list of 統合宛名番号),
+    said in the words `renkei.core.ids` has for what it reads as."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            return value
+        problem = ids.check(kind, "" if value is None else str(value))
+        if problem is None:  # a valid number, but not as a string
+            raise Problem(422, code, "番号は数値ではなく文字列で指定してください。", code_detail="not_a_string")
+        raise Problem(422, code, problem.message, code_detail=problem.code)
+
+    return BeforeValidator(check)
+
+
 def _identifier(kind: ids.IdKind, code: str, *, required: str | None = None) -> Any:
     """An identifier checked by `renkei.core.ids`; ``required`` names the field whose
     empty value is refused as missing (``missing_field``) rather than malformed."""
@@ -88,6 +104,8 @@ def _identifier(kind: ids.IdKind, code: str, *, required: str | None = None) -> 
 
 def _iso_date(label: str, *, required: str | None = None) -> Any:
     def check(value: Any) -> date:
+        if type(value) is date:  # a body built by the sender from its own values
+            return value
         if required is not None and value == "":
             raise Problem(422, "missing_field", f"項目「{required}」がありません。")
         if isinstance(value, str):
@@ -111,7 +129,9 @@ def _serial(value: Any) -> str:
 
 Text = Annotated[str, BeforeValidator(_text)]
 NonEmpty = Annotated[str, BeforeValidator(_text), Field(min_length=1)]
-AtenaNo = Annotated[str, BeforeValidator(_text), _identifier(ids.IdKind.ATENA_NO, "invalid_atena_no")]
+AtenaNo = Annotated[
+    str, _identifier_text(ids.IdKind.ATENA_NO, "invalid_atena_no"), _identifier(ids.IdKind.ATENA_NO, "invalid_atena_no")
+]
 ProcedureCode = Annotated[
     str, BeforeValidator(_text), _identifier(ids.IdKind.PROCEDURE_CODE, "invalid_procedure_code")
 ]
@@ -214,13 +234,30 @@ class HubInquiry(Body):
     as_of: Annotated[date, _iso_date("基準日", required="as_of"), Refuse("missing_field", "項目「as_of」がありません。")]
 
 
-class RelayedAnswer(Body):
-    """The hub's reply: the serial, the outcome, and the provider's answer as opaque
-    bytes (a JWE for the inquirer's chukan: the hub cannot read it)."""
+def _serial_or_none(value: Any) -> Any:
+    return value if isinstance(value, str) and value.isascii() and _SERIAL.match(value) else None
 
-    serial: Text
-    status: Text
-    answer: Text | None = None
+
+def _text_or_none(value: Any) -> Any:
+    return value if isinstance(value, str) else None
+
+
+class RelayedAnswer(Body):
+    """The serial, the outcome, and the provider's answer as opaque bytes (a JWE for the
+    inquirer's chukan: the hub cannot read it); the provider's reply to the hub and the
+    hub's to the inquirer.
+
+    Read without refusal: a serial that is not one of the hub's (20 digits) is None, a
+    status or an answer that is no string is None. The receiver judges them in its own
+    terms: the asking chukan keeps a bad answer under its serial as ``bad_answer`` with
+    a reason (``bad_status``, ``no_answer`` …), a reply without a serial as
+    ``bad_peer_response`` (``bad_serial``); the hub records a status it does not know as
+    an error.
+    """
+
+    serial: Annotated[str | None, BeforeValidator(_serial_or_none)] = None
+    status: Annotated[str | None, BeforeValidator(_text_or_none)] = None
+    answer: Annotated[str | None, BeforeValidator(_text_or_none)] = None
 
 
 # --- chukan ---------------------------------------------------------------------------
@@ -290,13 +327,20 @@ class ChukanInquiry(Body):
 
 
 class AnswerContent(Body):
-    """What an answer carries besides serial and status."""
+    """What an answer carries besides serial and status: for 回答あり the edition, record
+    key, values and publication period (``valid_to`` null for an open end); nothing at
+    all for 該当なし and 回答待ち."""
 
     edition: Text | None = None
     record_key: Text | None = None
     values: dict[str, str] | None = None
     valid_from: Text | None = None
     valid_to: Text | None = None
+
+    def dump(self) -> dict[str, Any]:
+        """Only the fields given: an answer without content carries no content fields
+        (not nulls), an open ``valid_to`` is given as null."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class InquiryResult(AnswerContent):

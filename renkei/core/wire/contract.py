@@ -17,10 +17,11 @@ which kinds of node may send it and from where:
   kind (the hub additionally checks the organization's registered role where a route
   needs one, e.g. J-LIS for ``acquisition.resolve``).
 
-`NodeRuntime.receive` refuses, before any work, a message type the receiving node does
-not take (400 ``wrong_message_type``) and a sender outside the route's kinds or scope
-(403 ``sender_not_allowed``), and a reply is accepted only from the kind of node the
-request was addressed to.
+`NodeRuntime.receive_verified` (the first step of every route of
+`renkei.core.wire.endpoint`) refuses, before any work, a message type the receiving node
+does not take (400 ``wrong_message_type``) and a sender outside the route's kinds or
+scope (403 ``sender_not_allowed``), and a reply is accepted only from the kind of node
+the request was addressed to.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from fastapi import Request
 from fastapi.responses import Response
 from sqlalchemy import Engine, MetaData
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
 from renkei.core.audit.log import AuditEvent, AuditLog, AuditTables
 from renkei.core.config import NodeConfig
@@ -158,13 +157,6 @@ class NodeRuntime:
         )
         return msg
 
-    async def receive(self, request: Request) -> Message:
-        """`receive_verified`, then the sender screened (a short transaction of its own, in
-        a worker thread). For routes not yet on `renkei.core.wire.endpoint`."""
-        msg = await self.receive_verified(request)
-        await run_in_threadpool(self.screen, "peer", msg.iss)
-        return msg
-
     def reply(self, to: Message, typ: str, body: dict[str, Any], status: int = 200) -> Response:
         token = seal(self.signing_key, self.org_code, to.iss, typ, body, now=self.clock())
         return Response(token, status_code=status, media_type=JOSE_MEDIA_TYPE)
@@ -245,12 +237,3 @@ SEALED_BODY: dict[str, Any] = {
     },
 }
 
-
-def expect_typ(msg: Message, *typs: str) -> None:
-    if msg.typ not in typs:
-        raise Problem(400, "wrong_message_type", "この窓口では受け付けない電文種別です。", msg.typ)
-
-
-def expect_sender(msg: Message, *orgs: str) -> None:
-    if msg.iss not in orgs:
-        raise Problem(403, "sender_not_allowed", "この電文を送信できる機関ではありません。", msg.iss)

@@ -236,4 +236,3 @@ SEALED_BODY: dict[str, Any] = {
         "4XX": {"description": "RFC 9457 problem+json", "content": {"application/problem+json": {}}},
     },
 }
-

@@ -55,7 +55,8 @@ async def acquire(flow: Flow, req: AtenaNos) -> Acquiring:
         raise Problem(422, "bad_count", "統合宛名番号を1件以上指定してください。")
     hub_url, hub_org = _hub(flow.rt)
     # Flow.send screens the sender and keeps the message id first.
-    created = await flow.send(contract.ACQUISITION_CREATE, hub_url, hub_org, AcquisitionCreate(count=len(req.atena_nos)))
+    ask = AcquisitionCreate(count=len(req.atena_nos))
+    created = await flow.send(contract.ACQUISITION_CREATE, hub_url, hub_org, ask)
     if len(created.acquisition_nos) != len(req.atena_nos):
         raise Problem(502, "peer_error", "取得番号の件数が一致しません。")
     pairs = list(zip(req.atena_nos, created.acquisition_nos, strict=True))

@@ -121,9 +121,8 @@ def test_acquire_deliver_and_status(chukan: Chukan) -> None:
     with chukan.app.state.rt.sessions() as s:
         binding = s.get(PseudonymBinding, A1)
         assert binding is not None and binding.pseudonym == "p" * 40
-    status = chukan.reply(
-        chukan.send(contract.PSEUDONYM_STATUS, {"atena_nos": [A1, A2, A3]}, SHINJUKU, "atena"), contract.PSEUDONYM_STATUS
-    )
+    asked = chukan.send(contract.PSEUDONYM_STATUS, {"atena_nos": [A1, A2, A3]}, SHINJUKU, "atena")
+    status = chukan.reply(asked, contract.PSEUDONYM_STATUS)
     assert status.bound == [A1]  # whether bound, never the pseudonym
     assert "p" * 40 not in status.model_dump_json()
 

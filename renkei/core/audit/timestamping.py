@@ -326,8 +326,8 @@ async def query_head(cfg: NodeConfig, *, timeout_seconds: float = 15.0) -> Autho
     async def lookup(kid: str) -> Any | None:
         key = directory.public_key(kid)
         if key is None and peer is not None and "hub" in cfg.peers and kid.split(":", 1)[0] == cfg.tsa_org_code:
-            msg = await peer.call(cfg.peer("hub") + "/v1/registry", cfg.hub_org_code, "registry.query", {})
-            for doc in msg.body.get("organizations", []):
+            listed = await peer.send(contract.REGISTRY_QUERY, cfg.peer("hub"), cfg.hub_org_code, contract.Empty())
+            for doc in listed.organizations:
                 if doc.get("org_code") == cfg.tsa_org_code:
                     directory.add(doc)
             key = directory.public_key(kid)

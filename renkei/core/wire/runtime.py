@@ -219,8 +219,9 @@ def follow_hub_registry(rt: NodeRuntime) -> None:
     """Refresh the view from the hub's registry on an unknown key id (new peer, rotated key)."""
 
     async def refresh() -> None:
-        msg = await rt.peer.call(rt.config.peer("hub") + "/v1/registry", rt.config.hub_org_code, "registry.query", {})
-        for doc in msg.body.get("organizations", []):
+        hub_url, hub_org = rt.config.peer("hub"), rt.config.hub_org_code
+        listed = await rt.peer.send(contract.REGISTRY_QUERY, hub_url, hub_org, contract.Empty())
+        for doc in listed.organizations:
             rt.registry.directory.add(doc)
 
     rt.registry.refresh = refresh

@@ -327,6 +327,7 @@ def answer_provision(session: Session, cipher: FieldCipher, req: ProvisionReques
         status = "pending"  # a person decides (manual answer queue)
     else:
         status = "answered"
+    as_of = req.as_of.isoformat()
     record(
         session,
         serial=req.serial,
@@ -335,11 +336,10 @@ def answer_provision(session: Session, cipher: FieldCipher, req: ProvisionReques
         procedure_code=req.procedure_code,
         info_kind_code=req.info_kind_code,
         atena_no=atena_no,
-        as_of=req.as_of.isoformat(),
+        as_of=as_of,
         outcome=status,
         now=now,
     )
-    as_of = req.as_of.isoformat()
     if copy is None or status != "answered":
         # 該当なし and 回答待ち carry no content (`ProvisionAnswer.dump` sends none).
         answer = ProvisionAnswer(serial=req.serial, status=status, info_kind_code=req.info_kind_code, as_of=as_of)

@@ -68,7 +68,8 @@ def test_what_a_provider_answers_the_asker_accepts(
     session.commit()
     assert provision.answer.status == status and provision.atena_no == PEOPLE[status]
     [row] = session.scalars(select(ProvisionRecord).where(ProvisionRecord.serial == serial))
-    assert (row.direction, row.outcome, row.counterpart_org, row.atena_no) == ("provision", status, INQUIRER, PEOPLE[status])
+    kept = (row.direction, row.outcome, row.counterpart_org, row.atena_no)
+    assert kept == ("provision", status, INQUIRER, PEOPLE[status])
     # The body the provider signs for the inquirer, as the asking chukan reads it.
     body = provision.answer.dump()
     asked = ChukanInquiry(

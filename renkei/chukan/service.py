@@ -1,9 +1,14 @@
-"""Intermediate-server logic over a session: bindings, copies, answers, records."""
+"""Intermediate-server logic over a session: bindings, copies, answers, records.
+
+Plain functions: a session (or nothing) in, values out; no HTTP here. The bodies are
+the wire contract's models (renkei.core.wire.contract); the work that calls other
+nodes is in renkei/chukan/flows.py.
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import IO, Any
@@ -16,6 +21,15 @@ from renkei.chukan.models import Fukuhon, PendingAcquisition, ProvisionRecord, P
 from renkei.core import ids
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.errors import Problem
+from renkei.core.wire import contract
+from renkei.core.wire.contract import (
+    PROVISION_ANSWER_TYP,
+    ChukanInquiry,
+    Delivery,
+    InquiryResult,
+    ProvisionAnswer,
+    ProvisionRequest,
+)
 from renkei.staff.roles import PermissionDenied, has_role
 
 MAX_BATCH = 10_000
@@ -46,12 +60,15 @@ def remember_acquisitions(session: Session, pairs: list[tuple[str, str]], now: d
     session.flush()
 
 
-def bind_deliveries(session: Session, items: list[dict[str, Any]], now: datetime) -> dict[str, int]:
-    """Step 4: the hub delivers (acquisition number, pseudonym); bind it to the 統合宛名番号."""
+def bind_deliveries(session: Session, items: Sequence[Delivery], now: datetime) -> dict[str, int]:
+    """Step 4: the hub delivers (acquisition number, pseudonym); bind it to the 統合宛名番号.
+
+    Item by item (a count per outcome), so that one unknown or conflicting item does not
+    hold up the others."""
     counts = {"bound": 0, "unchanged": 0, "unknown_acquisition": 0, "conflict": 0}
     for item in items:
-        pending = session.get(PendingAcquisition, str(item.get("acquisition_no", "")))
-        pseudonym = str(item.get("pseudonym", ""))
+        pending = session.get(PendingAcquisition, item.acquisition_no)
+        pseudonym = item.pseudonym
         if pending is None or not pseudonym:
             counts["unknown_acquisition"] += 1
             continue
@@ -144,20 +161,22 @@ def _same_copy(
 def register_fukuhon(
     session: Session,
     catalogue: Catalogue,
-    records: list[dict[str, Any]],
+    records: Sequence[Any],
     now: datetime,
     cipher: FieldCipher,
 ) -> list[Registered]:
     """Validate every record against its layout edition, then add each as a new version.
 
-    All or nothing: one invalid record refuses the batch, naming each problem. Items
+    All or nothing: one invalid record refuses the batch, naming each problem (a record
+    that is not an object too: it is read as empty, so its problems are named). Items
     the layout edition marks sensitive are stored encrypted (`Fukuhon.sealed_values`).
     """
     if not 1 <= len(records) <= MAX_BATCH:
         raise Problem(422, "bad_count", f"副本は1〜{MAX_BATCH}件で登録してください。")
     problems: list[dict[str, Any]] = []
     prepared = []
-    for index, rec in enumerate(records):
+    for index, raw in enumerate(records):
+        rec: dict[str, Any] = raw if isinstance(raw, dict) else {}
         try:
             atena_no = check_atena_no(rec.get("atena_no"))
             kind_code = str(rec.get("info_kind_code", ""))
@@ -283,6 +302,62 @@ def provision_recorded(session: Session, serial: str) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class Provision:
+    """What we answer the hub's provision request with, and about whom (for the audit)."""
+
+    answer: ProvisionAnswer
+    atena_no: str | None
+
+
+def answer_provision(session: Session, cipher: FieldCipher, req: ProvisionRequest, now: datetime) -> Provision:
+    """Answer a provision request from the copies here, and record it (情報提供等の記録).
+
+    The copy published at the date answers (回答あり, its items decrypted); a copy marked
+    for manual answers waits for a person (回答待ち); no pseudonym or no copy is 該当なし.
+    A serial answered before is refused (409), writing nothing.
+    """
+    if provision_recorded(session, req.serial):
+        raise Problem(409, "duplicate_serial", "この処理通番の情報提供は既に記録されています。", req.serial)
+    atena_no = atena_of_pseudonym(session, req.pseudonym)
+    copy = find_copy(session, atena_no, req.info_kind_code, req.as_of) if atena_no else None
+    if copy is None:
+        status = "no_data"
+    elif copy.no_auto_answer:
+        status = "pending"  # a person decides (manual answer queue)
+    else:
+        status = "answered"
+    as_of = req.as_of.isoformat()
+    record(
+        session,
+        serial=req.serial,
+        direction="provision",
+        counterpart_org=req.inquirer_org,
+        procedure_code=req.procedure_code,
+        info_kind_code=req.info_kind_code,
+        atena_no=atena_no,
+        as_of=as_of,
+        outcome=status,
+        now=now,
+    )
+    if copy is None or status != "answered":
+        # 該当なし and 回答待ち carry no content (`ProvisionAnswer.dump` sends none).
+        answer = ProvisionAnswer(serial=req.serial, status=status, info_kind_code=req.info_kind_code, as_of=as_of)
+        return Provision(answer, atena_no)
+    answer = ProvisionAnswer(
+        serial=req.serial,
+        status=status,
+        info_kind_code=req.info_kind_code,
+        as_of=as_of,
+        edition=copy.edition,
+        record_key=copy.record_key,
+        values=copy_values(copy, cipher),
+        valid_from=copy.valid_from.isoformat(),
+        valid_to=copy.valid_to.isoformat() if copy.valid_to else None,
+    )
+    return Provision(answer, atena_no)
+
+
 # --- answers to our inquiries -------------------------------------------------------
 # The hub relays the provider's answer as a JWE it cannot read; only we can check it.
 # Every way it can be wrong is one refusal, ``bad_answer`` (502), with a finer reason
@@ -306,7 +381,7 @@ BAD_ANSWER_REASONS: dict[str, str] = {
     "stale_message": "回答の作成時刻が許容範囲を外れています。",
     "wrong_type": "署名された電文が情報提供の回答ではありません。",
     "mismatch": "回答の処理通番・状態・特定個人情報・基準日が照会と一致しません。",
-    "bad_fields": "回答の版番号・レコードキー・公開期間の形式が正しくありません。",
+    "bad_fields": "回答の項目（版番号・レコードキー・値・公開期間など）の形式が正しくありません。",
     "out_of_period": "回答された副本は基準日に公開されていません。",
     "layout": "回答の内容がデータ標準レイアウトに適合しません。",
 }
@@ -328,8 +403,8 @@ class BadAnswer(Exception):
         return f"{text}（{self.note}）" if self.note else text
 
 
-def _answer_date(value: Any) -> date:
-    if not isinstance(value, str):
+def _answer_date(value: str | None) -> date:
+    if value is None:
         raise BadAnswer("bad_fields")
     try:
         return date.fromisoformat(value)
@@ -344,51 +419,55 @@ def check_answer(
     *,
     serial: str,
     status: str,
-    info_kind_code: str,
-    as_of: date,
-) -> dict[str, Any]:
+    req: ChukanInquiry,
+) -> InquiryResult:
     """The provider's verified answer, checked against the question and the layout.
 
-    ``typ`` and ``body`` are the signed message's; ``status`` is what the hub relayed.
-    Returns what atena is told besides serial and status: for an answer, the edition,
-    record key, values and publication period; nothing for 該当なし or 回答待ち.
-    Raises BadAnswer.
+    ``typ`` and ``body`` are the signed message's, read as the contract's
+    `ProvisionAnswer` (a body of another form is ``bad_fields``); ``status`` is what the
+    hub relayed, ``req`` what we asked. Refuses, in this order: another message type;
+    a body of another form; an answer to another serial, status, info kind or date;
+    an answer without its edition, record key (1–64 characters), values or period in
+    form; a copy not published at the date; values off the layout. Returns what atena
+    is told: for 回答あり also the edition, record key, values and publication period;
+    serial and status alone for 該当なし or 回答待ち. Raises BadAnswer.
     """
-    if typ != "provision.answer":
+    if typ != PROVISION_ANSWER_TYP:
         raise BadAnswer("wrong_type")
-    if (
-        body.get("serial") != serial
-        or body.get("status") != status
-        or body.get("info_kind_code") != info_kind_code
-        or body.get("as_of") != as_of.isoformat()
+    try:
+        answer = contract.parse(ProvisionAnswer, body)
+    except Problem:
+        raise BadAnswer("bad_fields") from None
+    as_of = req.as_of
+    if (answer.serial, answer.status, answer.info_kind_code, answer.as_of) != (
+        serial,
+        status,
+        req.info_kind_code,
+        as_of.isoformat(),
     ):
         raise BadAnswer("mismatch")
     if status != "answered":
-        return {}
-    edition, record_key, values = body.get("edition"), body.get("record_key"), body.get("values")
-    if not (
-        isinstance(edition, str)
-        and isinstance(record_key, str)
-        and 1 <= len(record_key) <= 64
-        and isinstance(values, dict)
-        and all(isinstance(k, str) and isinstance(v, str) for k, v in values.items())
-    ):
+        return InquiryResult(serial=serial, status=status)
+    edition, record_key, values = answer.edition, answer.record_key, answer.values
+    if edition is None or record_key is None or not 1 <= len(record_key) <= 64 or values is None:
         raise BadAnswer("bad_fields")
-    valid_from = _answer_date(body.get("valid_from"))
-    valid_to = None if body.get("valid_to") is None else _answer_date(body.get("valid_to"))
+    valid_from = _answer_date(answer.valid_from)
+    valid_to = None if answer.valid_to is None else _answer_date(answer.valid_to)
     if not (valid_from <= as_of and (valid_to is None or as_of <= valid_to)):
         raise BadAnswer("out_of_period")
-    issues = catalogue.validate_record(info_kind_code, values, valid_from, edition)
+    issues = catalogue.validate_record(req.info_kind_code, values, valid_from, edition)
     if issues:
         codes = sorted({issue.code for issue in issues})
         raise BadAnswer("layout", f"{len(issues)}件: {', '.join(codes)}")
-    return {
-        "edition": edition,
-        "record_key": record_key,
-        "values": values,
-        "valid_from": valid_from.isoformat(),
-        "valid_to": valid_to.isoformat() if valid_to is not None else None,
-    }
+    return InquiryResult(
+        serial=serial,
+        status=status,
+        edition=edition,
+        record_key=record_key,
+        values=values,
+        valid_from=valid_from.isoformat(),
+        valid_to=valid_to.isoformat() if valid_to is not None else None,
+    )
 
 
 def inquiry_recorded(session: Session, serial: str) -> bool:
@@ -398,6 +477,31 @@ def inquiry_recorded(session: Session, serial: str) -> bool:
         )
         is not None
     )
+
+
+def keep_inquiry(
+    session: Session, req: ChukanInquiry, serial: str, outcome: str, now: datetime, reason: str | None = None
+) -> bool:
+    """Keep the outcome of our inquiry under the hub's serial (情報提供等の記録).
+
+    A serial we already hold (the hub repeated one) is not kept again: False.
+    """
+    if inquiry_recorded(session, serial):
+        return False
+    record(
+        session,
+        serial=serial,
+        direction="inquiry",
+        counterpart_org=req.provider_org,
+        procedure_code=req.procedure_code,
+        info_kind_code=req.info_kind_code,
+        atena_no=req.atena_no,
+        as_of=req.as_of.isoformat(),
+        outcome=outcome,
+        now=now,
+        reason=reason,
+    )
+    return True
 
 
 # --- records --------------------------------------------------------------------

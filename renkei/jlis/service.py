@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -14,6 +13,12 @@ from renkei.core import ids
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.db import KernelTables
 from renkei.core.errors import Problem
+from renkei.core.wire.contract import (
+    ACQUISITION_RESOLVE,
+    AcquisitionResolve,
+    ResolveItem,
+    SubmitItem,
+)
 from renkei.core.wire.outbox import enqueue
 from renkei.jlis.models import Citizen, RelayedAcquisition
 
@@ -75,17 +80,21 @@ def submit_acquisitions(
     cipher: FieldCipher,
     *,
     org_code: str,
-    items: list[dict[str, Any]],
+    items: Sequence[SubmitItem],
     hub_url: str,
     hub_org: str,
     now: datetime,
 ) -> list[SubmitResult]:
-    """Step 2–3: turn each individual number into the resident code and queue it for the hub."""
+    """Step 2–3: turn each individual number into the resident code and queue it for the hub.
+
+    Items are checked one by one (a status each, e.g. ``invalid_individual_number``):
+    one bad item does not hold up the others of the batch.
+    """
     if len(items) > MAX_BATCH:
         raise Problem(422, "bad_count", f"一度に{MAX_BATCH}件までです。")
     results: list[SubmitResult] = []
-    forward: list[dict[str, str]] = []
-    numbers = [str(i.get("individual_number", "")) for i in items]
+    forward: list[ResolveItem] = []
+    numbers = [i.individual_number for i in items]
     indexes = {number: cipher.blind_index(number) for number in numbers}
     by_index = {
         c.individual_number_index: c.resident_code
@@ -95,7 +104,7 @@ def submit_acquisitions(
     }
     found = {number: by_index[index] for number, index in indexes.items() if index in by_index}
     for item, number in zip(items, numbers, strict=True):
-        acq_no = str(item.get("acquisition_no", ""))
+        acq_no = item.acquisition_no
         if not (acq_no.isascii() and acq_no.isdigit() and len(acq_no) == 20):
             results.append(SubmitResult(acq_no, "bad_acquisition_no"))
             continue
@@ -107,16 +116,16 @@ def submit_acquisitions(
             results.append(SubmitResult(acq_no, "unknown_individual_number"))
             continue
         session.add(RelayedAcquisition(acquisition_no=acq_no, org_code=org_code, resident_code=code, relayed_at=now))
-        forward.append({"acquisition_no": acq_no, "resident_code": code, "org_code": org_code})
+        forward.append(ResolveItem(acquisition_no=acq_no, resident_code=code, org_code=org_code))
         results.append(SubmitResult(acq_no, "relayed"))
     if forward:
         enqueue(
             session,
             kernel,
-            destination=hub_url.rstrip("/") + "/v1/acquisitions/resolve",
+            destination=hub_url.rstrip("/") + ACQUISITION_RESOLVE.path,
             audience=hub_org,
-            typ="acquisition.resolve",
-            body={"items": forward},
+            typ=ACQUISITION_RESOLVE.typ,
+            body=AcquisitionResolve(items=forward).dump(),
             now=now,
         )
     session.flush()

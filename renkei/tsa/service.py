@@ -17,16 +17,17 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from renkei.core.audit import timestamping
-from renkei.core.audit.timestamping import AuthorityHead, Receipt, StampRequest
+from renkei.core.audit.timestamping import AuthorityHead, Receipt
 from renkei.core.crypto import envelope
 from renkei.core.errors import Problem
+from renkei.core.wire.contract import TsaStamp
 from renkei.tsa.models import Head
 from renkei.tsa.models import Receipt as ReceiptRow
 
 _NONE = "0" * 64
 
 
-def check_request(req: StampRequest, *, sender_node: str, resolve_key: Callable[[str], Any | None]) -> None:
+def check_request(req: TsaStamp, *, sender_node: str, resolve_key: Callable[[str], Any | None]) -> None:
     """Refuse, in this order: 1. a head of another node than the sending one
     (``sender_node`` = ``<機関コード>/<node kind>`` of the message's signing key: every node
     has its own key, so an organization's chukan cannot stamp a head for its atena);
@@ -46,6 +47,13 @@ def check_request(req: StampRequest, *, sender_node: str, resolve_key: Callable[
             "依頼元の署名を検証できません（署名の偽造、未登録の鍵、または内容の不一致）。",
             f"node={req.node} seq={req.seq}",
         )
+
+
+def require_own_node(node: str, *, sender_node: str) -> None:
+    """A node asks about its own records only (its own key signs the question): else 403.
+    ``sender_node`` is ``<機関コード>/<node kind>`` of the message's signing key."""
+    if node != sender_node:
+        raise Problem(403, "node_not_yours", "他のノードの記録は照会できません。", f"node={node}")
 
 
 @dataclass(frozen=True)
@@ -94,7 +102,7 @@ def _receipt(row: ReceiptRow, tsa: str) -> Receipt:
 
 def stamp(
     session: Session,
-    req: StampRequest,
+    req: TsaStamp,
     *,
     sender: str,
     key: envelope.SigningKey,

@@ -17,6 +17,7 @@ from starlette.testclient import TestClient
 
 from renkei.core.audit import timestamping
 from renkei.core.crypto import envelope
+from renkei.core.wire import contract
 from renkei.core.wire.keydir import KeyDirectory
 from renkei.federation.topology import NAKANO, SHINJUKU, TSA
 from renkei.tsa.app import create_app
@@ -56,8 +57,8 @@ class Authority:
         hash_ = hashlib.sha256(f"{seq}{fork}".encode()).hexdigest()
         at = timestamping.iso(datetime.now(UTC))
         token = envelope.sign(timestamping.signed_payload(seq, hash_, at), self.fed.key(sender, by))
-        req = timestamping.StampRequest(node, timestamping.AUDIT_CHECKPOINT, seq, hash_, at, token)
-        return self.send(timestamping.STAMP_PATH, sender, timestamping.STAMP_TYP, req.body(), node=by)
+        req = contract.TsaStamp(node=node, kind=timestamping.AUDIT_CHECKPOINT, seq=seq, hash=hash_, at=at, token=token)
+        return self.send(timestamping.STAMP_PATH, sender, timestamping.STAMP_TYP, req.dump(), node=by)
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +80,7 @@ def test_a_checkpoint_is_countersigned_and_the_head_answered(tsa: Authority) -> 
                  {"node": NODE, "kind": timestamping.AUDIT_CHECKPOINT})
     )
     parsed = timestamping.parse_head(
-        head, tsa.keys.public_key, tsa=TSA.org_code, node=NODE, kind=timestamping.AUDIT_CHECKPOINT
+        contract.parse_reply(contract.TsaHead, head, "tsa"), tsa.keys.public_key, tsa=TSA.org_code, node=NODE, kind=timestamping.AUDIT_CHECKPOINT
     )
     assert parsed.seq == 12 and parsed.receipt is not None and parsed.receipt.token == body["receipt"]
 
@@ -106,11 +107,13 @@ def test_every_stamped_head_is_listed_page_by_page(tsa: Authority) -> None:
     ask = {"node": node, "kind": timestamping.AUDIT_CHECKPOINT}
     first = tsa.answer(tsa.send(timestamping.STAMPS_PATH, SHINJUKU, timestamping.STAMPS_TYP,
                                 {**ask, "after": 0, "limit": 2}, node="chukan"))
-    pairs, more = timestamping.parse_stamps(first, after=0, node=node, kind=timestamping.AUDIT_CHECKPOINT)
+    first_page = contract.parse_reply(contract.TsaStampsList, first, "tsa")
+    pairs, more = timestamping.parse_stamps(first_page, after=0, node=node, kind=timestamping.AUDIT_CHECKPOINT)
     assert [p[0] for p in pairs] == [3, 8] and more
     rest = tsa.answer(tsa.send(timestamping.STAMPS_PATH, SHINJUKU, timestamping.STAMPS_TYP,
                                {**ask, "after": 8, "limit": 2}, node="chukan"))
-    pairs, more = timestamping.parse_stamps(rest, after=8, node=node, kind=timestamping.AUDIT_CHECKPOINT)
+    rest_page = contract.parse_reply(contract.TsaStampsList, rest, "tsa")
+    pairs, more = timestamping.parse_stamps(rest_page, after=8, node=node, kind=timestamping.AUDIT_CHECKPOINT)
     assert [p[0] for p in pairs] == [15] and not more
     assert pairs[0][1] == hashlib.sha256(b"15").hexdigest()
     bad = tsa.send(

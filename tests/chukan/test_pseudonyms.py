@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -13,11 +14,17 @@ from renkei.chukan import service
 from renkei.chukan.models import PendingAcquisition, PseudonymBinding
 from renkei.core.errors import Problem
 from renkei.core.ids import make_atena_no
+from renkei.core.wire import contract
 from tests.chukan.conftest import NOW
 
 A1, A2, A3 = make_atena_no(1), make_atena_no(2), make_atena_no(3)
 ACQ = [f"2025040100000000000{i}" for i in range(10)]
 P1, P2, P3 = "p" * 40, "q" * 40, "r" * 40
+
+
+def _bind(session: Session, items: list[dict[str, Any]], now: datetime) -> dict[str, int]:
+    """`service.bind_deliveries` on items as they arrive on the wire (parsed by the contract)."""
+    return service.bind_deliveries(session, contract.parse(contract.PseudonymDeliver, {"items": items}).items, now)
 
 
 def _counts(**kw: int) -> dict[str, int]:
@@ -36,7 +43,7 @@ def test_remember_and_bind(session: Session) -> None:
         (ACQ[1], A2, None),
     ]
     later = NOW + timedelta(minutes=5)
-    counts = service.bind_deliveries(
+    counts = _bind(
         s,
         [{"acquisition_no": ACQ[0], "pseudonym": P1}, {"acquisition_no": ACQ[1], "pseudonym": P2}],
         later,
@@ -54,16 +61,16 @@ def test_remember_and_bind(session: Session) -> None:
 def test_repeat_delivery_is_unchanged(session: Session) -> None:
     s = session
     service.remember_acquisitions(s, [(A1, ACQ[0])], NOW)
-    assert service.bind_deliveries(
+    assert _bind(
         s, [{"acquisition_no": ACQ[0], "pseudonym": P1}], NOW
     ) == _counts(bound=1)
     later = NOW + timedelta(hours=1)
-    assert service.bind_deliveries(
+    assert _bind(
         s, [{"acquisition_no": ACQ[0], "pseudonym": P1}], later
     ) == _counts(unchanged=1)
     # a re-acquisition for the same person under a new number gives the same pseudonym
     service.remember_acquisitions(s, [(A1, ACQ[1])], NOW)
-    assert service.bind_deliveries(
+    assert _bind(
         s, [{"acquisition_no": ACQ[1], "pseudonym": P1}], later
     ) == _counts(unchanged=1)
     s.commit()
@@ -75,7 +82,7 @@ def test_repeat_delivery_is_unchanged(session: Session) -> None:
 def test_unknown_and_conflicting_deliveries(session: Session) -> None:
     s = session
     service.remember_acquisitions(s, [(A1, ACQ[0]), (A1, ACQ[1]), (A2, ACQ[2])], NOW)
-    counts = service.bind_deliveries(
+    counts = _bind(
         s,
         [
             {"acquisition_no": ACQ[9], "pseudonym": P1},
@@ -92,7 +99,7 @@ def test_unknown_and_conflicting_deliveries(session: Session) -> None:
     assert pending is not None and pending.completed_at is None
 
     # a second acquisition for A1 comes back with a different pseudonym: a mix-up upstream
-    counts = service.bind_deliveries(
+    counts = _bind(
         s,
         [
             {"acquisition_no": ACQ[0], "pseudonym": P1},
@@ -116,7 +123,7 @@ def test_same_pseudonym_for_two_atena_nos_is_a_conflict(session: Session) -> Non
     # person and organization, so both acquisitions come back with the same pseudonym.
     s = session
     service.remember_acquisitions(s, [(A1, ACQ[0]), (A2, ACQ[1])], NOW)
-    counts = service.bind_deliveries(
+    counts = _bind(
         s,
         [{"acquisition_no": ACQ[0], "pseudonym": P1}, {"acquisition_no": ACQ[1], "pseudonym": P1}],
         NOW,
@@ -129,11 +136,11 @@ def test_bound_atena_nos(session: Session) -> None:
     s = session
     assert service.bound_atena_nos(s, []) == []
     service.remember_acquisitions(s, [(A1, ACQ[0]), (A2, ACQ[1])], NOW)
-    service.bind_deliveries(s, [{"acquisition_no": ACQ[0], "pseudonym": P1}], NOW)
+    _bind(s, [{"acquisition_no": ACQ[0], "pseudonym": P1}], NOW)
     s.commit()
     assert service.bound_atena_nos(s, [A1, A2, A3]) == [A1]
     assert service.bound_atena_nos(s, [A2, A3]) == []
-    service.bind_deliveries(s, [{"acquisition_no": ACQ[1], "pseudonym": P2}], NOW)
+    _bind(s, [{"acquisition_no": ACQ[1], "pseudonym": P2}], NOW)
     assert sorted(service.bound_atena_nos(s, [A1, A2, A3])) == [A1, A2]
 
     service.remember_acquisitions(s, [(A3, ACQ[2])], NOW)  # asked for, not yet delivered

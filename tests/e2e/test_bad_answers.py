@@ -36,6 +36,7 @@ from starlette.routing import Route
 
 from renkei.catalogue import load_catalogue
 from renkei.core.crypto import envelope
+from renkei.core.wire import contract
 from renkei.core.wire.messaging import JOSE_MEDIA_TYPE, seal
 from renkei.dummy import business
 from renkei.dummy.model import NAKANO as NAKANO_LG
@@ -165,7 +166,7 @@ class FakeProvider:
             self.nakano,
             NAKANO.org_code,
             HUB.org_code,
-            "provision.answer",
+            contract.PROVISION_REQUEST.reply_typ,  # the protocol's reply to the hub
             {"serial": body["serial"], "status": "answered", "answer": self.answer(body)},
         )
         return Response(reply, media_type=JOSE_MEDIA_TYPE)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from renkei.core import ids
 from renkei.core.crypto.field import FieldCipher, FieldDecryptError
 from renkei.core.errors import Problem
+from renkei.core.wire import contract
 from renkei.jlis import service
 from renkei.jlis.models import Citizen, RelayedAcquisition, kernel
 from tests.jlis.conftest import NOW
@@ -44,6 +45,14 @@ def _citizens(session: Session) -> int:
 
 def _acq(i: int) -> str:
     return f"2025040100000000{i:04d}"
+
+
+def _submit(session: Session, cipher: FieldCipher, items: list[dict[str, Any]]) -> list[service.SubmitResult]:
+    """`service.submit_acquisitions` on items as they arrive on the wire (parsed by the contract)."""
+    parsed = contract.parse(contract.AcquisitionSubmit, {"items": items}).items
+    return service.submit_acquisitions(
+        session, kernel, cipher, org_code=SHINJUKU, items=parsed, hub_url=HUB_URL, hub_org=HUB_ORG, now=NOW
+    )
 
 
 def test_load_citizens(session: Session) -> None:
@@ -112,9 +121,7 @@ def test_submit_relays_known_numbers(session: Session) -> None:
         {"individual_number": PEOPLE[2][0]},
         {"acquisition_no": _acq(7)},
     ]
-    results = service.submit_acquisitions(
-        session, kernel, CIPHER, org_code=SHINJUKU, items=items, hub_url=HUB_URL, hub_org=HUB_ORG, now=NOW
-    )
+    results = _submit(session, CIPHER, items)
     session.commit()
     assert [r.status for r in results] == [
         "relayed",
@@ -159,9 +166,7 @@ def test_submit_with_nothing_relayed_enqueues_nothing(session: Session) -> None:
         {"individual_number": _bump(PEOPLE[0][0]), "acquisition_no": _acq(2)},
         {"individual_number": PEOPLE[0][0], "acquisition_no": "1"},
     ]
-    results = service.submit_acquisitions(
-        session, kernel, CIPHER, org_code=SHINJUKU, items=items, hub_url=HUB_URL, hub_org=HUB_ORG, now=NOW
-    )
+    results = _submit(session, CIPHER, items)
     assert [r.status for r in results] == [
         "unknown_individual_number",
         "invalid_individual_number",
@@ -169,12 +174,7 @@ def test_submit_with_nothing_relayed_enqueues_nothing(session: Session) -> None:
     ]
     assert _outbox(session) == []
     assert session.scalar(select(func.count()).select_from(RelayedAcquisition)) == 0
-    assert (
-        service.submit_acquisitions(
-            session, kernel, CIPHER, org_code=SHINJUKU, items=[], hub_url=HUB_URL, hub_org=HUB_ORG, now=NOW
-        )
-        == []
-    )
+    assert _submit(session, CIPHER, []) == []
     assert _outbox(session) == []
     with pytest.raises(Problem) as exc:
         service.submit_acquisitions(
@@ -182,7 +182,7 @@ def test_submit_with_nothing_relayed_enqueues_nothing(session: Session) -> None:
             kernel,
             CIPHER,
             org_code=SHINJUKU,
-            items=[{}] * (service.MAX_BATCH + 1),
+            items=[contract.SubmitItem()] * (service.MAX_BATCH + 1),
             hub_url=HUB_URL,
             hub_org=HUB_ORG,
             now=NOW,
@@ -194,16 +194,7 @@ def test_submit_with_nothing_relayed_enqueues_nothing(session: Session) -> None:
 def test_each_submission_is_one_message(session: Session) -> None:
     service.load_citizens(session, CIPHER, PEOPLE, NOW)
     for i, (number, _, _) in enumerate(PEOPLE):
-        service.submit_acquisitions(
-            session,
-            kernel,
-            CIPHER,
-            org_code=SHINJUKU,
-            items=[{"individual_number": number, "acquisition_no": _acq(i)}],
-            hub_url=HUB_URL,
-            hub_org=HUB_ORG,
-            now=NOW,
-        )
+        _submit(session, CIPHER, [{"individual_number": number, "acquisition_no": _acq(i)}])
     session.commit()
     boxes = _outbox(session)
     assert len(boxes) == 5 and len({b["message_id"] for b in boxes}) == 5
@@ -237,9 +228,5 @@ def test_individual_numbers_are_sealed_at_rest(session: Session) -> None:
         CIPHER.decrypt(first.individual_number_enc, service.number_aad(second.resident_code))
     # Found by the blind index only: another cipher's index finds nobody.
     other = FieldCipher.generate()
-    results = service.submit_acquisitions(
-        session, kernel, other, org_code=SHINJUKU,
-        items=[{"individual_number": PEOPLE[0][0], "acquisition_no": _acq(1)}],
-        hub_url=HUB_URL, hub_org=HUB_ORG, now=NOW,
-    )
+    results = _submit(session, other, [{"individual_number": PEOPLE[0][0], "acquisition_no": _acq(1)}])
     assert [r.status for r in results] == ["unknown_individual_number"]

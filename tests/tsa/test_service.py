@@ -14,10 +14,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from renkei.core.audit import timestamping
 from renkei.core.audit.log import AuditEvent, AuditLog, Checkpoint, audit_tables
-from renkei.core.audit.timestamping import AUDIT_CHECKPOINT, StampRequest
+from renkei.core.audit.timestamping import AUDIT_CHECKPOINT
 from renkei.core.crypto import envelope
 from renkei.core.db import make_engine, transaction
 from renkei.core.errors import Problem
+from renkei.core.wire import contract
+from renkei.core.wire.contract import TsaStamp
 from renkei.tsa import service
 from renkei.tsa.models import Base
 from tests.api.fed import fresh_ed25519
@@ -49,16 +51,16 @@ def _hash(n: int, fork: str = "") -> str:
     return hashlib.sha256(f"entry {n}{fork}".encode()).hexdigest()
 
 
-def _request(seq: int, hash_: str | None = None, *, node: str = NODE, signer: str | None = None) -> StampRequest:
+def _request(seq: int, hash_: str | None = None, *, node: str = NODE, signer: str | None = None) -> TsaStamp:
     """A head of ``node`` signed by ``signer``'s key (by default the node's own)."""
     signer = signer or node
     h = hash_ or _hash(seq)
     at = timestamping.iso(T0 + timedelta(minutes=seq))
     token = envelope.sign(timestamping.signed_payload(seq, h, at), KEYS[signer])
-    return StampRequest(node, AUDIT_CHECKPOINT, seq, h, at, token)
+    return TsaStamp(node=node, kind=AUDIT_CHECKPOINT, seq=seq, hash=h, at=at, token=token)
 
 
-def _stamp(sessions: sessionmaker[Session], req: StampRequest, now: datetime = T0) -> service.StampResult:
+def _stamp(sessions: sessionmaker[Session], req: TsaStamp, now: datetime = T0) -> service.StampResult:
     service.check_request(req, sender_node=req.node, resolve_key=PUBLIC.get)
     with transaction(sessions) as s:
         return service.stamp(s, req, sender=req.org_code, key=KEYS[TSA], tsa=TSA, now=now)
@@ -145,8 +147,8 @@ def test_check_request_refuses_in_order_and_reads_nothing() -> None:
     # another head, or unverifiable.
     forged = _request(3, node=NODE, signer=f"{NAKANO}/atena")
     sibling = _request(3, node=NODE, signer=f"{SHINJUKU}/chukan")
-    other_head = StampRequest(NODE, AUDIT_CHECKPOINT, 4, _hash(4), _request(3).at, _request(3).token)
-    garbage = StampRequest(NODE, AUDIT_CHECKPOINT, 3, _hash(3), _request(3).at, "a.b.c")
+    other_head = _request(3).model_copy(update={"seq": 4, "hash": _hash(4)})
+    garbage = _request(3).model_copy(update={"token": "a.b.c"})
     for bad in (forged, sibling, other_head, garbage):
         with pytest.raises(Problem) as exc:
             service.check_request(bad, sender_node=NODE, resolve_key=PUBLIC.get)
@@ -168,9 +170,9 @@ def test_an_audit_checkpoint_is_what_the_authority_accepts(tmp_path: Any) -> Non
         s.commit()
     assert [cp.seq for cp in seen] == [3, 4]
     for cp in seen:
-        req = timestamping.parse_stamp(
-            StampRequest(NODE, AUDIT_CHECKPOINT, cp.seq, cp.hash, cp.at, cp.signature).body()
-        )
+        body = {"node": NODE, "kind": AUDIT_CHECKPOINT, "seq": cp.seq, "hash": cp.hash, "at": cp.at,
+                "token": cp.signature}
+        req = contract.parse(TsaStamp, body)
         service.check_request(req, sender_node=NODE, resolve_key=PUBLIC.get)
     engine.dispose()
 
@@ -191,7 +193,9 @@ def test_receipts_do_not_verify_when_altered_or_signed_by_another() -> None:
     # A head answer whose receipt names another seq is not believed.
     body = {"node": NODE, "kind": AUDIT_CHECKPOINT, "seq": 9, "hash": _hash(9), "receipt": good.token}
     with pytest.raises(timestamping.ReceiptError):
-        timestamping.parse_head(body, PUBLIC.get, tsa=TSA, node=NODE, kind=AUDIT_CHECKPOINT)
+        timestamping.parse_head(
+            contract.parse_reply(contract.TsaHead, body, "tsa"), PUBLIC.get, tsa=TSA, node=NODE, kind=AUDIT_CHECKPOINT
+        )
 
 
 @pytest.mark.parametrize(
@@ -211,8 +215,8 @@ def test_receipts_do_not_verify_when_altered_or_signed_by_another() -> None:
     ],
 )
 def test_malformed_stamp_bodies_are_refused_in_japanese(change: dict[str, Any]) -> None:
-    body = {**_request(5).body(), **change}
+    body = {**_request(5).dump(), **change}
     with pytest.raises(Problem) as exc:
-        timestamping.parse_stamp(body)
+        contract.parse(TsaStamp, body)
     assert exc.value.code == "bad_stamp_request" and exc.value.status == 422
     assert "タイムスタンプ" in exc.value.title

@@ -24,20 +24,23 @@ A receipt proves that the authority saw that head at that time; ``tsa.head`` giv
 authority's newest head of a node with its receipt, and `renkei audit verify` compares
 the local chain with it.
 
-Wire (sealed messages, renkei.core.wire.messaging; only the authority answers):
+Wire (sealed messages; the message types and their bodies are the contract's,
+renkei.core.wire.contract, used by the authority and by every node; only the authority
+answers):
 
-- ``POST /v1/stamps`` ``tsa.stamp`` {node, kind, seq, hash, at, token} → ``tsa.stamped``
-  {receipt}. ``token`` is the submitter's own JWS over {"seq", "hash", "at"} (for an
-  audit checkpoint: the checkpoint's signature itself). The node's 機関コード must be
-  the sender's.
-- ``POST /v1/heads`` ``tsa.head`` {node, kind} → ``tsa.head.current`` {node, kind, seq,
-  hash, stamped_at, receipt}; ``seq`` 0 and no receipt if nothing was stamped yet.
-- ``POST /v1/stamps/list`` ``tsa.stamps`` {node, kind, after, limit ≤ 10,000} →
-  ``tsa.stamps.list`` {node, kind, stamps: [[seq, hash], …] by seq, more}: every head
-  ever stamped, so that a verifier finds a history rewritten and then carried past the
-  newest head (forward-only alone cannot see that).
+- ``POST /v1/stamps`` ``tsa.stamp`` `TsaStamp` {node, kind, seq, hash, at, token} →
+  ``tsa.stamped`` `TsaStamped` {receipt}. ``token`` is the submitter's own JWS over
+  {"seq", "hash", "at"} (for an audit checkpoint: the checkpoint's signature itself).
+  The node must be the sending node.
+- ``POST /v1/heads`` ``tsa.head`` `TsaHeadQuery` {node, kind} → ``tsa.head.current``
+  `TsaHead` {node, kind, seq, hash, stamped_at, receipt}; ``seq`` 0 and no receipt if
+  nothing was stamped yet.
+- ``POST /v1/stamps/list`` ``tsa.stamps`` `TsaStampsQuery` {node, kind, after, limit ≤
+  10,000} → ``tsa.stamps.list`` `TsaStampsList` {node, kind, stamps: [[seq, hash], …] by
+  seq, more}: every head ever stamped, so that a verifier finds a history rewritten and
+  then carried past the newest head (forward-only alone cannot see that).
 
-Only the node's own organization may ask about it.
+Only the node itself may ask about it.
 """
 
 from __future__ import annotations
@@ -54,36 +57,44 @@ import orjson
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from renkei.core import ids
 from renkei.core.audit.log import Checkpoint, store_receipt
 from renkei.core.config import ConfigError, NodeConfig
 from renkei.core.crypto import envelope
 from renkei.core.db import transaction
-from renkei.core.errors import Problem
+from renkei.core.wire import contract
+from renkei.core.wire.contract import (
+    TsaHead,
+    TsaHeadQuery,
+    TsaStamp,
+    TsaStamped,
+    TsaStampsList,
+    TsaStampsQuery,
+)
 from renkei.core.wire.messaging import Message
 
 if TYPE_CHECKING:
     from renkei.core.wire.runtime import NodeRuntime
 
-STAMP_PATH: Final = "/v1/stamps"
-HEAD_PATH: Final = "/v1/heads"
-STAMPS_PATH: Final = "/v1/stamps/list"
-STAMP_TYP: Final = "tsa.stamp"
-STAMPED_TYP: Final = "tsa.stamped"
-HEAD_TYP: Final = "tsa.head"
-HEAD_REPLY_TYP: Final = "tsa.head.current"
-STAMPS_TYP: Final = "tsa.stamps"
-STAMPS_REPLY_TYP: Final = "tsa.stamps.list"
-STAMPS_PAGE: Final = 10_000
+# The message types are the contract's; these names are kept for readers of this module.
+STAMP_PATH: Final = contract.TSA_STAMP.path
+HEAD_PATH: Final = contract.TSA_HEAD.path
+STAMPS_PATH: Final = contract.TSA_STAMPS.path
+STAMP_TYP: Final = contract.TSA_STAMP.typ
+STAMPED_TYP: Final = contract.TSA_STAMP.reply_typ
+HEAD_TYP: Final = contract.TSA_HEAD.typ
+HEAD_REPLY_TYP: Final = contract.TSA_HEAD.reply_typ
+STAMPS_TYP: Final = contract.TSA_STAMPS.typ
+STAMPS_REPLY_TYP: Final = contract.TSA_STAMPS.reply_typ
+STAMPS_PAGE: Final = contract.STAMPS_PAGE
 RECEIPT_TYP: Final = "renkei.tsa.receipt"
 
 AUDIT_CHECKPOINT: Final = "audit_checkpoint"
 EVIDENCE_BATCH: Final = "evidence_batch"
-KINDS: Final = frozenset((AUDIT_CHECKPOINT, EVIDENCE_BATCH))
+KINDS: Final = contract.STAMP_KINDS
+if KINDS != {AUDIT_CHECKPOINT, EVIDENCE_BATCH}:  # pragma: no cover
+    raise RuntimeError("timestamping: the kinds differ from the contract's")
 
-_NODE = re.compile(r"^([0-9]{16})/([a-z]{2,16})$")
-_HASH = re.compile(r"^[0-9a-f]{64}$")
-_MAX_SEQ: Final = 2**62
+_HASH = re.compile(r"[0-9a-f]{64}")
 _RECEIPT_KEYS: Final = frozenset(("typ", "tsa", "serial", "kind", "node", "seq", "hash", "stamped_at"))
 _SIGNED_KEYS: Final = frozenset(("seq", "hash", "at"))
 
@@ -101,70 +112,9 @@ def _canonical(obj: Mapping[str, Any]) -> bytes:
     return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
 
 
-def _bad(detail: str) -> Problem:
-    return Problem(422, "bad_stamp_request", "タイムスタンプの依頼の内容が誤っています。", detail)
-
-
 # --- requests ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StampRequest:
-    """A head to countersign: ``token`` is the submitter's JWS over {seq, hash, at}."""
-
-    node: str
-    kind: str
-    seq: int
-    hash: str
-    at: str
-    token: str
-
-    @property
-    def org_code(self) -> str:
-        return self.node.split("/", 1)[0]
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "node": self.node,
-            "kind": self.kind,
-            "seq": self.seq,
-            "hash": self.hash,
-            "at": self.at,
-            "token": self.token,
-        }
-
-
-def check_node(node: Any) -> str:
-    """A node id, or Problem 422."""
-    if not isinstance(node, str) or not _NODE.match(node):
-        raise _bad("node は「機関コード16桁/ノード種別」で指定してください。")
-    if ids.check(ids.IdKind.ORG_CODE, node.split("/", 1)[0]) is not None:
-        raise _bad("node の機関コードが誤っています。")
-    return node
-
-
-def check_kind(kind: Any) -> str:
-    if not isinstance(kind, str) or kind not in KINDS:  # a list or an object is not hashable
-        raise _bad(f"kind は {', '.join(sorted(KINDS))} のいずれかです。")
-    return str(kind)
-
-
-def parse_stamp(body: Mapping[str, Any]) -> StampRequest:
-    """The fields of a ``tsa.stamp`` body, checked for form only (not the signature)."""
-    node = check_node(body.get("node"))
-    kind = check_kind(body.get("kind"))
-    seq = body.get("seq")
-    if type(seq) is not int or not 0 < seq < _MAX_SEQ:
-        raise _bad("seq は正の整数で指定してください。")
-    hash_ = body.get("hash")
-    if not isinstance(hash_, str) or not _HASH.match(hash_):
-        raise _bad("hash は SHA-256（16進64文字）で指定してください。")
-    at, token = body.get("at"), body.get("token")
-    if not isinstance(at, str) or not at or len(at) > 40:
-        raise _bad("at（署名時刻）を指定してください。")
-    if not isinstance(token, str) or not token or len(token) > 4096:
-        raise _bad("token（依頼元の署名）を指定してください。")
-    return StampRequest(node, kind, seq, hash_, at, token)
+# A ``tsa.stamp`` body is `contract.TsaStamp`: its fields are checked for form by the
+# contract (``bad_stamp_request``), its signature here.
 
 
 def signed_payload(seq: int, hash_: str, at: str) -> bytes:
@@ -172,7 +122,7 @@ def signed_payload(seq: int, hash_: str, at: str) -> bytes:
     return _canonical({"seq": seq, "hash": hash_, "at": at})
 
 
-def token_matches(req: StampRequest, resolve_key: Callable[[str], Any | None]) -> bool:
+def token_matches(req: TsaStamp, resolve_key: Callable[[str], Any | None]) -> bool:
     """True if ``token`` is a valid JWS by the node itself (its own key) over exactly this head."""
     try:
         kid, payload = envelope.verify(req.token, resolve_key)
@@ -283,30 +233,30 @@ class AuthorityHead:
     stamps: tuple[tuple[int, str], ...] = ()
 
 
-def head_body(head: AuthorityHead) -> dict[str, Any]:
-    return {
-        "node": head.node,
-        "kind": head.kind,
-        "seq": head.seq,
-        "hash": head.hash,
-        "stamped_at": head.stamped_at,
-        "receipt": head.receipt.token if head.receipt else None,
-    }
+def head_body(head: AuthorityHead) -> TsaHead:
+    """The authority's answer to ``tsa.head``."""
+    return TsaHead(
+        node=head.node,
+        kind=head.kind,
+        seq=head.seq,
+        hash=head.hash,
+        stamped_at=head.stamped_at,
+        receipt=head.receipt.token if head.receipt else None,
+    )
 
 
 def parse_head(
-    body: Mapping[str, Any], resolve_key: Callable[[str], Any | None], *, tsa: str, node: str, kind: str
+    body: TsaHead, resolve_key: Callable[[str], Any | None], *, tsa: str, node: str, kind: str
 ) -> AuthorityHead:
     """The authority's answer to ``tsa.head``, believed only as far as its receipt proves it."""
-    seq = body.get("seq")
-    if type(seq) is not int or seq < 0 or body.get("node") != node or body.get("kind") != kind:
+    if body.seq < 0 or body.node != node or body.kind != kind:
         raise ReceiptError("タイムスタンプ局の応答の形式が誤っています。")
-    if seq == 0:
+    if body.seq == 0:
         return AuthorityHead(node, kind, 0, None, None, None)
-    receipt = open_receipt(body.get("receipt"), resolve_key, tsa=tsa)
-    if (receipt.node, receipt.kind, receipt.seq, receipt.hash) != (node, kind, seq, body.get("hash")):
+    receipt = open_receipt(body.receipt, resolve_key, tsa=tsa)
+    if (receipt.node, receipt.kind, receipt.seq, receipt.hash) != (node, kind, body.seq, body.hash):
         raise ReceiptError("タイムスタンプ局の応答が受領証と一致しません。")
-    return AuthorityHead(node, kind, seq, receipt.hash, receipt.stamped_at, receipt)
+    return AuthorityHead(node, kind, body.seq, receipt.hash, receipt.stamped_at, receipt)
 
 
 # --- a node's side: submit every checkpoint, keep the receipts, ask for the head -----------
@@ -322,20 +272,22 @@ def countersign_checkpoints(rt: NodeRuntime) -> None:
     from renkei.core.wire.outbox import enqueue
 
     cfg = rt.config
-    url = cfg.peer("tsa") + STAMP_PATH
+    url = cfg.peer("tsa").rstrip("/") + contract.TSA_STAMP.path
     if not cfg.tsa_org_code:
         raise ConfigError("[peers] tsa には [node] tsa_org_code（タイムスタンプ局の機関コード）が必要です")
     me = node_id(cfg.org_code, cfg.kind)
 
     def queue(session: Session, cp: Checkpoint) -> None:
-        body = StampRequest(me, AUDIT_CHECKPOINT, cp.seq, cp.hash, cp.at, cp.signature).body()
-        enqueue(session, rt.kernel, destination=url, audience=cfg.tsa_org_code, typ=STAMP_TYP, body=body,
-                now=rt.clock())
+        body = TsaStamp(node=me, kind=AUDIT_CHECKPOINT, seq=cp.seq, hash=cp.hash, at=cp.at, token=cp.signature)
+        enqueue(session, rt.kernel, destination=url, audience=cfg.tsa_org_code, typ=contract.TSA_STAMP.typ,
+                body=body.dump(), now=rt.clock())
 
     async def keep(answer: Message) -> None:
-        token = answer.body.get("receipt")
+        if answer.typ != contract.TSA_STAMP.reply_typ:
+            raise ReceiptError("タイムスタンプ局の応答の種別が誤っています。")
+        token = contract.parse_reply(TsaStamped, answer.body, url).receipt
         try:
-            kid = envelope.peek_kid(token) if isinstance(token, str) else ""
+            kid = envelope.peek_kid(token)
         except envelope.EnvelopeError:
             kid = ""
         key = await rt.registry.lookup(kid) if kid else None
@@ -349,7 +301,7 @@ def countersign_checkpoints(rt: NodeRuntime) -> None:
         await run_in_threadpool(store)  # never on the event loop
 
     rt.audit.on_checkpoint = queue
-    rt.answer_handlers[STAMP_TYP] = keep
+    rt.answer_handlers[contract.TSA_STAMP.typ] = keep
 
 
 async def query_head(cfg: NodeConfig, *, timeout_seconds: float = 15.0) -> AuthorityHead:
@@ -363,7 +315,7 @@ async def query_head(cfg: NodeConfig, *, timeout_seconds: float = 15.0) -> Autho
 
     if not cfg.tsa_org_code:
         raise ConfigError("[node] tsa_org_code（タイムスタンプ局の機関コード）が設定されていません")
-    url = cfg.peer("tsa") + HEAD_PATH
+    tsa_url = cfg.peer("tsa")
     docs = [_load_json(cfg.keys.public)]
     docs += [_load_json(p) for p in (cfg.keys.hub_public, cfg.keys.tsa_public) if p is not None]
     directory = KeyDirectory.from_documents(docs)
@@ -374,8 +326,8 @@ async def query_head(cfg: NodeConfig, *, timeout_seconds: float = 15.0) -> Autho
     async def lookup(kid: str) -> Any | None:
         key = directory.public_key(kid)
         if key is None and peer is not None and "hub" in cfg.peers and kid.split(":", 1)[0] == cfg.tsa_org_code:
-            msg = await peer.call(cfg.peer("hub") + "/v1/registry", cfg.hub_org_code, "registry.query", {})
-            for doc in msg.body.get("organizations", []):
+            listed = await peer.send(contract.REGISTRY_QUERY, cfg.peer("hub"), cfg.hub_org_code, contract.Empty())
+            for doc in listed.organizations:
                 if doc.get("org_code") == cfg.tsa_org_code:
                     directory.add(doc)
             key = directory.public_key(kid)
@@ -384,55 +336,45 @@ async def query_head(cfg: NodeConfig, *, timeout_seconds: float = 15.0) -> Autho
     peer = PeerClient(ssl_ctx, signing_key, cfg.org_code, lookup, timeout_seconds=timeout_seconds,
                       max_skew_seconds=cfg.max_clock_skew_seconds)
     node = node_id(cfg.org_code, cfg.kind)
-    ask = {"node": node, "kind": AUDIT_CHECKPOINT}
     stamps: list[tuple[int, str]] = []
+    # PeerClient.send: the answer must be signed by the authority, of the reply type,
+    # in the reply's form (else 502 bad_peer_response).
     try:
-        answer = await peer.call(url, cfg.tsa_org_code, HEAD_TYP, ask)
-        if answer.iss != cfg.tsa_org_code or answer.typ != HEAD_REPLY_TYP:
-            raise ReceiptError("タイムスタンプ局以外からの応答です。")
-        head = parse_head(answer.body, directory.public_key, tsa=cfg.tsa_org_code, node=node, kind=AUDIT_CHECKPOINT)
+        answer = await peer.send(
+            contract.TSA_HEAD, tsa_url, cfg.tsa_org_code, TsaHeadQuery(node=node, kind=AUDIT_CHECKPOINT)
+        )
+        head = parse_head(answer, directory.public_key, tsa=cfg.tsa_org_code, node=node, kind=AUDIT_CHECKPOINT)
         more = head.seq > 0
         while more:
             after = stamps[-1][0] if stamps else 0
-            page = await peer.call(cfg.peer("tsa") + STAMPS_PATH, cfg.tsa_org_code, STAMPS_TYP,
-                                   {**ask, "after": after, "limit": STAMPS_PAGE})
-            if page.iss != cfg.tsa_org_code or page.typ != STAMPS_REPLY_TYP:
-                raise ReceiptError("タイムスタンプ局以外からの応答です。")
-            got, more = parse_stamps(page.body, after=after, node=node, kind=AUDIT_CHECKPOINT)
+            ask = TsaStampsQuery(node=node, kind=AUDIT_CHECKPOINT, after=after, limit=STAMPS_PAGE)
+            page = await peer.send(contract.TSA_STAMPS, tsa_url, cfg.tsa_org_code, ask)
+            got, more = parse_stamps(page, after=after, node=node, kind=AUDIT_CHECKPOINT)
             stamps += got
     finally:
         await peer.close()
     return dataclasses.replace(head, stamps=tuple(stamps))
 
 
-def stamps_body(node: str, kind: str, stamps: list[tuple[int, str]], more: bool) -> dict[str, Any]:
-    return {"node": node, "kind": kind, "stamps": [[seq, h] for seq, h in stamps], "more": more}
+def stamps_body(node: str, kind: str, stamps: list[tuple[int, str]], more: bool) -> TsaStampsList:
+    """One page of the authority's answer to ``tsa.stamps``."""
+    return TsaStampsList(node=node, kind=kind, stamps=stamps, more=more)
 
 
-def parse_stamps(
-    body: Mapping[str, Any], *, after: int, node: str, kind: str
-) -> tuple[list[tuple[int, str]], bool]:
+def parse_stamps(body: TsaStampsList, *, after: int, node: str, kind: str) -> tuple[list[tuple[int, str]], bool]:
     """One page of ``tsa.stamps.list``: (seq, hash) pairs, increasing, all after ``after``."""
-    items, more = body.get("stamps"), body.get("more")
-    if body.get("node") != node or body.get("kind") != kind or not isinstance(items, list) or type(more) is not bool:
+    if body.node != node or body.kind != kind:
         raise ReceiptError("タイムスタンプ局の応答の形式が誤っています。")
     out: list[tuple[int, str]] = []
     last = after
-    for item in items:
-        if (
-            not isinstance(item, list)
-            or len(item) != 2
-            or type(item[0]) is not int
-            or item[0] <= last
-            or not isinstance(item[1], str)
-            or not _HASH.match(item[1])
-        ):
+    for seq, hash_ in body.stamps:
+        if seq <= last or not _HASH.fullmatch(hash_):
             raise ReceiptError("タイムスタンプ局の応答の形式が誤っています。")
-        out.append((item[0], item[1]))
-        last = item[0]
-    if more and not out:
+        out.append((seq, hash_))
+        last = seq
+    if body.more and not out:
         raise ReceiptError("タイムスタンプ局の応答の形式が誤っています。")
-    return out, more
+    return out, body.more
 
 
 def _load_json(path: Path) -> dict[str, Any]:

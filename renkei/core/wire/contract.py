@@ -17,10 +17,11 @@ which kinds of node may send it and from where:
   kind (the hub additionally checks the organization's registered role where a route
   needs one, e.g. J-LIS for ``acquisition.resolve``).
 
-`NodeRuntime.receive` refuses, before any work, a message type the receiving node does
-not take (400 ``wrong_message_type``) and a sender outside the route's kinds or scope
-(403 ``sender_not_allowed``), and a reply is accepted only from the kind of node the
-request was addressed to.
+`NodeRuntime.receive_verified` (the first step of every route of
+`renkei.core.wire.endpoint`) refuses, before any work, a message type the receiving node
+does not take (400 ``wrong_message_type``) and a sender outside the route's kinds or
+scope (403 ``sender_not_allowed``), and a reply is accepted only from the kind of node
+the request was addressed to.
 """
 
 from __future__ import annotations
@@ -71,6 +72,22 @@ def _text(value: Any) -> Any:
     return value
 
 
+def _identifier_text(kind: ids.IdKind, code: str) -> Any:
+    """Strings only, refused with the identifier's own code: a number or null where an
+    identifier belongs is a wrong identifier (e.g. an item of a list of 統合宛名番号),
+    said in the words `renkei.core.ids` has for what it reads as."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str):
+            return value
+        problem = ids.check(kind, "" if value is None else str(value))
+        if problem is None:  # a valid number, but not as a string
+            raise Problem(422, code, "番号は数値ではなく文字列で指定してください。", code_detail="not_a_string")
+        raise Problem(422, code, problem.message, code_detail=problem.code)
+
+    return BeforeValidator(check)
+
+
 def _identifier(kind: ids.IdKind, code: str, *, required: str | None = None) -> Any:
     """An identifier checked by `renkei.core.ids`; ``required`` names the field whose
     empty value is refused as missing (``missing_field``) rather than malformed."""
@@ -88,6 +105,8 @@ def _identifier(kind: ids.IdKind, code: str, *, required: str | None = None) -> 
 
 def _iso_date(label: str, *, required: str | None = None) -> Any:
     def check(value: Any) -> date:
+        if type(value) is date:  # a body built by the sender from its own values
+            return value
         if required is not None and value == "":
             raise Problem(422, "missing_field", f"項目「{required}」がありません。")
         if isinstance(value, str):
@@ -111,7 +130,9 @@ def _serial(value: Any) -> str:
 
 Text = Annotated[str, BeforeValidator(_text)]
 NonEmpty = Annotated[str, BeforeValidator(_text), Field(min_length=1)]
-AtenaNo = Annotated[str, BeforeValidator(_text), _identifier(ids.IdKind.ATENA_NO, "invalid_atena_no")]
+AtenaNo = Annotated[
+    str, _identifier_text(ids.IdKind.ATENA_NO, "invalid_atena_no"), _identifier(ids.IdKind.ATENA_NO, "invalid_atena_no")
+]
 ProcedureCode = Annotated[
     str, BeforeValidator(_text), _identifier(ids.IdKind.PROCEDURE_CODE, "invalid_procedure_code")
 ]
@@ -214,13 +235,30 @@ class HubInquiry(Body):
     as_of: Annotated[date, _iso_date("基準日", required="as_of"), Refuse("missing_field", "項目「as_of」がありません。")]
 
 
-class RelayedAnswer(Body):
-    """The hub's reply: the serial, the outcome, and the provider's answer as opaque
-    bytes (a JWE for the inquirer's chukan: the hub cannot read it)."""
+def _serial_or_none(value: Any) -> Any:
+    return value if isinstance(value, str) and value.isascii() and _SERIAL.match(value) else None
 
-    serial: Text
-    status: Text
-    answer: Text | None = None
+
+def _text_or_none(value: Any) -> Any:
+    return value if isinstance(value, str) else None
+
+
+class RelayedAnswer(Body):
+    """The serial, the outcome, and the provider's answer as opaque bytes (a JWE for the
+    inquirer's chukan: the hub cannot read it); the provider's reply to the hub and the
+    hub's to the inquirer.
+
+    Read without refusal: a serial that is not one of the hub's (20 digits) is None, a
+    status or an answer that is no string is None. The receiver judges them in its own
+    terms: the asking chukan keeps a bad answer under its serial as ``bad_answer`` with
+    a reason (``bad_status``, ``no_answer`` …), a reply without a serial as
+    ``bad_peer_response`` (``bad_serial``); the hub records a status it does not know as
+    an error.
+    """
+
+    serial: Annotated[str | None, BeforeValidator(_serial_or_none)] = None
+    status: Annotated[str | None, BeforeValidator(_text_or_none)] = None
+    answer: Annotated[str | None, BeforeValidator(_text_or_none)] = None
 
 
 # --- chukan ---------------------------------------------------------------------------
@@ -290,13 +328,20 @@ class ChukanInquiry(Body):
 
 
 class AnswerContent(Body):
-    """What an answer carries besides serial and status."""
+    """What an answer carries besides serial and status: for 回答あり the edition, record
+    key, values and publication period (``valid_to`` null for an open end); nothing at
+    all for 該当なし and 回答待ち."""
 
     edition: Text | None = None
     record_key: Text | None = None
     values: dict[str, str] | None = None
     valid_from: Text | None = None
     valid_to: Text | None = None
+
+    def dump(self) -> dict[str, Any]:
+        """Only the fields given: an answer without content carries no content fields
+        (not nulls), an open ``valid_to`` is given as null."""
+        return self.model_dump(mode="json", exclude_unset=True)
 
 
 class InquiryResult(AnswerContent):
@@ -341,13 +386,139 @@ class AcquisitionSubmit(Body):
     ]
 
 
-# --- tsa (bodies checked in detail by renkei.core.audit.timestamping) ------------------
+# --- tsa --------------------------------------------------------------------------------
+# The time-stamp authority's bodies (renkei.core.audit.timestamping says what they mean).
+# A request that does not fit is refused as ``bad_stamp_request`` (a page as ``bad_page``)
+# with the authority's own Japanese words for each field.
+
+STAMP_KINDS: frozenset[str] = frozenset(("audit_checkpoint", "evidence_batch"))
+STAMPS_PAGE = 10_000  # heads in one page of ``tsa.stamps.list``
+_MAX_SEQ = 2**62
+_NODE_ID = re.compile(r"([0-9]{16})/([a-z]{2,16})")
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_STAMP_TITLE = "タイムスタンプの依頼の内容が誤っています。"
+_PAGE_TITLE = f"after は0以上、limit は1〜{STAMPS_PAGE:,}の整数で指定してください。"
 
 
-class Opaque(Body):
-    """A body whose fields the receiving module checks itself, in its own terms."""
+def _bad_stamp(detail: str) -> Problem:
+    return Problem(422, "bad_stamp_request", _STAMP_TITLE, detail)
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+
+def _node_id(value: Any) -> str:
+    """``<機関コード>/<node kind>``: how the authority names a node."""
+    if not isinstance(value, str) or not _NODE_ID.fullmatch(value):
+        raise _bad_stamp("node は「機関コード16桁/ノード種別」で指定してください。")
+    if ids.check(ids.IdKind.ORG_CODE, value.split("/", 1)[0]) is not None:
+        raise _bad_stamp("node の機関コードが誤っています。")
+    return value
+
+
+def _stamp_kind(value: Any) -> str:
+    if not isinstance(value, str) or value not in STAMP_KINDS:  # a list or an object is not hashable
+        raise _bad_stamp(f"kind は {', '.join(sorted(STAMP_KINDS))} のいずれかです。")
+    return value
+
+
+def _stamp_seq(value: Any) -> int:
+    if type(value) is not int or not 0 < value < _MAX_SEQ:  # a boolean is no number here
+        raise _bad_stamp("seq は正の整数で指定してください。")
+    return value
+
+
+def _stamp_hash(value: Any) -> str:
+    if not isinstance(value, str) or not _SHA256_HEX.fullmatch(value):
+        raise _bad_stamp("hash は SHA-256（16進64文字）で指定してください。")
+    return value
+
+
+def _signed_at(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 40:
+        raise _bad_stamp("at（署名時刻）を指定してください。")
+    return value
+
+
+def _submitter_token(value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 4096:
+        raise _bad_stamp("token（依頼元の署名）を指定してください。")
+    return value
+
+
+def _page_number(least: int, most: int | None = None) -> Any:
+    def check(value: Any) -> int:
+        if type(value) is not int or value < least or (most is not None and value > most):
+            raise Problem(422, "bad_page", _PAGE_TITLE)
+        return value
+
+    return BeforeValidator(check)
+
+
+def _pair(value: Any) -> Any:
+    """A [seq, hash] pair as JSON carries it (a list), read as a tuple."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+_MISSING_STAMP_FIELD = Refuse("bad_stamp_request", _STAMP_TITLE)
+NodeId = Annotated[str, BeforeValidator(_node_id), _MISSING_STAMP_FIELD]
+StampKind = Annotated[str, BeforeValidator(_stamp_kind), _MISSING_STAMP_FIELD]
+
+
+class TsaStamp(Body):
+    """A head to countersign: node ``node``'s sequence of ``kind`` reached ``seq`` with
+    ``hash``; ``token`` is the node's own JWS over {seq, hash, at} (for an audit
+    checkpoint, the checkpoint's signature itself). Checked for form only here; the
+    authority checks the signature (`renkei.tsa.service.check_request`)."""
+
+    node: NodeId
+    kind: StampKind
+    seq: Annotated[int, BeforeValidator(_stamp_seq), _MISSING_STAMP_FIELD]
+    hash: Annotated[str, BeforeValidator(_stamp_hash), _MISSING_STAMP_FIELD]
+    at: Annotated[str, BeforeValidator(_signed_at), _MISSING_STAMP_FIELD]
+    token: Annotated[str, BeforeValidator(_submitter_token), _MISSING_STAMP_FIELD]
+
+    @property
+    def org_code(self) -> str:
+        return self.node.split("/", 1)[0]
+
+
+class TsaStamped(Body):
+    """The authority's receipt (a compact JWS, renkei.core.audit.timestamping)."""
+
+    receipt: Text
+
+
+class TsaHeadQuery(Body):
+    """A node asks for the newest head the authority stamped of its own records."""
+
+    node: NodeId
+    kind: StampKind
+
+
+class TsaHead(Body):
+    """The newest head of (node, kind) with its receipt; ``seq`` 0 and no receipt if
+    nothing was stamped yet. Believed only as far as the receipt proves it."""
+
+    node: Text
+    kind: Text
+    seq: int
+    hash: Text | None = None
+    stamped_at: Text | None = None
+    receipt: Text | None = None
+
+
+class TsaStampsQuery(Body):
+    """One page of every head stamped of the sender's own node, after seq ``after``."""
+
+    node: NodeId
+    kind: StampKind
+    after: Annotated[int, _page_number(0)] = 0
+    limit: Annotated[int, _page_number(1, STAMPS_PAGE)] = STAMPS_PAGE
+
+
+class TsaStampsList(Body):
+    node: Text
+    kind: Text
+    stamps: list[Annotated[tuple[int, Text], BeforeValidator(_pair)]]
+    more: bool
 
 
 # --- the message types ----------------------------------------------------------------
@@ -439,15 +610,15 @@ ACQUISITION_SUBMIT = _mt(
 # authority then checks the head named is the sending node's own).
 TSA_STAMP = _mt(
     "tsa", "tsa.stamp", "/v1/stamps", _ALL_NODES - {"tsa"}, Scope.ANY_ORG, "タイムスタンプの付与",
-    Opaque, "tsa.stamped", Opaque,
+    TsaStamp, "tsa.stamped", TsaStamped,
 )  # fmt: skip
 TSA_HEAD = _mt(
     "tsa", "tsa.head", "/v1/heads", _ALL_NODES - {"tsa"}, Scope.ANY_ORG, "最新の記録の先頭の照会",
-    Opaque, "tsa.head.current", Opaque,
+    TsaHeadQuery, "tsa.head.current", TsaHead,
 )  # fmt: skip
 TSA_STAMPS = _mt(
     "tsa", "tsa.stamps", "/v1/stamps/list", _ALL_NODES - {"tsa"}, Scope.ANY_ORG, "記録の先頭の一覧",
-    Opaque, "tsa.stamps.list", Opaque,
+    TsaStampsQuery, "tsa.stamps.list", TsaStampsList,
 )  # fmt: skip
 
 MESSAGE_TYPES: tuple[MessageType[Any, Any], ...] = (

@@ -18,7 +18,6 @@ from fastapi import Request
 from fastapi.responses import Response
 from sqlalchemy import Engine, MetaData
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.concurrency import run_in_threadpool
 
 from renkei.core.audit.log import AuditEvent, AuditLog, AuditTables
 from renkei.core.config import NodeConfig
@@ -158,13 +157,6 @@ class NodeRuntime:
         )
         return msg
 
-    async def receive(self, request: Request) -> Message:
-        """`receive_verified`, then the sender screened (a short transaction of its own, in
-        a worker thread). For routes not yet on `renkei.core.wire.endpoint`."""
-        msg = await self.receive_verified(request)
-        await run_in_threadpool(self.screen, "peer", msg.iss)
-        return msg
-
     def reply(self, to: Message, typ: str, body: dict[str, Any], status: int = 200) -> Response:
         token = seal(self.signing_key, self.org_code, to.iss, typ, body, now=self.clock())
         return Response(token, status_code=status, media_type=JOSE_MEDIA_TYPE)
@@ -227,8 +219,9 @@ def follow_hub_registry(rt: NodeRuntime) -> None:
     """Refresh the view from the hub's registry on an unknown key id (new peer, rotated key)."""
 
     async def refresh() -> None:
-        msg = await rt.peer.call(rt.config.peer("hub") + "/v1/registry", rt.config.hub_org_code, "registry.query", {})
-        for doc in msg.body.get("organizations", []):
+        hub_url, hub_org = rt.config.peer("hub"), rt.config.hub_org_code
+        listed = await rt.peer.send(contract.REGISTRY_QUERY, hub_url, hub_org, contract.Empty())
+        for doc in listed.organizations:
             rt.registry.directory.add(doc)
 
     rt.registry.refresh = refresh
@@ -244,13 +237,3 @@ SEALED_BODY: dict[str, Any] = {
         "4XX": {"description": "RFC 9457 problem+json", "content": {"application/problem+json": {}}},
     },
 }
-
-
-def expect_typ(msg: Message, *typs: str) -> None:
-    if msg.typ not in typs:
-        raise Problem(400, "wrong_message_type", "この窓口では受け付けない電文種別です。", msg.typ)
-
-
-def expect_sender(msg: Message, *orgs: str) -> None:
-    if msg.iss not in orgs:
-        raise Problem(403, "sender_not_allowed", "この電文を送信できる機関ではありません。", msg.iss)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from enum import Enum
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -90,6 +90,8 @@ def _iso_date(label: str, *, required: str | None = None) -> Any:
     def check(value: Any) -> date:
         if required is not None and value == "":
             raise Problem(422, "missing_field", f"項目「{required}」がありません。")
+        if isinstance(value, date) and not isinstance(value, datetime):
+            return value  # a sender building the body from a date it parsed (never on the wire)
         if isinstance(value, str):
             try:
                 return date.fromisoformat(value)

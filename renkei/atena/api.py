@@ -1,5 +1,9 @@
 """atena routes for business systems and staff terminals (JSON; node-to-node calls are sealed).
 
+Thin: who may call, then a function of `service` (a plain ``def`` route, run by FastAPI in
+a worker thread) or of `flows` where the work calls chukan or J-LIS (an ``async def``
+route whose database work runs in worker threads too).
+
 Who may call what (DESIGN.md §5):
 
 - staff sign in with `POST /v1/session` (staff ID, password, TOTP) and are then known by
@@ -52,9 +56,6 @@ from renkei.staff.routes import SESSION_COOKIE as SESSION_COOKIE
 from renkei.staff.routes import Done, StaffAccess, audit_refusal, audited, bearer_token
 
 router = APIRouter()
-
-STATUS_LABELS = service.STATUS_LABELS
-CHUNK = flows.CHUNK
 
 DEFAULT_RESIDENT_SYSTEM = "jumin01"
 ANONYMOUS = "anonymous"

@@ -50,7 +50,7 @@ DYNAMIC = {
     "core/wire/contract.py:_refusal": "test_contract_refusal_codes_are_registered",
     "core/wire/contract.py:check": "test_contract_refusal_codes_are_registered",
     "chukan/api.py:_codes": "test_identifier_codes_are_registered",
-    "atena/service.py:inquire": "test_identifier_codes_are_registered",
+    "atena/service.py:inquiry_date": "test_identifier_codes_are_registered",
 }
 
 

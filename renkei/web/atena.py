@@ -11,9 +11,11 @@ Screens: resident search (統合宛名番号; business system + 業務宛名番�
 prefix + birth date, paginated), resident detail (基本4情報 in 和暦 with history,
 business links), the individual number masked with an audited 「表示」 (reveal) that
 needs `can_see_individual_number` for the affair chosen on screen, and the inquiry
-form (the same `flows.inquire` as /v1/inquiries: the only page that calls another node,
-so the only one run on the event loop, its database work in worker threads). Viewing needs ``宛名:参照``; every
+form (the same `flows.inquire` as /v1/inquiries). Viewing needs ``宛名:参照``; every
 search, view, reveal and refusal is audited.
+
+Every page is a plain function (FastAPI runs it in a worker thread), but the inquiry,
+which calls the chukan: a coroutine whose database work the flow runs in worker threads.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from renkei.core.wire.messaging import Message
 from tests.api.fed import Federation, assert_problem, unchanged
 from tests.atena.kit import AtenaKit, open_atena
 from tests.atena.test_auth_api import inquiry, person
+from tests.conftest import BACKENDS, create_pg_database, drop_pg_database
 
 CHILD = "child_allowance"
 TAX_INFO = "TM00000000000002"
@@ -71,18 +72,29 @@ class World:
         return str(self.atena.app.state.rt.config.peer(node)).rstrip("/") + path
 
 
-@pytest.fixture(scope="module")
-def world(fed: Federation) -> Iterator[World]:
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(request: pytest.FixtureRequest, fed: Federation) -> Iterator[World]:
     assert_loop_io_is_an_error()
-    with open_atena(fed) as a:
-        persons = [
-            person(300 + i, business_numbers={CHILD: ids.make_atena_no(830_000 + i), "tax": ids.make_atena_no(730_000 + i)})
-            for i in range(PEOPLE)
-        ]
-        r = a.post("/v1/residents", {"persons": persons})
-        assert r.status_code == 200, r.text
-        atena_nos = r.json()["atena_nos"]
-        yield World(a, atena_nos, {n: p["individual_number"] for n, p in zip(atena_nos, persons, strict=True)})
+    url = create_pg_database() if request.param == "postgresql" else None  # else its own SQLite file
+    try:
+        with open_atena(fed, database_url=url) as a:
+            assert a.app.state.rt.engine.dialect.name == request.param
+            yield _registered(a)
+    finally:
+        if url is not None:
+            drop_pg_database(url)
+
+
+def _registered(a: AtenaKit) -> World:
+    """The atena with `PEOPLE` residents, each linked to the child-allowance and tax systems."""
+    persons = [
+        person(300 + i, business_numbers={CHILD: ids.make_atena_no(830_000 + i), "tax": ids.make_atena_no(730_000 + i)})
+        for i in range(PEOPLE)
+    ]
+    r = a.post("/v1/residents", {"persons": persons})
+    assert r.status_code == 200, r.text
+    atena_nos = r.json()["atena_nos"]
+    return World(a, atena_nos, {n: p["individual_number"] for n, p in zip(atena_nos, persons, strict=True)})
 
 
 def assert_loop_io_is_an_error() -> None:

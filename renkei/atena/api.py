@@ -1,5 +1,9 @@
 """atena routes for business systems and staff terminals (JSON; node-to-node calls are sealed).
 
+Thin: who may call, then a function of `service` (a plain ``def`` route, run by FastAPI in
+a worker thread) or of `flows` where the work calls chukan or J-LIS (an ``async def``
+route whose database work runs in worker threads too).
+
 Who may call what (DESIGN.md §5):
 
 - staff sign in with `POST /v1/session` (staff ID, password, TOTP) and are then known by
@@ -22,11 +26,12 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy.orm import Session
 
-from renkei.atena import service
+from renkei.atena import flows, service
 from renkei.atena.models import auth as auth_t
 from renkei.atena.models import oauth as oauth_t
 from renkei.atena.schemas import (
@@ -41,9 +46,6 @@ from renkei.atena.schemas import (
     StatusIn,
     StatusOut,
 )
-from renkei.core import ids
-from renkei.core.audit.log import AuditEvent
-from renkei.core.db import transaction
 from renkei.core.errors import Problem
 from renkei.core.text.wareki import to_wareki
 from renkei.core.wire.runtime import NodeRuntime
@@ -51,12 +53,9 @@ from renkei.staff import auth
 from renkei.staff.oauth import OAuthError, authenticate_bearer, introspect
 from renkei.staff.routes import CSRF_HEADER as CSRF_HEADER
 from renkei.staff.routes import SESSION_COOKIE as SESSION_COOKIE
-from renkei.staff.routes import StaffAccess, audit_refusal, bearer_token
+from renkei.staff.routes import Done, StaffAccess, audit_refusal, audited, bearer_token
 
 router = APIRouter()
-
-STATUS_LABELS = service.STATUS_LABELS
-CHUNK = 1000
 
 DEFAULT_RESIDENT_SYSTEM = "jumin01"
 ANONYMOUS = "anonymous"
@@ -125,14 +124,17 @@ def _token_client(request: Request, token: str | None) -> str:
 
 def business_system(
     scope: Callable[[Request], Awaitable[str | None]], action: str
-) -> Callable[[Request], Awaitable[Caller]]:
+) -> Callable[..., Caller]:
     """Dependency: an OAuth bearer token holding ``scope(request)``.
 
     ``scope`` returning None means the scope cannot be told yet (the body is malformed):
-    the token must then be live, and the body's validation refuses the request.
+    the token must then be live, and the body's validation refuses the request. The scope
+    is read on the event loop (it may await the body); the token is looked up in the
+    database, so the dependency itself is a plain function (FastAPI runs it in a thread).
     """
 
-    async def dependency(request: Request) -> Caller:
+    # (A default, not Annotated: the annotation is a string, evaluated without this closure.)
+    def dependency(request: Request, scope_of_body: str | None = Depends(scope)) -> Caller:
         rt = _rt(request)
         token = bearer_token(request)
         needed: str | None = None
@@ -142,7 +144,7 @@ def business_system(
                     "認証が必要です。業務システムは /oauth/token で取得したアクセストークンを"
                     "Authorization: Bearer ヘッダーで送ってください。"
                 )
-            needed = await scope(request)
+            needed = scope_of_body
             now = _now(request)
             with rt.sessions() as s:
                 if needed is None or needed == _NO_SCOPE:
@@ -222,7 +224,7 @@ def staff(
 
 
 # Who may call each route (FastAPI dependencies; refusals are audited under the action).
-ResidentRegister = Annotated[
+ResidentRegistrar = Annotated[
     Caller, Depends(business_system(_static_scope("residents:register"), "residents.register"))
 ]
 PseudonymAcquirer = Annotated[
@@ -231,13 +233,17 @@ PseudonymAcquirer = Annotated[
 PseudonymStatusReader = Annotated[
     Caller, Depends(business_system(_static_scope("pseudonyms:acquire"), "pseudonym.status"))
 ]
-FukuhonRegister = Annotated[Caller, Depends(business_system(_fukuhon_scope, "fukuhon.register"))]
+CopyRegistrar = Annotated[Caller, Depends(business_system(_fukuhon_scope, "fukuhon.register"))]
 InquiringStaff = Annotated[Caller, Depends(staff("inquiry", screen=False))]
 
 
 @router.get("/healthz", tags=["運用"])
-async def healthz() -> dict[str, str]:
+def healthz() -> dict[str, str]:
     return {"status": "ok", "node": "atena"}
+
+
+def _work(request: Request, caller: Caller) -> flows.Work:
+    return flows.Work(_rt(request), caller.actor, _terminal(request))
 
 
 @router.post(
@@ -246,27 +252,15 @@ async def healthz() -> dict[str, str]:
     tags=["宛名管理"],
     summary="住民の登録（団体内統合宛名番号の付番）",
 )
-async def residents(
-    request: Request,
-    body: ResidentsIn,
-    caller: ResidentRegister,
-) -> ResidentsOut:
-    rt = _rt(request)
-    with transaction(rt.sessions) as s:
-        atena_nos = service.register_residents(
-            s, request.app.state.cipher, body.persons, rt.clock()
-        )
-        rt.record(
-            s,
-            AuditEvent(
-                actor=caller.actor,
-                terminal=_terminal(request),
-                action="residents.register",
-                outcome="ok",
-                detail={"count": len(atena_nos)},
-            ),
-        )
-    return ResidentsOut(atena_nos=atena_nos)
+def residents(request: Request, body: ResidentsIn, caller: ResidentRegistrar) -> ResidentsOut:
+    cipher = request.app.state.cipher
+    now = _rt(request).clock()
+
+    def work(s: Session) -> Done[list[str]]:
+        atena_nos = service.register_residents(s, cipher, body.persons, now)
+        return Done(atena_nos, detail={"count": len(atena_nos)})
+
+    return ResidentsOut(atena_nos=audited(request, caller.actor, "residents.register", work))
 
 
 @router.post(
@@ -275,101 +269,16 @@ async def residents(
     tags=["符号取得"],
     summary="符号取得（中間サーバー・J-LIS経由）",
 )
-async def acquire(
-    request: Request,
-    body: AcquireIn,
-    caller: PseudonymAcquirer,
-) -> AcquireOut:
-    rt = _rt(request)
-    with rt.sessions() as s:
-        if body.all_pending:
-            targets = service.persons_without_pseudonym(s)
-        else:
-            targets = [
-                ids.validate(ids.IdKind.ATENA_NO, a)
-                if ids.check(ids.IdKind.ATENA_NO, a) is None
-                else _bad(a)
-                for a in body.atena_nos or []
-            ]
-    problems: dict[str, int] = {}
-    relayed = 0
-    jlis_org = str(rt.config.extra.get("jlis_org_code", ""))
-    for start in range(0, len(targets), CHUNK):
-        chunk = targets[start : start + CHUNK]
-        # Step 1: our chukan gets acquisition numbers from the hub.
-        answer = await rt.peer.call(
-            rt.config.peer("chukan") + "/v1/acquisitions",
-            rt.org_code,
-            "pseudonym.acquire",
-            {"atena_nos": chunk},
-        )
-        pairs = {str(i["atena_no"]): str(i["acquisition_no"]) for i in answer.body.get("items", [])}
-        with rt.sessions() as s:
-            numbers = service.individual_numbers(s, request.app.state.cipher, pairs)
-        # Step 2: J-LIS gets (individual number, acquisition number), never the 統合宛名番号.
-        items = [
-            {"individual_number": numbers[a], "acquisition_no": n}
-            for a, n in pairs.items()
-            if a in numbers
-        ]
-        result = await rt.peer.call(
-            rt.config.peer("jlis") + "/v1/acquisitions",
-            jlis_org,
-            "acquisition.submit",
-            {"items": items},
-        )
-        for r in result.body.get("results", []):
-            st = str(r.get("status"))
-            if st == "relayed":
-                relayed += 1
-            else:
-                problems[st] = problems.get(st, 0) + 1
-        with transaction(rt.sessions) as s:
-            service.set_pseudonym_status(s, pairs.keys(), "requested")
-            rt.record(
-                s,
-                AuditEvent(
-                    actor=caller.actor,
-                    terminal=_terminal(request),
-                    action="pseudonym.acquire",
-                    outcome="ok",
-                    detail={"count": len(pairs)},
-                ),
-            )
-    return AcquireOut(requested=len(targets), relayed=relayed, problems=problems)
-
-
-def _bad(value: str) -> str:
-    problem = ids.check(ids.IdKind.ATENA_NO, value)
-    assert problem is not None
-    raise Problem(422, "invalid_atena_no", problem.message)
+async def acquire(request: Request, body: AcquireIn, caller: PseudonymAcquirer) -> AcquireOut:
+    atena_nos = None if body.all_pending else (body.atena_nos or [])
+    return await flows.acquire_pseudonyms(_work(request, caller), request.app.state.cipher, atena_nos)
 
 
 @router.post(
     "/v1/pseudonyms/status", response_model=StatusOut, tags=["符号取得"], summary="符号取得状況"
 )
-async def status(
-    request: Request,
-    body: StatusIn,
-    caller: PseudonymStatusReader,
-) -> StatusOut:
-    rt = _rt(request)
-    for a in body.atena_nos:
-        if ids.check(ids.IdKind.ATENA_NO, a) is not None:
-            _bad(a)
-    bound: list[str] = []
-    for start in range(0, len(body.atena_nos), CHUNK):
-        chunk = body.atena_nos[start : start + CHUNK]
-        answer = await rt.peer.call(
-            rt.config.peer("chukan") + "/v1/acquisitions/status",
-            rt.org_code,
-            "pseudonym.status",
-            {"atena_nos": chunk},
-        )
-        bound.extend(str(a) for a in answer.body.get("bound", []))
-    with transaction(rt.sessions) as s:
-        service.set_pseudonym_status(s, bound, "bound")
-    return StatusOut(total=len(body.atena_nos), bound=len(bound))
+async def status(request: Request, body: StatusIn, caller: PseudonymStatusReader) -> StatusOut:
+    return await flows.pseudonym_status(_work(request, caller), body.atena_nos)
 
 
 @router.post(
@@ -378,52 +287,15 @@ async def status(
     tags=["副本登録"],
     summary="副本の登録（業務宛名番号で指定）",
 )
-async def fukuhon(
-    request: Request,
-    body: FukuhonIn,
-    caller: FukuhonRegister,
-) -> FukuhonOut:
-    rt = _rt(request)
-    records: list[dict[str, Any]] = []
-    with rt.sessions() as s:
-        for index, rec in enumerate(body.records):
-            try:
-                atena_no = service.translate(s, body.system, str(rec.get("business_atena_no", "")))
-            except Problem as exc:
-                exc.extra["index"] = index
-                raise
-            out = {k: v for k, v in rec.items() if k != "business_atena_no"}
-            out["atena_no"] = atena_no
-            records.append(out)
-    if not records:
-        raise Problem(422, "bad_count", "副本を1件以上指定してください。")
-    answer = await rt.peer.call(
-        rt.config.peer("chukan") + "/v1/fukuhon",
-        rt.org_code,
-        "fukuhon.register",
-        {"records": records},
-    )
-    with transaction(rt.sessions) as s:
-        rt.record(
-            s,
-            AuditEvent(
-                actor=caller.actor,
-                terminal=_terminal(request),
-                action="fukuhon.register",
-                outcome="ok",
-                detail={"system": body.system, "count": int(answer.body.get("registered", 0))},
-            ),
-        )
-    return FukuhonOut(registered=int(answer.body.get("registered", 0)))
+async def fukuhon(request: Request, body: FukuhonIn, caller: CopyRegistrar) -> FukuhonOut:
+    return await flows.register_copies(_work(request, caller), body.system, body.records)
 
 
 @router.post("/v1/inquiries", response_model=InquiryOut, tags=["情報照会"], summary="情報照会")
-async def inquiry(
-    request: Request, body: InquiryIn, caller: InquiringStaff
-) -> InquiryOut:
+async def inquiry(request: Request, body: InquiryIn, caller: InquiringStaff) -> InquiryOut:
     roles = caller.staff.roles if caller.staff is not None else frozenset()
-    result = await service.inquire(
-        _rt(request),
+    result = await flows.inquire(
+        _work(request, caller),
         request.app.state.catalogue,
         service.InquiryRequest(
             procedure_code=body.procedure_code,
@@ -433,9 +305,7 @@ async def inquiry(
             system=body.system,
             business_atena_no=body.business_atena_no,
         ),
-        actor=caller.actor,
-        roles=roles,
-        terminal=_terminal(request),
+        roles,
     )
     return InquiryOut(
         serial=result.serial,

@@ -1,11 +1,15 @@
-"""Integrated-addressee logic over a session: numbering, links, translation, affair checks."""
+"""Integrated-addressee logic over a session: numbering, links, translation, affair checks.
+
+Plain functions, a session in and values out; no network here (what calls chukan or
+J-LIS is renkei.atena.flows) and no HTTP (renkei.atena.api, renkei.web.atena).
+"""
 
 from __future__ import annotations
 
 import csv
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -17,12 +21,10 @@ from sqlalchemy.orm import Session, aliased
 from renkei.atena.models import AtenaSerial, BasicFour, BusinessLink, InquiryLog, Person
 from renkei.catalogue import Catalogue
 from renkei.core import ids
-from renkei.core.audit.log import AuditEvent
 from renkei.core.crypto.field import FieldCipher
-from renkei.core.db import transaction
 from renkei.core.errors import Problem
 from renkei.core.text.wareki import WarekiError, parse_date, to_wareki
-from renkei.core.wire.runtime import NodeRuntime
+from renkei.core.wire.contract import AcquisitionPair, ItemStatus, SubmitItem
 from renkei.staff.exports import EXPORT_ROLES, ExportKind
 from renkei.staff.roles import PermissionDenied, has_role
 
@@ -207,6 +209,85 @@ def set_pseudonym_status(session: Session, atena_nos: Iterable[str], status: str
     session.flush()
 
 
+# --- pseudonym acquisition (the calls to chukan and J-LIS are renkei.atena.flows) ---------
+
+
+def check_atena_nos(atena_nos: Iterable[str]) -> list[str]:
+    """The 統合宛名番号 a business system names, each well-formed, else Problem 422
+    ``invalid_atena_no`` with the identifier's reason."""
+    out = []
+    for atena_no in atena_nos:
+        problem = ids.check(ids.IdKind.ATENA_NO, atena_no)
+        if problem is not None:
+            raise Problem(422, "invalid_atena_no", problem.message)
+        out.append(atena_no)
+    return out
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What atena sends J-LIS for one chunk: (individual number, acquisition number) per
+    person, never the 統合宛名番号; ``atena_nos`` are the persons whose acquisition started."""
+
+    atena_nos: list[str]
+    items: list[SubmitItem]
+
+
+def submission(
+    session: Session, cipher: FieldCipher, asked: Collection[str], pairs: Iterable[AcquisitionPair]
+) -> Submission:
+    """The J-LIS submission for the acquisition numbers our chukan obtained. Only persons
+    atena asked about count: a number the chukan names for anybody else is ignored, so no
+    other person's individual number leaves atena."""
+    wanted = {p.atena_no: p.acquisition_no for p in pairs if p.atena_no in asked}
+    numbers = individual_numbers(session, cipher, wanted)
+    items = [
+        SubmitItem(individual_number=numbers[a], acquisition_no=n) for a, n in wanted.items() if a in numbers
+    ]
+    return Submission(atena_nos=list(wanted), items=items)
+
+
+def tally(results: Iterable[ItemStatus]) -> tuple[int, dict[str, int]]:
+    """J-LIS's answer per item: how many were relayed to the hub, and the other statuses counted."""
+    relayed = 0
+    problems: dict[str, int] = {}
+    for r in results:
+        if r.status == "relayed":
+            relayed += 1
+        else:
+            problems[r.status] = problems.get(r.status, 0) + 1
+    return relayed, problems
+
+
+def mark_bound(session: Session, asked: Collection[str], bound: Iterable[str]) -> list[str]:
+    """Record the pseudonyms our chukan holds (of the persons asked about); returns them."""
+    found = [a for a in bound if a in asked]
+    set_pseudonym_status(session, found, "bound")
+    return found
+
+
+# --- provision copies ------------------------------------------------------------------
+
+
+def copies_for_chukan(session: Session, system: str, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A business system's copies as its chukan takes them: each 業務宛名番号 replaced by
+    the 統合宛名番号 (the chukan never sees business numbers). The first unknown or
+    malformed number refuses the batch, naming its index."""
+    out: list[dict[str, Any]] = []
+    for index, rec in enumerate(records):
+        try:
+            atena_no = translate(session, system, str(rec.get("business_atena_no", "")))
+        except Problem as exc:
+            exc.extra["index"] = index
+            raise
+        copy = {k: v for k, v in rec.items() if k != "business_atena_no"}
+        copy["atena_no"] = atena_no
+        out.append(copy)
+    if not out:
+        raise Problem(422, "bad_count", "副本を1件以上指定してください。")
+    return out
+
+
 def translate(session: Session, system: str, business_atena_no: str) -> str:
     """業務宛名番号 → 統合宛名番号; business systems never see the latter."""
     problem = ids.check(ids.IdKind.ATENA_NO, business_atena_no)
@@ -250,9 +331,10 @@ def log_inquiry(session: Session, **fields: Any) -> None:
 
 # --- staff screens (web) ---
 #
-# Read models for the staff UI (renkei.web.atena) and the inquiry path shared by the
-# JSON route /v1/inquiries and the inquiry screen. Every function here takes what it
-# needs explicitly; the callers authorize and audit the views.
+# Read models for the staff UI (renkei.web.atena) and the checks of the inquiry path
+# shared by the JSON route /v1/inquiries and the inquiry screen (the relay itself is
+# renkei.atena.flows.inquire). Every function here takes what it needs explicitly; the
+# callers authorize and audit the views.
 
 STATUS_LABELS = {"answered": "回答あり", "no_data": "該当なし", "pending": "回答待ち"}
 SEX_LABELS = {"1": "男", "2": "女", "9": "不明"}
@@ -488,22 +570,9 @@ def _inquiry_target(session: Session, req: InquiryRequest) -> str:
     return translate(session, req.system or "", req.business_atena_no or "")
 
 
-async def inquire(
-    rt: NodeRuntime,
-    catalogue: Catalogue,
-    req: InquiryRequest,
-    *,
-    actor: str,
-    roles: Iterable[str],
-    terminal: str,
-) -> InquiryResult:
-    """情報照会 through this organization's chukan, for /v1/inquiries and the inquiry screen.
-
-    Checks the codes and the date, that the staff member holds ``<affair>:照会``
-    (`authorize_inquiry`), finds the person, screens the request (abnormal traffic),
-    then relays it. Every refusal after the format checks, and every outcome, is logged
-    (inquiry log) and audited under the action ``inquiry``.
-    """
+def inquiry_date(req: InquiryRequest) -> date:
+    """The format checks of an inquiry (codes, then the date), before anything is looked up:
+    the 基準日 as a date, or a Problem 422 (not audited: nothing about a person yet)."""
     for kind, value in (
         (ids.IdKind.PROCEDURE_CODE, req.procedure_code),
         (ids.IdKind.INFO_KIND_CODE, req.info_kind_code),
@@ -513,112 +582,33 @@ async def inquire(
         if problem is not None:
             raise Problem(422, f"invalid_{kind.name.lower()}", problem.message)
     try:
-        as_of = parse_date(req.as_of)
+        return parse_date(req.as_of)
     except WarekiError as exc:
         raise Problem(422, "bad_date", f"基準日: {exc}") from None
-    try:
-        with rt.sessions() as s:
-            affair_code = authorize_inquiry(catalogue, roles, req.procedure_code)
-            atena_no = _inquiry_target(s, req)
-    except Problem as exc:
-        # Refusals are audited too: who tried what, for which affair (or procedure).
-        known = catalogue.affair_of(req.procedure_code)
-        with transaction(rt.sessions) as s:
-            rt.record(
-                s,
-                AuditEvent(
-                    actor=actor,
-                    terminal=terminal,
-                    action="inquiry",
-                    outcome=exc.code,
-                    affair=known.code if known is not None else req.procedure_code,
-                ),
-            )
-        raise
-    try:
-        rt.screen("staff", actor, atena_no)
-    except Problem as exc:
-        with transaction(rt.sessions) as s:
-            rt.record(
-                s,
-                AuditEvent(
-                    actor=actor, terminal=terminal, action="inquiry", outcome=exc.code, subject=atena_no
-                ),
-            )
-        raise
-    log = {
-        "staff_id": actor,
-        "affair_code": affair_code,
-        "procedure_code": req.procedure_code,
-        "info_kind_code": req.info_kind_code,
-        "provider_org": req.provider_org,
-        "atena_no": atena_no,
-    }
-    try:
-        answer = await rt.peer.call(
-            rt.config.peer("chukan") + "/v1/inquiries",
-            rt.org_code,
-            "inquiry.start",
-            {
-                "atena_no": atena_no,
-                "procedure_code": req.procedure_code,
-                "info_kind_code": req.info_kind_code,
-                "provider_org": req.provider_org,
-                "as_of": as_of.isoformat(),
-            },
-        )
-    except Problem as exc:
-        with transaction(rt.sessions) as s:
-            log_inquiry(
-                s,
-                at=rt.clock(),
-                serial=exc.extra.get("serial"),
-                outcome=exc.code,
-                reason=exc.detail or exc.title,
-                **log,
-            )
-            rt.record(
-                s,
-                AuditEvent(
-                    actor=actor,
-                    terminal=terminal,
-                    action="inquiry",
-                    outcome=exc.code,
-                    subject=atena_no,
-                    affair=affair_code,
-                    ref=str(exc.extra.get("serial") or "") or None,
-                ),
-            )
-        raise
-    result = answer.body
-    status_value = str(result.get("status", ""))
-    with transaction(rt.sessions) as s:
-        log_inquiry(
-            s, at=rt.clock(), serial=str(result.get("serial")), outcome=status_value, reason=None, **log
-        )
-        rt.record(
-            s,
-            AuditEvent(
-                actor=actor,
-                terminal=terminal,
-                action="inquiry",
-                outcome=status_value,
-                subject=atena_no,
-                affair=affair_code,
-                ref=str(result.get("serial")),
-            ),
-        )
-    values = result.get("values")
-    return InquiryResult(
-        serial=str(result.get("serial", "")),
-        status=status_value,
-        values={str(k): str(v) for k, v in values.items()} if isinstance(values, dict) else None,
-        edition=result.get("edition"),
-        record_key=result.get("record_key"),
-        as_of=as_of,
-        affair_code=affair_code,
-        atena_no=atena_no,
-    )
+
+
+@dataclass(frozen=True)
+class InquiryTarget:
+    """Whom an authorized inquiry is about, and for which affair."""
+
+    atena_no: str
+    affair_code: str
+
+
+def inquiry_target(
+    session: Session, catalogue: Catalogue, req: InquiryRequest, roles: Iterable[str]
+) -> InquiryTarget:
+    """The staff member holds ``<affair>:照会`` for the procedure (`authorize_inquiry`),
+    then the person is found; a Problem says why not."""
+    affair_code = authorize_inquiry(catalogue, roles, req.procedure_code)
+    return InquiryTarget(atena_no=_inquiry_target(session, req), affair_code=affair_code)
+
+
+def refused_affair(catalogue: Catalogue, procedure_code: str) -> str:
+    """What a refused inquiry's audit entry names as its affair: the procedure's affair,
+    or the procedure code as asked when the catalogue does not know it."""
+    known = catalogue.affair_of(procedure_code)
+    return known.code if known is not None else procedure_code
 
 
 # --- exports ---------------------------------------------------------------------------

@@ -11,8 +11,11 @@ Screens: resident search (統合宛名番号; business system + 業務宛名番�
 prefix + birth date, paginated), resident detail (基本4情報 in 和暦 with history,
 business links), the individual number masked with an audited 「表示」 (reveal) that
 needs `can_see_individual_number` for the affair chosen on screen, and the inquiry
-form (the same `service.inquire` as /v1/inquiries). Viewing needs ``宛名:参照``; every
+form (the same `flows.inquire` as /v1/inquiries). Viewing needs ``宛名:参照``; every
 search, view, reveal and refusal is audited.
+
+Every page is a plain function (FastAPI runs it in a worker thread), but the inquiry,
+which calls the chukan: a coroutine whose database work the flow runs in worker threads.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
-from renkei.atena import service
+from renkei.atena import flows, service
 from renkei.atena.models import audit as audit_t
 from renkei.atena.models import auth as auth_t
 from renkei.catalogue import Catalogue
@@ -386,13 +389,8 @@ async def inquiry(request: Request, staff: Actor, form: Form) -> Response:
     )
     status = 200
     try:
-        context["result"] = await service.inquire(
-            state.rt,
-            state.catalogue,
-            req,
-            actor=staff.staff_id,
-            roles=staff.roles,
-            terminal=terminal_of(request),
+        context["result"] = await flows.inquire(
+            flows.Work(state.rt, staff.staff_id, terminal_of(request)), state.catalogue, req, staff.roles
         )
     except Problem as exc:
         context["error"] = exc

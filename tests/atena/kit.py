@@ -8,6 +8,7 @@ one TOTP step ahead, so that no code is ever reused by accident.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,7 @@ from renkei.staff.auth import AuthPolicy
 from renkei.staff.oauth import CLIENT_ASSERTION_TYPE, GRANT_TYPE, make_client_assertion
 from tests.api.fed import Federation, assert_problem, counts, unchanged
 
+DATABASE_ENV = "RENKEI_NODE_DATABASE_URL"
 CHILD_ALLOWANCE_AFFAIR = "JM01000000074000"
 LOCAL_TAX_AFFAIR = "JM01000000016000"
 
@@ -194,10 +196,29 @@ class AtenaKit:
 
 
 @contextmanager
-def open_atena(fed: Federation, org: Org = SHINJUKU) -> Iterator[AtenaKit]:
-    setup.enrol_atena(fed.layout, org, STAFF, CLIENTS, policy=CHEAP_POLICY)
-    credentials = setup.load_credentials(fed.layout, org)
-    app = create_app(fed.config(org, "atena"), auth_policy=CHEAP_POLICY)
+def _database(url: str | None) -> Iterator[None]:
+    """The node's database while its configuration is read (``RENKEI_NODE_DATABASE_URL``)."""
+    if url is None:
+        yield
+        return
+    saved = os.environ.get(DATABASE_ENV)
+    os.environ[DATABASE_ENV] = url
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(DATABASE_ENV, None)
+        else:
+            os.environ[DATABASE_ENV] = saved
+
+
+@contextmanager
+def open_atena(fed: Federation, org: Org = SHINJUKU, *, database_url: str | None = None) -> Iterator[AtenaKit]:
+    """The atena of ``org`` (on ``database_url``, a fresh database, instead of its own SQLite file)."""
+    with _database(database_url):
+        setup.enrol_atena(fed.layout, org, STAFF, CLIENTS, policy=CHEAP_POLICY)
+        credentials = setup.load_credentials(fed.layout, org)
+        app = create_app(fed.config(org, "atena"), auth_policy=CHEAP_POLICY)
     # The off-hours rule follows the wall clock and would add alerts to the audit log
     # after 20:00 JST; it is tested with a fixed clock in tests/core/test_guard.py.
     rt = app.state.rt

@@ -49,7 +49,7 @@ DYNAMIC = {
     "hub/flows.py:relay_inquiry": "relays a provider's Problem, already normalized by Problem()",
     "core/wire/contract.py:_refusal": "test_contract_refusal_codes_are_registered",
     "core/wire/contract.py:check": "test_contract_refusal_codes_are_registered",
-    "atena/service.py:inquire": "test_identifier_codes_are_registered",
+    "atena/service.py:inquiry_date": "test_identifier_codes_are_registered",
 }
 
 

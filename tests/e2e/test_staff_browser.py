@@ -16,6 +16,7 @@ import socket
 import ssl
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,13 @@ def atena(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Atena]:
 
 
 def _audit(atena: Atena, action: str) -> list[dict[str, Any]]:
+    # Playwright's sync API runs an event loop in the test's thread, and a database call on
+    # an event loop is an error in this suite (renkei.core.db): read from another thread.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(_read_audit, atena, action).result()
+
+
+def _read_audit(atena: Atena, action: str) -> list[dict[str, Any]]:
     engine = make_engine(atena.database_url)
     table = Base.metadata.tables["audit_entries"]
     try:

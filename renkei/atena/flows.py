@@ -1,0 +1,242 @@
+"""atena work that calls other nodes: the three-party pseudonym acquisition (our chukan
+for acquisition numbers, J-LIS with the individual numbers), the pseudonym status, provision
+copies to our chukan, and inquiries through it.
+
+A flow is asked for on atena's own API by a business system or a staff member (`Work`
+names them). Its database work runs in units — one transaction each, in a worker thread,
+never on the event loop — with the audit entry of what it did in the same transaction;
+other nodes are called with `PeerClient.send` and the wire contract's message types,
+typed both ways (a reply that does not fit is 502 ``bad_peer_response``). The logic
+itself is renkei.atena.service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from renkei.atena import service
+from renkei.atena.schemas import AcquireOut, FukuhonOut, StatusOut
+from renkei.catalogue import Catalogue
+from renkei.core.audit.log import AuditEvent
+from renkei.core.crypto.field import FieldCipher
+from renkei.core.db import transaction
+from renkei.core.errors import Problem
+from renkei.core.wire import contract
+from renkei.core.wire.contract import (
+    AcquisitionSubmit,
+    AtenaNos,
+    Body,
+    ChukanInquiry,
+    FukuhonRegister,
+    MessageType,
+)
+from renkei.core.wire.runtime import NodeRuntime
+
+__all__ = ["CHUNK", "Work", "acquire_pseudonyms", "inquire", "pseudonym_status", "register_copies"]
+
+CHUNK = 1000  # persons per message to chukan and J-LIS
+T = TypeVar("T")
+Rep = TypeVar("Rep", bound=Body)
+
+
+@dataclass(frozen=True)
+class Work:
+    """A flow's context: the node's runtime, and who asked for the work from where (the
+    actor and terminal of its audit entries)."""
+
+    rt: NodeRuntime
+    actor: str
+    terminal: str
+
+    async def unit(self, fn: Callable[[Session], T]) -> T:
+        """``fn`` in one transaction, in a worker thread."""
+        return await run_in_threadpool(self.run, fn)
+
+    def run(self, fn: Callable[[Session], T]) -> T:
+        """``fn`` in one transaction, in this (worker) thread."""
+        with transaction(self.rt.sessions) as s:
+            return fn(s)
+
+    def event(self, action: str, outcome: str, **fields: Any) -> AuditEvent:
+        return AuditEvent(actor=self.actor, terminal=self.terminal, action=action, outcome=outcome, **fields)
+
+    def audit(self, action: str, outcome: str, **fields: Any) -> None:
+        """An audit entry in a transaction of its own (a refusal: the refused work wrote nothing)."""
+        self.run(lambda s: self.rt.record(s, self.event(action, outcome, **fields)))
+
+    @asynccontextmanager
+    async def refusals_audited(self, action: str) -> AsyncIterator[None]:
+        """A Problem raised inside (bad input, a peer's refusal or failure) is audited
+        under ``action`` with its code, then raised on."""
+        try:
+            yield
+        except Problem as exc:
+            await run_in_threadpool(self.audit, action, exc.code)
+            raise
+
+    async def to_chukan(self, mt: MessageType[Any, Rep], body: Body) -> Rep:
+        """A message to this organization's chukan."""
+        return await self.rt.peer.send(mt, self.rt.config.peer("chukan"), self.rt.org_code, body)
+
+    async def to_jlis(self, mt: MessageType[Any, Rep], body: Body) -> Rep:
+        """A message to J-LIS (its 機関コード from the configuration)."""
+        jlis_org = str(self.rt.config.extra.get("jlis_org_code", ""))
+        return await self.rt.peer.send(mt, self.rt.config.peer("jlis"), jlis_org, body)
+
+
+# --- pseudonym acquisition -----------------------------------------------------------------
+
+
+async def acquire_pseudonyms(work: Work, cipher: FieldCipher, atena_nos: Sequence[str] | None) -> AcquireOut:
+    """符号取得 for the persons named (None: every person still without a pseudonym), in
+    chunks: our chukan gets acquisition numbers from the hub, J-LIS gets (individual
+    number, acquisition number) — never the 統合宛名番号 — and relays the resident code to
+    the hub, which delivers the pseudonym to our chukan. atena never sees a pseudonym."""
+    async with work.refusals_audited("pseudonym.acquire"):
+        if atena_nos is None:
+            targets = await work.unit(service.persons_without_pseudonym)
+        else:
+            targets = service.check_atena_nos(atena_nos)
+        relayed = 0
+        problems: dict[str, int] = {}
+        for start in range(0, len(targets), CHUNK):
+            chunk_relayed, chunk_problems = await _acquire_chunk(work, cipher, targets[start : start + CHUNK])
+            relayed += chunk_relayed
+            for status, n in chunk_problems.items():
+                problems[status] = problems.get(status, 0) + n
+    return AcquireOut(requested=len(targets), relayed=relayed, problems=problems)
+
+
+async def _acquire_chunk(work: Work, cipher: FieldCipher, chunk: list[str]) -> tuple[int, dict[str, int]]:
+    # Step 1: our chukan gets acquisition numbers from the hub.
+    acquiring = await work.to_chukan(contract.PSEUDONYM_ACQUIRE, AtenaNos(atena_nos=chunk))
+    asked = frozenset(chunk)
+    sub = await work.unit(lambda s: service.submission(s, cipher, asked, acquiring.items))
+    # Step 2: J-LIS gets (individual number, acquisition number), never the 統合宛名番号.
+    relayed = 0
+    problems: dict[str, int] = {}
+    if sub.items:
+        answer = await work.to_jlis(contract.ACQUISITION_SUBMIT, AcquisitionSubmit(items=sub.items))
+        relayed, problems = service.tally(answer.results)
+
+    def started(s: Session) -> None:
+        service.set_pseudonym_status(s, sub.atena_nos, "requested")
+        work.rt.record(s, work.event("pseudonym.acquire", "ok", detail={"count": len(sub.atena_nos)}))
+
+    await work.unit(started)
+    return relayed, problems
+
+
+async def pseudonym_status(work: Work, atena_nos: Sequence[str]) -> StatusOut:
+    """Ask our chukan which of the persons have their pseudonym bound, and note it."""
+    async with work.refusals_audited("pseudonym.status"):
+        targets = service.check_atena_nos(atena_nos)
+        bound: list[str] = []
+        for start in range(0, len(targets), CHUNK):
+            chunk = AtenaNos(atena_nos=targets[start : start + CHUNK])
+            bound.extend((await work.to_chukan(contract.PSEUDONYM_STATUS, chunk)).bound)
+        asked = frozenset(targets)
+        found = await work.unit(lambda s: service.mark_bound(s, asked, bound)) if bound else []
+    return StatusOut(total=len(targets), bound=len(found))
+
+
+# --- provision copies ------------------------------------------------------------------------
+
+
+async def register_copies(work: Work, system: str, records: Sequence[dict[str, Any]]) -> FukuhonOut:
+    """A business system's copies (副本) to our chukan, named by 統合宛名番号 instead of the
+    business 宛名番号; the chukan checks each against its layout."""
+    async with work.refusals_audited("fukuhon.register"):
+        copies = await work.unit(lambda s: service.copies_for_chukan(s, system, records))
+        answer = await work.to_chukan(contract.FUKUHON_REGISTER, FukuhonRegister(records=copies))
+    await work.unit(
+        lambda s: work.rt.record(
+            s, work.event("fukuhon.register", "ok", detail={"system": system, "count": answer.registered})
+        )
+    )
+    return FukuhonOut(registered=answer.registered)
+
+
+# --- inquiries -------------------------------------------------------------------------------
+
+
+async def inquire(
+    work: Work, catalogue: Catalogue, req: service.InquiryRequest, roles: frozenset[str]
+) -> service.InquiryResult:
+    """情報照会 through our chukan, for /v1/inquiries and the inquiry screen.
+
+    Checks the codes and the date, that the staff member holds ``<affair>:照会``, finds the
+    person and screens the request (abnormal traffic), then relays it. Every refusal after
+    the format checks, and every outcome, is logged (inquiry log) and audited under the
+    action ``inquiry``.
+    """
+    as_of = service.inquiry_date(req)
+    target = await run_in_threadpool(_begin_inquiry, work, catalogue, req, roles)
+    log = {
+        "staff_id": work.actor,
+        "affair_code": target.affair_code,
+        "procedure_code": req.procedure_code,
+        "info_kind_code": req.info_kind_code,
+        "provider_org": req.provider_org,
+        "atena_no": target.atena_no,
+    }
+    ask = ChukanInquiry(
+        atena_no=target.atena_no,
+        provider_org=req.provider_org,
+        procedure_code=req.procedure_code,
+        info_kind_code=req.info_kind_code,
+        as_of=as_of,
+    )
+
+    def outcome(s: Session, serial: str | None, code: str, reason: str | None) -> None:
+        service.log_inquiry(s, at=work.rt.clock(), serial=serial, outcome=code, reason=reason, **log)
+        work.rt.record(
+            s,
+            work.event(
+                "inquiry", code, subject=target.atena_no, affair=target.affair_code, ref=serial or None
+            ),
+        )
+
+    try:
+        answer = await work.to_chukan(contract.CHUKAN_INQUIRY, ask)
+    except Problem as exc:
+        serial = str(exc.extra.get("serial") or "") or None
+        code, reason = exc.code, exc.detail or exc.title
+        await work.unit(lambda s: outcome(s, serial, code, reason))
+        raise
+    await work.unit(lambda s: outcome(s, answer.serial, answer.status, None))
+    return service.InquiryResult(
+        serial=answer.serial,
+        status=answer.status,
+        values=dict(answer.values) if answer.values is not None else None,
+        edition=answer.edition,
+        record_key=answer.record_key,
+        as_of=as_of,
+        affair_code=target.affair_code,
+        atena_no=target.atena_no,
+    )
+
+
+def _begin_inquiry(
+    work: Work, catalogue: Catalogue, req: service.InquiryRequest, roles: frozenset[str]
+) -> service.InquiryTarget:
+    """In a worker thread: authorize and find the person, then screen; each refusal audited."""
+    try:
+        with work.rt.sessions() as s:
+            target = service.inquiry_target(s, catalogue, req, roles)
+    except Problem as exc:
+        # Refusals are audited too: who tried what, for which affair (or procedure).
+        work.audit("inquiry", exc.code, affair=service.refused_affair(catalogue, req.procedure_code))
+        raise
+    try:
+        work.rt.screen("staff", work.actor, target.atena_no)
+    except Problem as exc:
+        work.audit("inquiry", exc.code, subject=target.atena_no)
+        raise
+    return target

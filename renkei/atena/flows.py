@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from renkei.atena import service
 from renkei.atena.schemas import AcquireOut, FukuhonOut, StatusOut
@@ -56,7 +55,7 @@ class Work:
 
     async def unit(self, fn: Callable[[Session], T]) -> T:
         """``fn`` in one transaction, in a worker thread."""
-        return await run_in_threadpool(self.run, fn)
+        return await self.rt.run_db(self.run, fn)
 
     def run(self, fn: Callable[[Session], T]) -> T:
         """``fn`` in one transaction, in this (worker) thread."""
@@ -77,7 +76,7 @@ class Work:
         try:
             yield
         except Problem as exc:
-            await run_in_threadpool(self.audit, action, exc.code)
+            await self.rt.run_db(self.audit, action, exc.code)
             raise
 
     async def to_chukan(self, mt: MessageType[Any, Rep], body: Body) -> Rep:
@@ -177,7 +176,7 @@ async def inquire(
     action ``inquiry``.
     """
     as_of = service.inquiry_date(req)
-    target = await run_in_threadpool(_begin_inquiry, work, catalogue, req, roles)
+    target = await work.rt.run_db(_begin_inquiry, work, catalogue, req, roles)
     log = {
         "staff_id": work.actor,
         "affair_code": target.affair_code,
@@ -228,14 +227,18 @@ def _begin_inquiry(
 ) -> service.InquiryTarget:
     """In a worker thread: authorize and find the person, then screen; each refusal audited."""
     try:
-        with work.rt.sessions() as s:
+        # One transaction: the person found and the staff member screened (a refusal
+        # commits its counts and alerts, and is raised after the commit).
+        with transaction(work.rt.sessions) as s:
             target = service.inquiry_target(s, catalogue, req, roles)
+            decision = work.rt.screen_in(s, "staff", work.actor, target.atena_no)
     except Problem as exc:
         # Refusals are audited too: who tried what, for which affair (or procedure).
         work.audit("inquiry", exc.code, affair=service.refused_affair(catalogue, req.procedure_code))
         raise
     try:
-        work.rt.screen("staff", work.actor, target.atena_no)
+        if decision is not None:
+            decision.raise_for_refusal()
     except Problem as exc:
         work.audit("inquiry", exc.code, subject=target.atena_no)
         raise

@@ -37,7 +37,7 @@ async def _checkpoint_loop(rt: NodeRuntime, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), timeout=interval)
         except TimeoutError:
             try:
-                await run_in_threadpool(_checkpoint, rt)
+                await rt.run_db(_checkpoint, rt)
             except Exception as exc:  # keep serving; the next round retries
                 structlog.get_logger("renkei.audit").error("checkpoint_failed", error_type=type(exc).__name__)
 
@@ -73,7 +73,7 @@ def node_app(
             if worker is not None:
                 await worker
             await checkpoints
-            await run_in_threadpool(_checkpoint, rt)
+            await rt.run_db(_checkpoint, rt)
             if worker is not None:
                 try:  # the shutdown checkpoint reaches the time-stamp authority now, not at the next start
                     await asyncio.wait_for(deliver_due(rt), timeout=SHUTDOWN_DELIVERY_SECONDS)
@@ -81,6 +81,9 @@ def node_app(
                     structlog.get_logger("renkei.outbox").warning("shutdown_delivery_incomplete",
                                                                   error_type=type(exc).__name__)
             await rt.peer.close()
+            if rt.db_executor is not None:  # made again on next use (a test app restarted)
+                executor, rt.db_executor = rt.db_executor, None
+                executor.shutdown(wait=True)
 
     app = FastAPI(
         title=title,

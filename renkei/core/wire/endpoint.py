@@ -27,7 +27,6 @@ from typing import Any, Generic, TypeVar
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from renkei.core.audit.log import AuditEvent
 from renkei.core.db import transaction
@@ -68,20 +67,23 @@ class Unit:
         self.rt.record(self.session, event)
 
 
-def _screen(rt: NodeRuntime, msg: Message) -> None:
-    # Only a verified sender is counted: nobody can spend another peer's allowance.
-    rt.screen("peer", msg.iss)
-
-
 def _run(rt: NodeRuntime, msg: Message, state: Any, fn: Callable[[Unit], T], first: bool) -> T:
-    """In a worker thread: (screen), one transaction with (the replay record and) ``fn``."""
-    if first:
-        _screen(rt, msg)
+    """In a worker thread, ONE transaction: (the sender screened and the replay record
+    kept, for a message's first unit, then) ``fn``. A screening refusal commits its
+    counts and alerts, does no work, and is raised after the commit."""
     now = rt.clock()
+    decision = None
     with transaction(rt.sessions) as s:
         if first:
-            remember(s, rt.kernel, msg, now)
-        return fn(Unit(s, msg, rt, state, now))
+            # Only a verified sender is counted: nobody can spend another peer's allowance.
+            decision = rt.screen_in(s, "peer", msg.iss)
+        if decision is None or decision.allowed:
+            if first:
+                remember(s, rt.kernel, msg, now)
+            result = fn(Unit(s, msg, rt, state, now))
+    if decision is not None:
+        decision.raise_for_refusal()
+    return result
 
 
 @dataclass
@@ -97,7 +99,7 @@ class Flow:
         """``fn`` in one transaction in a worker thread; the first unit of a flow also
         screens the sender and keeps the replay record (so it is the flow's first step)."""
         first, self._first = self._first, False
-        return await run_in_threadpool(_run, self.rt, self.msg, self.state, fn, first)
+        return await self.rt.run_db(_run, self.rt, self.msg, self.state, fn, first)
 
     async def send(self, mt: MessageType[Any, Rep], base_url: str, aud: str, body: Body) -> Rep:
         """Call the peer at ``base_url``; its reply as the contract's model. Never before
@@ -134,7 +136,7 @@ def sealed(
     def decorate(work: Callable[[Unit, Req], Done[Rep]]) -> Callable[[Unit, Req], Done[Rep]]:
         async def route(request: Request) -> Response:
             rt, msg, body = await _receive(request, mt)
-            done = await run_in_threadpool(
+            done = await rt.run_db(
                 _run, rt, msg, request.app.state, lambda unit: _finish(unit, work(unit, body)), True
             )
             return rt.reply(msg, mt.reply_typ, done.reply.dump())

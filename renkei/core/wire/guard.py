@@ -62,6 +62,7 @@ import hashlib
 import hmac
 import math
 import secrets
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -534,8 +535,46 @@ def _bump(
     return count, start
 
 
+class MemoryCounters:
+    """The same windowed counters as the database's, kept in this process's memory.
+
+    For the traffic between nodes (``peer``): a database write per message would be a
+    large share of a quick request's cost. The limits then apply per node process (a
+    node served by several processes admits up to the limit in each); alerts are still
+    written to the database and the audit log.
+    """
+
+    MAX_KEYS = 100_000  # a bound on memory: the oldest windows go first
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, datetime], int] = {}
+
+    def bump(self, key: str, now: datetime, seconds: int) -> tuple[int, datetime]:
+        start = _window_start(now, seconds)
+        with self._lock:
+            count = self._counts.get((key, start), 0) + 1
+            self._counts[(key, start)] = count
+            if count == 1:
+                stale = start - timedelta(seconds=seconds)
+                for k in [k for k in self._counts if k[0] == key and k[1] < stale]:
+                    del self._counts[k]
+                if len(self._counts) > self.MAX_KEYS:
+                    for k in sorted(self._counts, key=lambda k: k[1])[: len(self._counts) // 2]:
+                        del self._counts[k]
+        return count, start
+
+
+_HASH_KEYS: dict[tuple[int, str], bytes] = {}  # by table and database: never changes once made
+
+
 def _hash_key(session: Session, tables: GuardTables) -> bytes:
-    """This node's HMAC key for person ids, created on first use."""
+    """This node's HMAC key for person ids, created on first use (then kept in memory)."""
+    bind = session.get_bind()
+    where = (id(tables.secret), str(bind.engine.url))
+    known = _HASH_KEYS.get(where)
+    if known is not None:
+        return known
     s = tables.secret
     key = session.execute(select(s.c.key).where(s.c.id == 1)).scalar()
     if key is None:
@@ -545,7 +584,9 @@ def _hash_key(session: Session, tables: GuardTables) -> bytes:
             .on_conflict_do_nothing()
         )
         key = session.execute(select(s.c.key).where(s.c.id == 1)).scalar_one()
-    return bytes.fromhex(str(key))
+        return bytes.fromhex(str(key))  # not kept until committed: another may have won
+    _HASH_KEYS[where] = value = bytes.fromhex(str(key))
+    return value
 
 
 def _digest(key: bytes, label: str, value: str) -> str:
@@ -644,6 +685,7 @@ def check(
     now: datetime,
     audit: Callable[[Alert], None] | None = None,
     group: str | None = None,
+    counters: MemoryCounters | None = None,
 ) -> Decision:
     """Count one request by ``subject`` and apply the limits and rules; never commits.
 
@@ -651,6 +693,7 @@ def check(
     hash is stored), ``group`` that person's household or case key (else
     ``policy.group_of(person)``, else the person alone). ``audit`` is called with each
     alert recorded, in this session, so the caller can append it to the audit log.
+    ``counters`` keeps the windowed counts in memory instead of the database.
     """
     if kind not in KINDS:
         raise ValueError(f"guard: kind must be one of {', '.join(KINDS)}")
@@ -679,14 +722,19 @@ def check(
             )
         )
 
+    def bump(key: str, seconds: int) -> tuple[int, datetime]:
+        if counters is not None:
+            return counters.bump(key, now, seconds)
+        return _bump(session, tables, key, now, seconds)
+
     def once(rule: str, seconds: int) -> bool:
         """True for the first firing of ``rule`` for this subject in its window."""
-        return _bump(session, tables, f"alert:{rule}:{actor}", now, seconds)[0] == 1
+        return bump(f"alert:{rule}:{actor}", seconds)[0] == 1
 
     # 1. The rate limit: refused at once, nothing else recorded.
     limit = policy.limits.get(kind)
     if limit is not None and limit.max > 0:
-        count, start = _bump(session, tables, f"rate:{actor}", now, limit.seconds)
+        count, start = bump(f"rate:{actor}", limit.seconds)
         if count > limit.max:
             if count == limit.max + 1 and policy.rate_limit_alerts:
                 alert(
@@ -707,7 +755,7 @@ def check(
     # 2. A burst from one peer.
     pb = policy.peer_burst
     if kind == "peer" and pb.enabled and pb.max > 0:
-        count, _ = _bump(session, tables, f"burst:{actor}", now, pb.seconds)
+        count, _ = bump(f"burst:{actor}", pb.seconds)
         if count > pb.max:
             if count == pb.max + 1:
                 alert("peer_burst", pb.action, {"max": pb.max, "window_seconds": pb.seconds})
@@ -740,7 +788,15 @@ def check(
         lk = tables.lookups
         since = now - timedelta(seconds=dp.seconds)
         session.execute(delete(lk).where(lk.c.actor == actor, lk.c.at <= since))
-        session.execute(insert(lk).values(at=now, actor=actor, person=person_h, cluster=cluster))
+        # One row per cluster in the window (refreshed, not repeated): the count below then
+        # reads at most as many rows as there are distinct clusters, however many lookups.
+        seen = session.execute(
+            select(lk.c.id).where(lk.c.actor == actor, lk.c.at > since, lk.c.cluster == cluster).limit(1)
+        ).scalar()
+        if seen is None:
+            session.execute(insert(lk).values(at=now, actor=actor, person=person_h, cluster=cluster))
+        else:
+            session.execute(update(lk).where(lk.c.id == seen).values(at=now, person=person_h))
         distinct = int(
             session.execute(
                 select(func.count(lk.c.cluster.distinct())).where(

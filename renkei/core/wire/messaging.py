@@ -16,6 +16,8 @@ from typing import Any
 
 import orjson
 from sqlalchemy import insert, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from renkei.core.crypto import envelope
@@ -23,6 +25,7 @@ from renkei.core.db import KernelTables
 from renkei.core.errors import STATUS_OF, Problem
 
 JOSE_MEDIA_TYPE = "application/jose"
+_INSERTS: dict[str, Any] = {"sqlite": sqlite_insert, "postgresql": pg_insert}
 _MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 # Message ids go into audit logs, which refuse anything shaped like an individual number.
 _DIGIT_RUN = re.compile(r"[0-9]{12}")
@@ -128,6 +131,19 @@ def open_message(
 def remember(session: Session, tables: KernelTables, msg: Message, now: datetime) -> None:
     """Record the message id in the receiver's transaction; a repeat is refused."""
     t = tables.received_messages
+    # One statement: the insert that finds the id already there adds nothing, returns nothing.
+    dialect = session.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        make = _INSERTS[dialect]
+        kept = session.execute(
+            make(t)
+            .values(message_id=msg.id, sender=msg.iss, typ=msg.typ, received_at=now)
+            .on_conflict_do_nothing(index_elements=[t.c.message_id])
+            .returning(t.c.message_id)
+        ).first()
+        if kept is None:
+            raise Problem(409, "replayed_message", "同じ電文が既に受信されています（再送・リプレイ）。", msg.id)
+        return
     seen = session.execute(select(t.c.message_id).where(t.c.message_id == msg.id)).first()
     if seen is not None:
         raise Problem(409, "replayed_message", "同じ電文が既に受信されています（再送・リプレイ）。", msg.id)

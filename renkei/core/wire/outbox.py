@@ -14,7 +14,6 @@ from typing import Any
 import structlog
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
-from starlette.concurrency import run_in_threadpool
 
 from renkei.core.db import KernelTables
 from renkei.core.errors import Problem
@@ -96,7 +95,7 @@ def _settle(rt: NodeRuntime, row: Any, error: str | None, final: bool) -> None:
 async def deliver_due(rt: NodeRuntime, limit: int = 50) -> int:
     """Deliver what is due; return how many were delivered. The database work runs in
     worker threads, the calls on the event loop."""
-    rows = await run_in_threadpool(_due, rt, limit)
+    rows = await rt.run_db(_due, rt, limit)
     delivered = 0
     for row in rows:
         error: str | None = None
@@ -118,7 +117,7 @@ async def deliver_due(rt: NodeRuntime, limit: int = 50) -> int:
             else:
                 error = f"{exc.code}: {exc.detail}"[:1000]
                 final = exc.status in _FINAL_STATUSES
-        await run_in_threadpool(_settle, rt, row, error, final)
+        await rt.run_db(_settle, rt, row, error, final)
         if error is None:
             delivered += 1
     return delivered

@@ -7,12 +7,14 @@ nothing here is module-global.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -26,11 +28,21 @@ from renkei.core.db import KernelTables, make_engine, make_sessionmaker
 from renkei.core.errors import Problem
 from renkei.core.wire import contract
 from renkei.core.wire.client import PeerClient
-from renkei.core.wire.guard import GuardPolicy, GuardTables, alert_event, check
+from renkei.core.wire.guard import (
+    Decision,
+    GuardPolicy,
+    GuardTables,
+    MemoryCounters,
+    alert_event,
+    check,
+)
 from renkei.core.wire.keydir import KeyDirectory
 from renkei.core.wire.messaging import JOSE_MEDIA_TYPE, Message, open_message, seal
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
+MEMORY_COUNTED = frozenset({"peer", "staff", "client"})
+DB_THREADS = 8  # PostgreSQL: threads for units of work (each holds a pooled connection)
+T = TypeVar("T")
 
 
 def utc_now() -> datetime:
@@ -85,32 +97,56 @@ class NodeRuntime:
     # What to do with a peer's answer to an outbox message, by the message's typ
     # (e.g. keep the time-stamp authority's receipt); run after delivery.
     answer_handlers: dict[str, Callable[[Message], Awaitable[None]]] = field(default_factory=dict)
+    peer_counters: MemoryCounters = field(default_factory=MemoryCounters)
+    db_executor: ThreadPoolExecutor | None = None
+
+    async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the node's database threads, never on the event loop.
+
+        SQLite takes one writer at a time, so a node on SQLite has ONE database thread:
+        units of work queue there instead of contending for the lock (a busy handler that
+        sleeps, threads switching under the GIL); PostgreSQL gets as many threads as its
+        connection pool."""
+        if self.db_executor is None:
+            workers = 1 if self.engine.dialect.name == "sqlite" else DB_THREADS
+            self.db_executor = ThreadPoolExecutor(workers, thread_name_prefix=f"renkei-db-{self.config.kind}")
+        return await asyncio.get_running_loop().run_in_executor(self.db_executor, functools.partial(fn, *args))
 
     def screen(self, kind: str, subject: str, person: str | None = None) -> None:
         """Rate limits and abnormal-traffic rules, in a short transaction of their own.
 
         A refusal is committed (counts and alerts stay) before it is raised.
         """
-        if self.guard is None:
-            return
-        tables = self.guard
         with self.sessions() as s:
-
-            def audit(alert: Any) -> None:
-                self.audit.append(s, alert_event(alert))
-
-            decision = check(
-                s,
-                tables,
-                self.guard_policy,
-                kind=kind,  # type: ignore[arg-type]
-                subject=subject,
-                person=person,
-                now=self.clock(),
-                audit=audit,
-            )
+            decision = self.screen_in(s, kind, subject, person)
             s.commit()
-        decision.raise_for_refusal()
+        if decision is not None:
+            decision.raise_for_refusal()
+
+    def screen_in(
+        self, session: Session, kind: str, subject: str, person: str | None = None
+    ) -> Decision | None:
+        """Rate limits and abnormal-traffic rules in the caller's transaction; the caller
+        commits (alerts stay) and raises a refusal afterwards. Rate counts of peers,
+        staff and business clients are kept in memory (`MemoryCounters`): no write per
+        request; the many-unrelated-persons rule keeps its lookups in the database."""
+        if self.guard is None:
+            return None
+
+        def audit(alert: Any) -> None:
+            self.audit.append(session, alert_event(alert))
+
+        return check(
+            session,
+            self.guard,
+            self.guard_policy,
+            kind=kind,  # type: ignore[arg-type]
+            subject=subject,
+            person=person,
+            now=self.clock(),
+            audit=audit,
+            counters=self.peer_counters if kind in MEMORY_COUNTED else None,
+        )
 
     def record(self, session: Session, event: AuditEvent) -> int:
         """Append an audit entry in the caller's transaction: it commits or rolls back with the change."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -174,6 +175,34 @@ def today_in_japan(now: datetime) -> date:
     return now.astimezone(_JST).date()
 
 
+@dataclass(frozen=True)
+class OrgView:
+    """What routing an inquiry needs of a registered organization."""
+
+    org_code: str
+    kind: str
+    role: str
+    chukan_url: str | None
+
+
+ORG_CACHE_SECONDS = 30.0
+_ORG_CACHE: dict[tuple[str, str], tuple[float, OrgView]] = {}
+
+
+def member_view(session: Session, org_code: str) -> OrgView:
+    """`member`, kept in this process for ``ORG_CACHE_SECONDS``: a registry change (a new
+    chukan URL, a suspension) reaches every hub process within that time, as its keys do
+    (`DbRegistryView`). Two lookups an inquiry, otherwise."""
+    where = (str(session.get_bind().engine.url), org_code)
+    hit = _ORG_CACHE.get(where)
+    if hit is not None and time.monotonic() - hit[0] < ORG_CACHE_SECONDS:
+        return hit[1]
+    org = member(session, org_code)
+    view = OrgView(org.org_code, org.kind, org.role, org.chukan_url)
+    _ORG_CACHE[where] = (time.monotonic(), view)
+    return view
+
+
 def member(session: Session, org_code: str) -> Organization:
     org = session.get(Organization, org_code)
     if org is None or not org.active:
@@ -316,8 +345,8 @@ def begin_inquiry(
     """
     provider_code = req.provider_org
     as_of = req.as_of
-    inquirer = member(session, inquirer_org)
-    provider = member(session, provider_code)
+    inquirer = member_view(session, inquirer_org)
+    provider = member_view(session, provider_code)
     own = session.get(Pseudonym, req.pseudonym)
     if own is None or own.org_code != inquirer_org:
         raise Problem(404, "unknown_pseudonym", "符号エラー（照会者の機関別符号が未発行です）。")

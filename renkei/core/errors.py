@@ -222,20 +222,43 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         return problem_response(http_problem(exc.status_code, str(exc.detail or "")))
 
-    @app.middleware("http")
-    async def _unexpected(request: Request, call_next: Any) -> Response:
-        # Catch here rather than in an exception handler: Starlette re-raises after
-        # handlers, and the server would log a traceback whose SQL parameters may hold
-        # personal data. Only the exception type is logged.
+    app.add_middleware(CatchUnexpected)
+
+
+class CatchUnexpected:
+    """An unexpected exception becomes a generic 500 problem, with only its type logged.
+
+    Caught here rather than in an exception handler: Starlette re-raises after handlers,
+    and the server would log a traceback whose SQL parameters may hold personal data.
+    A plain ASGI middleware (not `BaseHTTPMiddleware`, which costs a task and a stream
+    per request on every route).
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_tracking(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
         try:
-            response: Response = await call_next(request)
-            return response
+            await self.app(scope, receive, send_tracking)
         except Exception as exc:
             import structlog
 
             structlog.get_logger("renkei").error(
-                "unexpected_error", error_type=type(exc).__name__, path=request.url.path
+                "unexpected_error", error_type=type(exc).__name__, path=scope.get("path", "")
             )
-            return problem_response(
-                Problem(500, "internal_error", "システム内部でエラーが発生しました。管理者に連絡してください。")
-            )
+            if not started:  # else the answer is under way: the connection just ends
+                response = problem_response(
+                    Problem(500, "internal_error", "システム内部でエラーが発生しました。管理者に連絡してください。")
+                )
+                await response(scope, receive, send)

@@ -34,8 +34,16 @@ def _runtime(db_url: str, peer: FlakyPeer, clock: list[datetime]) -> SimpleNames
     kernel = kernel_tables(md)
     engine = make_engine(db_url)
     md.create_all(engine)
+    async def run_db(fn: Any, *args: Any) -> Any:  # the node's database thread, as NodeRuntime does
+        return await asyncio.to_thread(fn, *args)
+
     return SimpleNamespace(
-        kernel=kernel, sessions=make_sessionmaker(engine), peer=peer, clock=lambda: clock[0], answer_handlers={}
+        kernel=kernel,
+        sessions=make_sessionmaker(engine),
+        peer=peer,
+        clock=lambda: clock[0],
+        answer_handlers={},
+        run_db=run_db,
     )
 
 

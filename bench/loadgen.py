@@ -139,6 +139,7 @@ class Result:
     max_ms: float
     lag_max_ms: float = 0.0  # open loop: how late this client sent at worst
     samples: dict[str, str] = field(default_factory=dict)
+    warmup_sent: int = 0  # requests of the warm-up, before the measured run
 
     def line(self) -> str:
         """One line per run."""
@@ -178,6 +179,7 @@ def summarize(
     in_flight_max: int = 0,
     lag_max_ms: float = 0.0,
     samples: dict[str, str] | None = None,
+    warmup_sent: int = 0,
 ) -> Result:
     lat = sorted(latencies_ms)
     return Result(
@@ -196,6 +198,7 @@ def summarize(
         max_ms=lat[-1] if lat else 0.0,
         lag_max_ms=lag_max_ms,
         samples=samples or {},
+        warmup_sent=warmup_sent,
     )
 
 
@@ -324,7 +327,9 @@ async def arun(
             tally, wall, _ = await _closed(
                 session, factory, check, plan.concurrency, plan.requests, plan.duration, warmed
             )
-            return summarize(label, plan, tally.latencies_ms, tally.errors, wall, samples=tally.samples)
+            return summarize(
+                label, plan, tally.latencies_ms, tally.errors, wall, samples=tally.samples, warmup_sent=warmed
+            )
         warmed = 0
         if plan.warmup > 0:
             _, _, warmed, _ = await _open(session, factory, check, plan.rate, None, plan.warmup, 0)
@@ -338,6 +343,7 @@ async def arun(
             in_flight_max=tally.in_flight_max,
             lag_max_ms=lag_ms,
             samples=tally.samples,
+            warmup_sent=warmed,
         )
 
 

@@ -151,10 +151,11 @@ def test_acquisition_gives_chukan_and_jlis_each_only_their_part(world: World, pe
     # J-LIS never learns a 統合宛名番号; the stranger's number never left.
     assert not any(a in str(body) for a in world.atena_nos)
     assert world.numbers[stranger] not in str(peers.sent)
-    assert [world.status_of(a) for a in (*asked, stranger)] == ["requested", "requested", "none"]
+    # Only the person J-LIS relayed is under way; the other stays to be asked for again.
+    assert [world.status_of(a) for a in (*asked, stranger)] == ["requested", "none", "none"]
     entry = last_audit(world)
     assert (entry["actor"], entry["action"], entry["outcome"], entry["detail"]) == (
-        "jumin01-batch", "pseudonym.acquire", "ok", {"count": 2},
+        "jumin01-batch", "pseudonym.acquire", "ok", {"count": 2, "relayed": 1, "unknown_acquisition": 1},
     )
 
 

@@ -252,6 +252,11 @@ async def acquire_all(
                 async with asyncio.TaskGroup() as tg:
                     for start in range(0, len(targets), chunk):
                         tg.create_task(one(targets[start : start + chunk]))
+            except BaseExceptionGroup as group:
+                # The chunks under way are cancelled (what they committed stays); the
+                # caller gets the failure itself — a refusal or an unreachable peer first.
+                failures = list(group.exceptions)
+                raise next((e for e in failures if isinstance(e, Problem)), failures[0]) from None
             finally:
                 submitted.set()
 

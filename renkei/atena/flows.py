@@ -56,6 +56,7 @@ __all__ = [
 # far below the 8 MiB a node accepts, and each node's work for it is one transaction.
 CHUNK = 5000
 STATUS_CHUNK = 10_000  # persons per status question (the contract's MAX_BATCH)
+PROBE = 100  # the oldest persons waiting, asked about first while chunks are still sent
 T = TypeVar("T")
 Rep = TypeVar("Rep", bound=Body)
 
@@ -260,24 +261,39 @@ async def acquire_all(
             finally:
                 submitted.set()
 
+        async def mark(page: list[str]) -> int:
+            """Ask the chukan about ``page``; note the bound; return how many were."""
+            bound = await _bound_of(work, page)
+            if bound:
+                found = await work.unit(functools.partial(service.mark_bound, asked=frozenset(page), bound=bound))
+                progress.bound += len(found)
+                report()
+            return len(bound)
+
         async def watch() -> int:
             """Mark bound what the chukan reports, oldest requests first; return how many
-            are still waiting when everything is bound, or the wait is over."""
+            are still waiting when everything is bound, or the wait is over.
+
+            The hub delivers a chunk's pseudonyms in one message, so requests are bound
+            roughly in the order made: while chunks are still being sent, the oldest
+            ``PROBE`` persons waiting are asked about first, and the page behind them only
+            when some of them are bound — the chukan checks every 統合宛名番号 it is asked
+            about, and asking about the same 10,000 every half second would cost it more
+            than binding them. After the last chunk, every waiting person is asked about."""
             deadline: float | None = None
             while True:
                 page = await work.unit(service.requested_persons)
-                if page:
-                    bound = await _bound_of(work, page)
-                    if bound:
-                        mark = functools.partial(service.mark_bound, asked=frozenset(page), bound=bound)
-                        found = await work.unit(mark)
-                        progress.bound += len(found)
-                        report()
-                    if len(bound) == len(page):
-                        continue  # the whole page was bound: the next one at once
-                if submitted.is_set():
-                    if not page:
+                if not page:
+                    if submitted.is_set():
                         return 0
+                elif not submitted.is_set():
+                    hit = await mark(page[:PROBE])
+                    if hit and hit + await mark(page[PROBE:]) == len(page):
+                        continue  # the oldest page was bound: the next one at once
+                else:
+                    while page:  # every waiting person, page by page
+                        await mark(page)
+                        page = await work.unit(functools.partial(service.requested_persons, after=page[-1]))
                     deadline = deadline or time.monotonic() + wait_seconds
                     if time.monotonic() >= deadline:
                         return int((await work.unit(service.pseudonym_counts))["requested"])

@@ -11,9 +11,9 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import IO, Any
+from typing import IO, Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from renkei.catalogue import Catalogue
@@ -65,7 +65,7 @@ def remember_acquisitions(session: Session, pairs: list[tuple[str, str]], now: d
     multi-row INSERT)."""
     if pairs:
         session.execute(
-            insert(PendingAcquisition),
+            insert(cast(Table, PendingAcquisition.__table__)),
             [{"acquisition_no": acq_no, "atena_no": atena_no, "requested_at": now} for atena_no, acq_no in pairs],
         )
 
@@ -147,7 +147,7 @@ def bind_deliveries(session: Session, items: Sequence[Delivery], now: datetime) 
             continue
         completed.add(item.acquisition_no)
     if new:
-        session.execute(insert(PseudonymBinding), new)
+        session.execute(insert(cast(Table, PseudonymBinding.__table__)), new)  # Core: no per-row ORM work
     for part in _parts(sorted(completed)):
         session.execute(
             update(PendingAcquisition)

@@ -14,10 +14,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from renkei.catalogue import Catalogue
@@ -36,6 +36,7 @@ from renkei.core.wire.contract import (
 from renkei.core.wire.outbox import enqueue
 from renkei.hub.models import (
     Acquisition,
+    Base,
     Link,
     Organization,
     OrgKey,
@@ -213,6 +214,11 @@ def member(session: Session, org_code: str) -> Organization:
 # --- serials ----------------------------------------------------------------
 
 
+def _table(model: type[Base]) -> Table:
+    """A model's table: bulk statements on it skip the ORM's per-row bookkeeping."""
+    return cast(Table, model.__table__)
+
+
 def issue_serial(session: Session, kind: str, now: datetime) -> str:
     """20 digits: issue date and a 12-digit database sequence (ours; the real format is not public)."""
     return issue_serials(session, kind, now, 1)[0]
@@ -222,9 +228,9 @@ def issue_serials(session: Session, kind: str, now: datetime, count: int) -> lis
     """``count`` serials in one statement (one multi-row INSERT … RETURNING), in order."""
     if count <= 0:
         return []
+    t = _table(Serial)
     ids_ = session.scalars(
-        insert(Serial).returning(Serial.id, sort_by_parameter_order=True),
-        [{"kind": kind, "issued_at": now}] * count,
+        insert(t).returning(t.c.id, sort_by_parameter_order=True), [{"kind": kind, "issued_at": now}] * count
     ).all()
     return [f"{now:%Y%m%d}{row_id:012d}" for row_id in ids_]
 
@@ -242,7 +248,7 @@ def create_acquisitions(session: Session, org_code: str, count: int, now: dateti
         raise Problem(422, "bad_count", f"取得番号の件数は1〜{MAX_BATCH}件で指定してください。", str(count))
     out = issue_serials(session, "acquisition", now, count)
     session.execute(
-        insert(Acquisition),
+        insert(_table(Acquisition)),
         [
             {"acquisition_no": no, "org_code": org_code, "serial": no, "requested_at": now, "status": "pending"}
             for no in out
@@ -277,7 +283,7 @@ def pseudonyms_for(session: Session, link_ids: Iterable[int], org_code: str, now
     new = {link_id: secrets.token_urlsafe(30) for link_id in sorted(wanted - out.keys())}  # 40 chars each
     if new:
         session.execute(
-            insert(Pseudonym),
+            insert(_table(Pseudonym)),
             [{"pseudonym": v, "link_id": k, "org_code": org_code, "issued_at": now} for k, v in new.items()],
         )
         out.update(new)
@@ -298,8 +304,9 @@ def _links(session: Session, keys: set[str], now: datetime) -> dict[str, int]:
         found.update(session.execute(select(Link.resident_key, Link.id).where(Link.resident_key.in_(part))).tuples().all())
     missing = sorted(keys - found.keys())
     if missing:
+        t = _table(Link)
         rows = session.execute(
-            insert(Link).returning(Link.resident_key, Link.id, sort_by_parameter_order=True),
+            insert(t).returning(t.c.resident_key, t.c.id, sort_by_parameter_order=True),
             [{"resident_key": k, "created_at": now} for k in missing],
         ).tuples().all()
         found.update(rows)
@@ -372,12 +379,12 @@ def resolve_acquisitions(
         acq[1], acq[2] = link_id, "issued"
         issued.append((acq_no, acq[0], link_id))
     if issued:
+        t = _table(Acquisition)
         session.execute(
-            update(Acquisition),
-            [
-                {"acquisition_no": no, "status": "issued", "link_id": link_id, "resolved_at": now}
-                for no, link_id in {no: link_id for no, _, link_id in issued}.items()
-            ],
+            update(t)
+            .where(t.c.acquisition_no == bindparam("no"))
+            .values(status="issued", link_id=bindparam("link"), resolved_at=now),
+            [{"no": no, "link": link_id} for no, link_id in {no: link_id for no, _, link_id in issued}.items()],
         )
     by_org: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for no, org_code, link_id in issued:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.orm import Session
 
 from renkei.core import ids
@@ -154,7 +155,7 @@ def submit_acquisitions(
         forward.setdefault(acq_no, ResolveItem(acquisition_no=acq_no, resident_code=code, org_code=org_code))
         results.append(SubmitResult(acq_no, "relayed"))
     if new:
-        session.execute(insert(RelayedAcquisition), new)
+        session.execute(insert(cast(Table, RelayedAcquisition.__table__)), new)  # Core: no per-row ORM work
     if forward:
         enqueue(
             session,

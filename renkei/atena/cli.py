@@ -171,6 +171,9 @@ def acquire_pseudonyms(
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("符号取得を中断しました。処理済みの分は保存されています。再実行すると続きから処理します。", err=True)
+        raise typer.Exit(130) from None
     except Problem as exc:
         detail = f"（{exc.detail}）" if exc.detail else ""
         typer.echo(f"符号取得を中断しました: {exc.title}{detail}", err=True)

@@ -12,9 +12,12 @@ itself is renkei.atena.service.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
@@ -37,9 +40,23 @@ from renkei.core.wire.contract import (
 )
 from renkei.core.wire.runtime import NodeRuntime
 
-__all__ = ["CHUNK", "Work", "acquire_pseudonyms", "inquire", "pseudonym_status", "register_copies"]
+__all__ = [
+    "CHUNK",
+    "AcquireProgress",
+    "AcquireSummary",
+    "Work",
+    "acquire_all",
+    "acquire_pseudonyms",
+    "inquire",
+    "pseudonym_status",
+    "register_copies",
+]
 
-CHUNK = 1000  # persons per message to chukan and J-LIS
+# Persons per message to chukan and J-LIS: a 5,000-person submission is about 0.5 MB signed,
+# far below the 8 MiB a node accepts, and each node's work for it is one transaction.
+CHUNK = 5000
+STATUS_CHUNK = 10_000  # persons per status question (the contract's MAX_BATCH)
+PROBE = 100  # the oldest persons waiting, asked about first while chunks are still sent
 T = TypeVar("T")
 Rep = TypeVar("Rep", bound=Body)
 
@@ -107,42 +124,215 @@ async def acquire_pseudonyms(work: Work, cipher: FieldCipher, atena_nos: Sequenc
         for start in range(0, len(targets), CHUNK):
             chunk_relayed, chunk_problems = await _acquire_chunk(work, cipher, targets[start : start + CHUNK])
             relayed += chunk_relayed
-            for status, n in chunk_problems.items():
-                problems[status] = problems.get(status, 0) + n
+            _add(problems, chunk_problems)
     return AcquireOut(requested=len(targets), relayed=relayed, problems=problems)
 
 
+def _add(into: dict[str, int], more: dict[str, int]) -> None:
+    for status, n in more.items():
+        into[status] = into.get(status, 0) + n
+
+
 async def _acquire_chunk(work: Work, cipher: FieldCipher, chunk: list[str]) -> tuple[int, dict[str, int]]:
+    """One chunk, three units at atena: the chukan's numbers, the J-LIS submission, and
+    (committed together with its audit entry) the persons J-LIS relayed marked
+    ``requested``. A crash before that last unit leaves the chunk as it was: asked again,
+    the chukan hands out the same numbers, J-LIS relays them again and the hub answers
+    with the same pseudonyms."""
     # Step 1: our chukan gets acquisition numbers from the hub.
     acquiring = await work.to_chukan(contract.PSEUDONYM_ACQUIRE, AtenaNos(atena_nos=chunk))
     asked = frozenset(chunk)
     sub = await work.unit(lambda s: service.submission(s, cipher, asked, acquiring.items))
     # Step 2: J-LIS gets (individual number, acquisition number), never the 統合宛名番号.
-    relayed = 0
+    relayed: list[str] = []
     problems: dict[str, int] = {}
     if sub.items:
         answer = await work.to_jlis(contract.ACQUISITION_SUBMIT, AcquisitionSubmit(items=sub.items))
-        relayed, problems = service.tally(answer.results)
+        relayed = sub.relayed(answer.results)
+        _, problems = service.tally(answer.results)
 
     def started(s: Session) -> None:
-        service.set_pseudonym_status(s, sub.atena_nos, "requested")
-        work.rt.record(s, work.event("pseudonym.acquire", "ok", detail={"count": len(sub.atena_nos)}))
+        service.set_pseudonym_status(s, relayed, "requested")
+        detail = {"count": len(sub.atena_nos), "relayed": len(relayed), **problems}
+        work.rt.record(s, work.event("pseudonym.acquire", "ok", detail=detail))
 
     await work.unit(started)
-    return relayed, problems
+    return len(relayed), problems
+
+
+async def _bound_of(work: Work, atena_nos: Sequence[str]) -> list[str]:
+    """Ask our chukan which of the persons have their pseudonym bound (never the pseudonym)."""
+    bound: list[str] = []
+    for start in range(0, len(atena_nos), STATUS_CHUNK):
+        chunk = AtenaNos(atena_nos=list(atena_nos[start : start + STATUS_CHUNK]))
+        bound.extend((await work.to_chukan(contract.PSEUDONYM_STATUS, chunk)).bound)
+    return bound
 
 
 async def pseudonym_status(work: Work, atena_nos: Sequence[str]) -> StatusOut:
     """Ask our chukan which of the persons have their pseudonym bound, and note it."""
     async with work.refusals_audited("pseudonym.status"):
         targets = service.check_atena_nos(atena_nos)
-        bound: list[str] = []
-        for start in range(0, len(targets), CHUNK):
-            chunk = AtenaNos(atena_nos=targets[start : start + CHUNK])
-            bound.extend((await work.to_chukan(contract.PSEUDONYM_STATUS, chunk)).bound)
+        bound = await _bound_of(work, targets)
         asked = frozenset(targets)
         found = await work.unit(lambda s: service.mark_bound(s, asked, bound)) if bound else []
     return StatusOut(total=len(targets), bound=len(found))
+
+
+@dataclass
+class AcquireProgress:
+    """Where a whole-population acquisition stands (`acquire_all`), persons counted."""
+
+    targets: int  # asked for in this run
+    goal: int  # to be bound by the end: the targets and those requested before, still waiting
+    requested: int = 0  # chunks done: asked of our chukan and J-LIS
+    relayed: int = 0  # relayed by J-LIS to the hub
+    bound: int = 0  # bound at our chukan (as it reports), in this run
+    problems: dict[str, int] = field(default_factory=dict)  # J-LIS's other answers, counted
+
+
+@dataclass
+class AcquireSummary:
+    progress: AcquireProgress
+    before: dict[str, int]  # persons per pseudonym status at the start (and ``no_number``)
+    waiting: int  # requested, still not bound at the end
+    seconds: float
+    complete: bool  # every person with an individual number has a pseudonym
+
+
+async def acquire_all(
+    work: Work,
+    cipher: FieldCipher,
+    *,
+    chunk: int = CHUNK,
+    in_flight: int = 2,
+    retry_requested: bool = False,
+    wait_seconds: float = 600.0,
+    poll_seconds: float = 0.5,
+    on_progress: Callable[[AcquireProgress], None] | None = None,
+) -> AcquireSummary:
+    """符号取得 for every person who has an individual number and no pseudonym yet (the first
+    go-live, or the rest after an interrupted run), in chunks committed one by one; then
+    wait until our chukan reports them bound (or ``wait_seconds`` after the last chunk).
+
+    Resumable: a person is marked ``requested`` in the chunk's last unit, after J-LIS relayed
+    them; a re-run asks for persons not yet requested, and waits for those requested before
+    (``retry_requested``: asks for them again too — idempotent all the way: the chukan hands
+    out the number still awaiting its pseudonym, J-LIS relays it again, the hub answers with
+    the person's one pseudonym, and the chukan finds it bound already). ``chunk`` persons go
+    in one message to each node; ``in_flight`` chunks are under way at once.
+    """
+    if not 1 <= chunk <= contract.MAX_BATCH:
+        raise Problem(422, "bad_count", f"1回の件数は1〜{contract.MAX_BATCH:,}件で指定してください。", str(chunk))
+    started_at = time.monotonic()
+    statuses = ("none", "requested") if retry_requested else ("none",)
+    async with work.refusals_audited("pseudonym.acquire"):
+        before = await work.unit(service.pseudonym_counts)
+        targets = await work.unit(lambda s: service.persons_to_acquire(s, statuses))
+        waiting_before = 0 if retry_requested else before["requested"]
+        progress = AcquireProgress(targets=len(targets), goal=len(targets) + waiting_before)
+
+        def report() -> None:
+            if on_progress is not None:
+                on_progress(progress)
+
+        report()
+        submitted = asyncio.Event()
+        gate = asyncio.Semaphore(max(1, in_flight))
+
+        async def one(part: list[str]) -> None:
+            async with gate:
+                relayed, problems = await _acquire_chunk(work, cipher, part)
+            progress.requested += len(part)
+            progress.relayed += relayed
+            _add(progress.problems, problems)
+            report()
+
+        async def submit_all() -> None:
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    for start in range(0, len(targets), chunk):
+                        tg.create_task(one(targets[start : start + chunk]))
+            except BaseExceptionGroup as group:
+                # The chunks under way are cancelled (what they committed stays); the
+                # caller gets the failure itself — a refusal or an unreachable peer first.
+                failures = list(group.exceptions)
+                raise next((e for e in failures if isinstance(e, Problem)), failures[0]) from None
+            finally:
+                submitted.set()
+
+        async def mark(page: list[str]) -> int:
+            """Ask the chukan about ``page``; note the bound; return how many were."""
+            bound = await _bound_of(work, page)
+            if bound:
+                found = await work.unit(functools.partial(service.mark_bound, asked=frozenset(page), bound=bound))
+                progress.bound += len(found)
+                report()
+            return len(bound)
+
+        async def watch() -> int:
+            """Mark bound what the chukan reports, oldest requests first; return how many
+            are still waiting when everything is bound, or the wait is over.
+
+            The hub delivers a chunk's pseudonyms in one message, so requests are bound
+            roughly in the order made: while chunks are still being sent, the oldest
+            ``PROBE`` persons waiting are asked about first, and the page behind them only
+            when some of them are bound — the chukan checks every 統合宛名番号 it is asked
+            about, and asking about the same 10,000 every half second would cost it more
+            than binding them. After the last chunk, every waiting person is asked about."""
+            deadline: float | None = None
+            while True:
+                page = await work.unit(service.requested_persons)
+                if not page:
+                    if submitted.is_set():
+                        return 0
+                elif not submitted.is_set():
+                    hit = await mark(page[:PROBE])
+                    if hit and hit + await mark(page[PROBE:]) == len(page):
+                        continue  # the oldest page was bound: the next one at once
+                else:
+                    while page:  # every waiting person, page by page
+                        await mark(page)
+                        page = await work.unit(functools.partial(service.requested_persons, after=page[-1]))
+                    deadline = deadline or time.monotonic() + wait_seconds
+                    if time.monotonic() >= deadline:
+                        return int((await work.unit(service.pseudonym_counts))["requested"])
+                await asyncio.sleep(poll_seconds)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await submit_all()
+        except BaseException:
+            watcher.cancel()
+            raise
+        waiting = await watcher
+    after = await work.unit(service.pseudonym_counts)
+    summary = AcquireSummary(
+        progress=progress,
+        before=before,
+        waiting=waiting,
+        seconds=time.monotonic() - started_at,
+        complete=after["none"] == 0 and after["requested"] == 0,
+    )
+    await work.unit(
+        lambda s: work.rt.record(
+            s,
+            work.event(
+                "pseudonym.acquire_all",
+                "complete" if summary.complete else "incomplete",
+                detail={
+                    "targets": progress.targets,
+                    "requested": progress.requested,
+                    "relayed": progress.relayed,
+                    "bound": progress.bound,
+                    "waiting": waiting,
+                    "seconds": round(summary.seconds, 1),
+                    **progress.problems,
+                },
+            ),
+        )
+    )
+    return summary
 
 
 # --- provision copies ------------------------------------------------------------------------

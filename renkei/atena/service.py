@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Any
 
 import jaconv
-from sqlalchemy import exists, func, select
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from renkei.atena.models import AtenaSerial, BasicFour, BusinessLink, InquiryLog, Person
@@ -185,13 +185,25 @@ def register_residents(
     return out
 
 
+def _parts(values: Sequence[str], size: int = 5000) -> Iterable[Sequence[str]]:
+    """Slices of at most ``size`` values: one IN list stays well under both backends'
+    limits on bound parameters."""
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
 def individual_numbers(session: Session, cipher: FieldCipher, atena_nos: Iterable[str]) -> dict[str, str]:
-    """Decrypt individual numbers (for the J-LIS relay only)."""
-    wanted = list(atena_nos)
+    """Decrypt individual numbers (for the J-LIS relay only); one query per 5,000 persons."""
     out = {}
-    for p in session.scalars(select(Person).where(Person.atena_no.in_(wanted))):
-        if p.individual_number_enc is not None:
-            out[p.atena_no] = cipher.decrypt(p.individual_number_enc, _aad(p.atena_no))
+    for part in _parts(sorted(set(atena_nos))):
+        rows = session.execute(
+            select(Person.atena_no, Person.individual_number_enc).where(
+                Person.atena_no.in_(part), Person.individual_number_enc.is_not(None)
+            )
+        ).tuples()
+        for atena_no, sealed in rows:
+            assert sealed is not None
+            out[atena_no] = cipher.decrypt(sealed, _aad(atena_no))
     return out
 
 
@@ -203,10 +215,58 @@ def persons_without_pseudonym(session: Session, limit: int = MAX_BATCH) -> list[
     )
 
 
+PSEUDONYM_STATUSES = ("none", "requested", "bound")
+
+
+def persons_to_acquire(session: Session, statuses: Collection[str]) -> list[str]:
+    """Every person with an individual number (only those can be acquired for) whose
+    pseudonym status is one of ``statuses``, in 統合宛名番号 order."""
+    return list(
+        session.scalars(
+            select(Person.atena_no)
+            .where(Person.pseudonym_status.in_(sorted(statuses)), Person.individual_number_index.is_not(None))
+            .order_by(Person.atena_no)
+        )
+    )
+
+
+def requested_persons(session: Session, after: str = "", limit: int = MAX_BATCH) -> list[str]:
+    """Persons whose acquisition was requested and is not known to be bound, in order from ``after``."""
+    return list(
+        session.scalars(
+            select(Person.atena_no)
+            .where(Person.pseudonym_status == "requested", Person.atena_no > after)
+            .order_by(Person.atena_no)
+            .limit(limit)
+        )
+    )
+
+
+def pseudonym_counts(session: Session) -> dict[str, int]:
+    """Persons per pseudonym status, and ``no_number``: those without an individual number
+    (nobody can acquire a pseudonym for them)."""
+    out = dict.fromkeys(PSEUDONYM_STATUSES, 0)
+    rows = session.execute(
+        select(Person.pseudonym_status, func.count())
+        .where(Person.individual_number_index.is_not(None))
+        .group_by(Person.pseudonym_status)
+    ).tuples()
+    for status, n in rows:
+        out[status] = int(n)
+    out["no_number"] = int(
+        session.scalar(select(func.count()).select_from(Person).where(Person.individual_number_index.is_(None))) or 0
+    )
+    return out
+
+
 def set_pseudonym_status(session: Session, atena_nos: Iterable[str], status: str) -> None:
-    for p in session.scalars(select(Person).where(Person.atena_no.in_(list(atena_nos)))):
-        p.pseudonym_status = status
-    session.flush()
+    """One UPDATE per 5,000 persons. ``requested`` never overwrites ``bound``: a person
+    asked for again keeps the pseudonym the chukan holds."""
+    for part in _parts(sorted(set(atena_nos))):
+        stmt = update(Person).where(Person.atena_no.in_(part))
+        if status != "bound":
+            stmt = stmt.where(Person.pseudonym_status != "bound")
+        session.execute(stmt.values(pseudonym_status=status).execution_options(synchronize_session=False))
 
 
 # --- pseudonym acquisition (the calls to chukan and J-LIS are renkei.atena.flows) ---------
@@ -227,10 +287,16 @@ def check_atena_nos(atena_nos: Iterable[str]) -> list[str]:
 @dataclass(frozen=True)
 class Submission:
     """What atena sends J-LIS for one chunk: (individual number, acquisition number) per
-    person, never the 統合宛名番号; ``atena_nos`` are the persons whose acquisition started."""
+    person, never the 統合宛名番号; ``atena_nos`` are the persons whose acquisition started,
+    ``person_of`` names the person of each acquisition number sent (kept here, never sent)."""
 
     atena_nos: list[str]
     items: list[SubmitItem]
+    person_of: dict[str, str]
+
+    def relayed(self, results: Iterable[ItemStatus]) -> list[str]:
+        """The persons J-LIS relayed to the hub, by its answer per item."""
+        return [self.person_of[r.acquisition_no] for r in results if r.status == "relayed" and r.acquisition_no in self.person_of]
 
 
 def submission(
@@ -244,7 +310,8 @@ def submission(
     items = [
         SubmitItem(individual_number=numbers[a], acquisition_no=n) for a, n in wanted.items() if a in numbers
     ]
-    return Submission(atena_nos=list(wanted), items=items)
+    person_of = {n: a for a, n in wanted.items() if a in numbers}
+    return Submission(atena_nos=list(wanted), items=items, person_of=person_of)
 
 
 def tally(results: Iterable[ItemStatus]) -> tuple[int, dict[str, int]]:

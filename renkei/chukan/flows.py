@@ -49,29 +49,45 @@ def _hub(rt: NodeRuntime) -> tuple[str, str]:
 
 
 async def acquire(flow: Flow, req: AtenaNos) -> Acquiring:
-    """Step 1 of 符号取得: one acquisition number from the hub per 統合宛名番号, kept
-    here until the hub delivers the pseudonym for it."""
+    """Step 1 of 符号取得: an acquisition number from the hub per 統合宛名番号, kept here
+    until the hub delivers the pseudonym for it.
+
+    A person asked for again while their number still awaits its pseudonym (atena retrying
+    after a crash or a timeout) gets the same number back, not a new one: the retry is the
+    same request, and the hub answers it with the same pseudonym."""
     if not req.atena_nos:
         raise Problem(422, "bad_count", "統合宛名番号を1件以上指定してください。")
-    hub_url, hub_org = _hub(flow.rt)
-    # Flow.send screens the sender and keeps the message id first.
-    ask = AcquisitionCreate(count=len(req.atena_nos))
-    created = await flow.send(contract.ACQUISITION_CREATE, hub_url, hub_org, ask)
-    if len(created.acquisition_nos) != len(req.atena_nos):
-        raise Problem(502, "peer_error", "取得番号の件数が一致しません。")
-    pairs = list(zip(req.atena_nos, created.acquisition_nos, strict=True))
+    # The first unit screens the sender and keeps the message id, before the hub is asked.
+    known = await flow.unit(lambda unit: service.pending_acquisitions(unit.session, req.atena_nos))
+    missing = list(dict.fromkeys(a for a in req.atena_nos if a not in known))
+    if missing:
+        hub_url, hub_org = _hub(flow.rt)
+        created = await flow.send(contract.ACQUISITION_CREATE, hub_url, hub_org, AcquisitionCreate(count=len(missing)))
+        if len(created.acquisition_nos) != len(missing):
+            raise Problem(502, "peer_error", "取得番号の件数が一致しません。")
+        fresh = list(zip(missing, created.acquisition_nos, strict=True))
 
-    def keep(unit: Unit) -> None:
-        service.remember_acquisitions(unit.session, pairs, unit.now)
-        unit.record(
-            AuditEvent(
-                actor=unit.msg.iss, action="pseudonym.acquire", outcome="ok", ref=unit.msg.id,
-                detail={"count": len(pairs)},
+        def keep(unit: Unit) -> None:
+            service.remember_acquisitions(unit.session, fresh, unit.now)
+            unit.record(
+                AuditEvent(
+                    actor=unit.msg.iss, action="pseudonym.acquire", outcome="ok", ref=unit.msg.id,
+                    detail={"count": len(fresh), "again": len(known)},
+                )
+            )  # fmt: skip
+
+        await flow.unit(keep)
+        known = {**known, **dict(fresh)}
+    else:
+        await flow.unit(
+            lambda unit: unit.record(
+                AuditEvent(
+                    actor=unit.msg.iss, action="pseudonym.acquire", outcome="ok", ref=unit.msg.id,
+                    detail={"count": 0, "again": len(known)},
+                )
             )
         )  # fmt: skip
-
-    await flow.unit(keep)
-    return Acquiring(items=[AcquisitionPair(atena_no=a, acquisition_no=n) for a, n in pairs])
+    return Acquiring(items=[AcquisitionPair(atena_no=a, acquisition_no=known[a]) for a in req.atena_nos])
 
 
 # --- our inquiries ------------------------------------------------------------------------

@@ -11,9 +11,9 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import IO, Any
+from typing import IO, Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from renkei.catalogue import Catalogue
@@ -53,42 +53,107 @@ def parse_date(value: Any, label: str) -> date:
 # --- pseudonyms ---------------------------------------------------------------
 
 
+def _parts(values: Sequence[Any], size: int = 5000) -> Iterable[Sequence[Any]]:
+    """Slices of at most ``size`` values: one IN list stays well under both backends'
+    limits on bound parameters."""
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
 def remember_acquisitions(session: Session, pairs: list[tuple[str, str]], now: datetime) -> None:
-    """(atena_no, acquisition_no) pairs handed out by the hub, awaiting the pseudonym."""
-    for atena_no, acq_no in pairs:
-        session.add(PendingAcquisition(acquisition_no=acq_no, atena_no=atena_no, requested_at=now))
-    session.flush()
+    """(atena_no, acquisition_no) pairs handed out by the hub, awaiting the pseudonym (one
+    multi-row INSERT)."""
+    if pairs:
+        session.execute(
+            insert(cast(Table, PendingAcquisition.__table__)),
+            [{"acquisition_no": acq_no, "atena_no": atena_no, "requested_at": now} for atena_no, acq_no in pairs],
+        )
+
+
+def pending_acquisitions(session: Session, atena_nos: Iterable[str]) -> dict[str, str]:
+    """The acquisition number still awaiting its pseudonym of each person that has one (the
+    newest): asked again, the person is asked under it, not under a new one."""
+    out: dict[str, str] = {}
+    for part in _parts(sorted(set(atena_nos))):
+        for acq_no, atena_no in session.execute(
+            select(PendingAcquisition.acquisition_no, PendingAcquisition.atena_no)
+            .where(PendingAcquisition.atena_no.in_(part), PendingAcquisition.completed_at.is_(None))
+            .order_by(PendingAcquisition.acquisition_no)
+        ).tuples():
+            out[atena_no] = acq_no
+    return out
 
 
 def bind_deliveries(session: Session, items: Sequence[Delivery], now: datetime) -> dict[str, int]:
     """Step 4: the hub delivers (acquisition number, pseudonym); bind it to the 統合宛名番号.
 
     Item by item (a count per outcome), so that one unknown or conflicting item does not
-    hold up the others."""
+    hold up the others; set-based: the acquisitions, the bindings and the holders of the
+    pseudonyms are each read in one query, the new bindings written in one multi-row
+    INSERT and the answered acquisitions marked in one UPDATE."""
     counts = {"bound": 0, "unchanged": 0, "unknown_acquisition": 0, "conflict": 0}
+    pending: dict[str, str] = {}  # acquisition no → atena no
+    for part in _parts(sorted({i.acquisition_no for i in items})):
+        pending.update(
+            session.execute(
+                select(PendingAcquisition.acquisition_no, PendingAcquisition.atena_no).where(
+                    PendingAcquisition.acquisition_no.in_(part)
+                )
+            )
+            .tuples()
+            .all()
+        )
+    binding: dict[str, str] = {}  # atena no → pseudonym
+    for part in _parts(sorted(set(pending.values()))):
+        binding.update(
+            session.execute(
+                select(PseudonymBinding.atena_no, PseudonymBinding.pseudonym).where(PseudonymBinding.atena_no.in_(part))
+            )
+            .tuples()
+            .all()
+        )
+    holder: dict[str, str] = {}  # pseudonym → atena no
+    for part in _parts(sorted({i.pseudonym for i in items if i.pseudonym})):
+        holder.update(
+            session.execute(
+                select(PseudonymBinding.pseudonym, PseudonymBinding.atena_no).where(PseudonymBinding.pseudonym.in_(part))
+            )
+            .tuples()
+            .all()
+        )
+    new: list[dict[str, Any]] = []
+    completed: set[str] = set()
     for item in items:
-        pending = session.get(PendingAcquisition, item.acquisition_no)
+        atena_no = pending.get(item.acquisition_no)
         pseudonym = item.pseudonym
-        if pending is None or not pseudonym:
+        if atena_no is None or not pseudonym:
             counts["unknown_acquisition"] += 1
             continue
-        binding = session.get(PseudonymBinding, pending.atena_no)
-        holder = atena_of_pseudonym(session, pseudonym)
-        if holder is not None and holder != pending.atena_no:
+        held_by = holder.get(pseudonym)
+        if held_by is not None and held_by != atena_no:
             # Two 統合宛名番号 for one person (a missed 名寄せ): a person must decide.
             counts["conflict"] += 1
             continue
-        if binding is None:
-            session.add(PseudonymBinding(atena_no=pending.atena_no, pseudonym=pseudonym, bound_at=now))
+        bound = binding.get(atena_no)
+        if bound is None:
+            new.append({"atena_no": atena_no, "pseudonym": pseudonym, "bound_at": now})
+            binding[atena_no], holder[pseudonym] = pseudonym, atena_no
             counts["bound"] += 1
-        elif binding.pseudonym == pseudonym:
+        elif bound == pseudonym:
             counts["unchanged"] += 1
         else:
             # One person, one pseudonym per organization: a different one means a mix-up upstream.
             counts["conflict"] += 1
             continue
-        pending.completed_at = now
-        session.flush()
+        completed.add(item.acquisition_no)
+    if new:
+        session.execute(insert(cast(Table, PseudonymBinding.__table__)), new)  # Core: no per-row ORM work
+    for part in _parts(sorted(completed)):
+        session.execute(
+            update(PendingAcquisition)
+            .where(PendingAcquisition.acquisition_no.in_(part), PendingAcquisition.completed_at.is_(None))
+            .values(completed_at=now)
+        )
     return counts
 
 

@@ -237,9 +237,10 @@ def check(kind: IdKind, value: str) -> IdProblem | None:
             return _bad_prefix(spec, value[: len(prefix)])
     # Characters before length: "1234-5678-9012" is better answered with "hyphen" than
     # with "14 characters".
-    for i in range(len(prefix), len(value)):
-        if not _is_ascii_digits(value[i]):
-            return _not_digits(spec, value, i)
+    if not _is_ascii_digits(value[len(prefix) :]):  # else all digits: no need to find the first other
+        for i in range(len(prefix), len(value)):
+            if not _is_ascii_digits(value[i]):
+                return _not_digits(spec, value, i)
     if len(value) != spec.length:
         return _wrong_length(spec, value)
     if spec.check_digit is not None and spec.check_digit(value[:-1]) != int(value[-1]):

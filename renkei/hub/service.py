@@ -10,14 +10,14 @@ import hmac
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from renkei.catalogue import Catalogue
@@ -36,6 +36,7 @@ from renkei.core.wire.contract import (
 from renkei.core.wire.outbox import enqueue
 from renkei.hub.models import (
     Acquisition,
+    Base,
     Link,
     Organization,
     OrgKey,
@@ -213,30 +214,46 @@ def member(session: Session, org_code: str) -> Organization:
 # --- serials ----------------------------------------------------------------
 
 
+def _table(model: type[Base]) -> Table:
+    """A model's table: bulk statements on it skip the ORM's per-row bookkeeping."""
+    return cast(Table, model.__table__)
+
+
 def issue_serial(session: Session, kind: str, now: datetime) -> str:
     """20 digits: issue date and a 12-digit database sequence (ours; the real format is not public)."""
-    row = Serial(kind=kind, issued_at=now)
-    session.add(row)
-    session.flush()
-    return f"{now:%Y%m%d}{row.id:012d}"
+    return issue_serials(session, kind, now, 1)[0]
+
+
+def issue_serials(session: Session, kind: str, now: datetime, count: int) -> list[str]:
+    """``count`` serials in one statement (one multi-row INSERT … RETURNING), in order."""
+    if count <= 0:
+        return []
+    t = _table(Serial)
+    ids_ = session.scalars(
+        insert(t).returning(t.c.id, sort_by_parameter_order=True), [{"kind": kind, "issued_at": now}] * count
+    ).all()
+    return [f"{now:%Y%m%d}{row_id:012d}" for row_id in ids_]
 
 
 # --- pseudonym acquisition --------------------------------------------------
 
 
 def create_acquisitions(session: Session, org_code: str, count: int, now: datetime) -> list[str]:
-    """Step 1: acquisition numbers for an organization's chukan."""
+    """Step 1: acquisition numbers for an organization's chukan (set-based: the serials
+    and the acquisitions each in one multi-row INSERT)."""
     org = member(session, org_code)
     if org.role != "member" or not org.chukan_url:
         raise Problem(403, "not_a_member", "符号を取得できる機関ではありません。", org_code)
     if not 1 <= count <= MAX_BATCH:
         raise Problem(422, "bad_count", f"取得番号の件数は1〜{MAX_BATCH}件で指定してください。", str(count))
-    out = []
-    for _ in range(count):
-        no = issue_serial(session, "acquisition", now)
-        session.add(Acquisition(acquisition_no=no, org_code=org_code, serial=no, requested_at=now))
-        out.append(no)
-    session.flush()
+    out = issue_serials(session, "acquisition", now, count)
+    session.execute(
+        insert(_table(Acquisition)),
+        [
+            {"acquisition_no": no, "org_code": org_code, "serial": no, "requested_at": now, "status": "pending"}
+            for no in out
+        ],
+    )
     return out
 
 
@@ -245,15 +262,55 @@ def resident_key(secret: bytes, resident_code: str) -> str:
 
 
 def pseudonym_for(session: Session, link_id: int, org_code: str, now: datetime) -> str:
-    existing = session.scalar(
-        select(Pseudonym.pseudonym).where(Pseudonym.link_id == link_id, Pseudonym.org_code == org_code)
-    )
-    if existing is not None:
-        return existing
-    value = secrets.token_urlsafe(30)  # 40 chars; unrelated across organizations
-    session.add(Pseudonym(pseudonym=value, link_id=link_id, org_code=org_code, issued_at=now))
-    session.flush()
-    return value
+    return pseudonyms_for(session, [link_id], org_code, now)[link_id]
+
+
+def pseudonyms_for(session: Session, link_ids: Iterable[int], org_code: str, now: datetime) -> dict[int, str]:
+    """The organization's pseudonym of each person (link id): the one issued before, or a
+    new one (one SELECT for the set, one multi-row INSERT for the new ones)."""
+    wanted = set(link_ids)
+    if not wanted:
+        return {}
+    out: dict[int, str] = {}
+    for part in _parts(sorted(wanted)):
+        out.update(
+            session.execute(
+                select(Pseudonym.link_id, Pseudonym.pseudonym).where(
+                    Pseudonym.org_code == org_code, Pseudonym.link_id.in_(part)
+                )
+            ).tuples().all()
+        )
+    new = {link_id: secrets.token_urlsafe(30) for link_id in sorted(wanted - out.keys())}  # 40 chars each
+    if new:
+        session.execute(
+            insert(_table(Pseudonym)),
+            [{"pseudonym": v, "link_id": k, "org_code": org_code, "issued_at": now} for k, v in new.items()],
+        )
+        out.update(new)
+    return out
+
+
+def _parts(values: Sequence[Any], size: int = 5000) -> Iterable[Sequence[Any]]:
+    """Slices of at most ``size`` values: one IN list stays well under both backends'
+    limits on bound parameters."""
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+def _links(session: Session, keys: set[str], now: datetime) -> dict[str, int]:
+    """Link id per resident key: found, or created (one multi-row INSERT … RETURNING)."""
+    found: dict[str, int] = {}
+    for part in _parts(sorted(keys)):
+        found.update(session.execute(select(Link.resident_key, Link.id).where(Link.resident_key.in_(part))).tuples().all())
+    missing = sorted(keys - found.keys())
+    if missing:
+        t = _table(Link)
+        rows = session.execute(
+            insert(t).returning(t.c.resident_key, t.c.id, sort_by_parameter_order=True),
+            [{"resident_key": k, "created_at": now} for k in missing],
+        ).tuples().all()
+        found.update(rows)
+    return found
 
 
 @dataclass(frozen=True)
@@ -269,42 +326,71 @@ def resolve_acquisitions(
     items: Sequence[ResolveItem],
     now: datetime,
 ) -> list[ResolveResult]:
-    """Steps 3–4: J-LIS names the person by resident code; issue the pseudonym and queue its delivery."""
+    """Steps 3–4: J-LIS names the person by resident code; issue the pseudonym and queue its
+    delivery (one message per organization for the whole batch).
+
+    Set-based: the acquisitions, the links and the pseudonyms of the batch are each read
+    in one query and written in one multi-row statement; the items are then judged one by
+    one in memory, in order (a status each), as a repeated item in the batch would be.
+    """
     if len(items) > MAX_BATCH:
         raise Problem(422, "bad_count", f"一度に{MAX_BATCH}件までです。")
+    # acquisition no → [org code, link id, status]: the state the items below change in turn.
+    state: dict[str, list[Any]] = {}
+    wanted_nos = sorted({i.acquisition_no for i in items})
+    for part in _parts(wanted_nos):
+        for no, owner, link_id, status in session.execute(
+            select(Acquisition.acquisition_no, Acquisition.org_code, Acquisition.link_id, Acquisition.status).where(
+                Acquisition.acquisition_no.in_(part)
+            )
+        ).tuples():
+            state[no] = [owner, link_id, status]
+    # Pass 1: the checks that need no link; the keyed hash of each resident code that passes.
+    keys: dict[int, str] = {}
+    for n, item in enumerate(items):
+        acq = state.get(item.acquisition_no)
+        if acq is None or acq[0] != item.org_code or ids.check(ids.IdKind.RESIDENT_CODE, item.resident_code) is not None:
+            continue
+        keys[n] = resident_key(secret, item.resident_code)
+    links = _links(session, set(keys.values()), now)
+    # Pass 2: each item in order; the pseudonyms asked for, per organization.
     results: list[ResolveResult] = []
-    deliveries: dict[str, list[Delivery]] = defaultdict(list)
-    for item in items:
-        acq_no, code, org_code = item.acquisition_no, item.resident_code, item.org_code
-        acq = session.get(Acquisition, acq_no)
+    issued: list[tuple[str, str, int]] = []  # (acquisition no, org code, link id), in order
+    for n, item in enumerate(items):
+        acq_no = item.acquisition_no
+        acq = state.get(acq_no)
         if acq is None:
             results.append(ResolveResult(acq_no, "unknown_acquisition"))
             continue
-        if acq.org_code != org_code:
+        if acq[0] != item.org_code:
             results.append(ResolveResult(acq_no, "org_mismatch"))
             continue
-        if ids.check(ids.IdKind.RESIDENT_CODE, code) is not None:
+        key = keys.get(n)
+        if key is None:
             results.append(ResolveResult(acq_no, "invalid_resident_code"))
             continue
-        key = resident_key(secret, code)
-        link = session.scalar(select(Link).where(Link.resident_key == key))
-        if link is None:
-            link = Link(resident_key=key, created_at=now)
-            session.add(link)
-            session.flush()
-        if acq.link_id is not None and acq.link_id != link.id:
+        link_id = links[key]
+        if acq[1] is not None and acq[1] != link_id:
             # An acquisition number names one person, once and for all.
             results.append(ResolveResult(acq_no, "resident_code_mismatch"))
             continue
-        pseudonym = pseudonym_for(session, link.id, acq.org_code, now)
         # Re-acquisition is idempotent: the same pseudonym is delivered again.
-        status = "issued" if acq.status == "pending" else "already_resolved"
-        acq.status = "issued"
-        acq.link_id = link.id
-        acq.resolved_at = now
-        deliveries[acq.org_code].append(Delivery(acquisition_no=acq_no, pseudonym=pseudonym))
-        results.append(ResolveResult(acq_no, status))
-    for org_code, batch in deliveries.items():
+        results.append(ResolveResult(acq_no, "issued" if acq[2] == "pending" else "already_resolved"))
+        acq[1], acq[2] = link_id, "issued"
+        issued.append((acq_no, acq[0], link_id))
+    if issued:
+        t = _table(Acquisition)
+        session.execute(
+            update(t)
+            .where(t.c.acquisition_no == bindparam("no"))
+            .values(status="issued", link_id=bindparam("link"), resolved_at=now),
+            [{"no": no, "link": link_id} for no, link_id in {no: link_id for no, _, link_id in issued}.items()],
+        )
+    by_org: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for no, org_code, link_id in issued:
+        by_org[org_code].append((no, link_id))
+    for org_code, batch in by_org.items():
+        pseudonyms = pseudonyms_for(session, (link_id for _, link_id in batch), org_code, now)
         org = member(session, org_code)
         assert org.chukan_url is not None
         enqueue(
@@ -313,10 +399,11 @@ def resolve_acquisitions(
             destination=org.chukan_url.rstrip("/") + PSEUDONYM_DELIVER.path,
             audience=org_code,
             typ=PSEUDONYM_DELIVER.typ,
-            body=PseudonymDeliver(items=batch).dump(),
+            body=PseudonymDeliver(
+                items=[Delivery(acquisition_no=no, pseudonym=pseudonyms[link_id]) for no, link_id in batch]
+            ).dump(),
             now=now,
         )
-    session.flush()
     return results
 
 

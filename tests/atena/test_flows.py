@@ -9,6 +9,7 @@ flow's database work ran in worker threads.
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from renkei.atena import flows
 from renkei.atena.models import InquiryLog, Person
 from renkei.core import ids
 from renkei.core.db import EVENT_LOOP_IO_ENV
@@ -151,10 +153,11 @@ def test_acquisition_gives_chukan_and_jlis_each_only_their_part(world: World, pe
     # J-LIS never learns a 統合宛名番号; the stranger's number never left.
     assert not any(a in str(body) for a in world.atena_nos)
     assert world.numbers[stranger] not in str(peers.sent)
-    assert [world.status_of(a) for a in (*asked, stranger)] == ["requested", "requested", "none"]
+    # Only the person J-LIS relayed is under way; the other stays to be asked for again.
+    assert [world.status_of(a) for a in (*asked, stranger)] == ["requested", "none", "none"]
     entry = last_audit(world)
     assert (entry["actor"], entry["action"], entry["outcome"], entry["detail"]) == (
-        "jumin01-batch", "pseudonym.acquire", "ok", {"count": 2},
+        "jumin01-batch", "pseudonym.acquire", "ok", {"count": 2, "relayed": 1, "unknown_acquisition": 1},
     )
 
 
@@ -203,6 +206,70 @@ def test_status_marks_only_the_persons_asked_about(world: World, peers: Peers) -
          "pseudonym.status", {"atena_nos": asked}),
     ]  # fmt: skip
     assert [world.status_of(a) for a in (*asked, stranger)] == ["bound", "none", "none"]
+
+
+def test_acquire_all_asks_in_chunks_and_waits_until_bound(world: World, peers: Peers) -> None:
+    """The whole-population run: persons not yet requested, in chunks; J-LIS's refusal
+    leaves its person to be asked for again; the chukan's status marks them bound; the run
+    and each chunk audited under the actor given."""
+    rt, cipher = world.atena.app.state.rt, world.atena.app.state.cipher
+    with rt.sessions() as s:
+        todo = sorted(s.scalars(select(Person.atena_no).where(Person.pseudonym_status == "none")))
+        waiting = sorted(s.scalars(select(Person.atena_no).where(Person.pseudonym_status == "requested")))
+    assert len(todo) >= 4
+    refused = todo[1]
+    numbers: dict[str, str] = {}
+
+    def acquiring(body: dict[str, Any]) -> dict[str, Any]:
+        for a in body["atena_nos"]:
+            numbers.setdefault(a, f"{len(numbers) + 1:020d}")
+        return {"items": [{"atena_no": a, "acquisition_no": numbers[a]} for a in body["atena_nos"]]}
+
+    def relay(body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "results": [
+                {"acquisition_no": i["acquisition_no"],
+                 "status": "unknown_individual_number" if i["acquisition_no"] == numbers[refused] else "relayed"}
+                for i in body["items"]
+            ]
+        }  # fmt: skip
+
+    peers.answers["pseudonym.acquire"] = acquiring
+    peers.answers["acquisition.submit"] = relay
+    peers.answers["pseudonym.status"] = lambda body: {"bound": body["atena_nos"]}
+    seen: list[tuple[int, int, int]] = []
+    work = flows.Work(rt, "cli:tester", "cli")
+    summary = asyncio.run(
+        flows.acquire_all(
+            work, cipher, chunk=3, in_flight=2, poll_seconds=0.01,
+            on_progress=lambda p: seen.append((p.requested, p.relayed, p.bound)),
+        )
+    )  # fmt: skip
+    p = summary.progress
+    assert (p.targets, p.requested, p.relayed) == (len(todo), len(todo), len(todo) - 1)
+    assert p.problems == {"unknown_individual_number": 1}
+    assert p.bound == len(todo) - 1 + len(waiting)  # those requested before are waited for too
+    assert seen[-1] == (p.requested, p.relayed, p.bound)
+    chunks = [body["atena_nos"] for _u, _a, typ, body in peers.sent if typ == "pseudonym.acquire"]
+    assert sorted(a for c in chunks for a in c) == todo and all(len(c) <= 3 for c in chunks)
+    for _u, _a, typ, body in peers.sent:
+        if typ == "acquisition.submit":  # J-LIS never learns a 統合宛名番号
+            assert not any(a in str(body) for a in world.atena_nos)
+    assert world.status_of(refused) == "none" and not summary.complete
+    assert all(world.status_of(a) == "bound" for a in todo if a != refused)
+    audit = world.atena.audit()
+    assert audit[-1]["action"] == "pseudonym.acquire_all" and audit[-1]["outcome"] == "incomplete"
+    assert audit[-1]["actor"] == "cli:tester" and audit[-1]["detail"]["unknown_individual_number"] == 1
+    assert sum(e["action"] == "pseudonym.acquire" and e["actor"] == "cli:tester" for e in audit) == len(chunks)
+
+    # Run again: only the person J-LIS refused is asked for, under the number asked before.
+    peers.sent.clear()
+    again = asyncio.run(flows.acquire_all(work, cipher, chunk=3, poll_seconds=0.01))
+    assert again.progress.targets == 1
+    assert [body for _u, _a, typ, body in peers.sent if typ == "pseudonym.acquire"] == [{"atena_nos": [refused]}]
+    with pytest.raises(Problem) as exc:
+        asyncio.run(flows.acquire_all(work, cipher, chunk=contract.MAX_BATCH + 1))
+    assert exc.value.code == "bad_count"
 
 
 # --- provision copies ------------------------------------------------------------------------

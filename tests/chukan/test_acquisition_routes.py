@@ -31,7 +31,7 @@ from renkei.federation.topology import HUB, SHINJUKU, Org
 from tests.api.fed import JOSE, Federation, assert_problem, build_federation, counts, unchanged
 from tests.conftest import BACKENDS, create_pg_database, drop_pg_database
 
-A1, A2, A3 = (ids.make_atena_no(n) for n in (501, 502, 503))
+A1, A2, A3, A4, A5, A6 = (ids.make_atena_no(n) for n in (501, 502, 503, 504, 505, 506))
 
 
 @dataclass
@@ -127,11 +127,40 @@ def test_acquire_deliver_and_status(chukan: Chukan) -> None:
     assert "p" * 40 not in status.model_dump_json()
 
 
+def test_asked_again_a_person_keeps_the_number_awaiting_its_pseudonym(chukan: Chukan) -> None:
+    """A retry (atena after a crash): a person whose number still awaits its pseudonym
+    gets the same number back; only the others get new numbers from the hub; a person
+    named twice in one request gets one number."""
+    first = chukan.reply(
+        chukan.send(contract.PSEUDONYM_ACQUIRE, {"atena_nos": [A6]}, SHINJUKU, "atena"), contract.PSEUDONYM_ACQUIRE
+    )
+    [(_, number)] = [(i.atena_no, i.acquisition_no) for i in first.items]
+    asked = len(chukan.hub.asked)
+    again = chukan.reply(
+        chukan.send(contract.PSEUDONYM_ACQUIRE, {"atena_nos": [A6, A6]}, SHINJUKU, "atena"), contract.PSEUDONYM_ACQUIRE
+    )
+    assert [(i.atena_no, i.acquisition_no) for i in again.items] == [(A6, number), (A6, number)]
+    assert len(chukan.hub.asked) == asked  # the hub was not asked
+    with chukan.app.state.rt.sessions() as s:
+        assert list(s.scalars(select(PendingAcquisition.acquisition_no).where(PendingAcquisition.atena_no == A6))) == [
+            number
+        ]
+    # Once bound, the number is answered: a further request is a new acquisition.
+    chukan.reply(
+        chukan.send(contract.PSEUDONYM_DELIVER, {"items": [{"acquisition_no": number, "pseudonym": "r" * 40}]}, HUB, "hub"),
+        contract.PSEUDONYM_DELIVER,
+    )
+    later = chukan.reply(
+        chukan.send(contract.PSEUDONYM_ACQUIRE, {"atena_nos": [A6]}, SHINJUKU, "atena"), contract.PSEUDONYM_ACQUIRE
+    )
+    assert later.items[0].acquisition_no != number and chukan.hub.asked[-1] == {"count": 1}
+
+
 def test_a_hub_that_hands_out_the_wrong_count_keeps_nothing(chukan: Chukan) -> None:
     chukan.hub.numbers = ["20250401000000000900"]
     try:
         before = chukan.counts()
-        resp = chukan.send(contract.PSEUDONYM_ACQUIRE, {"atena_nos": [A2, A3]}, SHINJUKU, "atena")
+        resp = chukan.send(contract.PSEUDONYM_ACQUIRE, {"atena_nos": [A4, A5]}, SHINJUKU, "atena")
         assert_problem(resp, 502, "peer_error")
         after = chukan.counts()
         # The request's id was kept before the hub was asked (a replay must not reach it); nothing else.

@@ -160,3 +160,33 @@ def test_check_atena_no() -> None:
         with pytest.raises(Problem) as exc:
             service.check_atena_no(bad)
         assert exc.value.code == "invalid_atena_no"
+
+
+def test_a_large_delivery_is_bound_as_item_by_item(session: Session) -> None:
+    """The set-based path on 1,500 deliveries: new bindings, a repeat (unchanged), a person
+    already bound to another pseudonym and a pseudonym held by another person (conflicts,
+    their acquisitions stay open), unknown numbers; the first completion time is kept."""
+    s = session
+    people = [make_atena_no(1000 + i) for i in range(1500)]
+    nos = [f"2025040200{i:010d}" for i in range(1500)]
+    service.remember_acquisitions(s, list(zip(people, nos, strict=True)), NOW)
+    s.add(PseudonymBinding(atena_no=people[0], pseudonym="x" * 40, bound_at=NOW))  # bound before
+    service.remember_acquisitions(s, [(people[1], "20250402999999999998")], NOW)  # a second number
+    s.commit()
+    later = NOW + timedelta(minutes=1)
+    items = [{"acquisition_no": n, "pseudonym": f"{i:040d}"} for i, n in enumerate(nos)]
+    items.append({"acquisition_no": nos[2], "pseudonym": f"{2:040d}"})  # the same again
+    items.append({"acquisition_no": "20250402999999999998", "pseudonym": f"{3:040d}"})  # people[3]'s
+    items.append({"acquisition_no": "20250402999999999999", "pseudonym": "z" * 40})
+    counts = _bind(s, items, later)
+    s.commit()
+    assert counts == _counts(bound=1499, unchanged=1, conflict=2, unknown_acquisition=1)
+    assert service.pseudonym_of(s, people[0]) == "x" * 40
+    assert all(service.pseudonym_of(s, people[i]) == f"{i:040d}" for i in (1, 2, 1499))
+    assert s.scalar(select(func.count()).select_from(PseudonymBinding)) == 1500
+    open_nos = set(s.scalars(select(PendingAcquisition.acquisition_no).where(PendingAcquisition.completed_at.is_(None))))
+    assert open_nos == {nos[0], "20250402999999999998"}
+    assert set(service.bound_atena_nos(s, people)) == set(people)
+    assert service.pending_acquisitions(s, [people[0], people[1], people[5]]) == {
+        people[0]: nos[0], people[1]: "20250402999999999998"
+    }

@@ -277,3 +277,46 @@ def test_acquisition_number_names_one_person_for_good(federation: Session) -> No
     )
     assert again.status == "resident_code_mismatch"
     assert len(_outbox(federation)) == deliveries  # nothing delivered for another person
+
+
+def test_a_large_batch_is_resolved_as_item_by_item(federation: Session) -> None:
+    """The set-based path on a batch of 1,200: one pseudonym per person and organization
+    whatever the batch holds — persons known before and new, one person under two numbers,
+    a number repeated, refusals in between — and one delivery message for the lot."""
+    s = federation
+    rng = random.Random(5)
+    codes = list(dict.fromkeys(ids.generate_resident_code(rng) for _ in range(1000)))
+    known = codes[:100]
+    _, res = _resolve(s, SHINJUKU, known[0])  # one person already has a pseudonym
+    earlier = _pseudonym_of(s, _)
+    assert res.status == "issued"
+    nos = service.create_acquisitions(s, SHINJUKU, len(codes) + 1, NOW)
+    assert len(set(nos)) == len(nos) and nos == sorted(nos)  # in issue order
+    items = [{"acquisition_no": n, "resident_code": c, "org_code": SHINJUKU} for n, c in zip(nos, codes, strict=False)]
+    items.append({"acquisition_no": nos[-1], "resident_code": codes[1], "org_code": SHINJUKU})  # codes[1] again
+    items.append(items[5])  # the same item twice
+    items.append({"acquisition_no": nos[7], "resident_code": codes[8], "org_code": SHINJUKU})  # another person
+    items.append({"acquisition_no": nos[9], "resident_code": codes[9], "org_code": NAKANO})
+    items.append({"acquisition_no": "20250401999999999999", "resident_code": codes[9], "org_code": SHINJUKU})
+    before = len(_outbox(s))
+    results = resolve(s, kernel, SECRET, items, NOW)
+    s.commit()
+    assert [r.status for r in results] == ["issued"] * (len(codes) + 1) + [
+        "already_resolved", "resident_code_mismatch", "org_mismatch", "unknown_acquisition",
+    ]  # fmt: skip
+    boxes = _outbox(s)[before:]
+    assert len(boxes) == 1
+    delivered = boxes[0]["body"]["items"]
+    assert len(delivered) == len(codes) + 2
+    by_no: dict[str, set[str]] = {}
+    for d in delivered:
+        by_no.setdefault(d["acquisition_no"], set()).add(d["pseudonym"])
+    assert all(len(v) == 1 for v in by_no.values())
+    assert by_no[nos[0]] == {earlier}  # the person known before: the same pseudonym
+    assert by_no[nos[-1]] == by_no[nos[1]]  # one person under two numbers: one pseudonym
+    assert len({p for v in by_no.values() for p in v}) == len(codes)
+    assert s.scalar(select(func.count()).select_from(Link)) == len(codes)
+    assert s.scalar(select(func.count()).select_from(Pseudonym)) == len(codes)
+    issued = {a.acquisition_no: a for a in s.scalars(select(Acquisition).where(Acquisition.acquisition_no.in_(nos)))}
+    assert all(a.status == "issued" and a.link_id is not None and a.resolved_at is not None for a in issued.values())
+    assert issued[nos[-1]].link_id == issued[nos[1]].link_id

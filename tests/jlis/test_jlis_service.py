@@ -230,3 +230,49 @@ def test_individual_numbers_are_sealed_at_rest(session: Session) -> None:
     other = FieldCipher.generate()
     results = _submit(session, other, [{"individual_number": PEOPLE[0][0], "acquisition_no": _acq(1)}])
     assert [r.status for r in results] == ["unknown_individual_number"]
+
+
+def test_a_repeated_submission_is_relayed_again_but_recorded_once(session: Session) -> None:
+    """atena retrying after a crash sends the same (number, acquisition number): relayed
+    again (the hub answers with the same pseudonym), one record; the same acquisition
+    number for another person is refused here, and nothing of it is relayed."""
+    service.load_citizens(session, CIPHER, PEOPLE, NOW)
+    first = [{"individual_number": PEOPLE[0][0], "acquisition_no": _acq(1)}]
+    assert [r.status for r in _submit(session, CIPHER, first)] == ["relayed"]
+    session.commit()
+    again = [
+        {"individual_number": PEOPLE[0][0], "acquisition_no": _acq(1)},
+        {"individual_number": PEOPLE[1][0], "acquisition_no": _acq(1)},  # another person
+        {"individual_number": PEOPLE[2][0], "acquisition_no": _acq(2)},
+        {"individual_number": PEOPLE[2][0], "acquisition_no": _acq(2)},  # twice in one batch
+    ]
+    results = _submit(session, CIPHER, again)
+    session.commit()
+    assert [r.status for r in results] == ["relayed", "acquisition_no_conflict", "relayed", "relayed"]
+    relayed = session.execute(
+        select(RelayedAcquisition.acquisition_no, RelayedAcquisition.resident_code).order_by(RelayedAcquisition.id)
+    ).all()
+    assert [tuple(r) for r in relayed] == [(_acq(1), PEOPLE[0][1]), (_acq(2), PEOPLE[2][1])]
+    boxes = _outbox(session)
+    assert len(boxes) == 2
+    assert boxes[1]["body"]["items"] == [
+        {"acquisition_no": _acq(1), "resident_code": PEOPLE[0][1], "org_code": SHINJUKU},
+        {"acquisition_no": _acq(2), "resident_code": PEOPLE[2][1], "org_code": SHINJUKU},
+    ]
+
+
+def test_submit_of_many_is_the_same_as_one_by_one(session: Session) -> None:
+    """The set-based path on a larger batch: every known number relayed under its own
+    acquisition number with its own resident code, in order."""
+    rng = random.Random(7)
+    people = [(ids.generate_individual_number(rng), ids.generate_resident_code(rng), "131041") for _ in range(300)]
+    people = list({p[0]: p for p in people}.values())
+    service.load_citizens(session, CIPHER, people[:-50], NOW)
+    items = [{"individual_number": n, "acquisition_no": _acq(i)} for i, (n, _, _) in enumerate(people)]
+    results = _submit(session, CIPHER, items)
+    assert [r.status for r in results] == ["relayed"] * (len(people) - 50) + ["unknown_individual_number"] * 50
+    [box] = _outbox(session)
+    assert box["body"]["items"] == [
+        {"acquisition_no": _acq(i), "resident_code": code, "org_code": SHINJUKU}
+        for i, (_, code, _) in enumerate(people[:-50])
+    ]

@@ -17,13 +17,27 @@ idempotent importer then adds nothing).
 `advance` moves the count only from the value this process last saw: a second process
 resuming the same import at the same time fails its batch with ``import_conflict``
 instead of importing the same rows twice.
+
+`run_import` is the loop every importer shares (a node passes its batch function):
+hash the file, begin or resume, read the records in batches (`renkei.core.records`),
+apply each batch and advance the ledger in one transaction, finish. A record the batch
+function refuses (a `Problem` carrying the record's ``index`` in the batch) or one the
+reader cannot read stops the import with that Problem, its title naming the file and
+line: nothing of that batch is written, the batches before it stay committed, and the
+ledger row stays running at their count. Run again on the same file, the import
+resumes there and stops at the same line; run on the corrected file (another digest),
+it is a new import from the first record, which an idempotent batch function makes
+safe — the records already applied add nothing.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 from sqlalchemy import (
     BigInteger,
@@ -37,12 +51,26 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from renkei.core.db import BigId, UtcDateTime
+from renkei.core.db import BigId, UtcDateTime, transaction, utcnow
 from renkei.core.errors import Problem
+from renkei.core.records import Columns, detect_format, read_records
 
-__all__ = ["DONE", "RUNNING", "ImportRun", "advance", "begin", "finish", "import_tables", "latest"]
+__all__ = [
+    "DONE",
+    "RUNNING",
+    "Batch",
+    "ImportResult",
+    "ImportRun",
+    "advance",
+    "begin",
+    "finish",
+    "import_tables",
+    "latest",
+    "run_import",
+    "scan_file",
+]
 
 RUNNING: Final = "running"
 DONE: Final = "done"
@@ -194,3 +222,128 @@ def finish(session: Session, table: Table, run: ImportRun, now: datetime) -> Imp
         update(table).where(table.c.id == run.id).values(status=DONE, updated_at=now)
     )
     return replace(run, status=DONE, updated_at=now)
+
+
+# --- the shared import loop -------------------------------------------------------------
+
+DEFAULT_BATCH: Final = 5_000
+MAX_BATCH: Final = 50_000
+_CHUNK: Final = 1 << 20
+
+Batch = list[tuple[int, dict[str, Any]]]
+"""(line number, record) pairs of one batch, in file order."""
+
+# A node's batch function: applies one batch in the session given (the import's
+# transaction) and returns how many records changed something (0 for a batch already
+# applied). It refuses a bad record with a Problem whose extra ``index`` is the record's
+# position in the batch.
+ApplyBatch = Callable[[Session, Batch], int]
+# Writes the batch's audit entry in the same transaction: (session, run after the batch,
+# records read, records applied).
+AuditBatch = Callable[[Session, "ImportRun", int, int], None]
+# (records read so far, an estimate of all records in the file or None).
+Progress = Callable[[int, int | None], None]
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What one run did: the ledger row at its end, the records this run read and
+    applied, where it resumed from (0 for a fresh import) and how long it took."""
+
+    run: ImportRun
+    read: int
+    applied: int
+    resumed_from: int
+    seconds: float
+
+
+def scan_file(path: Path) -> tuple[str, int]:
+    """SHA-256 of the file and its number of lines, in one pass of 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    lines = 0
+    last = b""
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            h.update(chunk)
+            lines += chunk.count(b"\n")
+            last = chunk
+    if last and not last.endswith(b"\n"):
+        lines += 1
+    return h.hexdigest(), lines
+
+
+def _batches(records: Iterator[tuple[int, dict[str, Any]]], size: int) -> Iterator[Batch]:
+    batch: Batch = []
+    for item in records:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def at_line(exc: Problem, source: str, line: int) -> Problem:
+    """A batch function's refusal of one record, naming the file and line in its title."""
+    extra = {k: v for k, v in exc.extra.items() if k != "index"}
+    return Problem(
+        exc.status, exc.code, f"{source} の {line} 行目: {exc.title}", exc.detail, **extra, source=source, line=line
+    )
+
+
+def run_import(
+    sessions: sessionmaker[Session],
+    ledger: Table,
+    path: Path,
+    *,
+    kind: str,
+    apply: ApplyBatch,
+    actor: str,
+    columns: Columns | None = None,
+    audit: AuditBatch | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    force: bool = False,
+    progress: Progress | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> ImportResult:
+    """Import ``path`` in batches of ``batch_size`` records, each one transaction with its
+    ledger update (and audit entry); resumes an unfinished import of the same file.
+
+    Raises the Problem of the first bad record (its title naming file and line), or
+    ``import_finished`` for a file already imported (unless ``force``).
+    """
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise Problem(422, "bad_count", f"一度に取り込む件数は1〜{MAX_BATCH:,}件で指定してください。")
+    started = time.perf_counter()
+    fmt = detect_format(path)
+    source = path.name
+    digest, lines = scan_file(path)
+    estimate = max(0, lines - 1) if fmt == "csv" else lines
+    with transaction(sessions) as s:
+        run = begin(s, ledger, kind=kind, source=source, digest=digest, actor=actor, now=clock(), force=force)
+    resumed_from = run.rows_read
+    read = applied = 0
+    if progress is not None:
+        progress(run.rows_read, estimate)
+    records = read_records(path, columns, skip=run.rows_read, source=source)
+    for batch in _batches(records, batch_size):
+        with transaction(sessions) as s:
+            try:
+                changed = apply(s, batch)
+            except Problem as exc:
+                index = exc.extra.get("index")
+                if isinstance(index, int) and 0 <= index < len(batch):
+                    raise at_line(exc, source, batch[index][0]) from None
+                raise
+            run = advance(s, ledger, run, read=len(batch), applied=changed, now=clock())
+            if audit is not None:
+                audit(s, run, len(batch), changed)
+        read += len(batch)
+        applied += changed
+        if progress is not None:
+            progress(run.rows_read, estimate)
+    with transaction(sessions) as s:
+        run = finish(s, ledger, run, clock())
+    return ImportResult(run=run, read=read, applied=applied, resumed_from=resumed_from, seconds=time.perf_counter() - started)

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import IO, Any
 
 import orjson
-from sqlalchemy import Text, cast, func, insert, select, text
+from sqlalchemy import Table, Text, cast, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from renkei.catalogue import Catalogue, Edition, parse_wire_date
@@ -124,6 +124,7 @@ class Registered:
     info_kind_code: str
     record_key: str
     version: int
+    added: bool = field(default=True, compare=False)  # False: the version held said the same
 
 
 def sealed_aad(row_id: int) -> tuple[str, str, str]:
@@ -166,7 +167,7 @@ def register_fukuhon(
         newest = held.get(c.key)
         if newest is not None and newest.says(cipher, c):
             # Registering the same copy again (a re-run batch) adds no version.
-            out.append(Registered(*c.key, newest.version))
+            out.append(Registered(*c.key, newest.version, added=False))
             continue
         version = (newest.version if newest is not None else 0) + 1
         new.append((c, version))
@@ -335,12 +336,13 @@ def _checked(catalogue: Catalogue, records: Sequence[Any]) -> list[_Copy]:
     return prepared
 
 
+_FUKUHON: Table = Fukuhon.__table__  # type: ignore[assignment]  # Core statements on the table
 _IN_CHUNK = 2000  # persons per look-up (SQLite takes at most 32,766 parameters)
 
 
 def _newest_held(session: Session, keys: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], _Held]:
     """The newest version held of each copy in ``keys``: one query per 2,000 persons."""
-    t = Fukuhon.__table__
+    t = _FUKUHON
     kinds = sorted({k[1] for k in keys})
     persons = sorted({k[0] for k in keys})
     held: dict[tuple[str, str, str], _Held] = {}
@@ -382,7 +384,7 @@ def _reserve_ids(session: Session, n: int) -> list[int]:
     # SQLite: the rowid SQLite itself would give. The batch's transaction already writes
     # (its message's replay record), so no other writer can take these ids meanwhile;
     # one that did would meet the primary key, never share an id.
-    top = session.scalar(select(func.max(Fukuhon.__table__.c.id))) or 0
+    top = session.scalar(select(func.max(_FUKUHON.c.id))) or 0
     return list(range(top + 1, top + 1 + n))
 
 
@@ -413,7 +415,7 @@ def _insert(session: Session, new: list[tuple[_Copy, int]], now: datetime, ciphe
                 "registered_at": now,
             }
         )
-    session.execute(insert(Fukuhon.__table__), rows)
+    session.execute(insert(_FUKUHON), rows)
 
 
 def find_copy(session: Session, atena_no: str, info_kind_code: str, as_of: date) -> Fukuhon | None:

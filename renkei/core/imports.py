@@ -347,3 +347,65 @@ def run_import(
     with transaction(sessions) as s:
         run = finish(s, ledger, run, clock())
     return ImportResult(run=run, read=read, applied=applied, resumed_from=resumed_from, seconds=time.perf_counter() - started)
+
+
+
+
+def import_to_node(
+    config: Any,
+    schema: Any,
+    ledger_table: Table,
+    path: Path,
+    *,
+    kind: str,
+    action: str,
+    apply: ApplyBatch,
+    actor: str,
+    columns: Columns | None = None,
+    migration_attributes: dict[str, Any] | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    force: bool = False,
+    progress: Progress | None = None,
+    engine: Any = None,
+) -> ImportResult:
+    """`run_import` on the database of the node ``config`` (a NodeConfig) names, migrated
+    to ``schema`` (its `renkei.core.schema.NodeSchema`) first, with one audit entry per
+    batch signed by the node's key: ``action``, outcome ok, the import's id, the batch's
+    number and counts — never a value of the file."""
+    from renkei.core.audit.log import AuditEvent, AuditLog
+    from renkei.core.crypto import envelope
+    from renkei.core.db import make_engine, make_sessionmaker, migrate
+
+    eng = engine or make_engine(config.database_url)
+    try:
+        migrate(eng, schema.migrations, schema.metadata, migration_attributes)
+        log = AuditLog(schema.audit, envelope.load_signing_key(config.keys.sig))
+
+        def audit_batch(session: Session, run: ImportRun, read: int, applied: int) -> None:
+            log.append(
+                session,
+                AuditEvent(
+                    actor=actor,
+                    action=action,
+                    outcome="ok",
+                    ref=f"import:{run.id}",
+                    detail={"import": run.id, "batch": run.batches, "count": read, "applied": applied},
+                ),
+            )
+
+        return run_import(
+            make_sessionmaker(eng),
+            ledger_table,
+            path,
+            kind=kind,
+            apply=apply,
+            actor=actor,
+            columns=columns,
+            audit=audit_batch,
+            batch_size=batch_size,
+            force=force,
+            progress=progress,
+        )
+    finally:
+        if engine is None:
+            eng.dispose()

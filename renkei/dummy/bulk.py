@@ -12,7 +12,9 @@ The shapes are those `renkei.federation.demo` sends; `renkei dummy load` posts t
 The same records as files for the streaming imports (`renkei atena import residents`,
 `renkei jlis import pairs`): `write_residents` and `write_jlis_pairs` write them one
 line at a time, JSON Lines or CSV by the file's suffix (the CSV columns are the importers'
-Japanese ones: `RESIDENT_CSV_COLUMNS`, `PAIR_CSV_COLUMNS`).
+Japanese ones: `RESIDENT_CSV_COLUMNS`, `PAIR_CSV_COLUMNS`). `write_fukuhon` writes one
+business system's copies for `renkei atena import fukuhon`, for one or more publication
+years (`fukuhon_copies`; CSV: `FUKUHON_CSV_COLUMNS`, then one column per item code).
 """
 
 from __future__ import annotations
@@ -26,14 +28,17 @@ from typing import Any, Final
 import orjson
 
 from renkei.dummy import business
-from renkei.dummy.model import RESIDENT, Person, SynthPopulation
+from renkei.dummy.model import RESIDENT, Person, SynthPopulation, add_years
 
 __all__ = [
     "MAX_BATCH",
     "PAIR_CSV_COLUMNS",
     "RESIDENT_CSV_COLUMNS",
     "batches",
+    "FUKUHON_CSV_COLUMNS",
+    "fukuhon_copies",
     "fukuhon_records",
+    "write_fukuhon",
     "jlis_rows",
     "person_record",
     "resident_records",
@@ -188,3 +193,49 @@ def write_jlis_pairs(pop: SynthPopulation, path: Path, progress: WriteProgress |
         {"individual_number": number, "resident_code": code, "lg_code": lg} for number, code, lg in jlis_rows(pop)
     )
     return _write(path, records, PAIR_CSV_COLUMNS, None, progress)
+
+
+# --- provision copies (副本) as files --------------------------------------------------
+
+FUKUHON_CSV_COLUMNS: Final = (
+    ("業務宛名番号", "business_atena_no"),
+    ("特定個人情報名コード", "info_kind_code"),
+    ("レコードキー", "record_key"),
+    ("公開開始日", "valid_from"),
+)
+
+
+def fukuhon_copies(pop: SynthPopulation, lg_code: str, system: str, years: int = 1) -> Iterator[dict[str, Any]]:
+    """`system`'s copies for ``years`` publication years, the oldest first: the current
+    year's (`fukuhon_records`) and, for each year before, the same records published a
+    year earlier under their own record key — the tax year before (課税年度 K001 with it)
+    for tax, the earlier publication date for the others. Synthetic: the earlier years
+    repeat the current values. Streamed; nothing is held."""
+    if years < 1:
+        raise ValueError("years must be at least 1")
+    for back in range(years - 1, -1, -1):
+        published = add_years(pop.reference_date, -back)
+        for rec in fukuhon_records(pop, lg_code, system, published):
+            if back:
+                if system == business.SYSTEM_TAX:
+                    year = str(pop.tax_year - back)
+                    rec["record_key"] = year
+                    rec["values"]["K001"] = year
+                else:
+                    rec["record_key"] = published.isoformat()
+            yield rec
+
+
+def write_fukuhon(
+    pop: SynthPopulation,
+    lg_code: str,
+    system: str,
+    path: Path,
+    years: int = 1,
+    progress: WriteProgress | None = None,
+) -> int:
+    """`fukuhon_copies` as a file for `renkei atena import fukuhon --system <system>`:
+    JSON Lines, or CSV for a .csv path (`FUKUHON_CSV_COLUMNS`, then the system's item
+    codes; an item not set is an empty cell). The number of copies written."""
+    nested = ("", "values", business.fukuhon_item_codes(system))
+    return _write(path, fukuhon_copies(pop, lg_code, system, years), FUKUHON_CSV_COLUMNS, nested, progress)

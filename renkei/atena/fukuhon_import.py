@@ -46,7 +46,7 @@ from renkei.core.db import migrate
 from renkei.core.errors import Problem
 from renkei.core.records import Columns
 from renkei.core.wire import contract
-from renkei.core.wire.contract import FukuhonRegister
+from renkei.core.wire.contract import FukuhonRegister, FukuhonRegistered
 from renkei.core.wire.runtime import (
     NodeRuntime,
     build_runtime,
@@ -81,6 +81,9 @@ _FALSE: Final = frozenset({"", "0", "false", "no", "いいえ", "無"})
 _FLAG_LABELS: Final = {"delete": "削除", "no_auto_answer": "自動応答不可"}
 
 T = TypeVar("T")
+# How a batch reaches the chukan, called in the import's worker thread (blocking): by
+# default a message over the wire; tests hand the chukan's service in directly.
+Sender = Callable[[FukuhonRegister], FukuhonRegistered]
 
 
 def kind_of(system: str) -> str:
@@ -171,6 +174,7 @@ def import_fukuhon(
     force: bool = False,
     progress: ledger.Progress | None = None,
     engine: Engine | None = None,
+    send: Sender | None = None,
 ) -> CopiesImported:
     """Send the copies of ``path`` (business ``system``'s) through the atena ``config``
     names to its chukan, in committed batches; resumes an unfinished import of the file.
@@ -189,7 +193,7 @@ def import_fukuhon(
     follow_hub_registry(rt)
     try:
         migrate(rt.engine, SCHEMA.migrations, SCHEMA.metadata, {"field_cipher": field_cipher(config)})
-        return asyncio.run(_import(rt, path, system, actor, batch_size, force, progress))
+        return asyncio.run(_import(rt, path, system, actor, batch_size, force, progress, send))
     finally:
         if engine is None:
             rt.engine.dispose()
@@ -203,6 +207,7 @@ async def _import(
     batch_size: int,
     force: bool,
     progress: ledger.Progress | None,
+    send: Sender | None,
 ) -> CopiesImported:
     """The ledger's loop in a worker thread (its database work never on the event loop);
     each batch's message to the chukan on this loop."""
@@ -216,11 +221,16 @@ async def _import(
 
         return asyncio.run_coroutine_threadsafe(run(), loop).result()
 
+    def to_chukan(body: FukuhonRegister) -> FukuhonRegistered:
+        return on_loop(lambda: rt.peer.send(contract.FUKUHON_REGISTER, chukan, rt.org_code, body))
+
+    deliver = send or to_chukan
+
     def apply(session: Session, batch: ledger.Batch) -> int:
         copies = service.copies_for_chukan(session, system, _copies(batch))
         body = FukuhonRegister(records=copies)
         try:
-            answer = on_loop(lambda: rt.peer.send(contract.FUKUHON_REGISTER, chukan, rt.org_code, body))
+            answer = deliver(body)
         except Problem as exc:
             raise _refusal_at_lines(exc, batch) from None
         counts["unchanged"] += answer.registered - answer.added

@@ -29,22 +29,25 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import itertools
+import queue
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import Engine
-from sqlalchemy.orm import Session
 
 from renkei.atena import service
 from renkei.atena.models import SCHEMA, Base, audit, guard, imports, kernel
 from renkei.core import imports as ledger
 from renkei.core.audit.log import AuditEvent
 from renkei.core.config import NodeConfig
-from renkei.core.db import migrate
+from renkei.core.db import migrate, transaction
 from renkei.core.errors import Problem
-from renkei.core.records import Columns
+from renkei.core.records import Columns, detect_format, read_records
 from renkei.core.wire import contract
 from renkei.core.wire.contract import FukuhonRegister, FukuhonRegistered
 from renkei.core.wire.runtime import (
@@ -209,11 +212,10 @@ async def _import(
     progress: ledger.Progress | None,
     send: Sender | None,
 ) -> CopiesImported:
-    """The ledger's loop in a worker thread (its database work never on the event loop);
-    each batch's message to the chukan on this loop."""
+    """The import in worker threads (database work never on the event loop); each batch's
+    message to the chukan on this loop."""
     loop = asyncio.get_running_loop()
     chukan = rt.config.peer("chukan")
-    counts = {"unchanged": 0}
 
     def on_loop(make: Callable[[], Awaitable[T]]) -> T:
         async def run() -> T:
@@ -224,59 +226,123 @@ async def _import(
     def to_chukan(body: FukuhonRegister) -> FukuhonRegistered:
         return on_loop(lambda: rt.peer.send(contract.FUKUHON_REGISTER, chukan, rt.org_code, body))
 
-    deliver = send or to_chukan
-
-    def apply(session: Session, batch: ledger.Batch) -> int:
-        copies = service.copies_for_chukan(session, system, _copies(batch))
-        body = FukuhonRegister(records=copies)
+    with concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="renkei-import") as pool:
         try:
-            answer = deliver(body)
-        except Problem as exc:
-            raise _refusal_at_lines(exc, batch) from None
-        counts["unchanged"] += answer.registered - answer.added
-        return answer.added
-
-    def audit_batch(session: Session, run: ledger.ImportRun, read: int, applied: int) -> None:
-        rt.record(
-            session,
-            AuditEvent(
-                actor=actor,
-                terminal="cli",
-                action=ACTION,
-                outcome="ok",
-                ref=f"import:{run.id}",
-                detail={"system": system, "import": run.id, "batch": run.batches, "count": read, "added": applied},
-            ),
-        )
-
-    def work() -> ledger.ImportResult:
-        try:
-            return ledger.run_import(
-                rt.sessions,
-                imports,
-                path,
-                kind=kind_of(system),
-                apply=apply,
-                actor=actor,
-                columns=COLUMNS,
-                audit=audit_batch,
-                batch_size=batch_size,
-                force=force,
-                progress=progress,
-                clock=rt.clock,
+            return await loop.run_in_executor(
+                pool, _pipeline, rt, pool, path, system, actor, batch_size, force, progress, send or to_chukan
             )
-        except Problem as exc:
-            # A refusal is audited too (in a transaction of its own: its batch wrote nothing).
-            from renkei.core.db import transaction
-
-            with transaction(rt.sessions) as s:
-                rt.record(s, AuditEvent(actor=actor, terminal="cli", action=ACTION, outcome=exc.code,
-                                        detail={"system": system}))  # fmt: skip
-            raise
-
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="renkei-import") as pool:
-        try:
-            result = await loop.run_in_executor(pool, work)
         finally:
             await rt.peer.close()
-    return CopiesImported(result, system, counts["unchanged"])
+
+
+_END: Final = object()
+
+
+def _pipeline(
+    rt: NodeRuntime,
+    pool: concurrent.futures.ThreadPoolExecutor,
+    path: Path,
+    system: str,
+    actor: str,
+    batch_size: int,
+    force: bool,
+    progress: ledger.Progress | None,
+    deliver: Sender,
+) -> CopiesImported:
+    """The ledger's loop, one batch ahead: while the chukan stores batch N, the next one is
+    read and translated in a second thread. Batches are sent and counted strictly in file
+    order, the ledger advanced only after the chukan's answer, so a crash anywhere leaves
+    the ledger at a batch the chukan holds (a batch it also holds is sent again and adds
+    nothing). A bad line ahead is raised only after every batch before it is counted."""
+    started = time.perf_counter()
+    fmt = detect_format(path)
+    source = path.name
+    digest, lines = ledger.scan_file(path)
+    estimate = max(0, lines - 1) if fmt == "csv" else lines
+    with transaction(rt.sessions) as s:
+        run = ledger.begin(s, imports, kind=kind_of(system), source=source, digest=digest, actor=actor,
+                           now=rt.clock(), force=force)  # fmt: skip
+    resumed_from = run.rows_read
+    ahead: queue.Queue[Any] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def prepare() -> None:
+        """Read and translate batch after batch into ``ahead`` (a refusal too, in its place)."""
+        try:
+            batch: ledger.Batch = []
+            records = read_records(path, COLUMNS, skip=run.rows_read, source=source)
+            for item in itertools.chain(records, [None]):
+                if item is not None:
+                    batch.append(item)
+                    if len(batch) < batch_size:
+                        continue
+                if not batch:
+                    break
+                try:
+                    with transaction(rt.sessions) as s:
+                        copies = service.copies_for_chukan(s, system, _copies(batch))
+                except Problem as exc:
+                    index = exc.extra.get("index")
+                    if isinstance(index, int) and 0 <= index < len(batch):
+                        raise ledger.at_line(exc, source, batch[index][0]) from None
+                    raise
+                if not _offer(ahead, (batch, FukuhonRegister(records=copies)), stop):
+                    return
+                batch = []
+            _offer(ahead, _END, stop)
+        except BaseException as exc:  # handed over in order; raised by the loop below
+            _offer(ahead, exc, stop)
+
+    reader = pool.submit(prepare)
+    read = applied = unchanged = 0
+    if progress is not None:
+        progress(run.rows_read, estimate)
+    try:
+        while (item := ahead.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            batch, body = item
+            try:
+                answer = deliver(body)
+            except Problem as exc:
+                raise _refusal_at_lines(exc, batch) from None
+
+            with transaction(rt.sessions) as s:
+                run = ledger.advance(s, imports, run, read=len(batch), applied=answer.added, now=rt.clock())
+                rt.record(s, AuditEvent(actor=actor, terminal="cli", action=ACTION, outcome="ok", ref=f"import:{run.id}",
+                                        detail={"system": system, "import": run.id, "batch": run.batches,
+                                                "count": len(batch), "added": answer.added}))  # fmt: skip
+            read += len(batch)
+            applied += answer.added
+            unchanged += answer.registered - answer.added
+            if progress is not None:
+                progress(run.rows_read, estimate)
+        with transaction(rt.sessions) as s:
+            run = ledger.finish(s, imports, run, rt.clock())
+    except Problem as exc:
+        refusal = exc
+        index = exc.extra.get("index")
+        if isinstance(index, int) and isinstance(item, tuple) and 0 <= index < len(item[0]):
+            refusal = ledger.at_line(exc, source, item[0][index][0])
+        # A refusal is audited too (in a transaction of its own: its batch wrote nothing).
+        with transaction(rt.sessions) as s:
+            rt.record(s, AuditEvent(actor=actor, terminal="cli", action=ACTION, outcome=refusal.code,
+                                    detail={"system": system, "import": run.id}))  # fmt: skip
+        raise refusal from None
+    finally:
+        stop.set()
+        reader.result()
+    result = ledger.ImportResult(run=run, read=read, applied=applied, resumed_from=resumed_from,
+                                 seconds=time.perf_counter() - started)  # fmt: skip
+    return CopiesImported(result, system, unchanged)
+
+
+def _offer(ahead: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put ``item`` for the loop unless it has stopped (then False)."""
+    while not stop.is_set():
+        try:
+            ahead.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            continue
+    return False

@@ -24,8 +24,8 @@ executemany per 10,000 rows and a commit — no look-up, no check, no sealing.
     .venv/bin/python bench/bench_fukuhon.py --people 343000 --years 2 --backend sqlite --mode service
     .venv/bin/python bench/bench_fukuhon.py --people 343000 --years 2 --backend postgresql --mode e2e
 
-The input files are written once by bench/fukuhon_files.py (and bench/import_files.py for
-e2e's residents) under --files.
+The input files are written once by bench/fukuhon_files.py under --files (and
+bench/import_files.py for e2e's residents under --residents-files).
 """
 
 from __future__ import annotations
@@ -270,6 +270,8 @@ def main() -> None:
     parser.add_argument("--mode", choices=("service", "e2e"), default="service")
     parser.add_argument("--limit", type=int, default=None, help="service mode: only the first N copies")
     parser.add_argument("--files", type=Path, default=Path("/work/notes/fukuhon-bench"))
+    parser.add_argument("--residents-files", type=Path, default=Path("/work/notes/residents-bench"),
+                        help="e2e: where bench/import_files.py keeps the residents file")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -289,7 +291,7 @@ def main() -> None:
             else:
                 from import_files import ensure_files as ensure_residents
 
-                residents, _pairs = ensure_residents(args.files, args.people, args.seed)
+                residents, _pairs = ensure_residents(args.residents_files, args.people, args.seed)
                 e2e = end_to_end(args.backend, dbs, tmp, files, residents)
                 result["e2e"] = e2e
                 copies, seconds = e2e["copies"], e2e["seconds"]

@@ -50,6 +50,7 @@ DYNAMIC = {
     "core/wire/contract.py:_refusal": "test_contract_refusal_codes_are_registered",
     "core/wire/contract.py:check": "test_contract_refusal_codes_are_registered",
     "atena/service.py:inquiry_date": "test_identifier_codes_are_registered",
+    "atena/fukuhon_import.py:_refusal_at_lines": "the chukan's invalid_fukuhon (registered) told by line",
 }
 
 

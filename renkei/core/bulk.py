@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Column, Table, insert
+from sqlalchemy import Column, Table, func, insert, select
 from sqlalchemy.orm import Session
 
 __all__ = ["issue_ids", "insert_rows"]
@@ -25,7 +25,8 @@ def insert_rows(session: Session, table: Table, rows: Sequence[Mapping[str, Any]
     """Insert ``rows`` (dicts of column values) in as few statements as the driver allows."""
     if not rows:
         return 0
-    session.execute(insert(table), list(rows))
+    # Core on the session's connection: the ORM's bulk path adds nothing for plain rows.
+    session.connection().execute(insert(table), list(rows))
     return len(rows)
 
 
@@ -34,5 +35,13 @@ def issue_ids(session: Session, table: Table, rows: Sequence[Mapping[str, Any]],
     if not rows:
         return []
     key = id_column if id_column is not None else next(iter(table.primary_key.columns))
-    result = session.execute(insert(table).returning(key, sort_by_parameter_order=True), list(rows))
+    conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        # An INTEGER PRIMARY KEY takes max(rowid) + 1, and the transaction holds SQLite's
+        # one write lock from its first insert on: the block is max+1 … max+n. (SQLAlchemy
+        # would send RETURNING with parameter order one row at a time here.)
+        conn.execute(insert(table), list(rows))
+        last = int(conn.execute(select(func.max(key))).scalar_one())
+        return list(range(last - len(rows) + 1, last + 1))
+    result = conn.execute(insert(table).returning(key, sort_by_parameter_order=True), list(rows))
     return [int(v) for v in result.scalars()]

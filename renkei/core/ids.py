@@ -117,9 +117,12 @@ def _individual_number_cd(first11: str) -> int:
     return _mod11_to_check(total % 11)
 
 
+_CYCLE_WEIGHTS = (2, 3, 4, 5, 6, 7) * 4  # enough for the longest body (14 digits)
+
+
 def _cycle_2_to_7_cd(body: str) -> int:
     # Weights 2,3,4,5,6,7,2,3,… from the rightmost digit of the body.
-    total = sum(int(d) * (2 + i % 6) for i, d in enumerate(reversed(body)))
+    total = sum(int(d) * w for d, w in zip(reversed(body), _CYCLE_WEIGHTS))
     return _mod11_to_check(total % 11)
 
 
@@ -237,9 +240,10 @@ def check(kind: IdKind, value: str) -> IdProblem | None:
             return _bad_prefix(spec, value[: len(prefix)])
     # Characters before length: "1234-5678-9012" is better answered with "hyphen" than
     # with "14 characters".
-    for i in range(len(prefix), len(value)):
-        if not _is_ascii_digits(value[i]):
-            return _not_digits(spec, value, i)
+    if not _is_ascii_digits(value[len(prefix) :]):  # the common case tested at once
+        for i in range(len(prefix), len(value)):
+            if not _is_ascii_digits(value[i]):
+                return _not_digits(spec, value, i)
     if len(value) != spec.length:
         return _wrong_length(spec, value)
     if spec.check_digit is not None and spec.check_digit(value[:-1]) != int(value[-1]):

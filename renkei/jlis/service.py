@@ -102,12 +102,12 @@ def load_pairs(session: Session, cipher: FieldCipher, rows: Sequence[tuple[str, 
             (index, code)
             for index, code in session.execute(
                 select(Citizen.individual_number_index, Citizen.resident_code).where(
-                    Citizen.individual_number_index.in_(wanted[part : part + _IN_CHUNK])
+                    bulk.among(session, Citizen.individual_number_index, wanted[part : part + _IN_CHUNK])
                 )
             )
         )
         held_codes.update(
-            session.scalars(select(Citizen.resident_code).where(Citizen.resident_code.in_(codes[part : part + _IN_CHUNK])))
+            session.scalars(select(Citizen.resident_code).where(bulk.among(session, Citizen.resident_code, codes[part : part + _IN_CHUNK])))
         )
     held_codes.update(by_index.values())
     new: list[dict[str, Any]] = []

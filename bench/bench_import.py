@@ -78,9 +78,14 @@ def _drop_pg(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _copy(source: Engine, target: Engine, tables: list[Table]) -> tuple[int, float]:
-    """Copy every row of ``tables`` (in key order) with plain executemany, CHUNK rows a
-    transaction; (rows, seconds spent inserting and committing)."""
+def _copy(source: Engine, target: Engine, tables: list[Table], *, copy: bool = False) -> tuple[int, float]:
+    """Copy every row of ``tables`` (in key order) with plain executemany (or, ``copy``,
+    PostgreSQL's COPY as renkei.core.bulk does it), CHUNK rows a transaction; (rows,
+    seconds spent inserting and committing)."""
+    from sqlalchemy.orm import Session
+
+    from renkei.core import bulk
+
     spent = 0.0
     rows = 0
     with source.connect() as src:
@@ -90,8 +95,12 @@ def _copy(source: Engine, target: Engine, tables: list[Table]) -> tuple[int, flo
             for part in result.partitions(CHUNK):
                 batch = [dict(r._mapping) for r in part]
                 start = time.perf_counter()
-                with target.begin() as conn:
-                    conn.execute(insert(table), batch)
+                if copy:
+                    with Session(target) as session, session.begin():
+                        bulk.insert_rows(session, table, batch)
+                else:
+                    with target.begin() as conn:
+                        conn.execute(insert(table), batch)
                 spent += time.perf_counter() - start
                 rows += len(batch)
     return rows, spent
@@ -109,7 +118,8 @@ def bench_backend(backend: str, residents: Path, pairs: Path, work: Path, pg_url
     if not layout.ca_cert.exists():
         setup.init_pki(layout)
     urls: dict[str, str] = {}
-    for node in ("atena", "jlis", "atena_raw", "jlis_raw"):
+    raws = ["atena_raw", "jlis_raw"] + (["atena_copy", "jlis_copy"] if backend == "postgresql" else [])
+    for node in ("atena", "jlis", *raws):
         if backend == "postgresql":
             urls[node] = _pg_database(pg_url, node)
         else:
@@ -131,32 +141,38 @@ def bench_backend(backend: str, residents: Path, pairs: Path, work: Path, pg_url
         records = sum(1 for line in path.open("rb") if line.strip())
         runs.append(Run(f"{node} import {sub}", records, wall, rss, out))
     # The baseline: the same rows, raw, into a fresh database of the same engine.
-    baselines = {}
+    baselines: dict[str, tuple[int, float]] = {}
     for node, tables in (
         ("atena", ["atena_serials", "persons", "basic_four", "business_links"]),
         ("jlis", ["citizens"]),
     ):
         schema = nodes.schema(node)
-        src, dst = make_engine(urls[node]), make_engine(urls[f"{node}_raw"])
-        migrate(dst, schema.migrations, schema.metadata, {"field_cipher": node_cipher(load_config(configs[node]))})
-        md: MetaData = schema.metadata
-        n, spent = _copy(src, dst, [md.tables[t] for t in tables])
-        with dst.connect() as conn:
-            check = sum(int(conn.execute(select(func.count()).select_from(md.tables[t])).scalar_one()) for t in tables)
-        assert check == n
-        baselines[node] = (n, spent)
-        src.dispose()
-        dst.dispose()
+        for raw in (f"{node}_raw", f"{node}_copy"):
+            if raw not in urls:
+                continue
+            src, dst = make_engine(urls[node]), make_engine(urls[raw])
+            migrate(dst, schema.migrations, schema.metadata, {"field_cipher": node_cipher(load_config(configs[node]))})
+            md: MetaData = schema.metadata
+            n, spent = _copy(src, dst, [md.tables[t] for t in tables], copy=raw.endswith("_copy"))
+            with dst.connect() as conn:
+                check = sum(int(conn.execute(select(func.count()).select_from(md.tables[t])).scalar_one()) for t in tables)
+            assert check == n
+            baselines[raw] = (n, spent)
+            src.dispose()
+            dst.dispose()
     print(f"\n== {backend} ==")
     for run, node in zip(runs, ("atena", "jlis"), strict=True):
-        rows, spent = baselines[node]
         print(f"{run.what}: {run.records:,} records in {run.wall:.1f} s wall ({run.records / run.wall:,.0f}/s), "
               f"peak RSS {run.rss_mb:.0f} MB")  # fmt: skip
         print(f"  {run.summary}")
         own = re.search(r"所要 ([0-9.]+) 秒", run.summary)
-        alone = f", import alone {float(own.group(1)) / spent:.2f}x" if own else ""
-        print(f"  baseline: {rows:,} rows raw executemany in {spent:.1f} s ({rows / spent:,.0f} rows/s); "
-              f"ratio {run.wall / spent:.2f}x (process wall){alone}")  # fmt: skip
+        for raw, how in ((f"{node}_raw", "raw executemany"), (f"{node}_copy", "raw COPY")):
+            if raw not in baselines:
+                continue
+            rows, spent = baselines[raw]
+            alone = f", import alone {float(own.group(1).replace(',', '')) / spent:.2f}x" if own else ""
+            print(f"  baseline: {rows:,} rows {how} in {spent:.1f} s ({rows / spent:,.0f} rows/s); "
+                  f"ratio {run.wall / spent:.2f}x (process wall){alone}")  # fmt: skip
     if backend == "postgresql":
         for url in urls.values():
             _drop_pg(url)

@@ -212,7 +212,7 @@ def register_parsed(
     for part in range(0, len(wanted), _IN_CHUNK):
         for index, atena_no in session.execute(
             select(Person.individual_number_index, Person.atena_no).where(
-                Person.individual_number_index.in_(wanted[part : part + _IN_CHUNK])
+                bulk.among(session, Person.individual_number_index, wanted[part : part + _IN_CHUNK])
             )
         ):
             if index is not None:
@@ -223,7 +223,7 @@ def register_parsed(
     for part in range(0, len(known_nos), _IN_CHUNK):
         newest = (
             select(func.max(BasicFour.id))
-            .where(BasicFour.atena_no.in_(known_nos[part : part + _IN_CHUNK]))
+            .where(bulk.among(session, BasicFour.atena_no, known_nos[part : part + _IN_CHUNK]))
             .group_by(BasicFour.atena_no)
         )
         for row in session.execute(select(BasicFour.atena_no, *_FACT_COLUMNS).where(BasicFour.id.in_(newest))):
@@ -249,17 +249,20 @@ def register_parsed(
                 "created_at": now,
             }
         )
-    # Business links already held, by number (then matched on the system as well).
+    # Business links already held: per system, so that the (system, number) key is used.
     pairs = {(system, no) for r in residents for system, no in r.business_numbers.items()}
     linked: dict[tuple[str, str], str] = {}
-    numbers = list({no for _, no in pairs})
-    for part in range(0, len(numbers), _IN_CHUNK):
-        for system, no, atena_no in session.execute(
-            select(BusinessLink.system, BusinessLink.business_atena_no, BusinessLink.atena_no).where(
-                BusinessLink.business_atena_no.in_(numbers[part : part + _IN_CHUNK])
-            )
-        ):
-            if (system, no) in pairs:
+    by_system: dict[str, list[str]] = {}
+    for system, no in pairs:
+        by_system.setdefault(system, []).append(no)
+    for system, numbers in by_system.items():
+        for part in range(0, len(numbers), _IN_CHUNK):
+            for no, atena_no in session.execute(
+                select(BusinessLink.business_atena_no, BusinessLink.atena_no).where(
+                    BusinessLink.system == system,
+                    bulk.among(session, BusinessLink.business_atena_no, numbers[part : part + _IN_CHUNK]),
+                )
+            ):
                 linked[(system, no)] = atena_no
     versions: list[dict[str, Any]] = []
     links: list[dict[str, Any]] = []

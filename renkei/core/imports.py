@@ -51,11 +51,14 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from renkei.core.config import NodeConfig
 from renkei.core.db import BigId, UtcDateTime, transaction, utcnow
 from renkei.core.errors import Problem
 from renkei.core.records import Columns, detect_format, read_records
+from renkei.core.schema import NodeSchema
 
 __all__ = [
     "DONE",
@@ -352,8 +355,8 @@ def run_import(
 
 
 def import_to_node(
-    config: Any,
-    schema: Any,
+    config: NodeConfig,
+    schema: NodeSchema,
     ledger_table: Table,
     path: Path,
     *,
@@ -366,7 +369,7 @@ def import_to_node(
     batch_size: int = DEFAULT_BATCH,
     force: bool = False,
     progress: Progress | None = None,
-    engine: Any = None,
+    engine: Engine | None = None,
 ) -> ImportResult:
     """`run_import` on the database of the node ``config`` (a NodeConfig) names, migrated
     to ``schema`` (its `renkei.core.schema.NodeSchema`) first, with one audit entry per

@@ -68,16 +68,17 @@ def parse_pairs(records: Sequence[dict[str, Any]]) -> list[tuple[str, str, str]]
     one is a Problem 422 carrying its ``index`` (the message never repeats the value)."""
     out = []
     for index, rec in enumerate(records):
-        row = tuple(str(rec.get(k, "")) for k in ("individual_number", "resident_code", "lg_code"))
-        for kind, value, code in (
-            (ids.IdKind.INDIVIDUAL_NUMBER, row[0], "invalid_individual_number"),
-            (ids.IdKind.RESIDENT_CODE, row[1], "invalid_resident_code"),
-            (ids.IdKind.LG_CODE, row[2], "invalid_lg_code"),
-        ):
-            problem = ids.check(kind, value)
-            if problem is not None:
-                raise Problem(422, code, problem.message, index=index)
-        out.append((row[0], row[1], row[2]))
+        number, code, lg = (str(rec.get(k, "")) for k in ("individual_number", "resident_code", "lg_code"))
+        problem = ids.check(ids.IdKind.INDIVIDUAL_NUMBER, number)
+        if problem is not None:
+            raise Problem(422, "invalid_individual_number", problem.message, index=index)
+        problem = ids.check(ids.IdKind.RESIDENT_CODE, code)
+        if problem is not None:
+            raise Problem(422, "invalid_resident_code", problem.message, index=index)
+        problem = ids.check(ids.IdKind.LG_CODE, lg)
+        if problem is not None:
+            raise Problem(422, "invalid_lg_code", problem.message, index=index)
+        out.append((number, code, lg))
     return out
 
 
@@ -101,12 +102,12 @@ def load_pairs(session: Session, cipher: FieldCipher, rows: Sequence[tuple[str, 
             (index, code)
             for index, code in session.execute(
                 select(Citizen.individual_number_index, Citizen.resident_code).where(
-                    Citizen.individual_number_index.in_(wanted[part : part + _IN_CHUNK])
+                    bulk.among(session, Citizen.individual_number_index, wanted[part : part + _IN_CHUNK])
                 )
             )
         )
         held_codes.update(
-            session.scalars(select(Citizen.resident_code).where(Citizen.resident_code.in_(codes[part : part + _IN_CHUNK])))
+            session.scalars(select(Citizen.resident_code).where(bulk.among(session, Citizen.resident_code, codes[part : part + _IN_CHUNK])))
         )
     held_codes.update(by_index.values())
     new: list[dict[str, Any]] = []

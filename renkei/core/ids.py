@@ -24,7 +24,6 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from operator import mul
 from typing import Final
 
 __all__ = [
@@ -118,25 +117,12 @@ def _individual_number_cd(first11: str) -> int:
     return _mod11_to_check(total % 11)
 
 
-<<<<<<< HEAD
-_CYCLE_2_TO_7: Final = tuple(2 + i % 6 for i in range(64))
-
-
-def _cycle_2_to_7_cd(body: str) -> int:
-    # Weights 2,3,4,5,6,7,2,3,… from the rightmost digit of the body (map over the
-    # weights: several times quicker than a generator, which bulk files feel).
-    if len(body) > len(_CYCLE_2_TO_7):
-        total = sum(int(d) * (2 + i % 6) for i, d in enumerate(reversed(body)))
-    else:
-        total = sum(map(mul, map(int, reversed(body)), _CYCLE_2_TO_7))
-=======
 _CYCLE_WEIGHTS = (2, 3, 4, 5, 6, 7) * 4  # enough for the longest body (14 digits)
 
 
 def _cycle_2_to_7_cd(body: str) -> int:
     # Weights 2,3,4,5,6,7,2,3,… from the rightmost digit of the body.
     total = sum(int(d) * w for d, w in zip(reversed(body), _CYCLE_WEIGHTS, strict=False))
->>>>>>> i9-residents
     return _mod11_to_check(total % 11)
 
 
@@ -254,11 +240,7 @@ def check(kind: IdKind, value: str) -> IdProblem | None:
             return _bad_prefix(spec, value[: len(prefix)])
     # Characters before length: "1234-5678-9012" is better answered with "hyphen" than
     # with "14 characters".
-<<<<<<< HEAD
-    if not _is_ascii_digits(value[len(prefix) :]):  # the common case in one call
-=======
     if not _is_ascii_digits(value[len(prefix) :]):  # the common case tested at once
->>>>>>> i9-residents
         for i in range(len(prefix), len(value)):
             if not _is_ascii_digits(value[i]):
                 return _not_digits(spec, value, i)

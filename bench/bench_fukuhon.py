@@ -310,7 +310,7 @@ def main() -> None:
         r, a = result["register"], result["rerun"]
         print(f"  register: {r['seconds']:.1f} s = {r['per_s']:,.0f}/s (CPU {r['cpu_seconds']:.1f} s; first tenth "
               f"{r['first_tenth_per_s']:,.0f}/s, last tenth {r['last_tenth_per_s']:,.0f}/s), {r['added']:,} added")
-        print(f"  re-run:   {a['seconds']:.1f} s = {a['per_s']:,.0f}/s, {a['added']:,} added")
+        print(f"  re-run:   {a['seconds']:.1f} s = {a['per_s']:,.0f}/s (CPU {a['cpu_seconds']:.1f} s), {a['added']:,} added")
         print(f"  peak RSS of this process: {result['peak_rss_mb']:.0f} MB")
     else:
         e = result["e2e"]

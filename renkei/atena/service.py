@@ -434,7 +434,7 @@ def translate_many(session: Session, system: str, business_atena_nos: Sequence[s
         rows = session.execute(
             select(BusinessLink.business_atena_no, BusinessLink.atena_no).where(
                 BusinessLink.system == system,
-                BusinessLink.business_atena_no.in_(wanted[start : start + _LOOKUP_CHUNK]),
+                bulk.among(session, BusinessLink.business_atena_no, wanted[start : start + _LOOKUP_CHUNK]),
             )
         )
         found.update((number, atena_no) for number, atena_no in rows)

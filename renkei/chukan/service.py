@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from renkei.catalogue import Catalogue, Edition, parse_wire_date
 from renkei.chukan.models import Fukuhon, PendingAcquisition, ProvisionRecord, PseudonymBinding
-from renkei.core import ids
+from renkei.core import bulk, ids
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.errors import Problem
 from renkei.core.wire import contract
@@ -350,7 +350,7 @@ def _newest_held(session: Session, keys: set[tuple[str, str, str]]) -> dict[tupl
         chunk = persons[start : start + _IN_CHUNK]
         newest = (
             select(t.c.atena_no, t.c.info_kind_code, t.c.record_key, func.max(t.c.version).label("version"))
-            .where(t.c.atena_no.in_(chunk), t.c.info_kind_code.in_(kinds))
+            .where(bulk.among(session, t.c.atena_no, chunk), t.c.info_kind_code.in_(kinds))
             .group_by(t.c.atena_no, t.c.info_kind_code, t.c.record_key)
             .subquery()
         )
@@ -400,8 +400,8 @@ def _bound(session: Session, column: str) -> Callable[[Any], Any]:
 
 
 def _insert(session: Session, new: list[tuple[_Copy, int]], now: datetime, cipher: FieldCipher) -> None:
-    """One executemany on the driver with the rows as tuples: SQLAlchemy's per-row parameter
-    handling would take as long as the rest of the registration. Each value is what its
+    """One executemany on the driver with the rows as tuples (COPY on PostgreSQL): SQLAlchemy's
+    per-row parameter handling would take as long as the rest of the registration. Each value is what its
     column type sends (dates and flags through their bind processors, a few distinct
     values each); the items as compact JSON text (orjson), which the column reads back."""
     ids = _reserve_ids(session, len(new))
@@ -424,12 +424,18 @@ def _insert(session: Session, new: list[tuple[_Copy, int]], now: datetime, ciphe
             encrypt(dumps(sealed, option=sort).decode(), sealed_aad(row_id)) if sealed else None,
             dates[c.valid_from], dates[c.valid_to], flags[c.deleted], flags[c.no_auto_answer], registered_at,
         ))  # fmt: skip
+    conn = session.connection()
     columns = ", ".join(f'"{name}"' for name in _INSERT_COLUMNS)
-    if session.get_bind().dialect.name == "postgresql":
-        marks = ", ".join("CAST(%s AS JSON)" if name == "values" else "%s" for name in _INSERT_COLUMNS)
-    else:
-        marks = ", ".join("?" for _ in _INSERT_COLUMNS)
-    session.connection().exec_driver_sql(f"INSERT INTO fukuhon ({columns}) VALUES ({marks})", rows)
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        # COPY: psycopg's executemany sends one INSERT per row.
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        with raw.cursor() as cur, cur.copy(f"COPY fukuhon ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    marks = ", ".join("?" for _ in _INSERT_COLUMNS)
+    conn.exec_driver_sql(f"INSERT INTO fukuhon ({columns}) VALUES ({marks})", rows)
 
 
 def find_copy(session: Session, atena_no: str, info_kind_code: str, as_of: date) -> Fukuhon | None:

@@ -127,7 +127,7 @@ def _copies(batch: ledger.Batch) -> list[dict[str, Any]]:
 
 def _refusal_at_lines(exc: Problem, batch: ledger.Batch) -> Problem:
     """The chukan's refusal of a batch (``errors`` by index in the batch) told by line:
-    the first error is the title (`run_import` names its file and line), all of them
+    the first error is the title (the loop puts its file and line in front), all of them
     (up to 100) are listed with their lines."""
     errors = exc.extra.get("errors")
     if exc.code != "invalid_fukuhon" or not isinstance(errors, list) or not errors:
@@ -142,7 +142,7 @@ def _refusal_at_lines(exc: Problem, batch: ledger.Batch) -> Problem:
     first = lines[0]
     more = f"（このバッチにほか {len(errors) - 1} 件の誤りがあります）" if len(errors) > 1 else ""
     return Problem(
-        exc.status, exc.code, f"{first.get('message') or exc.title}{more}", exc.detail, index=errors[0]["index"],
+        exc.status, exc.code, f"{first.get('message') or exc.title}{more}", exc.detail, index=first["index"],
         errors=lines,
     )  # fmt: skip
 

@@ -151,11 +151,11 @@ def register_fukuhon(
     All or nothing: one invalid record refuses the batch, naming each problem (a record
     that is not an object too: it is read as empty, so its problems are named). Items
     the layout edition marks sensitive are stored encrypted (`Fukuhon.sealed_values`).
-    A copy that says exactly what the newest version held says adds no version.
+    A copy identical to the newest version held (edition, period, flags, items) adds none.
 
     Set-based, for batches of thousands: one query for the newest versions held of the
     batch's copies, the row ids reserved at once (they are the sealed items' AAD), one
-    executemany insert.
+    executemany insert (COPY on PostgreSQL).
     """
     if not 1 <= len(records) <= MAX_BATCH:
         raise Problem(422, "bad_count", f"副本は1〜{MAX_BATCH}件で登録してください。")

@@ -146,7 +146,7 @@ def register_all(url: str, files: dict[str, Path], limit: int | None, passes: in
     return out
 
 
-def raw_baseline(url: str, files: dict[str, Path], limit: int | None) -> dict[str, Any]:
+def raw_baseline(url: str, files: dict[str, Path], limit: int | None, copy: bool = False) -> dict[str, Any]:
     """The same rows as tuples of driver values, sealed beforehand (untimed), inserted by
     the driver's executemany (one per 10,000) and a commit: the database's own cost."""
     from renkei.catalogue import load_catalogue
@@ -184,11 +184,18 @@ def raw_baseline(url: str, files: dict[str, Path], limit: int | None) -> dict[st
             next_id += 1
         t = time.perf_counter()
         with transaction(sessions) as s:
-            s.connection().exec_driver_sql(sql, rows)
+            if copy:  # PostgreSQL's COPY, as the registration itself writes there
+                raw = s.connection().connection.driver_connection
+                with raw.cursor() as cur, cur.copy(f"COPY fukuhon ({columns}) FROM STDIN") as out:
+                    for row in rows:
+                        out.write_row(row)
+            else:
+                s.connection().exec_driver_sql(sql, rows)
         timed += time.perf_counter() - t
         n += len(rows)
     engine.dispose()
-    return {"copies": n, "seconds": timed, "per_s": n / timed}
+    how = "COPY" if copy else "driver executemany"
+    return {"copies": n, "seconds": timed, "per_s": n / timed, "note": f"{how} per 10,000 + commit"}
 
 
 def _free_base_port() -> int:
@@ -215,8 +222,15 @@ def _vm_hwm_mb(pid: int) -> float:
     return float("nan")
 
 
-def _cli(*args: str) -> tuple[float, float, str]:
-    """Run `renkei …` as its own process: (wall seconds, its peak RSS in MB, its output)."""
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a running process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cli(*args: str) -> tuple[float, float, str, float]:
+    """Run `renkei …` as its own process: (wall seconds, its peak RSS in MB, its output's
+    last line, its CPU seconds)."""
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "renkei.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(HERE.parent)})  # fmt: skip
@@ -226,7 +240,8 @@ def _cli(*args: str) -> tuple[float, float, str]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"renkei {' '.join(args)}: exit {proc.returncode}\n{output}")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024, output.strip().splitlines()[-1]
+    cpu = usage.ru_utime + usage.ru_stime
+    return time.perf_counter() - start, usage.ru_maxrss / 1024, output.strip().splitlines()[-1], cpu
 
 
 def end_to_end(backend: str, dbs: Databases, tmp: Path, files: dict[str, Path], residents: Path) -> dict[str, Any]:
@@ -240,25 +255,28 @@ def end_to_end(backend: str, dbs: Databases, tmp: Path, files: dict[str, Path], 
         demo.prepare(layout, demo.generate_population(seed=7, shinjuku=150, nakano=100), urls)
         demo.start(layout, fed)
         config = str(layout.config_path(SHINJUKU, "atena"))
-        seconds, rss, line = _cli("atena", "import", "residents", str(residents), "--config", config, "--no-progress")
+        seconds, rss, line, _ = _cli("atena", "import", "residents", str(residents), "--config", config, "--no-progress")
         print(f"  residents: {seconds:.1f} s, {rss:.0f} MB — {line}", file=sys.stderr)
-        runs = []
-        for system, path in files.items():
-            seconds, rss, line = _cli("atena", "import", "fukuhon", str(path), "--system", system, "--config", config,
-                                      "--batch-size", str(BATCH), "--no-progress")  # fmt: skip
-            copies = sum(1 for _ in path.open("rb"))
-            runs.append({"system": system, "copies": copies, "seconds": seconds, "cli_rss_mb": rss})
-            print(f"  {system}: {copies:,} in {seconds:.1f} s ({copies / seconds:,.0f}/s), CLI {rss:.0f} MB — {line}",
-                  file=sys.stderr)  # fmt: skip
         chukan = next(p for p in fed.processes if p.name == f"{SHINJUKU.name}/chukan")
         assert chukan.popen is not None
+        chukan_cpu = _cpu_seconds(chukan.popen.pid)
+        runs = []
+        for system, path in files.items():
+            seconds, rss, line, cpu = _cli("atena", "import", "fukuhon", str(path), "--system", system, "--config", config,
+                                      "--batch-size", str(BATCH), "--no-progress")  # fmt: skip
+            copies = sum(1 for _ in path.open("rb"))
+            runs.append({"system": system, "copies": copies, "seconds": seconds, "cli_rss_mb": rss, "cli_cpu_seconds": cpu})
+            print(f"  {system}: {copies:,} in {seconds:.1f} s ({copies / seconds:,.0f}/s), CLI {rss:.0f} MB — {line}",
+                  file=sys.stderr)  # fmt: skip
+        chukan_cpu = _cpu_seconds(chukan.popen.pid) - chukan_cpu
         chukan_rss = _vm_hwm_mb(chukan.popen.pid)
     finally:
         fed.stop()
     copies = sum(r["copies"] for r in runs)
     seconds = sum(r["seconds"] for r in runs)
     return {"copies": copies, "seconds": seconds, "per_s": copies / seconds, "runs": runs,
-            "cli_rss_mb": max(r["cli_rss_mb"] for r in runs), "chukan_rss_mb": chukan_rss}  # fmt: skip
+            "cli_rss_mb": max(r["cli_rss_mb"] for r in runs), "chukan_rss_mb": chukan_rss,
+            "cli_cpu_seconds": sum(r["cli_cpu_seconds"] for r in runs), "chukan_cpu_seconds": chukan_cpu}  # fmt: skip
 
 
 def main() -> None:
@@ -298,6 +316,9 @@ def main() -> None:
             raw = raw_baseline(dbs.new("raw"), files, args.limit)
             result["raw"] = raw
             result["ratio_to_raw"] = seconds / raw["seconds"]
+            if args.backend == "postgresql":
+                result["raw_copy"] = raw_copy = raw_baseline(dbs.new("rawcopy"), files, args.limit, copy=True)
+                result["ratio_to_raw_copy"] = seconds / raw_copy["seconds"]
             result["million_in_s"] = 1_000_000 * seconds / copies
             result["raw_million_in_s"] = 1_000_000 * raw["seconds"] / raw["copies"]
         finally:
@@ -314,11 +335,14 @@ def main() -> None:
         print(f"  peak RSS of this process: {result['peak_rss_mb']:.0f} MB")
     else:
         e = result["e2e"]
-        print(f"  CLI → chukan: {e['seconds']:.1f} s = {e['per_s']:,.0f}/s; peak RSS CLI {e['cli_rss_mb']:.0f} MB, "
-              f"chukan {e['chukan_rss_mb']:.0f} MB")
+        print(f"  CLI → chukan: {e['seconds']:.1f} s = {e['per_s']:,.0f}/s; CPU: CLI {e['cli_cpu_seconds']:.1f} s, "
+              f"chukan {e['chukan_cpu_seconds']:.1f} s; peak RSS CLI {e['cli_rss_mb']:.0f} MB, chukan {e['chukan_rss_mb']:.0f} MB")
     print(f"  raw executemany baseline: {raw['seconds']:.1f} s = {raw['per_s']:,.0f}/s")
     print(f"  ratio to raw: {result['ratio_to_raw']:.2f}×; 1,000,000 copies ≈ {result['million_in_s']:.0f} s "
           f"(raw ≈ {result['raw_million_in_s']:.0f} s)")
+    if "raw_copy" in result:
+        rc = result["raw_copy"]
+        print(f"  raw COPY baseline: {rc['seconds']:.1f} s = {rc['per_s']:,.0f}/s; ratio {result['ratio_to_raw_copy']:.2f}×")
 
 
 if __name__ == "__main__":

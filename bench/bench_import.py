@@ -128,54 +128,56 @@ def bench_backend(backend: str, residents: Path, pairs: Path, work: Path, pg_url
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
             urls[node] = f"sqlite:///{path}"
-    configs = {
-        "atena": write_config(layout, SHINJUKU, "atena", urls["atena"]),
-        "jlis": write_config(layout, JLIS, "jlis", urls["jlis"]),
-    }
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    runs = []
-    for node, sub, path in (("atena", "residents", residents), ("jlis", "pairs", pairs)):
-        args = [sys.executable, "-m", "renkei.cli", node, "import", sub, str(path), "--config", str(configs[node]),
-                "--batch-size", str(batch), "--no-progress"]  # fmt: skip
-        wall, rss, out = _time_v(args, env)
-        records = sum(1 for line in path.open("rb") if line.strip())
-        runs.append(Run(f"{node} import {sub}", records, wall, rss, out))
-    # The baseline: the same rows, raw, into a fresh database of the same engine.
-    baselines: dict[str, tuple[int, float]] = {}
-    for node, tables in (
-        ("atena", ["atena_serials", "persons", "basic_four", "business_links"]),
-        ("jlis", ["citizens"]),
-    ):
-        schema = nodes.schema(node)
-        for raw in (f"{node}_raw", f"{node}_copy"):
-            if raw not in urls:
-                continue
-            src, dst = make_engine(urls[node]), make_engine(urls[raw])
-            migrate(dst, schema.migrations, schema.metadata, {"field_cipher": node_cipher(load_config(configs[node]))})
-            md: MetaData = schema.metadata
-            n, spent = _copy(src, dst, [md.tables[t] for t in tables], copy=raw.endswith("_copy"))
-            with dst.connect() as conn:
-                check = sum(int(conn.execute(select(func.count()).select_from(md.tables[t])).scalar_one()) for t in tables)
-            assert check == n
-            baselines[raw] = (n, spent)
-            src.dispose()
-            dst.dispose()
-    print(f"\n== {backend} ==")
-    for run, node in zip(runs, ("atena", "jlis"), strict=True):
-        print(f"{run.what}: {run.records:,} records in {run.wall:.1f} s wall ({run.records / run.wall:,.0f}/s), "
-              f"peak RSS {run.rss_mb:.0f} MB")  # fmt: skip
-        print(f"  {run.summary}")
-        own = re.search(r"所要 ([0-9.]+) 秒", run.summary)
-        for raw, how in ((f"{node}_raw", "raw executemany"), (f"{node}_copy", "raw COPY")):
-            if raw not in baselines:
-                continue
-            rows, spent = baselines[raw]
-            alone = f", import alone {float(own.group(1).replace(',', '')) / spent:.2f}x" if own else ""
-            print(f"  baseline: {rows:,} rows {how} in {spent:.1f} s ({rows / spent:,.0f} rows/s); "
-                  f"ratio {run.wall / spent:.2f}x (process wall){alone}")  # fmt: skip
-    if backend == "postgresql":
-        for url in urls.values():
-            _drop_pg(url)
+    try:
+        configs = {
+            "atena": write_config(layout, SHINJUKU, "atena", urls["atena"]),
+            "jlis": write_config(layout, JLIS, "jlis", urls["jlis"]),
+        }
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        runs = []
+        for node, sub, path in (("atena", "residents", residents), ("jlis", "pairs", pairs)):
+            args = [sys.executable, "-m", "renkei.cli", node, "import", sub, str(path), "--config", str(configs[node]),
+                    "--batch-size", str(batch), "--no-progress"]  # fmt: skip
+            wall, rss, out = _time_v(args, env)
+            records = sum(1 for line in path.open("rb") if line.strip())
+            runs.append(Run(f"{node} import {sub}", records, wall, rss, out))
+        # The baseline: the same rows, raw, into a fresh database of the same engine.
+        baselines: dict[str, tuple[int, float]] = {}
+        for node, tables in (
+            ("atena", ["atena_serials", "persons", "basic_four", "business_links"]),
+            ("jlis", ["citizens"]),
+        ):
+            schema = nodes.schema(node)
+            for raw in (f"{node}_raw", f"{node}_copy"):
+                if raw not in urls:
+                    continue
+                src, dst = make_engine(urls[node]), make_engine(urls[raw])
+                migrate(dst, schema.migrations, schema.metadata, {"field_cipher": node_cipher(load_config(configs[node]))})
+                md: MetaData = schema.metadata
+                n, spent = _copy(src, dst, [md.tables[t] for t in tables], copy=raw.endswith("_copy"))
+                with dst.connect() as conn:
+                    check = sum(int(conn.execute(select(func.count()).select_from(md.tables[t])).scalar_one()) for t in tables)
+                assert check == n
+                baselines[raw] = (n, spent)
+                src.dispose()
+                dst.dispose()
+        print(f"\n== {backend} ==")
+        for run, node in zip(runs, ("atena", "jlis"), strict=True):
+            print(f"{run.what}: {run.records:,} records in {run.wall:.1f} s wall ({run.records / run.wall:,.0f}/s), "
+                  f"peak RSS {run.rss_mb:.0f} MB")  # fmt: skip
+            print(f"  {run.summary}")
+            own = re.search(r"所要 ([0-9.]+) 秒", run.summary)
+            for raw, how in ((f"{node}_raw", "raw executemany"), (f"{node}_copy", "raw COPY")):
+                if raw not in baselines:
+                    continue
+                rows, spent = baselines[raw]
+                alone = f", import alone {float(own.group(1).replace(',', '')) / spent:.2f}x" if own else ""
+                print(f"  baseline: {rows:,} rows {how} in {spent:.1f} s ({rows / spent:,.0f} rows/s); "
+                      f"ratio {run.wall / spent:.2f}x (process wall){alone}")  # fmt: skip
+    finally:
+        if backend == "postgresql":
+            for url in urls.values():
+                _drop_pg(url)
 
 
 def main() -> None:

@@ -43,11 +43,12 @@ class Run:
     records: int
     wall: float
     rss_mb: float
+    cpu: float
     summary: str
 
 
-def _time_v(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MB, stdout) of a command under /usr/bin/time -v."""
+def _time_v(args: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
+    """(wall seconds, peak RSS MB, CPU seconds, stdout) of a command under /usr/bin/time -v."""
     proc = subprocess.run(["/usr/bin/time", "-v", *args], capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -56,7 +57,8 @@ def _time_v(args: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     assert wall_text and rss, proc.stderr
     parts = [float(p) for p in wall_text.group(1).split(":")]
     wall = sum(p * 60 ** (len(parts) - 1 - i) for i, p in enumerate(parts))
-    return wall, int(rss.group(1)) / 1024, proc.stdout.strip()
+    cpu = sum(float(m) for m in re.findall(r"(?:User|System) time \(seconds\): ([0-9.]+)", proc.stderr))
+    return wall, int(rss.group(1)) / 1024, cpu, proc.stdout.strip()
 
 
 def _pg_database(base: str, label: str) -> str:
@@ -128,54 +130,56 @@ def bench_backend(backend: str, residents: Path, pairs: Path, work: Path, pg_url
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{path}{suffix}").unlink(missing_ok=True)
             urls[node] = f"sqlite:///{path}"
-    configs = {
-        "atena": write_config(layout, SHINJUKU, "atena", urls["atena"]),
-        "jlis": write_config(layout, JLIS, "jlis", urls["jlis"]),
-    }
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    runs = []
-    for node, sub, path in (("atena", "residents", residents), ("jlis", "pairs", pairs)):
-        args = [sys.executable, "-m", "renkei.cli", node, "import", sub, str(path), "--config", str(configs[node]),
-                "--batch-size", str(batch), "--no-progress"]  # fmt: skip
-        wall, rss, out = _time_v(args, env)
-        records = sum(1 for line in path.open("rb") if line.strip())
-        runs.append(Run(f"{node} import {sub}", records, wall, rss, out))
-    # The baseline: the same rows, raw, into a fresh database of the same engine.
-    baselines: dict[str, tuple[int, float]] = {}
-    for node, tables in (
-        ("atena", ["atena_serials", "persons", "basic_four", "business_links"]),
-        ("jlis", ["citizens"]),
-    ):
-        schema = nodes.schema(node)
-        for raw in (f"{node}_raw", f"{node}_copy"):
-            if raw not in urls:
-                continue
-            src, dst = make_engine(urls[node]), make_engine(urls[raw])
-            migrate(dst, schema.migrations, schema.metadata, {"field_cipher": node_cipher(load_config(configs[node]))})
-            md: MetaData = schema.metadata
-            n, spent = _copy(src, dst, [md.tables[t] for t in tables], copy=raw.endswith("_copy"))
-            with dst.connect() as conn:
-                check = sum(int(conn.execute(select(func.count()).select_from(md.tables[t])).scalar_one()) for t in tables)
-            assert check == n
-            baselines[raw] = (n, spent)
-            src.dispose()
-            dst.dispose()
-    print(f"\n== {backend} ==")
-    for run, node in zip(runs, ("atena", "jlis"), strict=True):
-        print(f"{run.what}: {run.records:,} records in {run.wall:.1f} s wall ({run.records / run.wall:,.0f}/s), "
-              f"peak RSS {run.rss_mb:.0f} MB")  # fmt: skip
-        print(f"  {run.summary}")
-        own = re.search(r"所要 ([0-9.]+) 秒", run.summary)
-        for raw, how in ((f"{node}_raw", "raw executemany"), (f"{node}_copy", "raw COPY")):
-            if raw not in baselines:
-                continue
-            rows, spent = baselines[raw]
-            alone = f", import alone {float(own.group(1).replace(',', '')) / spent:.2f}x" if own else ""
-            print(f"  baseline: {rows:,} rows {how} in {spent:.1f} s ({rows / spent:,.0f} rows/s); "
-                  f"ratio {run.wall / spent:.2f}x (process wall){alone}")  # fmt: skip
-    if backend == "postgresql":
-        for url in urls.values():
-            _drop_pg(url)
+    try:
+        configs = {
+            "atena": write_config(layout, SHINJUKU, "atena", urls["atena"]),
+            "jlis": write_config(layout, JLIS, "jlis", urls["jlis"]),
+        }
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        runs = []
+        for node, sub, path in (("atena", "residents", residents), ("jlis", "pairs", pairs)):
+            args = [sys.executable, "-m", "renkei.cli", node, "import", sub, str(path), "--config", str(configs[node]),
+                    "--batch-size", str(batch), "--no-progress"]  # fmt: skip
+            wall, rss, cpu, out = _time_v(args, env)
+            records = sum(1 for line in path.open("rb") if line.strip())
+            runs.append(Run(f"{node} import {sub}", records, wall, rss, cpu, out))
+        # The baseline: the same rows, raw, into a fresh database of the same engine.
+        baselines: dict[str, tuple[int, float]] = {}
+        for node, tables in (
+            ("atena", ["atena_serials", "persons", "basic_four", "business_links"]),
+            ("jlis", ["citizens"]),
+        ):
+            schema = nodes.schema(node)
+            for raw in (f"{node}_raw", f"{node}_copy"):
+                if raw not in urls:
+                    continue
+                src, dst = make_engine(urls[node]), make_engine(urls[raw])
+                migrate(dst, schema.migrations, schema.metadata, {"field_cipher": node_cipher(load_config(configs[node]))})
+                md: MetaData = schema.metadata
+                n, spent = _copy(src, dst, [md.tables[t] for t in tables], copy=raw.endswith("_copy"))
+                with dst.connect() as conn:
+                    check = sum(int(conn.execute(select(func.count()).select_from(md.tables[t])).scalar_one()) for t in tables)
+                assert check == n
+                baselines[raw] = (n, spent)
+                src.dispose()
+                dst.dispose()
+        print(f"\n== {backend} ==")
+        for run, node in zip(runs, ("atena", "jlis"), strict=True):
+            print(f"{run.what}: {run.records:,} records in {run.wall:.1f} s wall ({run.records / run.wall:,.0f}/s), "
+                  f"CPU {run.cpu:.1f} s, peak RSS {run.rss_mb:.0f} MB")  # fmt: skip
+            print(f"  {run.summary}")
+            own = re.search(r"所要 ([0-9.]+) 秒", run.summary)
+            for raw, how in ((f"{node}_raw", "raw executemany"), (f"{node}_copy", "raw COPY")):
+                if raw not in baselines:
+                    continue
+                rows, spent = baselines[raw]
+                alone = f", import alone {float(own.group(1).replace(',', '')) / spent:.2f}x" if own else ""
+                print(f"  baseline: {rows:,} rows {how} in {spent:.1f} s ({rows / spent:,.0f} rows/s); "
+                      f"ratio {run.wall / spent:.2f}x (process wall){alone}")  # fmt: skip
+    finally:
+        if backend == "postgresql":
+            for url in urls.values():
+                _drop_pg(url)
 
 
 def main() -> None:

@@ -81,3 +81,38 @@ def test_issue_ids_in_order_and_without_gaps(db_url: str) -> None:
     assert second == [2502, 2503, 2504] and [by_id[i] for i in second] == [0, 1, 2]
     assert bulk.issue_ids(sessions(), serials, []) == []
     engine.dispose()  # type: ignore[attr-defined]
+
+
+def test_insert_rows_binds_values_as_statements_do(db_url: str) -> None:
+    """Dates, aware datetimes (stored as UTC), bytes, NULL and JSON come back as written,
+    on SQLite's prepared executemany and PostgreSQL's COPY alike; a naive datetime is refused."""
+    from datetime import date, timezone
+
+    from sqlalchemy import JSON, Date, LargeBinary, String
+
+    from renkei.core.db import UtcDateTime
+
+    md = MetaData()
+    t = Table(
+        "typed", md,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("d", Date), Column("at", UtcDateTime()), Column("b", LargeBinary, nullable=True),
+        Column("s", String(20), nullable=True), Column("j", JSON, nullable=True),
+    )  # fmt: skip
+    engine = make_engine(db_url)
+    md.create_all(engine)
+    sessions = make_sessionmaker(engine)
+    tokyo = timezone(timedelta(hours=9))
+    rows = [
+        {"id": i, "d": date(2000, 1, 1 + i % 3), "at": T0.astimezone(tokyo), "b": bytes([i, 0, 255]) if i % 2 else None,
+         "s": "氏名\t\\,\"" if i == 1 else None, "j": {"k": [i]}}
+        for i in range(7)
+    ]  # fmt: skip
+    with transaction(sessions) as s:
+        assert bulk.insert_rows(s, t, rows) == 7
+    with engine.connect() as conn:
+        got = [dict(r._mapping) for r in conn.execute(select(t).order_by(t.c.id))]
+    assert got == [{**r, "at": T0} for r in rows]
+    with pytest.raises(Exception, match="naive"), transaction(sessions) as s:
+        bulk.insert_rows(s, t, [{**rows[0], "id": 99, "at": datetime(2026, 1, 1)}])
+    engine.dispose()

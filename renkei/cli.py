@@ -14,6 +14,7 @@ from renkei.atena.cli import atena_app
 from renkei.core import ids
 from renkei.dummy.cli import dummy_app
 from renkei.federation.load import load_command
+from renkei.jlis.cli import jlis_app
 from renkei.staff.cli import staff_app
 
 app = typer.Typer(help="renkei — マイナンバー情報連携（合成データのみ） / My Number information linkage", no_args_is_help=True)
@@ -26,9 +27,10 @@ keys_app = typer.Typer(help="項目暗号化の鍵 / field-encryption keys", no_
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(staff_app, name="staff")
+app.add_typer(atena_app, name="atena")
+app.add_typer(jlis_app, name="jlis")
 dummy_app.command("load")(load_command)  # loading needs the federation (renkei.federation.load)
 app.add_typer(dummy_app, name="dummy")
-app.add_typer(atena_app, name="atena")
 
 ID_KINDS = {
     "individual-number": ids.IdKind.INDIVIDUAL_NUMBER,

@@ -16,6 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from renkei.core.audit.log import audit_tables
 from renkei.core.db import NAMING, BigId, UtcDateTime, kernel_tables
+from renkei.core.imports import import_tables
 from renkei.core.schema import NodeSchema, register
 from renkei.core.wire.guard import guard_tables
 from renkei.staff.auth import auth_tables
@@ -33,6 +34,7 @@ auth = auth_tables(Base.metadata)
 oauth = oauth_tables(Base.metadata)
 guard = guard_tables(Base.metadata)  # rate limits and alerts for staff and business clients
 exports = export_tables(Base.metadata)  # downloads of personal data and their approvals
+imports = import_tables(Base.metadata)  # bulk imports from files, resumable (renkei.core.imports)
 
 # What this node hands the kernel (renkei.core.schema): nothing finds it by module name.
 SCHEMA = register(

@@ -12,23 +12,25 @@ import unicodedata
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
 import jaconv
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import Table, exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from renkei.atena.models import AtenaSerial, BasicFour, BusinessLink, InquiryLog, Person
 from renkei.catalogue import Catalogue
-from renkei.core import ids
+from renkei.core import bulk, ids
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.errors import Problem
+from renkei.core.records import Columns
 from renkei.core.text.wareki import WarekiError, parse_date, to_wareki
 from renkei.core.wire.contract import AcquisitionPair, ItemStatus, SubmitItem
 from renkei.staff.exports import EXPORT_ROLES, ExportKind
 from renkei.staff.roles import PermissionDenied, has_role
 
 MAX_BATCH = 10_000
+_IN_CHUNK = 5_000  # values per IN (…) list: under SQLite's 32,766 bound parameters
 NUMBER_AAD = ("persons", "individual_number")
 SEXES = {"1", "2", "9"}
 
@@ -125,6 +127,12 @@ def register_residents(
     """
     if not 1 <= len(records) <= MAX_BATCH:
         raise Problem(422, "bad_count", f"1〜{MAX_BATCH}件で指定してください。")
+    return register_parsed(session, cipher, parse_residents(records), now).atena_nos
+
+
+def parse_residents(records: Sequence[Any]) -> list[ResidentInput]:
+    """Each record checked (`parse_resident`); the first invalid one refuses them all with
+    its ``index``."""
     parsed = []
     for index, rec in enumerate(records):
         try:
@@ -132,57 +140,180 @@ def register_residents(
         except Problem as exc:
             exc.extra["index"] = index
             raise
-    out = []
-    for r in parsed:
-        index_value = cipher.blind_index(r.individual_number)
-        person = session.scalar(select(Person).where(Person.individual_number_index == index_value))
-        if person is None:
-            atena_no = issue_atena_no(session, now)
-            person = Person(
-                atena_no=atena_no,
-                individual_number_enc=cipher.encrypt(r.individual_number, _aad(atena_no)),
-                individual_number_index=index_value,
-                residence="resident",
-                pseudonym_status="none",
-                created_at=now,
+    return parsed
+
+
+# Columns of a residents CSV (`renkei atena import residents`): the person record's
+# fields by their Japanese names, business numbers as 業務宛名番号:<system>.
+RESIDENT_COLUMNS = Columns(
+    names={
+        "個人番号": "individual_number",
+        "氏": "family_name",
+        "名": "given_name",
+        "氏（カナ）": "family_kana",
+        "名（カナ）": "given_kana",
+        "生年月日": "birth_date",
+        "性別": "sex",
+        "郵便番号": "postal_code",
+        "住所": "address",
+        "地方公共団体コード": "lg_code",
+        "異動日": "effective_on",
+    },
+    nested={"業務宛名番号:": "business_numbers"},
+    required=frozenset(
+        {"individual_number", "family_name", "given_name", "family_kana", "given_kana", "birth_date", "sex",
+         "postal_code", "address", "lg_code"}
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """What `register_parsed` did: the 統合宛名番号 of each record in order, and how
+    many persons, 基本4情報 versions and business links it added."""
+
+    atena_nos: list[str]
+    persons: int
+    versions: int
+    links: int
+    changed: int  # records that added anything
+
+def _facts(r: ResidentInput) -> tuple[Any, ...]:
+    return (
+        r.family_name, r.given_name, r.family_kana, r.given_kana, r.birth_date, r.sex,
+        r.postal_code, r.address, r.lg_code, r.effective_on,
+    )  # fmt: skip
+
+
+_FACT_COLUMNS = (
+    BasicFour.family_name, BasicFour.given_name, BasicFour.family_kana, BasicFour.given_kana,
+    BasicFour.birth_date, BasicFour.sex, BasicFour.postal_code, BasicFour.address, BasicFour.lg_code,
+    BasicFour.effective_on,
+)  # fmt: skip
+
+
+def register_parsed(
+    session: Session, cipher: FieldCipher, residents: Sequence[ResidentInput], now: datetime
+) -> Registration:
+    """Register checked person records, set-based: a few statements per batch, not per person.
+
+    A known individual number (by its blind index) keeps its 統合宛名番号; an unknown one
+    gets the next serial. A new 基本4情報 version ("登録" for a new person, "更新"
+    otherwise) is added only when the facts differ from the person's current version, and
+    a business link only when it is not there yet: registering the same facts twice adds
+    nothing. A business number linked to another person refuses the batch (409
+    ``business_number_taken``, with the record's ``index``).
+    """
+    persons_t, basic_t = cast(Table, Person.__table__), cast(Table, BasicFour.__table__)
+    links_t, serials_t = cast(Table, BusinessLink.__table__), cast(Table, AtenaSerial.__table__)
+    indexes = [cipher.blind_index(r.individual_number) for r in residents]
+    known: dict[str, str] = {}
+    wanted = list(set(indexes))
+    for part in range(0, len(wanted), _IN_CHUNK):
+        for index, atena_no in session.execute(
+            select(Person.individual_number_index, Person.atena_no).where(
+                bulk.among(session, Person.individual_number_index, wanted[part : part + _IN_CHUNK])
             )
-            session.add(person)
-            session.flush()  # persons row first: basic_four and links refer to it
-            change = "登録"
-        else:
-            change = "更新"
-        session.add(
-            BasicFour(
-                atena_no=person.atena_no,
-                family_name=r.family_name,
-                given_name=r.given_name,
-                family_kana=r.family_kana,
-                given_kana=r.given_kana,
-                birth_date=r.birth_date,
-                sex=r.sex,
-                postal_code=r.postal_code,
-                address=r.address,
-                lg_code=r.lg_code,
-                change_kind=change,
-                effective_on=r.effective_on,
-                recorded_at=now,
-            )
+        ):
+            if index is not None:
+                known[index] = atena_no
+    # The current version of each known person's 基本4情報 (the newest row).
+    current: dict[str, tuple[Any, ...]] = {}
+    known_nos = list(set(known.values()))
+    for part in range(0, len(known_nos), _IN_CHUNK):
+        newest = (
+            select(func.max(BasicFour.id))
+            .where(bulk.among(session, BasicFour.atena_no, known_nos[part : part + _IN_CHUNK]))
+            .group_by(BasicFour.atena_no)
         )
-        for system, no in r.business_numbers.items():
-            link = session.scalar(
-                select(BusinessLink).where(BusinessLink.system == system, BusinessLink.business_atena_no == no)
+        for row in session.execute(select(BasicFour.atena_no, *_FACT_COLUMNS).where(BasicFour.id.in_(newest))):
+            current[str(row[0])] = tuple(row[1:])
+    # New persons: one block of serials for all of them.
+    seen_new: dict[str, int] = {}
+    for i, index in enumerate(indexes):
+        if index not in known and index not in seen_new:
+            seen_new[index] = i
+    fresh = list(seen_new.values())
+    serials = bulk.issue_ids(session, serials_t, [{"issued_at": now}] * len(fresh))
+    new_persons = []
+    for i, serial in zip(fresh, serials, strict=True):
+        atena_no = ids.make_atena_no(serial)
+        known[indexes[i]] = atena_no
+        new_persons.append(
+            {
+                "atena_no": atena_no,
+                "individual_number_enc": cipher.encrypt(residents[i].individual_number, _aad(atena_no)),
+                "individual_number_index": indexes[i],
+                "residence": "resident",
+                "pseudonym_status": "none",
+                "created_at": now,
+            }
+        )
+    # Business links already held: per system, so that the (system, number) key is used.
+    pairs = {(system, no) for r in residents for system, no in r.business_numbers.items()}
+    linked: dict[tuple[str, str], str] = {}
+    by_system: dict[str, list[str]] = {}
+    for system, no in pairs:
+        by_system.setdefault(system, []).append(no)
+    for system, numbers in by_system.items():
+        for part in range(0, len(numbers), _IN_CHUNK):
+            for no, atena_no in session.execute(
+                select(BusinessLink.business_atena_no, BusinessLink.atena_no).where(
+                    BusinessLink.system == system,
+                    bulk.among(session, BusinessLink.business_atena_no, numbers[part : part + _IN_CHUNK]),
+                )
+            ):
+                linked[(system, no)] = atena_no
+    versions: list[dict[str, Any]] = []
+    links: list[dict[str, Any]] = []
+    out: list[str] = []
+    changed = 0
+    created = set(seen_new)
+    for i, (r, index) in enumerate(zip(residents, indexes, strict=True)):
+        atena_no = known[index]
+        facts = _facts(r)
+        added = len(versions) + len(links)
+        if current.get(atena_no) != facts:
+            first = index in created and atena_no not in current
+            versions.append(
+                {
+                    "atena_no": atena_no,
+                    "family_name": r.family_name,
+                    "given_name": r.given_name,
+                    "family_kana": r.family_kana,
+                    "given_kana": r.given_kana,
+                    "birth_date": r.birth_date,
+                    "sex": r.sex,
+                    "postal_code": r.postal_code,
+                    "address": r.address,
+                    "lg_code": r.lg_code,
+                    "change_kind": "登録" if first else "更新",
+                    "effective_on": r.effective_on,
+                    "recorded_at": now,
+                }
             )
-            if link is None:
-                session.add(BusinessLink(system=system, business_atena_no=no, atena_no=person.atena_no, linked_at=now))
-            elif link.atena_no != person.atena_no:
+            current[atena_no] = facts
+        for system, no in r.business_numbers.items():
+            holder = linked.get((system, no))
+            if holder is None:
+                links.append({"system": system, "business_atena_no": no, "atena_no": atena_no, "linked_at": now})
+                linked[(system, no)] = atena_no
+            elif holder != atena_no:
                 raise Problem(
                     409,
                     "business_number_taken",
                     f"業務「{system}」の宛名番号は別の人に紐付いています。",
+                    index=i,
                 )
-        session.flush()
-        out.append(person.atena_no)
-    return out
+        changed += len(versions) + len(links) > added
+        out.append(atena_no)
+    # persons first: basic_four and business_links refer to them.
+    bulk.insert_rows(session, persons_t, new_persons)
+    bulk.insert_rows(session, basic_t, versions)
+    bulk.insert_rows(session, links_t, links)
+    return Registration(
+        atena_nos=out, persons=len(new_persons), versions=len(versions), links=len(links), changed=changed
+    )
 
 
 def _parts(values: Sequence[str], size: int = 5000) -> Iterable[Sequence[str]]:
@@ -200,7 +331,7 @@ def individual_numbers(session: Session, cipher: FieldCipher, atena_nos: Iterabl
             select(Person.atena_no, Person.individual_number_enc).where(
                 Person.atena_no.in_(part), Person.individual_number_enc.is_not(None)
             )
-        ).tuples()
+        )
         for atena_no, sealed in rows:
             assert sealed is not None
             out[atena_no] = cipher.decrypt(sealed, _aad(atena_no))
@@ -250,7 +381,7 @@ def pseudonym_counts(session: Session) -> dict[str, int]:
         select(Person.pseudonym_status, func.count())
         .where(Person.individual_number_index.is_not(None))
         .group_by(Person.pseudonym_status)
-    ).tuples()
+    )
     for status, n in rows:
         out[status] = int(n)
     out["no_number"] = int(
@@ -339,20 +470,42 @@ def mark_bound(session: Session, asked: Collection[str], bound: Iterable[str]) -
 def copies_for_chukan(session: Session, system: str, records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """A business system's copies as its chukan takes them: each 業務宛名番号 replaced by
     the 統合宛名番号 (the chukan never sees business numbers). The first unknown or
-    malformed number refuses the batch, naming its index."""
+    malformed number refuses the batch, naming its index. One query per 5,000 numbers."""
+    numbers = [str(rec.get("business_atena_no", "")) for rec in records]
+    found = translate_many(session, system, numbers)
     out: list[dict[str, Any]] = []
-    for index, rec in enumerate(records):
-        try:
-            atena_no = translate(session, system, str(rec.get("business_atena_no", "")))
-        except Problem as exc:
-            exc.extra["index"] = index
-            raise
+    for index, (rec, number) in enumerate(zip(records, numbers, strict=True)):
+        atena_no = found.get(number)
+        if atena_no is None:
+            try:
+                atena_no = translate(session, system, number)  # names the problem as one look-up does
+            except Problem as exc:
+                exc.extra["index"] = index
+                raise
         copy = {k: v for k, v in rec.items() if k != "business_atena_no"}
         copy["atena_no"] = atena_no
         out.append(copy)
     if not out:
         raise Problem(422, "bad_count", "副本を1件以上指定してください。")
     return out
+
+
+_LOOKUP_CHUNK = 5000  # numbers per query (SQLite takes at most 32,766 parameters)
+
+
+def translate_many(session: Session, system: str, business_atena_nos: Sequence[str]) -> dict[str, str]:
+    """業務宛名番号 → 統合宛名番号 of those well formed and known (the others are left out)."""
+    wanted = sorted({n for n in business_atena_nos if ids.check(ids.IdKind.ATENA_NO, n) is None})
+    found: dict[str, str] = {}
+    for start in range(0, len(wanted), _LOOKUP_CHUNK):
+        rows = session.execute(
+            select(BusinessLink.business_atena_no, BusinessLink.atena_no).where(
+                BusinessLink.system == system,
+                bulk.among(session, BusinessLink.business_atena_no, wanted[start : start + _LOOKUP_CHUNK]),
+            )
+        )
+        found.update((number, atena_no) for number, atena_no in rows)
+    return found
 
 
 def translate(session: Session, system: str, business_atena_no: str) -> str:

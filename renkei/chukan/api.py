@@ -55,10 +55,15 @@ def status(unit: Unit, body: AtenaNos) -> Done[Bound]:
 @sealed(router, contract.FUKUHON_REGISTER, tags=["副本登録"], summary="副本の登録（版管理、削除は新しい版）")
 def register(unit: Unit, body: FukuhonRegister) -> Done[FukuhonRegistered]:
     done = service.register_fukuhon(unit.session, unit.state.catalogue, body.records, unit.now, unit.state.cipher)
+    added = sum(d.added for d in done)
     return Done(
-        FukuhonRegistered(registered=len(done), versions=[d.version for d in done]),
+        FukuhonRegistered(registered=len(done), versions=[d.version for d in done], added=added),
         AuditEvent(
-            actor=unit.msg.iss, action="fukuhon.register", outcome="ok", ref=unit.msg.id, detail={"count": len(done)}
+            actor=unit.msg.iss,
+            action="fukuhon.register",
+            outcome="ok",
+            ref=unit.msg.id,
+            detail={"count": len(done), "added": added},
         ),
     )
 

@@ -57,6 +57,8 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "replayed_message", "duplicate_serial", "pseudonym_not_acquired", "resident_code_changed",
         "business_number_taken", "staff_exists", "own_account", "export_not_pending",
         "export_not_approved", "export_grew", "role_request_not_pending", "role_request_stale",
+        # bulk imports (renkei.core.imports)
+        "import_finished", "import_conflict",
     ),
     413: ("body_too_large",),
     415: ("unsupported_media_type",),
@@ -73,6 +75,8 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "role_conflict",
         "individual_number_in_filter", "unencodable_character", "cp932_unencodable",
         "unsupported_encoding", "password_policy",
+        # bulk files (renkei.core.records)
+        "bad_record", "unsupported_format",
         # time-stamp authority
         "bad_stamp_request", "bad_stamp_signature", "bad_page", "head_regression", "head_conflict",
     ),

@@ -117,9 +117,12 @@ def _individual_number_cd(first11: str) -> int:
     return _mod11_to_check(total % 11)
 
 
+_CYCLE_WEIGHTS = (2, 3, 4, 5, 6, 7) * 4  # enough for the longest body (14 digits)
+
+
 def _cycle_2_to_7_cd(body: str) -> int:
     # Weights 2,3,4,5,6,7,2,3,… from the rightmost digit of the body.
-    total = sum(int(d) * (2 + i % 6) for i, d in enumerate(reversed(body)))
+    total = sum(int(d) * w for d, w in zip(reversed(body), _CYCLE_WEIGHTS, strict=False))
     return _mod11_to_check(total % 11)
 
 

@@ -80,6 +80,7 @@ __all__ = [
     "assign_numbers",
     "atena_no",
     "business_serial_base",
+    "fukuhon_item_codes",
     "fukuhon_items",
     "insurer_check_digit",
     "number",
@@ -429,13 +430,22 @@ COLUMNS: Final[Mapping[str, tuple[tuple[str, str], ...]]] = MappingProxyType({
 })  # fmt: skip
 
 
+def _is_item(code: str) -> bool:
+    return code[:1] in "KCHLSD" and code[1:].isdigit()
+
+
 def fukuhon_items(record: BusinessRecord) -> dict[str, str]:
     """The layout items of `record` (empty values left out), for a provision copy."""
     return {
         code: value
         for (code, _), value in zip(COLUMNS[record.system], record.values, strict=True)
-        if code[:1] in "KCHLSD" and code[1:].isdigit() and value != ""
+        if _is_item(code) and value != ""
     }
+
+
+def fukuhon_item_codes(system: str) -> tuple[str, ...]:
+    """The layout item codes `fukuhon_items` gives for `system`'s records, in column order."""
+    return tuple(code for code, _ in COLUMNS[system] if _is_item(code))
 
 
 def allowance_amounts(children_ages: Sequence[int], eligible: Sequence[bool]) -> list[int]:

@@ -278,7 +278,7 @@ def pseudonyms_for(session: Session, link_ids: Iterable[int], org_code: str, now
                 select(Pseudonym.link_id, Pseudonym.pseudonym).where(
                     Pseudonym.org_code == org_code, Pseudonym.link_id.in_(part)
                 )
-            ).tuples().all()
+            ).all()
         )
     new = {link_id: secrets.token_urlsafe(30) for link_id in sorted(wanted - out.keys())}  # 40 chars each
     if new:
@@ -301,14 +301,14 @@ def _links(session: Session, keys: set[str], now: datetime) -> dict[str, int]:
     """Link id per resident key: found, or created (one multi-row INSERT … RETURNING)."""
     found: dict[str, int] = {}
     for part in _parts(sorted(keys)):
-        found.update(session.execute(select(Link.resident_key, Link.id).where(Link.resident_key.in_(part))).tuples().all())
+        found.update(session.execute(select(Link.resident_key, Link.id).where(Link.resident_key.in_(part))).all())
     missing = sorted(keys - found.keys())
     if missing:
         t = _table(Link)
         rows = session.execute(
             insert(t).returning(t.c.resident_key, t.c.id, sort_by_parameter_order=True),
             [{"resident_key": k, "created_at": now} for k in missing],
-        ).tuples().all()
+        ).all()
         found.update(rows)
     return found
 
@@ -343,7 +343,7 @@ def resolve_acquisitions(
             select(Acquisition.acquisition_no, Acquisition.org_code, Acquisition.link_id, Acquisition.status).where(
                 Acquisition.acquisition_no.in_(part)
             )
-        ).tuples():
+        ):
             state[no] = [owner, link_id, status]
     # Pass 1: the checks that need no link; the keyed hash of each resident code that passes.
     keys: dict[int, str] = {}

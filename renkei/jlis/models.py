@@ -15,6 +15,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from renkei.core.audit.log import audit_tables
 from renkei.core.db import NAMING, BigId, UtcDateTime, kernel_tables
+from renkei.core.imports import import_tables
 from renkei.core.schema import NodeSchema, register
 from renkei.core.wire.guard import guard_tables
 from renkei.staff.auth import auth_tables
@@ -30,6 +31,7 @@ audit = audit_tables(Base.metadata)
 guard = guard_tables(Base.metadata)
 auth = auth_tables(Base.metadata)  # staff (operators) with password + TOTP, sessions, API tokens
 exports = export_tables(Base.metadata)  # downloads of personal data and their approvals
+imports = import_tables(Base.metadata)  # bulk imports from files, resumable (renkei.core.imports)
 
 # What this node hands the kernel (renkei.core.schema): nothing finds it by module name.
 SCHEMA = register(

@@ -50,6 +50,8 @@ DYNAMIC = {
     "core/wire/contract.py:_refusal": "test_contract_refusal_codes_are_registered",
     "core/wire/contract.py:check": "test_contract_refusal_codes_are_registered",
     "atena/service.py:inquiry_date": "test_identifier_codes_are_registered",
+    "atena/fukuhon_import.py:_refusal_at_lines": "the chukan's invalid_fukuhon (registered) told by line",
+    "core/imports.py:at_line": "a batch function's Problem named by file and line: its code, its registered status",
 }
 
 

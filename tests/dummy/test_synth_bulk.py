@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from renkei.atena.service import parse_resident
@@ -50,3 +52,24 @@ def test_fukuhon_records_carry_known_numbers_and_layout_items(pop: SynthPopulati
     copies = list(bulk.fukuhon_records(pop, SHINJUKU, business.SYSTEM_TAX))
     assert copies and all(c["business_atena_no"] in known for c in copies)
     assert all(c["values"]["K001"] == str(pop.tax_year) and c["info_kind_code"] == "TM00000000000002" for c in copies)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_written_files_read_back_as_the_records(pop: SynthPopulation, tmp_path: Path, suffix: str) -> None:
+    """The import files (JSON Lines and CSV) hold exactly the records, in order, as the
+    importers read them (their column tables)."""
+    from renkei.atena.service import RESIDENT_COLUMNS
+    from renkei.core.records import read_records
+    from renkei.jlis.service import PAIR_COLUMNS
+
+    seen: list[int] = []
+    path = tmp_path / f"residents{suffix}"
+    n = bulk.write_residents(pop, SHINJUKU, path, seen.append)
+    records = list(bulk.resident_records(pop, SHINJUKU))
+    assert n == len(records) and seen[-1] == n
+    read = [rec for _, rec in read_records(path, RESIDENT_COLUMNS)]
+    assert [parse_resident(r) for r in read] == [parse_resident(r) for r in records]
+    pairs = tmp_path / f"pairs{suffix}"
+    assert bulk.write_jlis_pairs(pop, pairs) == len(list(bulk.jlis_rows(pop)))
+    got = [(r["individual_number"], r["resident_code"], r["lg_code"]) for _, r in read_records(pairs, PAIR_COLUMNS)]
+    assert got == list(bulk.jlis_rows(pop))

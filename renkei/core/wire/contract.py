@@ -315,6 +315,7 @@ class FukuhonRegister(Body):
 class FukuhonRegistered(Body):
     registered: int
     versions: list[int]
+    added: int = 0  # of them new versions (the others said what was already held)
 
 
 class ChukanInquiry(Body):

@@ -8,11 +8,14 @@
    (bench/echo_chain.py, four mutual-TLS uvicorn hops that only forward and echo) driven by
    the same client at the same concurrency. Each goal is printed MET or NOT MET.
 3. Audit log (bench_audit.py) and 4. synthetic population (bench_dummy.py), each with its own.
+5. Bootstrap of the ward (bench_bootstrap.py): 343,000 people into atena, pseudonyms for all
+   of them, about 1,000,000 copies into chukan, on SQLite and PostgreSQL, beside a raw
+   insert of the same rows into the same engine.
 
 Usage: .venv/bin/python bench/run.py [--only PART[,PART...]] [--concurrency 16]
-       [--duration 10] [--open-duration 10]
+       [--duration 10] [--open-duration 10] [--people 343000]
 Parts: envelope, echo, inquiry (measures the echo chain too: a goal is a ratio to the same
-run's baseline), audit, dummy. The machine is shared: each figure says the load average.
+run's baseline), audit, dummy, bootstrap. The machine is shared: each figure says the load average.
 """
 
 from __future__ import annotations
@@ -239,7 +242,7 @@ def echo_body() -> bytes:
 
 
 
-PARTS = ("envelope", "echo", "inquiry", "audit", "dummy")
+PARTS = ("envelope", "echo", "inquiry", "audit", "dummy", "bootstrap")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -248,6 +251,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="closed loops (echo chain, inquiry path)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each closed loop")
     parser.add_argument("--open-duration", type=float, default=10.0, help="seconds of the open loop")
+    parser.add_argument("--people", type=int, default=343_000, help="persons of the bootstrap")
     args = parser.parse_args(argv)
     args.parts = {p.strip() for p in args.only.split(",") if p.strip()}
     unknown = args.parts - set(PARTS)
@@ -281,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
 
         bench_dummy.main([])
         print(f"  rerun: {RERUN} dummy   (or .venv/bin/python bench/bench_dummy.py --help)")
+    # Bootstrap of the ward: 343,000 people, pseudonyms, ~1,000,000 copies (issue 9 goals).
+    if "bootstrap" in args.parts:
+        import bench_bootstrap
+
+        bench_bootstrap.main(["--people", str(args.people)])
     return 0
 
 

@@ -191,7 +191,7 @@ def summary_lines(summary: Any) -> list[str]:
     return lines
 
 
-def _progress_bar() -> Any:
+def _progress_bar(*, disable: bool = False) -> Any:
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -215,6 +215,7 @@ def _progress_bar() -> Any:
         Rate(),
         TimeRemainingColumn(),
         console=Console(stderr=True),
+        disable=disable,
     )
 
 
@@ -227,12 +228,13 @@ def acquire_pseudonyms(
         bool, typer.Option("--retry-requested", help="依頼済みで符号の通知がない人も再依頼する")
     ] = False,
     timeout: Annotated[float, typer.Option(help="最後の依頼の後、符号の通知を待つ秒数")] = 600.0,
+    no_progress: QuietOpt = False,
 ) -> None:
     """符号取得: 符号のない全員について、中間サーバー・J-LIS経由で符号を取得します（中断後の再実行は続きから）。"""
     from renkei.core.config import ConfigError
     from renkei.core.errors import Problem
 
-    bar = _progress_bar()
+    bar = _progress_bar(disable=no_progress)
     tasks: dict[str, Any] = {}
 
     def on_progress(p: Any) -> None:

@@ -110,7 +110,7 @@ def _snapshot(layout: Layout, urls: dict[str, str]) -> Snapshot:
 
 def _load(layout: Layout, *, seed: int = SEED, fukuhon: str = "tax") -> LoadRun:
     args = ["dummy", "load", "--var", str(layout.root), "--base-port", str(layout.base_port),
-            "--seed", str(seed), "--people", str(PEOPLE), "--fukuhon", fukuhon]  # fmt: skip
+            "--seed", str(seed), "--people", str(PEOPLE), "--fukuhon", fukuhon, "--no-progress"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     output = result.output
     found = re.search(r"loaded in ([0-9.]+) s", output)
@@ -211,14 +211,31 @@ def test_second_load_changes_nobody(loaded: Loaded) -> None:
         assert second.copies[org.slug] == first.copies[org.slug], org.name
 
 
-def test_copies_no_client_may_register_are_refused_before_loading(loaded: Loaded) -> None:
-    """The demo enrols a copy-registering client for tax only: another system is refused
-    up front, naming the missing scope, and nothing of the population is loaded."""
-    refused = _load(loaded.layout, seed=SEED + 1, fukuhon="tax,nhi")
+def test_an_unknown_business_system_is_refused_before_loading(loaded: Loaded) -> None:
+    """Copies of a system the generator does not know are refused up front, naming the
+    systems it knows, and nothing of the population is loaded."""
+    refused = _load(loaded.layout, seed=SEED + 1, fukuhon="tax,pension")
     assert refused.exit_code == 2, refused.output
-    assert "nhi:fukuhon:register" in refused.output
+    assert "pension" in refused.output and "child_allowance" in refused.output
     assert "J-LIS" not in refused.output
     assert _snapshot(loaded.layout, loaded.urls) == loaded.after_second
+
+
+def test_everyone_gets_a_pseudonym_through_the_three_party_flow(loaded: Loaded) -> None:
+    """The load acquires every loaded person's pseudonym (atena → chukan → hub, J-LIS):
+    each ward's chukan binds one per person its atena numbered, and the hub holds one per
+    person and organization."""
+    for org, _lg in WARDS:
+        atena = _url(loaded.layout, loaded.urls, org, "atena")
+        persons = _count(atena, "select count(*) from persons")
+        bound = _count(_url(loaded.layout, loaded.urls, org, "chukan"), "select count(*) from pseudonym_bindings")
+        assert bound == persons, org.name
+        assert loaded.first.count(rf"{org.name}: ([\d,]+) pseudonyms acquired") > 100
+    org_codes = ", ".join(f"'{org.org_code}'" for org, _lg in WARDS)
+    hub = _url(loaded.layout, loaded.urls, HUB, "hub")
+    assert _count(hub, f"select count(*) from pseudonyms where org_code in ({org_codes})") == sum(
+        loaded.after_second.persons.values()
+    )
 
 
 def test_a_jlis_conflict_is_a_clear_error_and_loads_nothing(

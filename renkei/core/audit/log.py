@@ -71,6 +71,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     cast,
     func,
     insert,
@@ -397,6 +398,24 @@ class AuditLog:
         # Runs in the transaction that writes each checkpoint: a node queues the
         # countersignature request there (outbox), so it commits with the checkpoint.
         self.on_checkpoint = on_checkpoint
+        # The statements of every append, built once (not rebuilt and re-keyed for the
+        # statement cache on each entry).
+        h = tables.head
+        self._claim_stmt = (
+            update(h)
+            .where(h.c.id == 1)
+            .values(seq=h.c.seq + bindparam("count", type_=h.c.seq.type))
+            .returning(h.c.seq, h.c.hash, h.c.last_checkpoint_seq, h.c.last_checkpoint_at)
+        )
+        self._advance_stmt = (
+            update(h)
+            .where(h.c.id == 1)
+            .values(
+                hash=bindparam("new_hash", type_=h.c.hash.type),
+                last_checkpoint_seq=bindparam("cp_seq", type_=h.c.last_checkpoint_seq.type),
+                last_checkpoint_at=bindparam("cp_at", type_=h.c.last_checkpoint_at.type),
+            )
+        )
 
     def _signed(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
         if self.on_checkpoint is None:
@@ -415,17 +434,11 @@ class AuditLog:
 
     def _claim(self, session: Session, count: int) -> tuple[int, str, int, datetime]:
         """Lock the head and reserve ``count`` seqs: (last seq before, its hash, last checkpoint)."""
-        h = self.tables.head
-        stmt = (
-            update(h)
-            .where(h.c.id == 1)
-            .values(seq=h.c.seq + count)
-            .returning(h.c.seq, h.c.hash, h.c.last_checkpoint_seq, h.c.last_checkpoint_at)
-        )
-        row = session.execute(stmt).first()
+        stmt, params = self._claim_stmt, {"count": count}
+        row = session.execute(stmt, params).first()
         if row is None:
             self._create_head(session, self._now())
-            row = session.execute(stmt).one()
+            row = session.execute(stmt, params).one()
         seq, hash_, cp_seq, cp_at = row
         return int(seq) - count, str(hash_), int(cp_seq), cp_at
 
@@ -572,11 +585,7 @@ class AuditLog:
         if checkpoints:
             session.execute(insert(t.checkpoints), checkpoints)
             self._signed(session, checkpoints)
-        session.execute(
-            update(t.head)
-            .where(t.head.c.id == 1)
-            .values(hash=prev, last_checkpoint_seq=cp_seq, last_checkpoint_at=cp_at)
-        )
+        session.execute(self._advance_stmt, {"new_hash": prev, "cp_seq": cp_seq, "cp_at": cp_at})
         return list(range(last + 1, seq + 1))
 
     def checkpoint(self, session: Session) -> int | None:

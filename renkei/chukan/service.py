@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import IO, Any, cast
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from renkei.catalogue import Catalogue
@@ -164,18 +164,23 @@ def bound_atena_nos(session: Session, atena_nos: list[str]) -> list[str]:
 
 
 def pseudonym_of(session: Session, atena_no: str) -> str:
-    binding = session.get(PseudonymBinding, atena_no)
-    if binding is None:
+    pseudonym = session.scalar(_PSEUDONYM_OF, {"atena_no": atena_no})
+    if pseudonym is None:
         raise Problem(
             409,
             "pseudonym_not_acquired",
             f"指定された団体内統合宛名番号「{atena_no}」は符号が未取得です。",
         )
-    return binding.pseudonym
+    return str(pseudonym)
 
 
 def atena_of_pseudonym(session: Session, pseudonym: str) -> str | None:
-    return session.scalar(select(PseudonymBinding.atena_no).where(PseudonymBinding.pseudonym == pseudonym))
+    return session.scalar(_ATENA_OF, {"pseudonym": pseudonym})
+
+
+# The inquiry path's lookups, built once (columns, not ORM objects).
+_PSEUDONYM_OF = select(PseudonymBinding.pseudonym).where(PseudonymBinding.atena_no == bindparam("atena_no"))
+_ATENA_OF = select(PseudonymBinding.atena_no).where(PseudonymBinding.pseudonym == bindparam("pseudonym"))
 
 
 # --- provision copies -----------------------------------------------------------
@@ -359,12 +364,7 @@ def find_copy(session: Session, atena_no: str, info_kind_code: str, as_of: date)
 
 
 def provision_recorded(session: Session, serial: str) -> bool:
-    return (
-        session.scalar(
-            select(ProvisionRecord.id).where(ProvisionRecord.serial == serial, ProvisionRecord.direction == "provision")
-        )
-        is not None
-    )
+    return session.scalar(_RECORDED, {"serial": serial, "direction": "provision"}) is not None
 
 
 @dataclass(frozen=True)
@@ -536,12 +536,7 @@ def check_answer(
 
 
 def inquiry_recorded(session: Session, serial: str) -> bool:
-    return (
-        session.scalar(
-            select(ProvisionRecord.id).where(ProvisionRecord.serial == serial, ProvisionRecord.direction == "inquiry")
-        )
-        is not None
-    )
+    return session.scalar(_RECORDED, {"serial": serial, "direction": "inquiry"}) is not None
 
 
 def keep_inquiry(
@@ -586,21 +581,29 @@ def record(
     now: datetime,
     reason: str | None = None,
 ) -> None:
-    session.add(
-        ProvisionRecord(
-            serial=serial,
-            direction=direction,
-            at=now,
-            counterpart_org=counterpart_org,
-            procedure_code=procedure_code,
-            info_kind_code=info_kind_code,
-            atena_no=atena_no,
-            as_of=as_of,
-            outcome=outcome,
-            reason=reason,
-        )
+    # A plain INSERT (Core, built once): no ORM unit of work for a row nobody reads back here.
+    session.execute(
+        _INSERT_RECORD,
+        {
+            "serial": serial,
+            "direction": direction,
+            "at": now,
+            "counterpart_org": counterpart_org,
+            "procedure_code": procedure_code,
+            "info_kind_code": info_kind_code,
+            "atena_no": atena_no,
+            "as_of": as_of,
+            "outcome": outcome,
+            "reason": reason,
+        },
     )
-    session.flush()
+
+
+_RECORDS = cast(Table, ProvisionRecord.__table__)
+_INSERT_RECORD = insert(_RECORDS)
+_RECORDED = select(_RECORDS.c.id).where(
+    _RECORDS.c.serial == bindparam("serial"), _RECORDS.c.direction == bindparam("direction")
+)
 
 
 # --- staff: provision records by affair role, and their export ------------------------------

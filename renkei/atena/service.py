@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Any, cast
 
 import jaconv
-from sqlalchemy import Table, exists, func, insert, select, update
+from sqlalchemy import Table, bindparam, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from renkei.atena.models import AtenaSerial, BasicFour, BusinessLink, InquiryLog, Person
@@ -360,15 +360,16 @@ def translate(session: Session, system: str, business_atena_no: str) -> str:
     problem = ids.check(ids.IdKind.ATENA_NO, business_atena_no)
     if problem is not None:
         raise Problem(422, "invalid_business_atena_no", problem.message)
-    atena_no = session.scalar(
-        select(BusinessLink.atena_no).where(
-            BusinessLink.system == system, BusinessLink.business_atena_no == business_atena_no
-        )
-    )
+    atena_no = session.scalar(_TRANSLATE, {"system": system, "business_atena_no": business_atena_no})
     if atena_no is None:
         raise Problem(404, "unknown_business_atena_no", f"業務「{system}」の宛名番号「{business_atena_no}」は登録されていません。")
     return atena_no
 
+
+# Built once: every inquiry and lookup by 業務宛名番号 runs it.
+_TRANSLATE = select(BusinessLink.atena_no).where(
+    BusinessLink.system == bindparam("system"), BusinessLink.business_atena_no == bindparam("business_atena_no")
+)
 
 INQUIRY = "照会"
 

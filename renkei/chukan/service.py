@@ -341,15 +341,7 @@ def find_copy(session: Session, atena_no: str, info_kind_code: str, as_of: date)
     a deletion or an ended publication means nothing is published for that record.
     A version published later does not hide what was published on `as_of`.
     """
-    rows = session.scalars(
-        select(Fukuhon)
-        .where(
-            Fukuhon.atena_no == atena_no,
-            Fukuhon.info_kind_code == info_kind_code,
-            Fukuhon.valid_from <= as_of,
-        )
-        .order_by(Fukuhon.record_key, Fukuhon.version.desc())
-    ).all()
+    rows = session.scalars(_COPIES, {"atena_no": atena_no, "info_kind_code": info_kind_code, "as_of": as_of}).all()
     newest: dict[str, Fukuhon] = {}
     for row in rows:
         newest.setdefault(row.record_key, row)
@@ -361,6 +353,18 @@ def find_copy(session: Session, atena_no: str, info_kind_code: str, as_of: date)
     if not candidates:
         return None
     return max(candidates, key=lambda r: (r.valid_from, r.registered_at))
+
+
+# Built once (the provision path runs it for every request).
+_COPIES = (
+    select(Fukuhon)
+    .where(
+        Fukuhon.atena_no == bindparam("atena_no"),
+        Fukuhon.info_kind_code == bindparam("info_kind_code"),
+        Fukuhon.valid_from <= bindparam("as_of"),
+    )
+    .order_by(Fukuhon.record_key, Fukuhon.version.desc())
+)
 
 
 def provision_recorded(session: Session, serial: str) -> bool:

@@ -220,8 +220,11 @@ def _table(model: type[Base]) -> Table:
 
 
 def issue_serial(session: Session, kind: str, now: datetime) -> str:
-    """20 digits: issue date and a 12-digit database sequence (ours; the real format is not public)."""
-    return issue_serials(session, kind, now, 1)[0]
+    """20 digits: issue date and a 12-digit database sequence (ours; the real format is not public).
+
+    One INSERT … RETURNING, the statement built once (an inquiry issues one serial)."""
+    row_id = session.execute(_ISSUE_SERIAL, {"kind": kind, "issued_at": now}).scalar_one()
+    return f"{now:%Y%m%d}{row_id:012d}"
 
 
 def issue_serials(session: Session, kind: str, now: datetime, count: int) -> list[str]:
@@ -435,13 +438,7 @@ def begin_inquiry(
     provider = member_view(session, provider_code)
     # One read for both pseudonyms: the inquirer's (whose link names the person) and the
     # provider's of the same person (used only if the rule allows the inquiry).
-    own, target = _OWN, _TARGET
-    found = session.execute(
-        select(own.c.org_code, own.c.link_id, target.c.pseudonym)
-        .select_from(own)
-        .outerjoin(target, (target.c.link_id == own.c.link_id) & (target.c.org_code == provider_code))
-        .where(own.c.pseudonym == req.pseudonym)
-    ).first()
+    found = session.execute(_PSEUDONYMS, {"pseudonym": req.pseudonym, "provider": provider_code}).first()
     if found is None or found[0] != inquirer_org:
         raise Problem(404, "unknown_pseudonym", "符号エラー（照会者の機関別符号が未発行です）。")
     link_id, provider_pseudonym = found[1], found[2]
@@ -510,6 +507,13 @@ def finish_inquiry(session: Session, serial: str, outcome: str, now: datetime, r
 # and no statement to build and key for the cache on every inquiry).
 _OWN = _table(Pseudonym).alias("own")
 _TARGET = _table(Pseudonym).alias("target")
+_PSEUDONYMS = (
+    select(_OWN.c.org_code, _OWN.c.link_id, _TARGET.c.pseudonym)
+    .select_from(_OWN)
+    .outerjoin(_TARGET, (_TARGET.c.link_id == _OWN.c.link_id) & (_TARGET.c.org_code == bindparam("provider")))
+    .where(_OWN.c.pseudonym == bindparam("pseudonym"))
+)
+_ISSUE_SERIAL = insert(_table(Serial)).returning(_table(Serial).c.id)
 _RECORDS = _table(ProvisionRecord)
 _INSERT_RECORD = insert(_RECORDS)
 _FINISH_RECORD = update(_RECORDS).where(_RECORDS.c.serial == bindparam("key"))

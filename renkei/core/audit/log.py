@@ -407,6 +407,8 @@ class AuditLog:
             .values(seq=h.c.seq + bindparam("count", type_=h.c.seq.type))
             .returning(h.c.seq, h.c.hash, h.c.last_checkpoint_seq, h.c.last_checkpoint_at)
         )
+        self._quoted: dict[Any, tuple[str, str]] = {}
+        self._sqlite: dict[Any, tuple[Any, str]] = {}
         self._advance_stmt = (
             update(h)
             .where(h.c.id == 1)
@@ -473,6 +475,30 @@ class AuditLog:
             "signature": token,
         }
 
+    def _names(self, dialect: Any) -> tuple[str, str]:
+        """The entries table and its column list, quoted for ``dialect`` (worked out once)."""
+        found = self._quoted.get(dialect)
+        if found is None:
+            e = self.tables.entries
+            quote = dialect.identifier_preparer
+            found = self._quoted[dialect] = (
+                quote.format_table(e),
+                ", ".join(quote.quote(c.name) for c in e.columns),
+            )
+        return found
+
+    def _sqlite_insert(self, dialect: Any) -> tuple[Any, str]:
+        """SQLite: the time column's bind processor and the INSERT, worked out once."""
+        found = self._sqlite.get(dialect)
+        if found is None:
+            e = self.tables.entries
+            table, names = self._names(dialect)
+            found = self._sqlite[dialect] = (
+                e.c.at.type.dialect_impl(dialect).bind_processor(dialect),
+                f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(e.columns))})",
+            )
+        return found
+
     def _inserter(
         self, session: Session, now: datetime
     ) -> tuple[Any, Callable[[list[tuple[Any, ...]]], None]]:
@@ -484,9 +510,7 @@ class AuditLog:
         e = self.tables.entries
         conn = session.connection()
         dialect = conn.dialect
-        quote = dialect.identifier_preparer
-        table = quote.format_table(e)
-        names = ", ".join(quote.quote(c.name) for c in e.columns)
+        table, names = self._names(dialect)
         if dialect.name == "postgresql" and dialect.driver == "psycopg":
 
             def copy(rows: list[tuple[Any, ...]]) -> None:
@@ -498,8 +522,7 @@ class AuditLog:
 
             return now, copy
         if dialect.name == "sqlite" and dialect.paramstyle == "qmark":
-            process = e.c.at.type.dialect_impl(dialect).bind_processor(dialect)
-            sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(e.columns))})"
+            process, sql = self._sqlite_insert(dialect)
 
             def executemany(rows: list[tuple[Any, ...]]) -> None:
                 conn.exec_driver_sql(sql, rows)

@@ -14,6 +14,8 @@ from datetime import date, datetime
 from typing import IO, Any, cast
 
 from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from renkei.catalogue import Catalogue
@@ -550,21 +552,26 @@ def keep_inquiry(
 
     A serial we already hold (the hub repeated one) is not kept again: False.
     """
+    values = {
+        "serial": serial,
+        "direction": "inquiry",
+        "at": now,
+        "counterpart_org": req.provider_org,
+        "procedure_code": req.procedure_code,
+        "info_kind_code": req.info_kind_code,
+        "atena_no": req.atena_no,
+        "as_of": req.as_of.isoformat(),
+        "outcome": outcome,
+        "reason": reason,
+    }
+    dialect = session.get_bind().dialect.name
+    once = _INSERT_RECORD_ONCE.get(dialect)
+    if once is not None:
+        # One statement: the insert that meets the serial already kept adds nothing, returns nothing.
+        return session.execute(once, values).first() is not None
     if inquiry_recorded(session, serial):
         return False
-    record(
-        session,
-        serial=serial,
-        direction="inquiry",
-        counterpart_org=req.provider_org,
-        procedure_code=req.procedure_code,
-        info_kind_code=req.info_kind_code,
-        atena_no=req.atena_no,
-        as_of=req.as_of.isoformat(),
-        outcome=outcome,
-        now=now,
-        reason=reason,
-    )
+    session.execute(_INSERT_RECORD, values)
     return True
 
 
@@ -605,6 +612,12 @@ def record(
 
 _RECORDS = cast(Table, ProvisionRecord.__table__)
 _INSERT_RECORD = insert(_RECORDS)
+_INSERT_RECORD_ONCE = {
+    name: make(_RECORDS)
+    .on_conflict_do_nothing(index_elements=[_RECORDS.c.serial, _RECORDS.c.direction])
+    .returning(_RECORDS.c.id)
+    for name, make in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
+}
 _RECORDED = select(_RECORDS.c.id).where(
     _RECORDS.c.serial == bindparam("serial"), _RECORDS.c.direction == bindparam("direction")
 )

@@ -15,8 +15,10 @@ from datetime import date, datetime
 from typing import IO, Any, Final, cast
 
 import orjson
-from sqlalchemy import Table, Text, func, insert, select, text, update
+from sqlalchemy import Table, Text, bindparam, func, insert, select, text, update
 from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from renkei.catalogue import Catalogue, Edition, parse_wire_date
@@ -164,18 +166,23 @@ def bound_atena_nos(session: Session, atena_nos: list[str]) -> list[str]:
 
 
 def pseudonym_of(session: Session, atena_no: str) -> str:
-    binding = session.get(PseudonymBinding, atena_no)
-    if binding is None:
+    pseudonym = session.scalar(_PSEUDONYM_OF, {"atena_no": atena_no})
+    if pseudonym is None:
         raise Problem(
             409,
             "pseudonym_not_acquired",
             f"指定された団体内統合宛名番号「{atena_no}」は符号が未取得です。",
         )
-    return binding.pseudonym
+    return str(pseudonym)
 
 
 def atena_of_pseudonym(session: Session, pseudonym: str) -> str | None:
-    return session.scalar(select(PseudonymBinding.atena_no).where(PseudonymBinding.pseudonym == pseudonym))
+    return session.scalar(_ATENA_OF, {"pseudonym": pseudonym})
+
+
+# The inquiry path's lookups, built once (columns, not ORM objects).
+_PSEUDONYM_OF = select(PseudonymBinding.pseudonym).where(PseudonymBinding.atena_no == bindparam("atena_no"))
+_ATENA_OF = select(PseudonymBinding.atena_no).where(PseudonymBinding.pseudonym == bindparam("pseudonym"))
 
 
 # --- provision copies -----------------------------------------------------------
@@ -508,15 +515,7 @@ def find_copy(session: Session, atena_no: str, info_kind_code: str, as_of: date)
     a deletion or an ended publication means nothing is published for that record.
     A version published later does not hide what was published on `as_of`.
     """
-    rows = session.scalars(
-        select(Fukuhon)
-        .where(
-            Fukuhon.atena_no == atena_no,
-            Fukuhon.info_kind_code == info_kind_code,
-            Fukuhon.valid_from <= as_of,
-        )
-        .order_by(Fukuhon.record_key, Fukuhon.version.desc())
-    ).all()
+    rows = session.scalars(_COPIES, {"atena_no": atena_no, "info_kind_code": info_kind_code, "as_of": as_of}).all()
     newest: dict[str, Fukuhon] = {}
     for row in rows:
         newest.setdefault(row.record_key, row)
@@ -530,13 +529,20 @@ def find_copy(session: Session, atena_no: str, info_kind_code: str, as_of: date)
     return max(candidates, key=lambda r: (r.valid_from, r.registered_at))
 
 
-def provision_recorded(session: Session, serial: str) -> bool:
-    return (
-        session.scalar(
-            select(ProvisionRecord.id).where(ProvisionRecord.serial == serial, ProvisionRecord.direction == "provision")
-        )
-        is not None
+# Built once (the provision path runs it for every request).
+_COPIES = (
+    select(Fukuhon)
+    .where(
+        Fukuhon.atena_no == bindparam("atena_no"),
+        Fukuhon.info_kind_code == bindparam("info_kind_code"),
+        Fukuhon.valid_from <= bindparam("as_of"),
     )
+    .order_by(Fukuhon.record_key, Fukuhon.version.desc())
+)
+
+
+def provision_recorded(session: Session, serial: str) -> bool:
+    return session.scalar(_RECORDED, {"serial": serial, "direction": "provision"}) is not None
 
 
 @dataclass(frozen=True)
@@ -708,12 +714,7 @@ def check_answer(
 
 
 def inquiry_recorded(session: Session, serial: str) -> bool:
-    return (
-        session.scalar(
-            select(ProvisionRecord.id).where(ProvisionRecord.serial == serial, ProvisionRecord.direction == "inquiry")
-        )
-        is not None
-    )
+    return session.scalar(_RECORDED, {"serial": serial, "direction": "inquiry"}) is not None
 
 
 def keep_inquiry(
@@ -723,21 +724,26 @@ def keep_inquiry(
 
     A serial we already hold (the hub repeated one) is not kept again: False.
     """
+    values = {
+        "serial": serial,
+        "direction": "inquiry",
+        "at": now,
+        "counterpart_org": req.provider_org,
+        "procedure_code": req.procedure_code,
+        "info_kind_code": req.info_kind_code,
+        "atena_no": req.atena_no,
+        "as_of": req.as_of.isoformat(),
+        "outcome": outcome,
+        "reason": reason,
+    }
+    dialect = session.get_bind().dialect.name
+    once = _INSERT_RECORD_ONCE.get(dialect)
+    if once is not None:
+        # One statement: the insert that meets the serial already kept adds nothing, returns nothing.
+        return session.execute(once, values).first() is not None
     if inquiry_recorded(session, serial):
         return False
-    record(
-        session,
-        serial=serial,
-        direction="inquiry",
-        counterpart_org=req.provider_org,
-        procedure_code=req.procedure_code,
-        info_kind_code=req.info_kind_code,
-        atena_no=req.atena_no,
-        as_of=req.as_of.isoformat(),
-        outcome=outcome,
-        now=now,
-        reason=reason,
-    )
+    session.execute(_INSERT_RECORD, values)
     return True
 
 
@@ -758,21 +764,35 @@ def record(
     now: datetime,
     reason: str | None = None,
 ) -> None:
-    session.add(
-        ProvisionRecord(
-            serial=serial,
-            direction=direction,
-            at=now,
-            counterpart_org=counterpart_org,
-            procedure_code=procedure_code,
-            info_kind_code=info_kind_code,
-            atena_no=atena_no,
-            as_of=as_of,
-            outcome=outcome,
-            reason=reason,
-        )
+    # A plain INSERT (Core, built once): no ORM unit of work for a row nobody reads back here.
+    session.execute(
+        _INSERT_RECORD,
+        {
+            "serial": serial,
+            "direction": direction,
+            "at": now,
+            "counterpart_org": counterpart_org,
+            "procedure_code": procedure_code,
+            "info_kind_code": info_kind_code,
+            "atena_no": atena_no,
+            "as_of": as_of,
+            "outcome": outcome,
+            "reason": reason,
+        },
     )
-    session.flush()
+
+
+_RECORDS = cast(Table, ProvisionRecord.__table__)
+_INSERT_RECORD = insert(_RECORDS)
+_INSERT_RECORD_ONCE = {
+    name: make(_RECORDS)
+    .on_conflict_do_nothing(index_elements=[_RECORDS.c.serial, _RECORDS.c.direction])
+    .returning(_RECORDS.c.id)
+    for name, make in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
+}
+_RECORDED = select(_RECORDS.c.id).where(
+    _RECORDS.c.serial == bindparam("serial"), _RECORDS.c.direction == bindparam("direction")
+)
 
 
 # --- staff: provision records by affair role, and their export ------------------------------

@@ -196,7 +196,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     else:
         kwargs.setdefault("pool_pre_ping", True)
         kwargs.setdefault("pool_size", 10)
-        engine = create_engine(url, **kwargs)
+        # psycopg prepares a statement on the server after five runs, and PostgreSQL may then
+        # keep a generic plan chosen while a table was nearly empty: a bulk import's look-up
+        # by (system, number) stayed a sequential scan as the table grew to 250,000 rows
+        # (quadratic). Plan each run with its own values; these statements are cheap to plan.
+        connect_args = dict(kwargs.pop("connect_args", {}))
+        connect_args.setdefault("options", "-c plan_cache_mode=force_custom_plan")
+        engine = create_engine(url, connect_args=connect_args, **kwargs)
     forbid_event_loop_io(engine)
     return engine
 

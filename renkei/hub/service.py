@@ -220,8 +220,11 @@ def _table(model: type[Base]) -> Table:
 
 
 def issue_serial(session: Session, kind: str, now: datetime) -> str:
-    """20 digits: issue date and a 12-digit database sequence (ours; the real format is not public)."""
-    return issue_serials(session, kind, now, 1)[0]
+    """20 digits: issue date and a 12-digit database sequence (ours; the real format is not public).
+
+    One INSERT … RETURNING, the statement built once (an inquiry issues one serial)."""
+    row_id = session.execute(_ISSUE_SERIAL, {"kind": kind, "issued_at": now}).scalar_one()
+    return f"{now:%Y%m%d}{row_id:012d}"
 
 
 def issue_serials(session: Session, kind: str, now: datetime, count: int) -> list[str]:
@@ -431,34 +434,38 @@ def begin_inquiry(
     been recorded and must be committed before the problem is returned.
     """
     provider_code = req.provider_org
-    as_of = req.as_of
     inquirer = member_view(session, inquirer_org)
     provider = member_view(session, provider_code)
-    own = session.get(Pseudonym, req.pseudonym)
-    if own is None or own.org_code != inquirer_org:
+    # One read for both pseudonyms: the inquirer's (whose link names the person) and the
+    # provider's of the same person (used only if the rule allows the inquiry).
+    found = session.execute(_PSEUDONYMS, {"pseudonym": req.pseudonym, "provider": provider_code}).first()
+    if found is None or found[0] != inquirer_org:
         raise Problem(404, "unknown_pseudonym", "符号エラー（照会者の機関別符号が未発行です）。")
+    link_id, provider_pseudonym = found[1], found[2]
     serial = issue_serial(session, "inquiry", now)
-    record = ProvisionRecord(
-        serial=serial,
-        requested_at=now,
-        inquirer_org=inquirer_org,
-        provider_org=provider_code,
-        procedure_code=req.procedure_code,
-        info_kind_code=req.info_kind_code,
-        link_id=own.link_id,
-        as_of=as_of.isoformat(),
-        outcome="pending",
-    )
-    session.add(record)
+    # The record is written once, with its outcome decided (a plain INSERT: no ORM unit of work).
+    record: dict[str, Any] = {
+        "serial": serial,
+        "requested_at": now,
+        "inquirer_org": inquirer_org,
+        "provider_org": provider_code,
+        "procedure_code": req.procedure_code,
+        "info_kind_code": req.info_kind_code,
+        "link_id": link_id,
+        "as_of": req.as_of.isoformat(),
+        "outcome": "pending",
+        "reason_code": None,
+        "reason": None,
+        "rule_id": None,
+        "rule_source": None,
+        "answered_at": None,
+    }
     decision = catalogue.check_rule(
         inquirer.kind, req.procedure_code, provider.kind, req.info_kind_code, today
     )
     if not decision.allowed:
-        record.outcome = "refused"
-        record.reason_code = decision.code
-        record.reason = decision.message
-        record.answered_at = now
-        session.flush()
+        record.update(outcome="refused", reason_code=decision.code, reason=decision.message, answered_at=now)
+        session.execute(_INSERT_RECORD, record)
         return None, Problem(
             403,
             "rule_violation",
@@ -468,17 +475,15 @@ def begin_inquiry(
             reason_code=decision.code,
         )
     assert decision.rule is not None
-    record.rule_id = decision.rule.id
-    record.rule_source = decision.rule.source
-    target = session.scalar(
-        select(Pseudonym.pseudonym).where(Pseudonym.link_id == own.link_id, Pseudonym.org_code == provider_code)
-    )
-    if target is None or not provider.chukan_url:
-        record.outcome = "no_pseudonym"
-        record.reason_code = "provider_pseudonym_missing"
-        record.reason = "符号エラー（機関別符号未発行）"
-        record.answered_at = now
-        session.flush()
+    record.update(rule_id=decision.rule.id, rule_source=decision.rule.source)
+    if provider_pseudonym is None or not provider.chukan_url:
+        record.update(
+            outcome="no_pseudonym",
+            reason_code="provider_pseudonym_missing",
+            reason="符号エラー（機関別符号未発行）",
+            answered_at=now,
+        )
+        session.execute(_INSERT_RECORD, record)
         return None, Problem(
             404,
             "provider_pseudonym_missing",
@@ -486,17 +491,32 @@ def begin_inquiry(
             "情報提供者はこの人の符号を取得していません。",
             serial=serial,
         )
-    session.flush()
-    return Route(serial=serial, provider_url=provider.chukan_url, provider_pseudonym=target), None
+    session.execute(_INSERT_RECORD, record)
+    return Route(serial=serial, provider_url=provider.chukan_url, provider_pseudonym=provider_pseudonym), None
 
 
 def finish_inquiry(session: Session, serial: str, outcome: str, now: datetime, reason_code: str | None = None) -> None:
-    record = session.get(ProvisionRecord, serial)
-    if record is None:
+    done = session.execute(
+        _FINISH_RECORD, {"key": serial, "outcome": outcome, "reason_code": reason_code, "answered_at": now}
+    )
+    if cast(Any, done).rowcount != 1:
         raise Problem(404, "unknown_serial", "処理通番が見つかりません。", serial)
-    record.outcome = outcome
-    record.reason_code = reason_code
-    record.answered_at = now
+
+
+# The inquiry path's statements, built once (Core on the tables: no per-row ORM work,
+# and no statement to build and key for the cache on every inquiry).
+_OWN = _table(Pseudonym).alias("own")
+_TARGET = _table(Pseudonym).alias("target")
+_PSEUDONYMS = (
+    select(_OWN.c.org_code, _OWN.c.link_id, _TARGET.c.pseudonym)
+    .select_from(_OWN)
+    .outerjoin(_TARGET, (_TARGET.c.link_id == _OWN.c.link_id) & (_TARGET.c.org_code == bindparam("provider")))
+    .where(_OWN.c.pseudonym == bindparam("pseudonym"))
+)
+_ISSUE_SERIAL = insert(_table(Serial)).returning(_table(Serial).c.id)
+_RECORDS = _table(ProvisionRecord)
+_INSERT_RECORD = insert(_RECORDS)
+_FINISH_RECORD = update(_RECORDS).where(_RECORDS.c.serial == bindparam("key"))
 
 
 def records_for_link(session: Session, link_id: int) -> list[ProvisionRecord]:

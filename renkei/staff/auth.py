@@ -54,6 +54,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     delete,
     insert,
     or_,
@@ -998,27 +999,8 @@ def authenticate(
     _aware(now)
     if not token or len(token) > _MAX_TOKEN_LENGTH:
         raise AuthError("session_unknown")
-    ss, st = tables.sessions, tables.staff
-    row = (
-        session.execute(
-            select(
-                ss.c.id,
-                ss.c.created_at,
-                ss.c.last_seen_at,
-                ss.c.expires_at,
-                ss.c.revoked_at,
-                ss.c.terminal,
-                st.c.staff_id,
-                st.c.name,
-                st.c.roles,
-                st.c.active,
-            )
-            .select_from(ss.join(st, ss.c.staff_id == st.c.staff_id))
-            .where(ss.c.id == _digest(token))
-        )
-        .mappings()
-        .one_or_none()
-    )
+    ss = tables.sessions
+    row = session.execute(_statements(tables).session_row, {"id": _digest(token)}).mappings().one_or_none()
     if row is None:
         raise AuthError("session_unknown")
     if row["revoked_at"] is not None:
@@ -1043,6 +1025,42 @@ def authenticate(
     )
 
 
+@dataclass(frozen=True)
+class _Statements:
+    """The lookups of every authenticated request, built once per set of tables (not
+    rebuilt and re-keyed for the statement cache on each request)."""
+
+    session_row: Any
+    csrf_hash: Any
+
+
+_STATEMENTS: dict[Any, _Statements] = {}
+
+
+def _statements(tables: AuthTables) -> _Statements:
+    ss, st = tables.sessions, tables.staff
+    found = _STATEMENTS.get(ss)
+    if found is None:
+        found = _STATEMENTS[ss] = _Statements(
+            session_row=select(
+                ss.c.id,
+                ss.c.created_at,
+                ss.c.last_seen_at,
+                ss.c.expires_at,
+                ss.c.revoked_at,
+                ss.c.terminal,
+                st.c.staff_id,
+                st.c.name,
+                st.c.roles,
+                st.c.active,
+            )
+            .select_from(ss.join(st, ss.c.staff_id == st.c.staff_id))
+            .where(ss.c.id == bindparam("id")),
+            csrf_hash=select(ss.c.csrf_token_hash).where(ss.c.id == bindparam("id")),
+        )
+    return found
+
+
 def check_csrf(
     session: Session, tables: AuthTables, principal: StaffPrincipal, presented: str | None
 ) -> None:
@@ -1054,10 +1072,7 @@ def check_csrf(
         return
     if not presented or len(presented) > _MAX_TOKEN_LENGTH:
         raise AuthError("csrf_failed")
-    ss = tables.sessions
-    stored = session.execute(
-        select(ss.c.csrf_token_hash).where(ss.c.id == principal.session_id)
-    ).scalar_one_or_none()
+    stored = session.execute(_statements(tables).csrf_hash, {"id": principal.session_id}).scalar_one_or_none()
     if stored is None or not hmac.compare_digest(str(stored).encode(), _digest(presented).encode()):
         raise AuthError("csrf_failed")
 

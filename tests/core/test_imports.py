@@ -116,3 +116,4 @@ def test_insert_rows_binds_values_as_statements_do(db_url: str) -> None:
     with pytest.raises(Exception, match="naive"), transaction(sessions) as s:
         bulk.insert_rows(s, t, [{**rows[0], "id": 99, "at": datetime(2026, 1, 1)}])
     engine.dispose()
+

@@ -71,6 +71,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     cast,
     func,
     insert,
@@ -397,6 +398,26 @@ class AuditLog:
         # Runs in the transaction that writes each checkpoint: a node queues the
         # countersignature request there (outbox), so it commits with the checkpoint.
         self.on_checkpoint = on_checkpoint
+        # The statements of every append, built once (not rebuilt and re-keyed for the
+        # statement cache on each entry).
+        h = tables.head
+        self._claim_stmt = (
+            update(h)
+            .where(h.c.id == 1)
+            .values(seq=h.c.seq + bindparam("count", type_=h.c.seq.type))
+            .returning(h.c.seq, h.c.hash, h.c.last_checkpoint_seq, h.c.last_checkpoint_at)
+        )
+        self._quoted: dict[Any, tuple[str, str]] = {}
+        self._sqlite: dict[Any, tuple[Any, str]] = {}
+        self._advance_stmt = (
+            update(h)
+            .where(h.c.id == 1)
+            .values(
+                hash=bindparam("new_hash", type_=h.c.hash.type),
+                last_checkpoint_seq=bindparam("cp_seq", type_=h.c.last_checkpoint_seq.type),
+                last_checkpoint_at=bindparam("cp_at", type_=h.c.last_checkpoint_at.type),
+            )
+        )
 
     def _signed(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
         if self.on_checkpoint is None:
@@ -415,17 +436,11 @@ class AuditLog:
 
     def _claim(self, session: Session, count: int) -> tuple[int, str, int, datetime]:
         """Lock the head and reserve ``count`` seqs: (last seq before, its hash, last checkpoint)."""
-        h = self.tables.head
-        stmt = (
-            update(h)
-            .where(h.c.id == 1)
-            .values(seq=h.c.seq + count)
-            .returning(h.c.seq, h.c.hash, h.c.last_checkpoint_seq, h.c.last_checkpoint_at)
-        )
-        row = session.execute(stmt).first()
+        stmt, params = self._claim_stmt, {"count": count}
+        row = session.execute(stmt, params).first()
         if row is None:
             self._create_head(session, self._now())
-            row = session.execute(stmt).one()
+            row = session.execute(stmt, params).one()
         seq, hash_, cp_seq, cp_at = row
         return int(seq) - count, str(hash_), int(cp_seq), cp_at
 
@@ -460,6 +475,30 @@ class AuditLog:
             "signature": token,
         }
 
+    def _names(self, dialect: Any) -> tuple[str, str]:
+        """The entries table and its column list, quoted for ``dialect`` (worked out once)."""
+        found = self._quoted.get(dialect)
+        if found is None:
+            e = self.tables.entries
+            quote = dialect.identifier_preparer
+            found = self._quoted[dialect] = (
+                quote.format_table(e),
+                ", ".join(quote.quote(c.name) for c in e.columns),
+            )
+        return found
+
+    def _sqlite_insert(self, dialect: Any) -> tuple[Any, str]:
+        """SQLite: the time column's bind processor and the INSERT, worked out once."""
+        found = self._sqlite.get(dialect)
+        if found is None:
+            e = self.tables.entries
+            table, names = self._names(dialect)
+            found = self._sqlite[dialect] = (
+                e.c.at.type.dialect_impl(dialect).bind_processor(dialect),
+                f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(e.columns))})",
+            )
+        return found
+
     def _inserter(
         self, session: Session, now: datetime
     ) -> tuple[Any, Callable[[list[tuple[Any, ...]]], None]]:
@@ -471,9 +510,7 @@ class AuditLog:
         e = self.tables.entries
         conn = session.connection()
         dialect = conn.dialect
-        quote = dialect.identifier_preparer
-        table = quote.format_table(e)
-        names = ", ".join(quote.quote(c.name) for c in e.columns)
+        table, names = self._names(dialect)
         if dialect.name == "postgresql" and dialect.driver == "psycopg":
 
             def copy(rows: list[tuple[Any, ...]]) -> None:
@@ -485,8 +522,7 @@ class AuditLog:
 
             return now, copy
         if dialect.name == "sqlite" and dialect.paramstyle == "qmark":
-            process = e.c.at.type.dialect_impl(dialect).bind_processor(dialect)
-            sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(e.columns))})"
+            process, sql = self._sqlite_insert(dialect)
 
             def executemany(rows: list[tuple[Any, ...]]) -> None:
                 conn.exec_driver_sql(sql, rows)
@@ -572,11 +608,7 @@ class AuditLog:
         if checkpoints:
             session.execute(insert(t.checkpoints), checkpoints)
             self._signed(session, checkpoints)
-        session.execute(
-            update(t.head)
-            .where(t.head.c.id == 1)
-            .values(hash=prev, last_checkpoint_seq=cp_seq, last_checkpoint_at=cp_at)
-        )
+        session.execute(self._advance_stmt, {"new_hash": prev, "cp_seq": cp_seq, "cp_at": cp_at})
         return list(range(last + 1, seq + 1))
 
     def checkpoint(self, session: Session) -> int | None:

@@ -78,6 +78,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     delete,
     func,
     insert,
@@ -568,6 +569,42 @@ class MemoryCounters:
 _HASH_KEYS: dict[tuple[int, str], bytes] = {}  # by table and database: never changes once made
 
 
+@dataclass(frozen=True)
+class _LookupStatements:
+    """The many-unrelated-persons rule's statements on one lookups table, built once
+    (not rebuilt and re-keyed for the statement cache on every screened request)."""
+
+    forget: Any
+    seen: Any
+    add: Any
+    refresh: Any
+    distinct: Any
+
+
+_LOOKUP_STATEMENTS: dict[Table, _LookupStatements] = {}
+
+
+def _lookup_statements(lk: Table) -> _LookupStatements:
+    found = _LOOKUP_STATEMENTS.get(lk)
+    if found is None:
+        actor, since = bindparam("actor", type_=lk.c.actor.type), bindparam("since", type_=lk.c.at.type)
+        found = _LOOKUP_STATEMENTS[lk] = _LookupStatements(
+            forget=delete(lk).where(lk.c.actor == actor, lk.c.at <= since),
+            seen=select(lk.c.id)
+            .where(lk.c.actor == actor, lk.c.at > since, lk.c.cluster == bindparam("cluster"))
+            .limit(1),
+            add=insert(lk),
+            refresh=update(lk)
+            .where(lk.c.id == bindparam("row_id"))
+            .values(
+                at=bindparam("new_at", type_=lk.c.at.type),
+                person=bindparam("new_person", type_=lk.c.person.type),
+            ),
+            distinct=select(func.count(lk.c.cluster.distinct())).where(lk.c.actor == actor, lk.c.at > since),
+        )
+    return found
+
+
 def _hash_key(session: Session, tables: GuardTables) -> bytes:
     """This node's HMAC key for person ids, created on first use (then kept in memory)."""
     bind = session.get_bind()
@@ -785,25 +822,18 @@ def check(
         key = _hash_key(session, tables)
         person_h = _digest(key, "person", person)
         cluster = _digest(key, "group", group) if group is not None else person_h
-        lk = tables.lookups
+        st = _lookup_statements(tables.lookups)
         since = now - timedelta(seconds=dp.seconds)
-        session.execute(delete(lk).where(lk.c.actor == actor, lk.c.at <= since))
+        window = {"actor": actor, "since": since}
+        session.execute(st.forget, window)
         # One row per cluster in the window (refreshed, not repeated): the count below then
         # reads at most as many rows as there are distinct clusters, however many lookups.
-        seen = session.execute(
-            select(lk.c.id).where(lk.c.actor == actor, lk.c.at > since, lk.c.cluster == cluster).limit(1)
-        ).scalar()
+        seen = session.execute(st.seen, {**window, "cluster": cluster}).scalar()
         if seen is None:
-            session.execute(insert(lk).values(at=now, actor=actor, person=person_h, cluster=cluster))
+            session.execute(st.add, {"at": now, "actor": actor, "person": person_h, "cluster": cluster})
         else:
-            session.execute(update(lk).where(lk.c.id == seen).values(at=now, person=person_h))
-        distinct = int(
-            session.execute(
-                select(func.count(lk.c.cluster.distinct())).where(
-                    lk.c.actor == actor, lk.c.at > since
-                )
-            ).scalar_one()
-        )
+            session.execute(st.refresh, {"row_id": seen, "new_at": now, "new_person": person_h})
+        distinct = int(session.execute(st.distinct, window).scalar_one())
         if distinct > dp.max:
             if once("distinct_persons", dp.seconds):
                 alert(

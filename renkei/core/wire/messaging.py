@@ -26,6 +26,7 @@ from renkei.core.errors import STATUS_OF, Problem
 
 JOSE_MEDIA_TYPE = "application/jose"
 _INSERTS: dict[str, Any] = {"sqlite": sqlite_insert, "postgresql": pg_insert}
+_KEEP: dict[tuple[Any, str], Any] = {}
 _MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 # Message ids go into audit logs, which refuse anything shaped like an individual number.
 _DIGIT_RUN = re.compile(r"[0-9]{12}")
@@ -134,12 +135,15 @@ def remember(session: Session, tables: KernelTables, msg: Message, now: datetime
     # One statement: the insert that finds the id already there adds nothing, returns nothing.
     dialect = session.get_bind().dialect.name
     if dialect in ("sqlite", "postgresql"):
-        make = _INSERTS[dialect]
+        stmt = _KEEP.get((t, dialect))
+        if stmt is None:  # built once per table and dialect, not on every message
+            stmt = _KEEP[(t, dialect)] = (
+                _INSERTS[dialect](t)
+                .on_conflict_do_nothing(index_elements=[t.c.message_id])
+                .returning(t.c.message_id)
+            )
         kept = session.execute(
-            make(t)
-            .values(message_id=msg.id, sender=msg.iss, typ=msg.typ, received_at=now)
-            .on_conflict_do_nothing(index_elements=[t.c.message_id])
-            .returning(t.c.message_id)
+            stmt, {"message_id": msg.id, "sender": msg.iss, "typ": msg.typ, "received_at": now}
         ).first()
         if kept is None:
             raise Problem(409, "replayed_message", "同じ電文が既に受信されています（再送・リプレイ）。", msg.id)

@@ -479,6 +479,9 @@ def test_demo_serve_stops_every_node_on_sigterm(tmp_path: Path, sig: signal.Sign
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         text=True,
+        # As started from a terminal: a suite run in the background by a shell without job
+        # control inherits SIGINT ignored, and Python then keeps ignoring it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         output = []

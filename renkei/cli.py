@@ -104,16 +104,9 @@ def serve(node: str, config: Path = typer.Option(..., "--config", help="ノー�
     An atena with a ``[staff]`` section also serves the staff UI on its own port, where
     terminal certificates are required unless ``require_terminal_cert = false``.
     """
-    from renkei.core.config import ConfigError, load_config
+    from renkei.core.import_cli import node_config_of
 
-    try:
-        cfg = load_config(config)
-    except ConfigError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from None
-    if cfg.kind != node:
-        typer.echo(f"設定ファイルのノード種別は {cfg.kind} です（{node} ではありません）", err=True)
-        raise typer.Exit(2)
+    cfg = node_config_of(config, node)
     try:
         asgi = nodes.create_app(cfg)
     except ValueError as exc:

@@ -48,9 +48,9 @@ def cli_actor(user: str | None = None) -> str:
     return "cli:" + "".join(ch for ch in name if ch.isalnum() or ch in "._-")[:60]
 
 
-def node_config(path: Path, kind: str, data: Path) -> NodeConfig:
-    """The node's configuration, checked to be of ``kind``, and the data file checked to
-    exist; exits with status 2 and a Japanese message otherwise."""
+def node_config_of(path: Path, kind: str) -> NodeConfig:
+    """The node's configuration, checked to be of ``kind``; exits with status 2 and a
+    Japanese message otherwise (every command that works on one node's config)."""
     try:
         cfg = load_config(path)
     except ConfigError as exc:
@@ -59,6 +59,12 @@ def node_config(path: Path, kind: str, data: Path) -> NodeConfig:
     if cfg.kind != kind:
         typer.echo(f"設定ファイルのノード種別は {cfg.kind} です（{kind} ではありません）。", err=True)
         raise typer.Exit(2)
+    return cfg
+
+
+def node_config(path: Path, kind: str, data: Path) -> NodeConfig:
+    """`node_config_of`, and the data file checked to exist (else exit 2)."""
+    cfg = node_config_of(path, kind)
     if not data.is_file():
         typer.echo(f"ファイル {data} がありません。", err=True)
         raise typer.Exit(2)

@@ -6,7 +6,7 @@ It keeps the newest head of every (node, kind), refuses a head that moves back o
 forks, and answers with a receipt. Kinds: ``audit_checkpoint`` (a node's signed audit
 checkpoints, renkei.core.audit.log); ``evidence_batch`` is reserved for the hub's evidence
 batch roots. Everything a submitter or a verifier needs is here; the authority's
-storage is renkei.tsa.
+storage belongs to the authority node itself, which the kernel never imports.
 
 Why not RFC 3161: no well-kept Python library serves the authority's side (the
 maintained ``rfc3161-client`` builds requests and verifies tokens only), and an RFC 3161

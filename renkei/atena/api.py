@@ -257,7 +257,7 @@ def residents(request: Request, body: ResidentsIn, caller: ResidentRegistrar) ->
     now = _rt(request).clock()
 
     def work(s: Session) -> Done[list[str]]:
-        atena_nos = service.register_residents(s, cipher, body.persons, now)
+        atena_nos = service.register_residents(s, cipher, body.persons, now, source=f"api:{caller.actor}")
         return Done(atena_nos, detail={"count": len(atena_nos)})
 
     return ResidentsOut(atena_nos=audited(request, caller.actor, "residents.register", work))

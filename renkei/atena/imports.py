@@ -64,11 +64,12 @@ def import_residents(
     committed) or a file already imported (``import_finished``, unless ``force``).
     """
     cipher = node_cipher(config)
+    source = f"import:{path.name}"
     added = {"persons": 0, "versions": 0, "links": 0}
 
     def apply(session: Session, batch: ledger.Batch) -> int:
         parsed = service.parse_residents([rec for _, rec in batch])
-        done = service.register_parsed(session, cipher, parsed, utcnow())
+        done = service.register_parsed(session, cipher, parsed, utcnow(), source=source)
         added["persons"] += done.persons
         added["versions"] += done.versions
         added["links"] += done.links

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Final
 
-from sqlalchemy import and_, exists, inspect, or_, select
+from sqlalchemy import and_, bindparam, exists, inspect, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from renkei.atena.models import BasicFour, HouseholdMember, Person
@@ -174,10 +174,11 @@ def load_memberships(session: Session, atena_nos: Iterable[str]) -> dict[str, Ti
     return out
 
 
-def current_clause(row: Any, day: date | None = None) -> Any:
+def current_clause(row: Any, day: Any = None) -> Any:
     """SQL: ``row`` (an alias of `BasicFour` or `HouseholdMember`) is the version in force
-    on ``day`` (None: the current version) — no version of the same person with a later
-    effective date (not after ``day``), or the same date recorded later."""
+    on ``day`` (a date or a bound parameter; None: the current version) — no version of
+    the same person with a later effective date (not after ``day``), or the same date
+    recorded later."""
     newer = aliased(inspect(row).mapper.class_)
     later = or_(
         newer.effective_on > row.effective_on,
@@ -261,9 +262,14 @@ class AsOf:
         return self.version.status if self.version is not None else "unregistered"
 
 
-def _membership_on(session: Session, atena_no: str, day: date) -> HouseholdMember | None:
-    m = aliased(HouseholdMember)
-    return session.scalars(select(m).where(m.atena_no == atena_no, current_clause(m, day))).first()
+# Built once: an as-of read runs them for every person asked about.
+_B = aliased(BasicFour, name="version")
+_M = aliased(HouseholdMember, name="membership")
+_VERSION_ON = select(_B).where(_B.atena_no == bindparam("atena_no"), current_clause(_B, bindparam("day")))
+_MEMBERSHIP_ON = select(_M).where(_M.atena_no == bindparam("atena_no"), current_clause(_M, bindparam("day")))
+_MEMBERS_ON = select(_M.atena_no, _M.relationship).where(
+    _M.household_no == bindparam("household_no"), current_clause(_M, bindparam("day"))
+)
 
 
 def as_of(session: Session, atena_no: str, day: date) -> AsOf:
@@ -271,12 +277,11 @@ def as_of(session: Session, atena_no: str, day: date) -> AsOf:
     household. Problem 404 if the 統合宛名番号 is unknown."""
     if session.get(Person, atena_no) is None:
         raise Problem(404, "unknown_atena_no", f"統合宛名番号「{atena_no}」は登録されていません。")
-    b = aliased(BasicFour)
-    row = session.scalars(select(b).where(b.atena_no == atena_no, current_clause(b, day))).first()
-    member = _membership_on(session, atena_no, day)
+    row = session.scalars(_VERSION_ON, {"atena_no": atena_no, "day": day}).first()
+    member = session.scalars(_MEMBERSHIP_ON, {"atena_no": atena_no, "day": day}).first()
     household = None
     if member is not None and member.household_no is not None:
-        head = next((m.atena_no for m in household_on(session, member.household_no, day).members if m.relationship == HEAD), None)
+        head = household_on(session, member.household_no, day).head
         household = Membership(member.household_no, member.relationship, head, member.effective_on)
     return AsOf(atena_no, day, version_of(row) if row is not None else None, household)
 
@@ -302,10 +307,7 @@ class HouseholdOn:
 
 def household_on(session: Session, household_no: str, day: date) -> HouseholdOn:
     """The members of a household on ``day`` (each person's membership in force then)."""
-    m = aliased(HouseholdMember)
-    rows = session.execute(
-        select(m.atena_no, m.relationship).where(m.household_no == household_no, current_clause(m, day))
-    ).all()
+    rows = session.execute(_MEMBERS_ON, {"household_no": household_no, "day": day}).all()
     members = sorted((Member(a, r) for a, r in rows), key=lambda x: (x.relationship != HEAD, x.atena_no))
     return HouseholdOn(household_no, day, tuple(members))
 

@@ -358,7 +358,9 @@ def register_parsed(
             belong = memberships.setdefault(atena_no, history.Timeline())
             stated_now = r.household
             was = belong.at(day)
-            leaving_none = stated_now[0] is None and (was is None or was[0] is None)
+            # Leaving is recorded even with no household known then: a membership that
+            # arrives late with an older date must not become current.
+            leaving_none = stated_now[0] is None and was is not None and was[0] is None
             if was != stated_now and not leaving_none and not belong.holds(day, stated_now):
                 order += 1
                 belong.add(day, stated_now, order)

@@ -3,7 +3,7 @@
     renkei atena import residents people.jsonl --config var/shinjuku/atena/node.toml
     renkei atena import residents people.csv --config … --batch-size 5000 [--force]
     renkei atena import fukuhon tax.jsonl --system tax --config …
-    renkei atena import feed changes-20260401.csv --config … [--encoding cp932] [--acquire]
+    renkei atena import feed changes-20260401.csv --config … [--acquire]
     renkei atena acquire-pseudonyms --config … [--chunk 5000] [--in-flight 2]
 
 See renkei.atena.imports for what an import does and renkei.core.import_cli for the exit
@@ -112,9 +112,6 @@ def import_feed(
     system: Annotated[
         str | None, typer.Option("--system", help="住民記録システムの業務システムID（既定: 設定の resident_system、jumin01）")
     ] = None,
-    encoding: Annotated[
-        str | None, typer.Option("--encoding", help="文字コード utf-8 / cp932（既定: ファイルから判定）")
-    ] = None,
     acquire: Annotated[
         bool, typer.Option("--acquire", help="取込の後、符号のない人（転入・出生を含む）の符号取得を続けて行う")
     ] = False,
@@ -132,12 +129,9 @@ def import_feed(
     from renkei.core.errors import Problem
 
     cfg = import_cli.node_config(config, "atena", file)
-    if encoding not in (None, "utf-8", "cp932"):
-        typer.echo(f"文字コード「{encoding}」は扱えません（utf-8 か cp932）。", err=True)
-        raise typer.Exit(2)
     register = system or str(cfg.extra.get("resident_system") or "jumin01")
     try:
-        done = run(cfg, file, system=register, actor=import_cli.cli_actor(), encoding=encoding)
+        done = run(cfg, file, system=register, actor=import_cli.cli_actor())
     except Problem as exc:
         if exc.code == "bad_feed":
             typer.echo(f"{file.name}: 誤りのある記録が {exc.extra.get('error_count', 0):,} 件あるため、何も反映していません。", err=True)

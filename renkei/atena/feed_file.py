@@ -10,9 +10,8 @@ Two shapes (docs/register-feed.md):
   the left, text space-filled on the right (half- or full-width spaces), 694 bytes.
 
 The shape is told from the first line (a header naming 異動ID is CSV); the encoding from
-the bytes: a BOM or valid UTF-8 is UTF-8, anything else CP932 (``--encoding`` forces
-one). CRLF or LF; blank lines and a final EOF mark (0x1A) are ignored. Dates: YYYYMMDD,
-YYYY-MM-DD or 和暦 (CSV).
+the bytes: a BOM or valid UTF-8 is UTF-8, anything else CP932. CRLF or LF; blank lines
+and a final EOF mark (0x1A) are ignored. Dates: YYYYMMDD, YYYY-MM-DD or 和暦 (CSV).
 
 **All or nothing**: the whole file is read and checked first; if any record is malformed
 (or an event id was applied before with other content), every error is reported with
@@ -21,13 +20,12 @@ applied in one transaction, together with its import-ledger row and its audit en
 (counts, never a number). The same file again applies nothing new (every event id is
 known), and says so.
 
-Decoding and cutting lines live in `_decoded_lines` and `_cut_fixed` only, so that the
-shared fixed-width reader of renkei.core.text can replace them.
+Fixed-width files are read and written by the shared record reader
+(renkei.core.text.layout, `FEED_LAYOUT`); CSV lines are decoded in `_decoded_lines`.
 """
 
 from __future__ import annotations
 
-import codecs
 import csv
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +41,7 @@ from renkei.core import imports as ledger
 from renkei.core.config import NodeConfig
 from renkei.core.db import transaction, utcnow
 from renkei.core.errors import Problem
+from renkei.core.text import layout
 
 __all__ = ["KIND", "FeedImported", "import_feed", "read_feed", "write_feed"]
 
@@ -50,27 +49,10 @@ KIND: Final = "register_feed"
 ACTION: Final = "register.feed"
 _BOM: Final = b"\xef\xbb\xbf"
 _EOF: Final = "\x1a"
-_SNIFF: Final = 1 << 20
 MAX_LINE_BYTES: Final = 64 * 1024
 
 
 # --- reading: the one place that decodes and cuts lines ---------------------------------
-
-
-def sniff_encoding(path: Path) -> str:
-    """utf-8 (a BOM, or bytes that are valid UTF-8) or cp932."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    with path.open("rb") as fh:
-        if fh.read(3) == _BOM:
-            return "utf-8"
-        fh.seek(0)
-        try:
-            while chunk := fh.read(_SNIFF):
-                decoder.decode(chunk)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return "cp932"
-    return "utf-8"
 
 
 def _decoded_lines(fh: IO[bytes], encoding: str) -> Iterator[tuple[int, str | None, str]]:
@@ -89,24 +71,16 @@ def _decoded_lines(fh: IO[bytes], encoding: str) -> Iterator[tuple[int, str | No
             yield number, None, f"{label} として読めないバイトがあります（{exc.start + 1} バイト目）。"
 
 
-def _cut_fixed(text: str) -> tuple[dict[str, str], str]:
-    """The fields of a fixed-width line by name, or a reason it cannot be cut."""
-    try:
-        raw = text.encode("cp932")
-    except UnicodeEncodeError as exc:
-        return {}, f"固定長の桁数を数えられない文字（CP932 にない文字）があります（{exc.start + 1} 文字目）。"
-    if len(raw) != feed.RECORD_WIDTH:
-        return {}, f"レコードの長さが違います（{feed.RECORD_WIDTH} バイトのはずが {len(raw)} バイト）。"
-    out: dict[str, str] = {}
-    at = 0
-    for f in feed.FIELDS:
-        piece = raw[at : at + f.width]
-        at += f.width
-        try:
-            out[f.name] = piece.decode("cp932")
-        except UnicodeDecodeError:
-            return {}, f"項目「{f.label}」の境目で全角文字が分かれています。"
-    return out, ""
+def _layout() -> layout.Layout:
+    def kind(f: feed.FeedField) -> layout.Kind:
+        if f.numeric:
+            return "numeric"
+        return "code" if f.name == "event_id" else "text"
+
+    return layout.Layout("住民異動", tuple(layout.Field(f.name, f.label, f.width, kind(f), f.required) for f in feed.FIELDS))
+
+
+FEED_LAYOUT: Final = _layout()  # the fixed-width shape (docs/register-feed.md)
 
 
 def _blank(text: str) -> bool:
@@ -174,41 +148,42 @@ class _LineFeeder:
         return text
 
 
-def read_feed(path: Path, *, encoding: str | None = None) -> ReadFeed:
+def read_feed(path: Path) -> ReadFeed:
     """Read and check the whole file (see the module docstring); nothing is applied here."""
-    enc = encoding or sniff_encoding(path)
     source = path.name
+    enc = layout.sniff(path, FEED_LAYOUT, "fixed").encoding
+    with path.open("rb") as fh:
+        first = next((text for _n, text, _r in _decoded_lines(fh, enc) if text is not None and not _blank(text)), "")
+    if not _is_header(first):
+        out = ReadFeed(source, enc, "fixed")
+        for row in layout.read_records(path, FEED_LAYOUT, shape="fixed"):
+            if row.errors:
+                for e in row.errors:
+                    out.error(row.line, e.field, e.reason)
+            else:
+                out.take(row.line, row.values)
+        return out
+    out = ReadFeed(source, enc, "csv")
     with path.open("rb") as fh:
         good: list[tuple[int, str]] = []
-        out = ReadFeed(source, enc, "fixed")
         for number, text, reason in _decoded_lines(fh, enc):
             if text is None:
                 out.error(number, "", reason)
             elif not _blank(text):
                 good.append((number, text.rstrip(_EOF)))
-    if good and _is_header(good[0][1]):
-        out.shape = "csv"
-        feeder = _LineFeeder(iter(good))
-        reader = csv.reader(feeder)
-        names: list[str | None] = []
-        for cells in reader:
-            line = feeder.line
-            if not names:
-                names = _header(cells, out)
-                if out.errors:
-                    break
-                continue
-            if len(cells) != len(names):
-                out.error(line, "", f"列の数が見出しと違います（見出し {len(names)} 列、この行 {len(cells)} 列）。")
-                continue
-            out.take(line, {n: c for n, c in zip(names, cells, strict=True) if n})
-    else:
-        for number, text in good:
-            values, reason = _cut_fixed(text)
-            if reason:
-                out.error(number, "", reason)
-            else:
-                out.take(number, values)
+    feeder = _LineFeeder(iter(good))
+    names: list[str | None] = []
+    for cells in csv.reader(feeder):
+        line = feeder.line
+        if not names:
+            names = _header(cells, out)
+            if out.errors:
+                break
+            continue
+        if len(cells) != len(names):
+            out.error(line, "", f"列の数が見出しと違います（見出し {len(names)} 列、この行 {len(cells)} 列）。")
+            continue
+        out.take(line, {n: c for n, c in zip(names, cells, strict=True) if n})
     return out
 
 
@@ -216,16 +191,11 @@ def read_feed(path: Path, *, encoding: str | None = None) -> ReadFeed:
 
 
 def _fixed(record: Mapping[str, Any]) -> str:
-    parts = []
+    values = {}
     for f in feed.FIELDS:
         value = str(record.get(f.name) or "")
-        if f.numeric and value:
-            value = value.replace("-", "").rjust(f.width, "0")
-        width = len(value.encode("cp932"))
-        if width > f.width:
-            raise ValueError(f"{f.label}: {width} bytes do not fit in {f.width}")
-        parts.append(value + " " * (f.width - width))
-    return "".join(parts)
+        values[f.name] = value.replace("-", "") if f.numeric else value
+    return layout.format_record(FEED_LAYOUT, values, "fixed")
 
 
 def write_feed(
@@ -281,14 +251,13 @@ def import_feed(
     *,
     system: str,
     actor: str,
-    encoding: str | None = None,
     engine: Engine | None = None,
     clock: Any = utcnow,
 ) -> FeedImported:
     """Read, check and apply one feed file to the atena ``config`` names (all or nothing).
 
     Raises Problem 422 ``bad_feed`` listing every malformed record (nothing applied; the
-    refusal is audited), or ``unsupported_encoding`` for an unknown ``encoding``.
+    refusal is audited).
     """
     import time
 
@@ -297,8 +266,6 @@ def import_feed(
     from renkei.core.db import make_engine, make_sessionmaker, migrate
     from renkei.staff.admin import node_cipher
 
-    if encoding not in (None, "utf-8", "cp932"):
-        raise Problem(422, "unsupported_encoding", f"文字コード「{encoding}」は扱えません（utf-8 か cp932）。")
     started = time.perf_counter()
     cipher = node_cipher(config)
     eng = engine or make_engine(config.database_url)
@@ -307,7 +274,7 @@ def import_feed(
         log = AuditLog(SCHEMA.audit, envelope.load_signing_key(config.keys.sig))
         sessions = make_sessionmaker(eng)
         digest, _ = ledger.scan_file(path)
-        read = read_feed(path, encoding=encoding)
+        read = read_feed(path)
 
         def refuse(exc: Problem) -> Problem:
             with transaction(sessions) as s:

@@ -265,5 +265,5 @@ def test_the_command_line(node: tuple[Path, NodeConfig, Engine], tmp_path: Path)
     assert "csv・cp932" in result.stdout
     again = cli("atena", "import", "feed", str(path), "--config", str(config))
     assert again.returncode == 0 and "反映済みの異動 2 件" in again.stdout
-    usage = cli("atena", "import", "feed", str(path), "--config", str(config), "--encoding", "latin-1")
-    assert usage.returncode == 2
+    usage = cli("atena", "import", "feed", str(tmp_path / "missing.csv"), "--config", str(config))
+    assert usage.returncode == 2 and "ありません" in usage.stderr

@@ -131,7 +131,8 @@ def import_feed(
     cfg = import_cli.node_config(config, "atena", file)
     register = system or str(cfg.extra.get("resident_system") or "jumin01")
     try:
-        done = run(cfg, file, system=register, actor=import_cli.cli_actor())
+        with import_cli.progress_bar("住民異動", enabled=not no_progress) as update:
+            done = run(cfg, file, system=register, actor=import_cli.cli_actor(), progress=update)
     except Problem as exc:
         if exc.code == "bad_feed":
             typer.echo(f"{file.name}: 誤りのある記録が {exc.extra.get('error_count', 0):,} 件あるため、何も反映していません。", err=True)

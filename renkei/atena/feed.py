@@ -26,7 +26,7 @@ Applying (`apply_events`, a session in, values out):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, Final, cast
@@ -294,11 +294,13 @@ def apply_events(
     system: str,
     source: str,
     file: str = "",
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> FeedResult:
     """Apply checked events of the register ``system`` (all or nothing; see the module
     docstring). Raises `refused` (Problem 422 ``bad_feed``) for an event id applied
     before with other content, or repeated in the batch with other content, or a
-    住民宛名番号 that belongs to another person; nothing is written then."""
+    住民宛名番号 that belongs to another person; nothing is written then. ``progress`` is
+    told (events done, events to do) after each chunk."""
     result = FeedResult(read=len(events))
     errors: list[FeedError] = []
     first_of: dict[str, FeedEvent] = {}
@@ -338,6 +340,8 @@ def apply_events(
     # In effective-date order (ties: as sent), so that recorded order follows it.
     todo.sort(key=lambda e: (e.effective_on, e.line))
     rows: list[dict[str, Any]] = []
+    if progress is not None:
+        progress(0, len(todo))
     for part in range(0, len(todo), _APPLY_CHUNK):
         chunk = todo[part : part + _APPLY_CHUNK]
         inputs = [
@@ -379,6 +383,8 @@ def apply_events(
                     "received_at": now,
                 }
             )
+        if progress is not None:
+            progress(part + len(chunk), len(todo))
     bulk.insert_rows(session, cast(Table, RegisterEvent.__table__), rows)
     result.applied = len(rows)
     result.arrivals = sorted(set(result.arrivals))

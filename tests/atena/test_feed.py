@@ -98,7 +98,9 @@ def test_every_kind_of_change_then_the_same_file_changes_nothing(
     ]  # fmt: skip
     path = tmp_path / "changes-20250801.csv"
     write_feed(events, path)
-    done = import_feed(cfg, path, system="jumin01", actor="cli:tester")
+    seen: list[tuple[int, int | None]] = []
+    done = import_feed(cfg, path, system="jumin01", actor="cli:tester", progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(0, 10), (10, 10)]
     r = done.result
     assert (r.read, r.applied, r.duplicates, r.persons) == (10, 10, 0, 4)
     assert r.outcomes == {"applied": 10}

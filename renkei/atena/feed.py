@@ -263,7 +263,8 @@ def parse_event(record: Mapping[str, Any], line: int) -> FeedEvent | list[FeedEr
         other_lg_code=v["other_lg_code"] or None,
         other_address=v["other_address"] or None,
         person=person,
-        digest=_digest(v),
+        # Dates as dates: the same event sent as 20250401, 2025-04-01 or R7.4.1 is one event.
+        digest=_digest({**v, **{k: d.isoformat() for k, d in dates.items() if d is not None}}),
     )
 
 

@@ -250,6 +250,10 @@ def test_an_event_id_is_applied_once(node: tuple[Path, NodeConfig, Engine], tmp_
         import_feed(cfg, twice, system="jumin01", actor="cli:tester")
     assert exc.value.extra["errors"][0]["line"] == 3
     _no_tables_but_ledger_changed(before, counts(engine, Base.metadata))
+    # The same event with its dates written otherwise (和暦, YYYYMMDD) is the same event.
+    wareki = tmp_path / "wareki.csv"
+    write_feed([event("D1", "転入", "R7.4.1", {**a, "birth_date": a["birth_date"].replace("-", "")}, notified_on="2025-04-01")], wareki)
+    assert import_feed(cfg, wareki, system="jumin01", actor="cli:tester").result.duplicates == 1
     # The same id with the same content in one file counts once.
     same = tmp_path / "four.csv"
     write_feed([event("D3", "転居", "2025-05-01", {**a, "address": "X"})] * 2, same)

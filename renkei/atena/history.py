@@ -29,6 +29,8 @@ from renkei.core import bulk
 from renkei.core.errors import Problem
 
 __all__ = [
+    "ARRIVING",
+    "EVENTS",
     "FIRST",
     "FORMER",
     "HEAD",
@@ -36,16 +38,23 @@ __all__ = [
     "NON_RESIDENT",
     "REASONS",
     "RESIDENT",
+    "STATUS_LABELS",
     "AsOf",
     "HouseholdOn",
     "Member",
+    "Membership",
     "Timeline",
+    "Version",
     "as_of",
     "current_clause",
+    "current_household",
+    "current_rows",
     "derive_reason",
+    "history",
     "household_on",
     "load_memberships",
     "load_versions",
+    "version_of",
 ]
 
 FIRST: Final = "新規"  # a person's first registration (not from a register event)
@@ -270,6 +279,20 @@ _MEMBERSHIP_ON = select(_M).where(_M.atena_no == bindparam("atena_no"), current_
 _MEMBERS_ON = select(_M.atena_no, _M.relationship).where(
     _M.household_no == bindparam("household_no"), current_clause(_M, bindparam("day"))
 )
+
+
+_CURRENT_MEMBERSHIP = select(_M).where(_M.atena_no == bindparam("atena_no"), current_clause(_M))
+
+
+def current_household(session: Session, atena_no: str) -> Membership | None:
+    """The person's current household (the membership with the latest effective date),
+    None when in none."""
+    member = session.scalars(_CURRENT_MEMBERSHIP, {"atena_no": atena_no}).first()
+    if member is None or member.household_no is None:
+        return None
+    members = session.execute(_MEMBERS_ON, {"household_no": member.household_no, "day": date.max}).all()
+    head = next((a for a, r in members if r == HEAD), None)
+    return Membership(member.household_no, member.relationship, head, member.effective_on)
 
 
 def as_of(session: Session, atena_no: str, day: date) -> AsOf:

@@ -19,6 +19,7 @@ from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from renkei.atena import history
+from renkei.atena.history import Membership
 from renkei.atena.models import (
     AtenaSerial,
     BasicFour,
@@ -718,6 +719,7 @@ class ResidentDetail:
     history: tuple[BasicFourView, ...]  # the current first (effective date, recorded order)
     links: tuple[LinkView, ...]
     has_individual_number: bool
+    household: Membership | None = None  # the current 世帯 (世帯番号, 続柄, 世帯主)
 
     @property
     def current(self) -> BasicFourView:
@@ -847,6 +849,7 @@ def resident_detail(session: Session, atena_no: str) -> ResidentDetail:
         history=tuple(_view(r) for r in versions),
         links=tuple(LinkView(li.system, li.business_atena_no, li.linked_at) for li in links),
         has_individual_number=person.individual_number_enc is not None,
+        household=history.current_household(session, atena_no),
     )
 
 

@@ -21,6 +21,7 @@ from renkei.catalogue.ordinance import (
     load_ordinance,
     packaged_ordinance,
 )
+from renkei.core.errors import STATUS_OF
 
 SAMPLE = packaged_ordinance("131041")
 KODOMO = "JM13104100000001"
@@ -72,6 +73,12 @@ def test_check_refuses_what_the_table_does_not_list(
     assert not decision.allowed and decision.entry is None
     assert decision.code == code
     assert decision.message and "条例" in decision.message or "期間" in str(decision.message)
+
+
+def test_decision_codes_are_registered_403() -> None:
+    # renkei.atena.chonai.authorize raises them as problems.
+    for code in (AFFAIR_NOT_LISTED, SYSTEM_NOT_FOR_AFFAIR, NOT_LISTED, ENTRY_NOT_IN_FORCE):
+        assert STATUS_OF.get(code) == 403, code
 
 
 def test_provided_items_are_the_union_of_entries(ordinance: Ordinance) -> None:

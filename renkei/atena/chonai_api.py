@@ -17,7 +17,6 @@ else is written. Plain ``def`` routes: FastAPI runs them in worker threads.
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
@@ -194,7 +193,7 @@ def _audited_read(
     """The read and its audit entries in one transaction; a refusal audited on its own
     (the request's affair and what it asked for, no person) and nothing else written."""
     rt = _rt(request)
-    request_id = secrets.token_hex(8)
+    request_id = chonai.new_request_id()
     try:
         with transaction(rt.sessions) as s:
             result = chonai.read(s, request.app.state.cipher, _ordinance(request), req)
@@ -212,7 +211,7 @@ def _refused(request: Request, caller: Caller, req: chonai.ReadRequest, exc: Pro
     for key in ("index", "line"):
         if key in exc.extra:
             detail[key] = exc.extra[key]
-    audit_refusal(request, caller.actor, chonai.READ, exc.code, affair=req.affair_code[:64], detail=detail)
+    audit_refusal(request, caller.actor, chonai.READ, exc.code, affair=chonai.loggable(req.affair_code), detail=detail)
 
 
 def _request(
@@ -272,7 +271,7 @@ def publish(request: Request, body: PublishIn, caller: Publisher) -> PublishOut:
                 ),
             )
     except Problem as exc:
-        detail: dict[str, Any] = {"system": body.system, "info_kind": body.info_kind_code[:16]}
+        detail: dict[str, Any] = {"system": chonai.loggable(body.system), "info_kind": chonai.loggable(body.info_kind_code)}
         if "index" in exc.extra:
             detail["index"] = exc.extra["index"]
         audit_refusal(request, caller.actor, chonai.PUBLISH, exc.code, detail=detail)

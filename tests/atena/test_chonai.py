@@ -14,6 +14,7 @@ import csv
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -284,6 +285,17 @@ def test_what_the_ordinance_does_not_list_is_refused_and_only_the_refusal_logged
     assert entry["subject"] is None and entry["affair"] == world.read_params(0, **over)["affair_code"]
 
 
+def test_a_value_that_could_be_an_individual_number_is_not_logged(world: World) -> None:
+    headers = world.atena.bearer(*KODOMO)
+    seq = world.last_seq()
+    resp = world.atena.client.get(
+        "/v1/chonai/records", params=world.read_params(0, provider_system="123456789018"), headers=headers
+    )
+    assert_problem(resp, 403, "ordinance_not_listed")
+    (entry,) = world.audit_since(seq)
+    assert entry["detail"]["provider"] == "(形式誤り)" and "123456789018" not in str(entry)
+
+
 def test_scope_is_enforced(world: World) -> None:
     other, reader = world.atena.bearer("kodomo-other", "kodomo:fukuhon:register"), world.atena.bearer(*KODOMO)
     before = world.atena.counts()  # tokens issued: the refusals below write nothing
@@ -365,7 +377,9 @@ def test_csv_of_an_unlisted_read_is_refused(world: World) -> None:
 
 FUZZ = settings(max_examples=40, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])  # fmt: skip
-_TEXT = st.text(max_size=20) | st.sampled_from(["kodomo", "tax", KODOMO_AFFAIR, TAX_INFO, "令和7年4月1日", "R7.4.1"])
+_TEXT = st.text(max_size=20) | st.sampled_from(
+    ["kodomo", "tax", KODOMO_AFFAIR, TAX_INFO, "令和7年4月1日", "R7.4.1", "123456789018", "1234 5678 9018"]
+)  # the last two: a valid 個人番号, which the audit log refuses to hold
 _VALUE = st.none() | st.booleans() | st.integers() | _TEXT | st.lists(_TEXT, max_size=3) | st.dictionaries(_TEXT, _TEXT, max_size=3)
 _KEYS = ["system", "affair_code", "provider_system", "info_kind_code", "business_atena_nos", "as_of", "records",
          "business_atena_no", "record_key", "values", "delete"]  # fmt: skip
@@ -404,3 +418,83 @@ def test_random_bodies_and_parameters_never_5xx(world: World) -> None:
     before = world.atena.counts()
     run()
     unchanged(before, world.atena.counts())
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli(world: World, fed: Federation, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """`renkei …` on the world's atena: its config file, its database (PostgreSQL too)."""
+    from typer.testing import CliRunner
+
+    from renkei.cli import app
+    from renkei.federation.topology import SHINJUKU
+
+    monkeypatch.setenv("RENKEI_NODE_DATABASE_URL", world.atena.app.state.rt.config.database_url)
+    config = str(fed.layout.config_path(SHINJUKU, "atena"))
+    runner = CliRunner()
+
+    def run(*args: str) -> Any:
+        return runner.invoke(app, [*args, "--config", config])
+
+    return run
+
+
+def test_cli_export_answers_a_request_file_and_logs_it(world: World, cli: Any, tmp_path: Path) -> None:
+    request_file, out = tmp_path / "依頼.csv", tmp_path / "結果.csv"
+    request_file.write_bytes(f"宛名番号\r\n{shugaku_no(3)}\r\n{shugaku_no(4)}\r\n".encode("cp932"))
+    seq = world.last_seq()
+    result = cli("chonai", "export", str(request_file), "--system", "shugaku", "--affair", SHUGAKU_AFFAIR,
+                 "--provider", "tax", "--info-kind", TAX_INFO, "--out", str(out), "--as-of", "R7.4.1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "該当あり 1 人、該当なし 1 人" in result.output
+    rows = list(csv.reader(io.StringIO(out.read_bytes().decode("cp932"))))
+    assert rows[0][4:] == ["K001（課税年度）", "K002（課税区分）", "K003（総所得金額等）"]
+    assert rows[1] == [shugaku_no(3), "found", "該当あり", "2024", "2024", "1", "3000003"]
+    assert rows[2][:2] == [shugaku_no(4), "no_data"]
+    logged = world.audit_since(seq)
+    assert [(e["action"], e["subject"], e["actor"][:4]) for e in logged] == [
+        ("chonai.read.person", world.atena_nos[3], "cli:"),
+        ("chonai.read.person", world.atena_nos[4], "cli:"),
+        ("chonai.read", None, "cli:"),
+    ]
+    assert logged[0]["affair"] == SHUGAKU_AFFAIR and logged[0]["ref"] == "T1-02"
+
+
+def test_cli_export_refused_by_the_ordinance_writes_no_file(world: World, cli: Any, tmp_path: Path) -> None:
+    request_file, out = tmp_path / "依頼.csv", tmp_path / "結果.csv"
+    request_file.write_text(f"宛名番号\n{shugaku_no(3)}\n", encoding="utf-8")
+    before = world.atena.counts()
+    result = cli("chonai", "export", str(request_file), "--system", "shugaku", "--affair", SHUGAKU_AFFAIR,
+                 "--provider", "welfare", "--info-kind", WELFARE_INFO, "--out", str(out))  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert "条例" in result.output and not out.exists()
+    unchanged(before, world.atena.counts())
+    assert world.atena.audit()[-1]["outcome"] == "ordinance_not_listed"
+
+
+def test_cli_publish_names_the_bad_line(world: World, cli: Any, tmp_path: Path) -> None:
+    file = tmp_path / "tax.csv"
+    file.write_text(
+        "宛名番号,レコードキー,K001,K002,K003\n"
+        f"{tax_no(4)},2023,2023,1,2500000\n"
+        f"{tax_no(3)},2023,2023,7,1\n",  # 課税区分 7: not in the code list
+        encoding="utf-8",
+    )
+    before = world.atena.counts()
+    result = cli("chonai", "publish", str(file), "--system", "tax", "--info-kind", TAX_INFO)
+    assert result.exit_code == 1, result.output
+    assert "tax.csv の 3 行目" in result.output and "K002" in result.output
+    unchanged(before, world.atena.counts())
+    # Fixed, it goes in whole; the person who had no data now has a record for 2023.
+    file.write_text(file.read_text(encoding="utf-8").replace(",7,1", ",2,0"), encoding="utf-8")
+    result = cli("chonai", "publish", str(file), "--system", "tax", "--info-kind", TAX_INFO)
+    assert result.exit_code == 0, result.output and "追加 2 件" in result.output
+    got = world.get(KODOMO, **world.read_params(4)).json()
+    assert got["status"] == "found" and got["records"][0]["values"] == {"K001": "2023", "K002": "1", "K003": "2500000"}
+    # withdrawn again: person 4 has no data, as the other tests expect
+    file.write_text(f"宛名番号,レコードキー,削除\n{tax_no(4)},2023,1\n{tax_no(3)},2023,1\n", encoding="utf-8")
+    result = cli("chonai", "publish", str(file), "--system", "tax", "--info-kind", TAX_INFO)
+    assert result.exit_code == 0 and "削除 2 件" in result.output, result.output
+    assert world.get(KODOMO, **world.read_params(4)).json()["status"] == "no_data"

@@ -66,7 +66,9 @@ def _terminal(request: Request) -> str:
 def _scope_for(system: object, operation: str) -> str | None:
     if not isinstance(system, str) or not system:
         return None
-    if not _SCOPE_PART.fullmatch(system):
+    if not _SCOPE_PART.fullmatch(system) or chonai.loggable(system) != system:
+        # No client can hold a scope for it; and a refusal's audit entry names the scope,
+        # which must not look like an individual number (the audit log would refuse it).
         return _NO_SCOPE
     return f"{system}:chonai:{operation}"
 

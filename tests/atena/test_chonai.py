@@ -294,6 +294,12 @@ def test_a_value_that_could_be_an_individual_number_is_not_logged(world: World) 
     assert_problem(resp, 403, "ordinance_not_listed")
     (entry,) = world.audit_since(seq)
     assert entry["detail"]["provider"] == "(形式誤り)" and "123456789018" not in str(entry)
+    # as the system: no token's scope, and the refusal's entry does not name it either
+    seq = world.last_seq()
+    resp = world.atena.client.get("/v1/chonai/records", params=world.read_params(0, system="123456789018"), headers=headers)
+    assert_problem(resp, 403, "insufficient_scope")
+    (entry,) = world.audit_since(seq)
+    assert "123456789018" not in str(entry)
 
 
 def test_scope_is_enforced(world: World) -> None:

@@ -504,3 +504,44 @@ def test_cli_publish_names_the_bad_line(world: World, cli: Any, tmp_path: Path) 
     result = cli("chonai", "publish", str(file), "--system", "tax", "--info-kind", TAX_INFO)
     assert result.exit_code == 0 and "削除 2 件" in result.output, result.output
     assert world.get(KODOMO, **world.read_params(4)).json()["status"] == "no_data"
+
+
+# --- scale --------------------------------------------------------------------------------------
+
+SCALE = 10_000  # one request's and one file's limit
+
+
+@pytest.mark.slow
+def test_ten_thousand_persons_by_file(world: World) -> None:
+    """Publish 10,000 tax records and read them back as one CSV; prints the times."""
+    import time
+
+    base = 20_000
+    persons = [
+        person(base + i, business_numbers={"tax": ids.make_atena_no(800_000 + i), "kodomo": ids.make_atena_no(820_000 + i)})
+        for i in range(SCALE)
+    ]
+    r = world.atena.post("/v1/residents", {"persons": persons})
+    assert r.status_code == 200, r.text
+    records = [
+        {"business_atena_no": ids.make_atena_no(800_000 + i), "record_key": "2024", "values": tax_values(i)}
+        for i in range(SCALE)
+    ]
+    headers = world.atena.bearer(*PUBLISH)
+    t0 = time.perf_counter()
+    r = world.atena.client.post(
+        "/v1/chonai/publications", json={"system": "tax", "info_kind_code": TAX_INFO, "records": records}, headers=headers
+    )
+    published = time.perf_counter() - t0
+    assert r.status_code == 200 and r.json()["added"] == SCALE, r.text
+    numbers = [ids.make_atena_no(820_000 + i) for i in range(SCALE)]
+    request_file = ("宛名番号\r\n" + "\r\n".join(numbers) + "\r\n").encode()
+    headers = {**world.atena.bearer(*KODOMO), "content-type": "text/csv"}
+    t0 = time.perf_counter()
+    resp = world.atena.client.post("/v1/chonai/reads.csv", params=_csv_params(), content=request_file, headers=headers)
+    read = time.perf_counter() - t0
+    assert resp.status_code == 200, resp.text
+    rows = list(csv.reader(io.StringIO(resp.content.decode())))
+    assert len(rows) == SCALE + 1 and all(row[1] == "found" for row in rows[1:])
+    dialect = world.atena.app.state.rt.engine.dialect.name
+    print(f"\n庁内連携 {dialect}: 公開 {SCALE:,} 件 {published:.2f} 秒、CSV 取得 {SCALE:,} 人 {read:.2f} 秒")

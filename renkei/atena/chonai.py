@@ -41,6 +41,7 @@ from renkei.core.crypto.field import FieldCipher
 from renkei.core.errors import Problem
 from renkei.core.records import bad_record
 from renkei.core.text.wareki import WarekiError, parse_date
+from renkei.staff.roles import PermissionDenied, has_role
 
 MAX_BATCH: Final = 10_000
 MAX_RECORD_KEY: Final = 40
@@ -584,3 +585,32 @@ def parse_publication_csv(data: bytes, source: str) -> tuple[list[dict[str, Any]
     if header is None or not records:
         raise Problem(422, "bad_count", f"{source} に公開するレコードが1件もありません。")
     return records, lines
+
+
+# --- staff at atena (the command line's --actor) ---------------------------------------------------
+
+STAFF_OPERATION: Final = "参照"  # the role <affair>:参照 lets a staff member read for the affair
+
+
+def authorize_staff(session: Session, staff: Table, staff_id: str, affair_code: str, now: datetime) -> str:
+    """A staff member who runs a read at atena: known, active, not locked, holding
+    ``<affair>:参照`` for the using affair (the ordinance is checked after). Returns the id."""
+    row = session.execute(
+        select(staff.c.active, staff.c.roles, staff.c.locked_until).where(staff.c.staff_id == staff_id)
+    ).first()
+    if row is None:
+        raise Problem(403, "unknown_staff", f"職員ID「{staff_id[:64]}」は登録されていません。")
+    if not row.active:
+        raise Problem(403, "inactive", "この職員アカウントは無効です。")
+    if row.locked_until is not None and now < row.locked_until:
+        raise Problem(403, "locked", "この職員アカウントはロックされています。")
+    roles = row.roles if isinstance(row.roles, list) else []
+    if ids.check(ids.IdKind.AFFAIR_CODE, affair_code) is not None or not has_role(
+        [str(r) for r in roles], STAFF_OPERATION, affair=affair_code
+    ):
+        raise PermissionDenied(
+            "affair_not_permitted",
+            f"この職員は事務「{loggable(affair_code)}」の参照権限を持っていません。",
+            needed=f"{loggable(affair_code)}:{STAFF_OPERATION}",
+        )
+    return staff_id

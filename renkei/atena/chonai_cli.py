@@ -54,9 +54,12 @@ def run_export(
     request_file: Path,
     out: Path,
     as_of: str | None = None,
-    actor: str | None = None,
+    staff_id: str | None = None,
 ) -> Exported:
-    """Answer a request file; raises `Problem` for a refusal (audited) or a bad file."""
+    """Answer a request file; raises `Problem` for a refusal (audited) or a bad file.
+
+    ``staff_id``: the staff member the read is for, who must hold ``<affair>:参照``
+    (audited under their ID); without it the read is the operator's, ``cli:<os user>``."""
     from renkei.atena import chonai
     from renkei.catalogue import load_catalogue
     from renkei.core.audit.log import AuditEvent
@@ -65,7 +68,9 @@ def run_export(
     from renkei.staff.admin import open_node_store
 
     cfg = import_cli.node_config(config_path, "atena", request_file)
-    who = actor or import_cli.cli_actor()
+    # A staff member named is the actor; the operator who ran the command, the terminal.
+    who = chonai.loggable(staff_id) if staff_id is not None else import_cli.cli_actor()
+    terminal = import_cli.cli_actor() if staff_id is not None else "cli"
     catalogue = load_catalogue()
     ordinance = chonai.ordinance_for(cfg, catalogue)
     store = open_node_store(cfg)
@@ -77,9 +82,11 @@ def run_export(
             asked = req
             request_id = chonai.new_request_id()
             with transaction(store.sessions) as s:
+                if staff_id is not None:
+                    chonai.authorize_staff(s, store.auth.staff, staff_id, affair, utcnow())
                 result = chonai.read(s, store.cipher, ordinance, req)
                 data = chonai.result_csv(catalogue, result, encoding)
-                store.audit.append_many(s, chonai.read_events(who, "cli", req, result, request_id))
+                store.audit.append_many(s, chonai.read_events(who, terminal, req, result, request_id))
             out.write_bytes(data)  # after the commit: no file leaves atena for a read not logged
         except Problem as exc:
             with transaction(store.sessions) as s:
@@ -89,7 +96,8 @@ def run_export(
                 store.audit.append(
                     s,
                     AuditEvent(
-                        actor=who, terminal="cli", action=chonai.READ, outcome=exc.code, affair=chonai.loggable(affair), detail=detail
+                        actor=who, terminal=terminal, action=chonai.READ, outcome=exc.code,
+                        affair=chonai.loggable(affair), detail=detail,
                     ),
                 )
             raise
@@ -159,6 +167,9 @@ def export(
     info_kind: Annotated[str, typer.Option("--info-kind", help="特定個人情報名コード（TM＋14桁）")],
     out: Annotated[Path, typer.Option("--out", help="結果CSVの出力先")],
     as_of: Annotated[str | None, typer.Option("--as-of", help="基準日（和暦または西暦、省略時は本日）")] = None,
+    actor: Annotated[
+        str | None, typer.Option("--actor", help="利用する職員の職員ID（事務の「参照」権限が必要。省略時は操作者）")
+    ] = None,
 ) -> None:
     """依頼CSVの宛名番号について、条例の別表が認める項目だけを結果CSVに出力します（記録あり）。"""
     from renkei.core.errors import Problem
@@ -166,7 +177,7 @@ def export(
     try:
         done = run_export(
             config, system=system, affair=affair, provider=provider, info_kind=info_kind,
-            request_file=request_file, out=out, as_of=as_of,
+            request_file=request_file, out=out, as_of=as_of, staff_id=actor,
         )  # fmt: skip
     except Problem as exc:
         raise import_cli.refuse(exc) from None

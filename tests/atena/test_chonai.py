@@ -545,3 +545,37 @@ def test_ten_thousand_persons_by_file(world: World) -> None:
     assert len(rows) == SCALE + 1 and all(row[1] == "found" for row in rows[1:])
     dialect = world.atena.app.state.rt.engine.dialect.name
     print(f"\n庁内連携 {dialect}: 公開 {SCALE:,} 件 {published:.2f} 秒、CSV 取得 {SCALE:,} 人 {read:.2f} 秒")
+
+
+def test_cli_export_for_a_staff_member_needs_the_affairs_read_role(world: World, cli: Any, tmp_path: Path) -> None:
+    from sqlalchemy import update
+
+    from renkei.atena.models import auth as auth_t
+
+    request_file, out = tmp_path / "依頼.csv", tmp_path / "結果.csv"
+    request_file.write_text(f"宛名番号\n{shugaku_no(1)}\n", encoding="utf-8")
+    args = ("chonai", "export", str(request_file), "--system", "shugaku", "--affair", SHUGAKU_AFFAIR,
+            "--provider", "tax", "--info-kind", TAX_INFO, "--out", str(out), "--actor", "S0007")  # fmt: skip
+    before = world.atena.counts()
+    result = cli(*args)  # S0007 holds 宛名:参照 only
+    assert result.exit_code == 1 and "参照権限" in result.output, result.output
+    assert not out.exists()
+    unchanged(before, world.atena.counts())
+    refused = world.atena.audit()[-1]
+    assert (refused["actor"], refused["outcome"]) == ("S0007", "affair_not_permitted")
+    assert refused["terminal"].startswith("cli:")
+    with transaction(world.atena.app.state.rt.sessions) as s:
+        s.execute(
+            update(auth_t.staff).where(auth_t.staff.c.staff_id == "S0007")
+            .values(roles=["宛名:参照", f"{SHUGAKU_AFFAIR}:参照"])
+        )  # fmt: skip
+    try:
+        seq = world.last_seq()
+        result = cli(*args)
+        assert result.exit_code == 0, result.output
+        person_entry = world.audit_since(seq)[0]
+        assert (person_entry["actor"], person_entry["subject"]) == ("S0007", world.atena_nos[1])
+        assert person_entry["affair"] == SHUGAKU_AFFAIR and person_entry["terminal"].startswith("cli:")
+    finally:
+        with transaction(world.atena.app.state.rt.sessions) as s:
+            s.execute(update(auth_t.staff).where(auth_t.staff.c.staff_id == "S0007").values(roles=["宛名:参照"]))

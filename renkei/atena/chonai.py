@@ -21,7 +21,7 @@ import re
 import secrets
 import string
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final, cast
@@ -30,7 +30,7 @@ import orjson
 from sqlalchemy import Table, delete, select, update
 from sqlalchemy.orm import Session
 
-from renkei.atena.models import ChonaiRecord
+from renkei.atena.models import ChonaiRecord, Person
 from renkei.atena.service import translate_many
 from renkei.catalogue import Catalogue, check_value
 from renkei.catalogue.ordinance import Ordinance, OrdinanceEntry, load_ordinance, packaged_ordinance
@@ -347,8 +347,27 @@ def read(session: Session, cipher: FieldCipher, ordinance: Ordinance | None, req
     entry = authorize(ordinance, req)
     numbers = list(req.business_atena_nos)
     found = translate_many(session, req.system, numbers)
+    held = _records_of(session, cipher, entry, found.values())
+    persons: list[PersonRead] = []
+    for number in numbers:
+        if ids.check(ids.IdKind.ATENA_NO, number) is not None:
+            persons.append(PersonRead(number, INVALID))
+            continue
+        person = found.get(number)
+        if person is None:
+            persons.append(PersonRead(number, UNKNOWN))
+            continue
+        records = tuple(held.get(person, ()))
+        persons.append(PersonRead(number, FOUND if records else NO_DATA, records, person))
+    return ReadResult(entry, tuple(persons))
+
+
+def _records_of(
+    session: Session, cipher: FieldCipher, entry: OrdinanceEntry, atena_nos: Iterable[str]
+) -> dict[str, list[SharedRecord]]:
+    """The provider's published records of these persons, with only the entry's items."""
     held: dict[str, list[SharedRecord]] = {}
-    wanted = sorted(set(found.values()))
+    wanted = sorted(set(atena_nos))
     for start in range(0, len(wanted), _CHUNK):
         rows = session.execute(
             select(ChonaiRecord.atena_no, ChonaiRecord.record_key, ChonaiRecord.values_enc, ChonaiRecord.published_at)
@@ -363,18 +382,55 @@ def read(session: Session, cipher: FieldCipher, ordinance: Ordinance | None, req
             values = _unseal(cipher, blob, _aad(entry.provider_system, entry.info_kind_code, atena_no, key))
             shared = {item: values[item] for item in entry.items if item in values}
             held.setdefault(atena_no, []).append(SharedRecord(key, shared, at))
-    persons: list[PersonRead] = []
-    for number in numbers:
-        if ids.check(ids.IdKind.ATENA_NO, number) is not None:
-            persons.append(PersonRead(number, INVALID))
-            continue
-        person = found.get(number)
-        if person is None:
-            persons.append(PersonRead(number, UNKNOWN))
-            continue
-        records = tuple(held.get(person, ()))
-        persons.append(PersonRead(number, FOUND if records else NO_DATA, records, person))
-    return ReadResult(entry, tuple(persons))
+    return held
+
+
+def entries_for_staff(ordinance: Ordinance | None, roles: Iterable[str]) -> list[OrdinanceEntry]:
+    """The entries a staff member may read under: those of affairs they hold ``<affair>:参照`` for."""
+    if ordinance is None:
+        return []
+    held = [str(r) for r in roles]
+    return [e for e in ordinance.entries if has_role(held, STAFF_OPERATION, affair=e.affair_code)]
+
+
+STAFF_SYSTEM: Final = "staff-ui"  # what the audit entries name as the reading system for a staff read
+
+
+def read_for_staff(
+    session: Session,
+    cipher: FieldCipher,
+    ordinance: Ordinance | None,
+    roles: Iterable[str],
+    entry_id: str,
+    atena_no: str,
+    on: date,
+) -> tuple[ReadRequest, ReadResult]:
+    """A staff member at atena reads one person (by 統合宛名番号, which staff screens
+    show) under an entry of the table: they must hold ``<affair>:参照`` for its affair
+    and the (affair, provider, info kind) must be in force on ``on`` (the entry in force
+    then decides the items). Writes nothing; the caller records `read_events`."""
+    table = require_ordinance(ordinance)
+    chosen = table.entry(entry_id)
+    if chosen is None:
+        raise Problem(403, "ordinance_not_listed", f"条例の別表に「{entry_id[:32]}」の項はありません。")
+    if not has_role([str(r) for r in roles], STAFF_OPERATION, affair=chosen.affair_code):
+        affair = table.affairs[chosen.affair_code]
+        raise PermissionDenied(
+            "affair_not_permitted",
+            f"この職員は事務「{affair.name}」の参照権限を持っていません。",
+            needed=f"{chosen.affair_code}:{STAFF_OPERATION}",
+        )
+    system = table.affairs[chosen.affair_code].systems[0]
+    req = ReadRequest(system, chosen.affair_code, chosen.provider_system, chosen.info_kind_code, [atena_no], on)
+    entry = authorize(table, req)
+    problem = ids.check(ids.IdKind.ATENA_NO, atena_no)
+    if problem is not None:
+        raise Problem(422, "invalid_atena_no", f"統合宛名番号: {problem.message}")
+    if session.get(Person, atena_no) is None:
+        raise Problem(404, "unknown_atena_no", f"統合宛名番号「{atena_no}」は登録されていません。")
+    records = tuple(_records_of(session, cipher, entry, [atena_no]).get(atena_no, ()))
+    person = PersonRead(atena_no, FOUND if records else NO_DATA, records, atena_no)
+    return replace(req, system=STAFF_SYSTEM), ReadResult(entry, (person,))
 
 
 def new_request_id() -> str:

@@ -18,6 +18,7 @@ from starlette.responses import Response
 from renkei.atena import chonai
 from renkei.catalogue import Catalogue
 from renkei.catalogue.ordinance import Ordinance
+from renkei.core import ids
 from renkei.core.db import transaction
 from renkei.core.errors import Problem
 from renkei.core.text.wareki import WarekiError, parse_date, to_wareki
@@ -98,7 +99,9 @@ def chonai_read(request: Request, staff: Actor, form: Form) -> Response:
             on = parse_date(form.get("as_of", "") or context["today"])
         except WarekiError as exc:
             raise Problem(422, "bad_date", f"基準日: {exc}") from None
-        site_of(request).screen(staff.staff_id, atena_no or None)  # rate limits, many persons
+        # rate limits and "many unrelated persons": only a well-formed number counts as a person
+        person = atena_no if ids.check(ids.IdKind.ATENA_NO, atena_no) is None else None
+        site_of(request).screen(staff.staff_id, person)
         request_id = chonai.new_request_id()
         with transaction(rt.sessions) as s:
             req, result = chonai.read_for_staff(s, state.cipher, _ordinance(request), staff.roles, entry_id, atena_no, on)

@@ -5,7 +5,7 @@ renkei.atena.chonai): one row per (provider system, info kind, person, record ke
 items sealed. Only a new table: existing rows are untouched.
 
 Revision ID: atena_0011
-Revises: atena_0007
+Revises: atena_0008
 Create Date: 2026-12-06 16:00:00.000000
 """
 import sqlalchemy as sa
@@ -14,7 +14,7 @@ from alembic import op
 import renkei.core.db
 
 revision = 'atena_0011'
-down_revision = 'atena_0007'
+down_revision = 'atena_0008'
 branch_labels = None
 depends_on = None
 

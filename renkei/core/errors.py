@@ -84,6 +84,8 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "bad_stamp_request", "bad_stamp_signature", "bad_page", "head_regression", "head_conflict",
         # in-house sharing (renkei.atena.chonai): an item the ordinance does not share
         "item_not_shared",
+        # the resident register feed (renkei.atena.feed) and households
+        "bad_feed", "missing_household_no", "invalid_household_no", "missing_relationship",
     ),
     429: ("rate_limited",),
     431: ("headers_too_large", "too_many_headers"),

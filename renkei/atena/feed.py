@@ -32,6 +32,7 @@ from datetime import date, datetime
 from typing import Any, Final, cast
 
 from sqlalchemy import Table, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from renkei.atena import history, service
@@ -386,7 +387,16 @@ def apply_events(
             )
         if progress is not None:
             progress(part + len(chunk), len(todo))
-    bulk.insert_rows(session, cast(Table, RegisterEvent.__table__), rows)
+    try:
+        bulk.insert_rows(session, cast(Table, RegisterEvent.__table__), rows)
+    except IntegrityError:
+        # Another request or file applied some of these event ids meanwhile: this one
+        # rolls back whole (the caller's transaction), and sent again finds them applied.
+        raise Problem(
+            409,
+            "feed_conflict",
+            "同じ異動が別の処理で同時に反映されました。もう一度送ってください（反映済みの異動は重複しません）。",
+        ) from None
     result.applied = len(rows)
     result.arrivals = sorted(set(result.arrivals))
     return result

@@ -62,6 +62,8 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "export_not_approved", "export_grew", "role_request_not_pending", "role_request_stale",
         # bulk imports (renkei.core.imports)
         "import_finished", "import_conflict",
+        # the resident register feed: the same events applied by two requests at once
+        "feed_conflict",
     ),
     413: ("body_too_large",),
     415: ("unsupported_media_type",),

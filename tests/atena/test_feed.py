@@ -273,3 +273,24 @@ def test_the_command_line(node: tuple[Path, NodeConfig, Engine], tmp_path: Path)
     assert again.returncode == 0 and "反映済みの異動 2 件" in again.stdout
     usage = cli("atena", "import", "feed", str(tmp_path / "missing.csv"), "--config", str(config))
     assert usage.returncode == 2 and "ありません" in usage.stderr
+
+
+def test_events_applied_meanwhile_by_another_process_refuse_this_one(
+    node: tuple[Path, NodeConfig, Engine], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, cfg, engine = node
+    path = tmp_path / "race.csv"
+    write_feed([event("R1", "転入", "2025-04-01", person(40))], path)
+    import_feed(cfg, path, system="jumin01", actor="cli:tester")
+    # As if the other process committed between this one's look-up and its insert.
+    from sqlalchemy import false
+
+    from renkei.atena import feed
+
+    real_among = feed.bulk.among
+    monkeypatch.setattr(feed.bulk, "among", lambda s, col, values: false() if col is RegisterEvent.event_id else real_among(s, col, values))
+    before = counts(engine, Base.metadata)
+    with pytest.raises(Problem) as exc:
+        import_feed(cfg, path, system="jumin01", actor="cli:tester")
+    assert exc.value.code == "feed_conflict" and exc.value.status == 409
+    _no_tables_but_ledger_changed(before, counts(engine, Base.metadata))

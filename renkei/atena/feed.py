@@ -387,9 +387,11 @@ def apply_events(
             )
         if progress is not None:
             progress(part + len(chunk), len(todo))
+    # COPY (PostgreSQL) raises the driver's own IntegrityError, not SQLAlchemy's.
+    driver_integrity: type[Exception] = session.get_bind().dialect.loaded_dbapi.IntegrityError
     try:
         bulk.insert_rows(session, cast(Table, RegisterEvent.__table__), rows)
-    except IntegrityError:
+    except (IntegrityError, driver_integrity):
         # Another request or file applied some of these event ids meanwhile: this one
         # rolls back whole (the caller's transaction), and sent again finds them applied.
         raise Problem(

@@ -26,10 +26,9 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from sqlalchemy.orm import Session
 
 from renkei.atena import flows, service
 from renkei.atena.models import auth as auth_t
@@ -53,7 +52,7 @@ from renkei.staff import auth
 from renkei.staff.oauth import OAuthError, authenticate_bearer, introspect
 from renkei.staff.routes import CSRF_HEADER as CSRF_HEADER
 from renkei.staff.routes import SESSION_COOKIE as SESSION_COOKIE
-from renkei.staff.routes import Done, StaffAccess, audit_refusal, audited, bearer_token
+from renkei.staff.routes import StaffAccess, audit_refusal, bearer_token
 
 router = APIRouter()
 
@@ -187,6 +186,29 @@ def _static_scope(resource: str) -> Callable[[Request], Awaitable[str | None]]:
     return scope
 
 
+def _system_scope(resource: str) -> Callable[[Request], Awaitable[str | None]]:
+    """``<system>:<resource>`` for the body's ``system``, the resident register's when the
+    body names none (a business system asks about persons by its own numbers)."""
+
+    async def scope(request: Request) -> str | None:
+        try:
+            body = await request.json()
+        except ValueError:
+            return None
+        if not isinstance(body, dict):
+            return None
+        system = body.get("system")
+        if system is None:
+            return f"{resident_system(request)}:{resource}"
+        if not isinstance(system, str) or not system:
+            return None
+        if not _SCOPE_PART.fullmatch(system):
+            return _NO_SCOPE
+        return f"{system}:{resource}"
+
+    return scope
+
+
 async def _fukuhon_scope(request: Request) -> str | None:
     """``<system>:fukuhon:register`` for the body's ``system``."""
     try:
@@ -228,10 +250,10 @@ ResidentRegistrar = Annotated[
     Caller, Depends(business_system(_static_scope("residents:register"), "residents.register"))
 ]
 PseudonymAcquirer = Annotated[
-    Caller, Depends(business_system(_static_scope("pseudonyms:acquire"), "pseudonym.acquire"))
+    Caller, Depends(business_system(_system_scope("pseudonyms:acquire"), "pseudonym.acquire"))
 ]
 PseudonymStatusReader = Annotated[
-    Caller, Depends(business_system(_static_scope("pseudonyms:acquire"), "pseudonym.status"))
+    Caller, Depends(business_system(_system_scope("pseudonyms:acquire"), "pseudonym.status"))
 ]
 CopyRegistrar = Annotated[Caller, Depends(business_system(_fukuhon_scope, "fukuhon.register"))]
 InquiringStaff = Annotated[Caller, Depends(staff("inquiry", screen=False))]
@@ -250,35 +272,83 @@ def _work(request: Request, caller: Caller) -> flows.Work:
     "/v1/residents",
     response_model=ResidentsOut,
     tags=["宛名管理"],
-    summary="住民の登録（団体内統合宛名番号の付番）",
+    summary="住民の登録（団体内統合宛名番号の付番。応答は業務宛名番号で返す）",
 )
-def residents(request: Request, body: ResidentsIn, caller: ResidentRegistrar) -> ResidentsOut:
-    cipher = request.app.state.cipher
-    now = _rt(request).clock()
+async def residents(request: Request, body: ResidentsIn, caller: ResidentRegistrar) -> ResidentsOut:
+    """機能ID 0320001 → 0320004 → 0320002 → 0320008 (`flows.number_persons`)."""
+    return await flows.number_persons(_work(request, caller), request.app.state.cipher, body.persons)
 
-    def work(s: Session) -> Done[list[str]]:
-        atena_nos = service.register_residents(s, cipher, body.persons, now)
-        return Done(atena_nos, detail={"count": len(atena_nos)})
 
-    return ResidentsOut(atena_nos=audited(request, caller.actor, "residents.register", work))
+def _no_atena_nos(value: Any) -> None:
+    """A business system names persons by its own 宛名番号 (共通機能標準仕様書 §2.4.2)."""
+    if value is not None:
+        raise Problem(
+            422,
+            "atena_no_not_accepted",
+            "業務システムは団体内統合宛名番号を使いません。業務システムID（system）と"
+            "宛名番号（business_atena_nos）で指定してください。",
+        )
+
+
+async def _translated(work: flows.Work, action: str, system: str, numbers: list[str]) -> list[str]:
+    async with work.refusals_audited(action):
+        return await work.unit(lambda s: service.translate_all(s, system, numbers))
 
 
 @router.post(
     "/v1/pseudonyms/acquire",
     response_model=AcquireOut,
     tags=["符号取得"],
-    summary="符号取得（中間サーバー・J-LIS経由）",
+    summary="符号取得（中間サーバー・J-LIS経由、業務宛名番号で指定）",
 )
 async def acquire(request: Request, body: AcquireIn, caller: PseudonymAcquirer) -> AcquireOut:
-    atena_nos = None if body.all_pending else (body.atena_nos or [])
-    return await flows.acquire_pseudonyms(_work(request, caller), request.app.state.cipher, atena_nos)
+    work = _work(request, caller)
+    system = body.system or resident_system(request)
+    async with work.refusals_audited("pseudonym.acquire"):
+        _no_atena_nos(body.atena_nos)
+    atena_nos: list[str] | None = None
+    if not body.all_pending:
+        atena_nos = await _translated(work, "pseudonym.acquire", system, body.business_atena_nos or [])
+    try:
+        return await flows.acquire_pseudonyms(work, request.app.state.cipher, atena_nos)
+    except Problem as exc:
+        raise await _for_business(work, exc, system) from None
+
+
+async def _for_business(work: flows.Work, exc: Problem, system: str) -> Problem:
+    """A refusal with every 統合宛名番号 in its words replaced by the caller's 宛名番号."""
+    if not service.atena_nos_in(exc):
+        return exc
+    return await work.unit(lambda s: service.for_business(s, exc, system))
 
 
 @router.post(
-    "/v1/pseudonyms/status", response_model=StatusOut, tags=["符号取得"], summary="符号取得状況"
+    "/v1/pseudonyms/status",
+    response_model=StatusOut,
+    tags=["符号取得"],
+    summary="符号取得状況（業務宛名番号で指定）",
 )
 async def status(request: Request, body: StatusIn, caller: PseudonymStatusReader) -> StatusOut:
-    return await flows.pseudonym_status(_work(request, caller), body.atena_nos)
+    work = _work(request, caller)
+    system = body.system or resident_system(request)
+    async with work.refusals_audited("pseudonym.status"):
+        _no_atena_nos(body.atena_nos)
+    if body.all_persons:
+        counts = await flows.refresh_all_bound(work)
+        return StatusOut(total=counts["none"] + counts["requested"] + counts["bound"], bound=counts["bound"])
+    atena_nos = await _translated(work, "pseudonym.status", system, body.business_atena_nos)
+    try:
+        bound = await flows.bound_persons(work, atena_nos)
+    except Problem as exc:
+        raise await _for_business(work, exc, system) from None
+    bound_set = set(bound)
+    return StatusOut(
+        total=len(atena_nos),
+        bound=len(bound_set),
+        bound_business_atena_nos=[
+            number for number, a in zip(body.business_atena_nos, atena_nos, strict=True) if a in bound_set
+        ],
+    )
 
 
 @router.post(
@@ -288,14 +358,40 @@ async def status(request: Request, body: StatusIn, caller: PseudonymStatusReader
     summary="副本の登録（業務宛名番号で指定）",
 )
 async def fukuhon(request: Request, body: FukuhonIn, caller: CopyRegistrar) -> FukuhonOut:
-    return await flows.register_copies(_work(request, caller), body.system, body.records)
+    work = _work(request, caller)
+    try:
+        return await flows.register_copies(work, body.system, body.records)
+    except Problem as exc:
+        raise await _for_business(work, exc, body.system) from None
 
 
 @router.post("/v1/inquiries", response_model=InquiryOut, tags=["情報照会"], summary="情報照会")
 async def inquiry(request: Request, body: InquiryIn, caller: InquiringStaff) -> InquiryOut:
     roles = caller.staff.roles if caller.staff is not None else frozenset()
-    result = await flows.inquire(
-        _work(request, caller),
+    work = _work(request, caller)
+    try:
+        result = await _inquire(request, work, body, roles)
+    except Problem as exc:
+        # Asked by a business system's number: a relayed refusal names that number, not
+        # the 統合宛名番号 (e.g. the chukan's 「…は符号が未取得です」).
+        raise await _for_business(work, exc, body.system) from None
+    return InquiryOut(
+        serial=result.serial,
+        status=result.status,
+        status_label=result.status_label,
+        values=result.values,
+        edition=result.edition,
+        record_key=result.record_key,
+        as_of=result.as_of.isoformat(),
+        as_of_wareki=to_wareki(result.as_of),
+    )
+
+
+async def _inquire(
+    request: Request, work: flows.Work, body: InquiryIn, roles: frozenset[str]
+) -> service.InquiryResult:
+    return await flows.inquire(
+        work,
         request.app.state.catalogue,
         service.InquiryRequest(
             procedure_code=body.procedure_code,
@@ -306,14 +402,4 @@ async def inquiry(request: Request, body: InquiryIn, caller: InquiringStaff) -> 
             business_atena_no=body.business_atena_no,
         ),
         roles,
-    )
-    return InquiryOut(
-        serial=result.serial,
-        status=result.status,
-        status_label=result.status_label,
-        values=result.values,
-        edition=result.edition,
-        record_key=result.record_key,
-        as_of=result.as_of.isoformat(),
-        as_of_wareki=to_wareki(result.as_of),
     )

@@ -23,7 +23,14 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from renkei.atena import service
-from renkei.atena.schemas import AcquireOut, FukuhonOut, StatusOut
+from renkei.atena.schemas import (
+    AcquireOut,
+    AcquisitionStarted,
+    FukuhonOut,
+    NumberingResult,
+    ResidentsOut,
+    StatusOut,
+)
 from renkei.catalogue import Catalogue
 from renkei.core.audit.log import AuditEvent
 from renkei.core.crypto.field import FieldCipher
@@ -48,6 +55,7 @@ __all__ = [
     "acquire_all",
     "acquire_pseudonyms",
     "inquire",
+    "number_persons",
     "pseudonym_status",
     "register_copies",
 ]
@@ -104,6 +112,70 @@ class Work:
         """A message to J-LIS (its 機関コード from the configuration)."""
         jlis_org = str(self.rt.config.extra.get("jlis_org_code", ""))
         return await self.rt.peer.send(mt, self.rt.config.peer("jlis"), jlis_org, body)
+
+
+# --- numbering (団体内統合宛名番号の付番, 共通機能標準仕様書 §2.4.3) ---------------------------
+
+
+async def number_persons(
+    work: Work,
+    cipher: FieldCipher,
+    records: Sequence[Any],
+    *,
+    residence: str = "resident",
+    action: str = "residents.register",
+) -> ResidentsOut:
+    """The standard's numbering flow for a business system's request, 機能ID
+    0320001 → 0320004 → 0320002 → 0320008:
+
+    - 0320001 付番依頼受信: each record (個人番号, the caller's 宛名番号, 基本4情報) checked;
+      the first bad one refuses them all (`service.parse_residents`);
+    - 0320004 検索 and 0320002 付番, in one transaction with its audit entry
+      (`service.register_parsed`): a new 統合宛名番号 only where no person holds the
+      individual number, else the caller's number linked to the person held;
+    - 0320008 中間サーバー連携: pseudonym acquisition (`acquire_pseudonyms`) started for
+      the newly numbered persons. The numbering stands if our chukan or J-LIS cannot be
+      reached: ``acquisition.deferred`` says why, and the persons wait for the next
+      acquisition (`renkei atena acquire --all` or /v1/pseudonyms/acquire).
+
+    The answer names each record by the caller's own numbers: a business system never
+    sees a 統合宛名番号.
+    """
+    async with work.refusals_audited(action):
+        if not 1 <= len(records) <= service.MAX_BATCH:
+            raise Problem(422, "bad_count", f"1〜{service.MAX_BATCH}件で指定してください。")
+        parsed = service.parse_residents(records)
+
+    def register(s: Session) -> service.Registration:
+        done = service.register_parsed(s, cipher, parsed, work.rt.clock(), residence=residence)
+        counts = {o: done.outcomes.count(o) for o in (service.NUMBERED, service.LINKED, service.UNCHANGED)}
+        work.rt.record(s, work.event(action, "ok", detail={"count": len(parsed), **counts}))
+        return done
+
+    async with work.refusals_audited(action):
+        done = await work.unit(register)
+    started = AcquisitionStarted(requested=0, relayed=0)
+    if done.numbered:
+        try:
+            got = await acquire_pseudonyms(work, cipher, done.numbered)
+            started = AcquisitionStarted(requested=got.requested, relayed=got.relayed, problems=got.problems)
+        except Problem as exc:  # audited by acquire_pseudonyms; the numbering stands
+            started = AcquisitionStarted(
+                requested=len(done.numbered), relayed=0, deferred=f"{exc.code}: {exc.title}"
+            )
+    results = [
+        NumberingResult(
+            business_numbers=dict(r.business_numbers), outcome=o, outcome_label=service.OUTCOME_LABELS[o]
+        )
+        for r, o in zip(parsed, done.outcomes, strict=True)
+    ]
+    return ResidentsOut(
+        results=results,
+        numbered=done.outcomes.count(service.NUMBERED),
+        linked=done.outcomes.count(service.LINKED),
+        unchanged=done.outcomes.count(service.UNCHANGED),
+        acquisition=started,
+    )
 
 
 # --- pseudonym acquisition -----------------------------------------------------------------
@@ -171,12 +243,30 @@ async def _bound_of(work: Work, atena_nos: Sequence[str]) -> list[str]:
 
 async def pseudonym_status(work: Work, atena_nos: Sequence[str]) -> StatusOut:
     """Ask our chukan which of the persons have their pseudonym bound, and note it."""
+    found = await bound_persons(work, atena_nos)
+    return StatusOut(total=len(atena_nos), bound=len(found))
+
+
+async def refresh_all_bound(work: Work) -> dict[str, int]:
+    """Ask our chukan about every person whose acquisition was requested, page by page,
+    note those bound, and return the persons per pseudonym status (counts only)."""
+    async with work.refusals_audited("pseudonym.status"):
+        page = await work.unit(service.requested_persons)
+        while page:
+            bound = await _bound_of(work, page)
+            if bound:
+                await work.unit(functools.partial(service.mark_bound, asked=frozenset(page), bound=bound))
+            page = await work.unit(functools.partial(service.requested_persons, after=page[-1]))
+        return await work.unit(service.pseudonym_counts)
+
+
+async def bound_persons(work: Work, atena_nos: Sequence[str]) -> list[str]:
+    """The persons (of those named) whose pseudonym our chukan holds, noted as bound."""
     async with work.refusals_audited("pseudonym.status"):
         targets = service.check_atena_nos(atena_nos)
         bound = await _bound_of(work, targets)
         asked = frozenset(targets)
-        found = await work.unit(lambda s: service.mark_bound(s, asked, bound)) if bound else []
-    return StatusOut(total=len(targets), bound=len(found))
+        return await work.unit(lambda s: service.mark_bound(s, asked, bound)) if bound else []
 
 
 @dataclass

@@ -14,13 +14,36 @@ class ResidentsIn(BaseModel):
     persons: list[dict[str, Any]] = Field(description="住民記録（個人番号、基本4情報、業務宛名番号）", max_length=10_000)
 
 
+class NumberingResult(BaseModel):
+    """One record's outcome, named by the caller's own numbers (never the 統合宛名番号)."""
+
+    business_numbers: dict[str, str]
+    outcome: str = Field(description="numbered（新規付番）| linked（既存の宛名に紐付け・更新）| unchanged（変更なし）")
+    outcome_label: str
+
+
+class AcquisitionStarted(BaseModel):
+    """Pseudonym acquisition started for the newly numbered (機能ID 0320008)."""
+
+    requested: int
+    relayed: int
+    problems: dict[str, int] = Field(default_factory=dict)
+    deferred: str | None = Field(default=None, description="開始できなかった理由（後で符号取得を依頼してください）")
+
+
 class ResidentsOut(BaseModel):
-    atena_nos: list[str]
+    results: list[NumberingResult]
+    numbered: int
+    linked: int
+    unchanged: int
+    acquisition: AcquisitionStarted
 
 
 class AcquireIn(BaseModel):
-    atena_nos: list[str] | None = Field(default=None, max_length=10_000)
+    system: str | None = Field(default=None, min_length=1, max_length=40, description="業務システムID（省略時は住民記録）")
+    business_atena_nos: list[str] | None = Field(default=None, max_length=10_000, description="業務宛名番号")
     all_pending: bool = False
+    atena_nos: Any = Field(default=None, description="受け付けません（業務システムは団体内統合宛名番号を使いません）")
 
 
 class AcquireOut(BaseModel):
@@ -30,12 +53,16 @@ class AcquireOut(BaseModel):
 
 
 class StatusIn(BaseModel):
-    atena_nos: list[str] = Field(max_length=10_000)
+    system: str | None = Field(default=None, min_length=1, max_length=40, description="業務システムID（省略時は住民記録）")
+    business_atena_nos: list[str] = Field(default_factory=list, max_length=10_000, description="業務宛名番号")
+    all_persons: bool = Field(default=False, description="全員の件数だけを返す（番号は返さない）")
+    atena_nos: Any = Field(default=None, description="受け付けません（業務システムは団体内統合宛名番号を使いません）")
 
 
 class StatusOut(BaseModel):
     total: int
     bound: int
+    bound_business_atena_nos: list[str] = Field(default_factory=list, description="符号取得済みの業務宛名番号")
 
 
 class FukuhonIn(BaseModel):

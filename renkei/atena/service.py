@@ -10,7 +10,7 @@ import csv
 import re
 import unicodedata
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, cast
 
@@ -167,16 +167,26 @@ RESIDENT_COLUMNS = Columns(
 )
 
 
+NUMBERED, LINKED, UNCHANGED = "numbered", "linked", "unchanged"
+OUTCOME_LABELS = {NUMBERED: "新規付番", LINKED: "既存の宛名に紐付け・更新", UNCHANGED: "変更なし"}
+
+
 @dataclass(frozen=True)
 class Registration:
-    """What `register_parsed` did: the 統合宛名番号 of each record in order, and how
-    many persons, 基本4情報 versions and business links it added."""
+    """What `register_parsed` did: the 統合宛名番号 of each record in order (atena's own:
+    never handed to a business system), each record's outcome (`NUMBERED`: a new
+    統合宛名番号; `LINKED`: a person already held, a business link or 基本4情報 version
+    added; `UNCHANGED`), the persons newly numbered (those whose pseudonym acquisition
+    starts, 0320008), and how many persons, 基本4情報 versions and business links it added."""
 
     atena_nos: list[str]
     persons: int
     versions: int
     links: int
     changed: int  # records that added anything
+    outcomes: list[str] = field(default_factory=list)
+    numbered: list[str] = field(default_factory=list)
+
 
 def _facts(r: ResidentInput) -> tuple[Any, ...]:
     return (
@@ -192,21 +202,9 @@ _FACT_COLUMNS = (
 )  # fmt: skip
 
 
-def register_parsed(
-    session: Session, cipher: FieldCipher, residents: Sequence[ResidentInput], now: datetime
-) -> Registration:
-    """Register checked person records, set-based: a few statements per batch, not per person.
-
-    A known individual number (by its blind index) keeps its 統合宛名番号; an unknown one
-    gets the next serial. A new 基本4情報 version ("登録" for a new person, "更新"
-    otherwise) is added only when the facts differ from the person's current version, and
-    a business link only when it is not there yet: registering the same facts twice adds
-    nothing. A business number linked to another person refuses the batch (409
-    ``business_number_taken``, with the record's ``index``).
-    """
-    persons_t, basic_t = cast(Table, Person.__table__), cast(Table, BasicFour.__table__)
-    links_t, serials_t = cast(Table, BusinessLink.__table__), cast(Table, AtenaSerial.__table__)
-    indexes = [cipher.blind_index(r.individual_number) for r in residents]
+def search_by_individual_number(session: Session, indexes: Sequence[str]) -> dict[str, str]:
+    """機能ID 0320004 団体内統合宛名基本情報検索: the 統合宛名番号 held for each individual
+    number (by its blind index; the number itself is never compared in clear)."""
     known: dict[str, str] = {}
     wanted = list(set(indexes))
     for part in range(0, len(wanted), _IN_CHUNK):
@@ -217,43 +215,34 @@ def register_parsed(
         ):
             if index is not None:
                 known[index] = atena_no
-    # The current version of each known person's 基本4情報 (the newest row).
+    return known
+
+
+def _current_facts(session: Session, atena_nos: Sequence[str]) -> dict[str, tuple[Any, ...]]:
+    """The current version of each person's 基本4情報 (the newest row)."""
     current: dict[str, tuple[Any, ...]] = {}
-    known_nos = list(set(known.values()))
-    for part in range(0, len(known_nos), _IN_CHUNK):
+    for part in range(0, len(atena_nos), _IN_CHUNK):
         newest = (
             select(func.max(BasicFour.id))
-            .where(bulk.among(session, BasicFour.atena_no, known_nos[part : part + _IN_CHUNK]))
+            .where(bulk.among(session, BasicFour.atena_no, atena_nos[part : part + _IN_CHUNK]))
             .group_by(BasicFour.atena_no)
         )
         for row in session.execute(select(BasicFour.atena_no, *_FACT_COLUMNS).where(BasicFour.id.in_(newest))):
             current[str(row[0])] = tuple(row[1:])
-    # New persons: one block of serials for all of them.
-    seen_new: dict[str, int] = {}
-    for i, index in enumerate(indexes):
-        if index not in known and index not in seen_new:
-            seen_new[index] = i
-    fresh = list(seen_new.values())
-    serials = bulk.issue_ids(session, serials_t, [{"issued_at": now}] * len(fresh))
-    new_persons = []
-    for i, serial in zip(fresh, serials, strict=True):
-        atena_no = ids.make_atena_no(serial)
-        known[indexes[i]] = atena_no
-        new_persons.append(
-            {
-                "atena_no": atena_no,
-                "individual_number_enc": cipher.encrypt(residents[i].individual_number, _aad(atena_no)),
-                "individual_number_index": indexes[i],
-                "residence": "resident",
-                "pseudonym_status": "none",
-                "created_at": now,
-            }
-        )
-    # Business links already held: per system, so that the (system, number) key is used.
-    pairs = {(system, no) for r in residents for system, no in r.business_numbers.items()}
+    return current
+
+
+def issue_atena_nos(session: Session, count: int, now: datetime) -> list[str]:
+    """機能ID 0320002 団体内統合宛名番号付番: ``count`` new 統合宛名番号 in one block of serials."""
+    serials_t = cast(Table, AtenaSerial.__table__)
+    return [ids.make_atena_no(serial) for serial in bulk.issue_ids(session, serials_t, [{"issued_at": now}] * count)]
+
+
+def _links_held(session: Session, pairs: Iterable[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """Business links already held, per system (so that the (system, number) key is used)."""
     linked: dict[tuple[str, str], str] = {}
     by_system: dict[str, list[str]] = {}
-    for system, no in pairs:
+    for system, no in set(pairs):
         by_system.setdefault(system, []).append(no)
     for system, numbers in by_system.items():
         for part in range(0, len(numbers), _IN_CHUNK):
@@ -264,17 +253,72 @@ def register_parsed(
                 )
             ):
                 linked[(system, no)] = atena_no
+    return linked
+
+
+def register_parsed(
+    session: Session,
+    cipher: FieldCipher,
+    residents: Sequence[ResidentInput],
+    now: datetime,
+    *,
+    residence: str = "resident",
+) -> Registration:
+    """団体内統合宛名番号の付番 (共通機能標準仕様書 第2.7版 §2.4.3), set-based: a few
+    statements per batch, not per person. The steps of the standard's flow:
+
+    - 0320001 付番依頼受信: the request (個人番号, the business system's 宛名番号, 基本4情報),
+      checked by `parse_resident` before this is called;
+    - 0320004 基本情報検索: `search_by_individual_number`;
+    - 0320002 付番: a new 統合宛名番号 (`issue_atena_nos`) only if no record holds that
+      individual number; otherwise the business number is linked to the person held;
+    - 0320008 中間サーバー連携: the caller starts pseudonym acquisition for
+      ``Registration.numbered`` (renkei.atena.flows.number_persons).
+
+    A new 基本4情報 version ("登録" for a new person, "更新" otherwise) is added only when
+    the facts differ from the person's current version, and a business link only when it
+    is not there yet: registering the same facts twice adds nothing. A business number
+    linked to another person refuses the batch (409 ``business_number_taken``, with the
+    record's ``index``). ``residence`` is what a newly numbered person is recorded as
+    (``resident`` from the resident register, ``non_resident`` from another system).
+    """
+    persons_t, basic_t = cast(Table, Person.__table__), cast(Table, BasicFour.__table__)
+    links_t = cast(Table, BusinessLink.__table__)
+    indexes = [cipher.blind_index(r.individual_number) for r in residents]
+    known = search_by_individual_number(session, indexes)  # 0320004
+    current = _current_facts(session, list(set(known.values())))
+    # 0320002: new persons, one block of serials for all of them.
+    seen_new: dict[str, int] = {}
+    for i, index in enumerate(indexes):
+        if index not in known and index not in seen_new:
+            seen_new[index] = i
+    fresh = list(seen_new.values())
+    new_persons = []
+    for i, atena_no in zip(fresh, issue_atena_nos(session, len(fresh), now), strict=True):
+        known[indexes[i]] = atena_no
+        new_persons.append(
+            {
+                "atena_no": atena_no,
+                "individual_number_enc": cipher.encrypt(residents[i].individual_number, _aad(atena_no)),
+                "individual_number_index": indexes[i],
+                "residence": residence,
+                "pseudonym_status": "none",
+                "created_at": now,
+            }
+        )
+    linked = _links_held(session, ((system, no) for r in residents for system, no in r.business_numbers.items()))
     versions: list[dict[str, Any]] = []
     links: list[dict[str, Any]] = []
     out: list[str] = []
+    outcomes: list[str] = []
     changed = 0
-    created = set(seen_new)
+    fresh_at = set(fresh)
     for i, (r, index) in enumerate(zip(residents, indexes, strict=True)):
         atena_no = known[index]
         facts = _facts(r)
         added = len(versions) + len(links)
         if current.get(atena_no) != facts:
-            first = index in created and atena_no not in current
+            first = index in seen_new and atena_no not in current
             versions.append(
                 {
                     "atena_no": atena_no,
@@ -305,14 +349,22 @@ def register_parsed(
                     f"業務「{system}」の宛名番号は別の人に紐付いています。",
                     index=i,
                 )
-        changed += len(versions) + len(links) > added
+        grew = len(versions) + len(links) > added
+        changed += grew
+        outcomes.append(NUMBERED if i in fresh_at else LINKED if grew else UNCHANGED)
         out.append(atena_no)
     # persons first: basic_four and business_links refer to them.
     bulk.insert_rows(session, persons_t, new_persons)
     bulk.insert_rows(session, basic_t, versions)
     bulk.insert_rows(session, links_t, links)
     return Registration(
-        atena_nos=out, persons=len(new_persons), versions=len(versions), links=len(links), changed=changed
+        atena_nos=out,
+        persons=len(new_persons),
+        versions=len(versions),
+        links=len(links),
+        changed=changed,
+        outcomes=outcomes,
+        numbered=[str(p["atena_no"]) for p in new_persons],
     )
 
 
@@ -517,6 +569,82 @@ def translate(session: Session, system: str, business_atena_no: str) -> str:
     if atena_no is None:
         raise Problem(404, "unknown_business_atena_no", f"業務「{system}」の宛名番号「{business_atena_no}」は登録されていません。")
     return atena_no
+
+
+def translate_all(session: Session, system: str, business_atena_nos: Sequence[str]) -> list[str]:
+    """業務宛名番号 → 統合宛名番号 of every number a business system names, in order; the
+    first malformed one (checked before any look-up), then the first unknown one,
+    refuses them all, naming its ``index``."""
+    for index, number in enumerate(business_atena_nos):
+        problem = ids.check(ids.IdKind.ATENA_NO, number)
+        if problem is not None:
+            raise Problem(422, "invalid_business_atena_no", problem.message, index=index)
+    found = translate_many(session, system, business_atena_nos)
+    out = []
+    for index, number in enumerate(business_atena_nos):
+        atena_no = found.get(number)
+        if atena_no is None:
+            try:
+                atena_no = translate(session, system, number)  # names the problem as one look-up does
+            except Problem as exc:
+                exc.extra["index"] = index
+                raise
+        out.append(atena_no)
+    return out
+
+
+def business_numbers_of(session: Session, system: str, atena_nos: Iterable[str]) -> dict[str, str]:
+    """統合宛名番号 → ``system``'s 業務宛名番号 (the other way of `translate_many`), for
+    what atena hands back to a business system: its own numbers, never atena's."""
+    wanted = sorted(set(atena_nos))
+    found: dict[str, str] = {}
+    for start in range(0, len(wanted), _LOOKUP_CHUNK):
+        rows = session.execute(
+            select(BusinessLink.atena_no, BusinessLink.business_atena_no).where(
+                BusinessLink.system == system,
+                bulk.among(session, BusinessLink.atena_no, wanted[start : start + _LOOKUP_CHUNK]),
+            )
+        )
+        found.update((atena_no, number) for atena_no, number in rows)
+    return found
+
+
+UNKNOWN_TO_CALLER = "（宛名番号なし）"
+
+
+def atena_nos_in(problem: Problem) -> list[str]:
+    """The 15-digit numbers a refusal's words name (candidates for 統合宛名番号)."""
+    texts = [problem.title, problem.detail, *(v for v in problem.extra.values() if isinstance(v, str))]
+    return sorted({m.group(0) for t in texts if t for m in _ATENA_NO_IN_TEXT.finditer(t)})
+
+
+def for_business(session: Session, problem: Problem, system: str) -> Problem:
+    """A refusal as a business system may read it: every 統合宛名番号 in its title, detail
+    and string members (a peer's words, e.g. the chukan's 「…は符号が未取得です」)
+    replaced by the caller's own 宛名番号 in ``system`` (or a placeholder for a person it
+    has no number for). Other 15-digit numbers — the caller's own — are left as they are."""
+    named = atena_nos_in(problem)
+    held = set(session.scalars(select(Person.atena_no).where(Person.atena_no.in_(named)))) if named else set()
+    if not held:
+        return problem
+    business_of = business_numbers_of(session, system, held)
+
+    def swap(text: str) -> str:
+        return _ATENA_NO_IN_TEXT.sub(
+            lambda m: business_of.get(m.group(0), UNKNOWN_TO_CALLER) if m.group(0) in held else m.group(0), text
+        )
+
+    problem.title = swap(problem.title)
+    problem.detail = swap(problem.detail) if problem.detail else problem.detail
+    for key, value in list(problem.extra.items()):
+        if isinstance(value, str):
+            problem.extra[key] = swap(value)
+    return problem
+
+
+# Any run of 15 digits is taken for a 統合宛名番号: a business number also has 15 digits,
+# so one the caller sent comes back as itself (the map names it only when it is atena's).
+_ATENA_NO_IN_TEXT = re.compile(r"(?<![0-9])[0-9]{15}(?![0-9])")
 
 
 # Built once: every inquiry and lookup by 業務宛名番号 runs it.

@@ -59,6 +59,8 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "export_not_approved", "export_grew", "role_request_not_pending", "role_request_stale",
         # bulk imports (renkei.core.imports)
         "import_finished", "import_conflict",
+        # non-resident numbering: the candidates changed since they were shown
+        "candidates_changed",
     ),
     413: ("body_too_large",),
     415: ("unsupported_media_type",),
@@ -77,6 +79,8 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "unsupported_encoding", "password_policy",
         # bulk files (renkei.core.records)
         "bad_record", "unsupported_format",
+        # atena: business systems name persons by their own numbers; non-resident numbering
+        "atena_no_not_accepted", "candidates_not_acknowledged", "bad_candidate",
         # time-stamp authority
         "bad_stamp_request", "bad_stamp_signature", "bad_page", "head_regression", "head_conflict",
     ),

@@ -449,20 +449,23 @@ def start(layout: Layout, fed: Federation) -> Federation:
     return fed
 
 
-def acquire_all(client: AtenaClient, atena_nos: list[str], org: Org, timeout: float = 120.0) -> None:
-    result = client.pseudonyms("/v1/pseudonyms/acquire", {"atena_nos": atena_nos})
+def acquire_all(client: AtenaClient, org: Org, timeout: float = 120.0) -> None:
+    """Acquisition for everybody still waiting (registration started it already: 0320008),
+    then the status until all are bound. A business system never names 統合宛名番号: it
+    asks for all pending persons and reads counts."""
+    result = client.pseudonyms("/v1/pseudonyms/acquire", {"all_pending": True})
     say(
         f"{org.name}: {result['requested']} 人の符号取得を依頼しました（J-LIS中継 {result['relayed']} 件）",
         f"{org.name}: pseudonym acquisition requested for {result['requested']} people, {result['relayed']} relayed by J-LIS",
     )
     deadline = time.monotonic() + timeout
     while True:
-        status = client.pseudonyms("/v1/pseudonyms/status", {"atena_nos": atena_nos})
-        if status["bound"] == len(atena_nos):
+        status = client.pseudonyms("/v1/pseudonyms/status", {"all_persons": True})
+        if status["bound"] == status["total"]:
             say(f"{org.name}: 全員の符号を取得しました（{status['bound']} 人）", f"{org.name}: all {status['bound']} pseudonyms bound")
             return
         if time.monotonic() > deadline:
-            raise DemoFailure(f"{org.name}: 符号取得が完了しません（{status['bound']}/{len(atena_nos)}）")
+            raise DemoFailure(f"{org.name}: 符号取得が完了しません（{status['bound']}/{status['total']}）")
         time.sleep(0.2)
 
 
@@ -480,18 +483,16 @@ def play(layout: Layout, pop: SynthPopulation, clients: dict[str, AtenaClient] |
         finally:
             for client in own.values():
                 client.close()
-    registered: dict[str, list[str]] = {}
     for org, records in (
         (SHINJUKU, ward_records(pop, SHINJUKU_LG)),
         (NAKANO, ward_records(pop, NAKANO_LG)),
         (NENKIN, agency_records(pop)),
     ):
         out = clients[org.slug].residents(records)
-        registered[org.slug] = out["atena_nos"]
-        say(f"{org.name}: {len(out['atena_nos'])} 人に団体内統合宛名番号を付番しました",
-            f"{org.name}: {len(out['atena_nos'])} people numbered in the integrated addressee system")
+        say(f"{org.name}: {out['numbered']} 人に団体内統合宛名番号を付番しました",
+            f"{org.name}: {out['numbered']} people numbered in the integrated addressee system")
     for org in (SHINJUKU, NAKANO, NENKIN):
-        acquire_all(clients[org.slug], registered[org.slug], org)
+        acquire_all(clients[org.slug], org)
     for org, lg_code in ((SHINJUKU, SHINJUKU_LG), (NAKANO, NAKANO_LG)):
         copies = tax_copies(pop, lg_code)
         out = clients[org.slug].fukuhon(TAX_SYSTEM, copies)

@@ -24,6 +24,7 @@ from tests.api.fed import Federation
 # Routes that call another node (their database work is in worker threads: flows.Work.unit),
 # and the OAuth endpoints, which read a form body and then work in a thread.
 ON_THE_LOOP = {
+    ("atena", "POST", "/v1/residents"),  # numbering starts pseudonym acquisition (0320008)
     ("atena", "POST", "/v1/pseudonyms/acquire"),
     ("atena", "POST", "/v1/pseudonyms/status"),
     ("atena", "POST", "/v1/fukuhon"),
@@ -33,7 +34,9 @@ ON_THE_LOOP = {
     ("staff", "POST", "/atena/inquiry"),
 }
 # Dependencies that run on the loop: each reads the request (body, form) and nothing else.
-ASYNC_DEPENDENCIES = {"_static_scope.<locals>.scope", "_fukuhon_scope", "form_fields"}
+ASYNC_DEPENDENCIES = {
+    "_static_scope.<locals>.scope", "_system_scope.<locals>.scope", "_fukuhon_scope", "form_fields",
+}
 
 
 def _routes(app: FastAPI) -> Iterator[APIRoute]:

@@ -29,17 +29,24 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from sqlalchemy.orm import Session
 
-from renkei.atena import flows, service
+from renkei.atena import flows, non_residents, service
 from renkei.atena.models import auth as auth_t
 from renkei.atena.models import oauth as oauth_t
 from renkei.atena.schemas import (
     AcquireIn,
     AcquireOut,
+    CandidateOut,
     FukuhonIn,
     FukuhonOut,
     InquiryIn,
     InquiryOut,
+    NonResidentCandidatesOut,
+    NonResidentIn,
+    NonResidentOut,
+    NonResidentQueryIn,
+    NumberingIn,
     ResidentsIn,
     ResidentsOut,
     StatusIn,
@@ -52,7 +59,7 @@ from renkei.staff import auth
 from renkei.staff.oauth import OAuthError, authenticate_bearer, introspect
 from renkei.staff.routes import CSRF_HEADER as CSRF_HEADER
 from renkei.staff.routes import SESSION_COOKIE as SESSION_COOKIE
-from renkei.staff.routes import StaffAccess, audit_refusal, bearer_token
+from renkei.staff.routes import Done, StaffAccess, audit_refusal, audited, bearer_token
 
 router = APIRouter()
 
@@ -255,6 +262,12 @@ PseudonymAcquirer = Annotated[
 PseudonymStatusReader = Annotated[
     Caller, Depends(business_system(_system_scope("pseudonyms:acquire"), "pseudonym.status"))
 ]
+Numberer = Annotated[
+    Caller, Depends(business_system(_system_scope("numbering:register"), "numbering.register"))
+]
+NonResidentRegistrar = Annotated[
+    Caller, Depends(business_system(_system_scope("non_residents:register"), "non_resident.register"))
+]
 CopyRegistrar = Annotated[Caller, Depends(business_system(_fukuhon_scope, "fukuhon.register"))]
 InquiringStaff = Annotated[Caller, Depends(staff("inquiry", screen=False))]
 
@@ -277,6 +290,101 @@ def _work(request: Request, caller: Caller) -> flows.Work:
 async def residents(request: Request, body: ResidentsIn, caller: ResidentRegistrar) -> ResidentsOut:
     """機能ID 0320001 → 0320004 → 0320002 → 0320008 (`flows.number_persons`)."""
     return await flows.number_persons(_work(request, caller), request.app.state.cipher, body.persons)
+
+
+@router.post(
+    "/v1/numbering",
+    response_model=ResidentsOut,
+    tags=["宛名管理"],
+    summary="団体内統合宛名番号の付番依頼（個人番号・宛名番号・基本4情報。応答は宛名番号で返す）",
+)
+async def numbering(request: Request, body: NumberingIn, caller: Numberer) -> ResidentsOut:
+    """機能ID 0320001 → 0320004 → 0320002 → 0320008 for one person a business system
+    holds: a new 統合宛名番号 only if nobody holds the individual number (a person new to
+    atena from a business system other than the resident register is a 住登外者)."""
+    record = body.model_dump(exclude={"system", "business_atena_no"})
+    record["business_numbers"] = {body.system: body.business_atena_no}
+    return await flows.number_persons(
+        _work(request, caller),
+        request.app.state.cipher,
+        [record],
+        residence="non_resident",
+        action="numbering.register",
+    )
+
+
+def _candidate_out(c: non_residents.Candidate, ref: int, own: str | None) -> CandidateOut:
+    return CandidateOut(
+        ref=ref,
+        match=c.match,
+        match_label=c.match_label,
+        residence_label=service.RESIDENCE_LABELS.get(c.residence, c.residence),
+        business_atena_no=own,
+        family_name=c.family_name,
+        given_name=c.given_name,
+        family_kana=c.family_kana,
+        given_kana=c.given_kana,
+        birth_date=c.birth_date.isoformat(),
+        sex=c.sex,
+        address=c.address,
+    )
+
+
+@router.post(
+    "/v1/non-residents/candidates",
+    response_model=NonResidentCandidatesOut,
+    tags=["住登外者"],
+    summary="住登外者宛名基本情報照会（完全一致・部分一致の候補と確認票）",
+)
+def non_resident_candidates(
+    request: Request, body: NonResidentQueryIn, caller: NonResidentRegistrar
+) -> NonResidentCandidatesOut:
+    """機能ID 0310007 → 0310005: the candidates (named by the caller's own numbers where
+    it has them) and the acknowledgement to send with the registration."""
+    cipher = request.app.state.cipher
+
+    def work(s: Session) -> Done[NonResidentCandidatesOut]:
+        basic4 = non_residents.parse_basic_four(body.model_dump())
+        found = non_residents.candidates(s, basic4)
+        own = service.business_numbers_of(s, body.system, [c.atena_no for c in found])
+        out = NonResidentCandidatesOut(
+            candidates=[_candidate_out(c, i, own.get(c.atena_no)) for i, c in enumerate(found, start=1)],
+            acknowledgement=non_residents.acknowledgement(cipher, basic4, found),
+        )
+        return Done(out, detail={"system": body.system, "count": len(found)})
+
+    return audited(request, caller.actor, "non_resident.search", work)
+
+
+@router.post(
+    "/v1/non-residents",
+    response_model=NonResidentOut,
+    tags=["住登外者"],
+    summary="住登外者宛名番号付番（候補を確認した確認票が必要）",
+)
+def non_resident_register(request: Request, body: NonResidentIn, caller: NonResidentRegistrar) -> NonResidentOut:
+    """機能ID 0310004 → 0310001: a new number (choice ``new``) or the caller's number
+    linked to a candidate shown (choice = its ``ref``); refused if the candidates changed
+    since the acknowledgement was issued."""
+    cipher = request.app.state.cipher
+    now = _rt(request).clock()
+
+    def work(s: Session) -> Done[NonResidentOut]:
+        basic4 = non_residents.parse_basic_four(body.model_dump())
+        done = non_residents.register(
+            s, cipher, basic4, ack=body.acknowledgement, choice=body.choice.strip(), now=now,
+            system=body.system, business_atena_no=body.business_atena_no,
+        )  # fmt: skip
+        out = NonResidentOut(
+            system=body.system,
+            business_atena_no=body.business_atena_no,
+            outcome=done.outcome,
+            outcome_label=service.OUTCOME_LABELS[done.outcome],
+            candidates=done.candidates,
+        )
+        return Done(out, subject=done.atena_no, detail={"system": body.system, "outcome": done.outcome})
+
+    return audited(request, caller.actor, "non_resident.register", work)
 
 
 def _no_atena_nos(value: Any) -> None:

@@ -92,3 +92,70 @@ class InquiryOut(BaseModel):
     record_key: str | None = None
     as_of: str
     as_of_wareki: str
+
+
+class BasicFourIn(BaseModel):
+    """基本4情報 (with the postal code and the 地方公共団体コード of the address)."""
+
+    family_name: str = Field(max_length=100, description="氏")
+    given_name: str = Field(max_length=100, description="名")
+    family_kana: str = Field(max_length=100, description="氏（カナ）")
+    given_kana: str = Field(max_length=100, description="名（カナ）")
+    birth_date: str = Field(max_length=32, description="生年月日（YYYY-MM-DD）")
+    sex: str = Field(max_length=1, description="性別（1 男、2 女、9 不明）")
+    postal_code: str = Field(max_length=7)
+    address: str = Field(max_length=300)
+    lg_code: str = Field(max_length=6, description="住所の地方公共団体コード")
+
+
+class NumberingIn(BasicFourIn):
+    """団体内統合宛名番号付番依頼 (機能ID 0320001) of one person from a business system."""
+
+    system: str = Field(min_length=1, max_length=40, description="業務システムID")
+    business_atena_no: str = Field(max_length=32, description="業務システムの宛名番号")
+    individual_number: str = Field(max_length=32, description="個人番号")
+
+
+class NonResidentQueryIn(BasicFourIn):
+    """住登外者宛名基本情報照会 (機能ID 0310007)."""
+
+    system: str = Field(min_length=1, max_length=40, description="業務システムID")
+
+
+class CandidateOut(BaseModel):
+    """A candidate as a business system sees it: its own number if it has one, never the
+    統合宛名番号."""
+
+    ref: int = Field(description="候補の番号（登録時に choice で指定）")
+    match: str
+    match_label: str
+    residence_label: str
+    business_atena_no: str | None = Field(description="この業務システムの宛名番号（紐付いている場合）")
+    family_name: str
+    given_name: str
+    family_kana: str
+    given_kana: str
+    birth_date: str
+    sex: str
+    address: str
+
+
+class NonResidentCandidatesOut(BaseModel):
+    candidates: list[CandidateOut]
+    acknowledgement: str = Field(description="候補の確認票（登録時にそのまま送る）")
+
+
+class NonResidentIn(NonResidentQueryIn):
+    """住登外者宛名番号付番依頼 (機能ID 0310004), after the candidates were seen."""
+
+    business_atena_no: str = Field(max_length=32, description="業務システムの宛名番号")
+    acknowledgement: str = Field(max_length=128, description="候補の確認票（照会の応答のもの）")
+    choice: str = Field(max_length=8, description="new（新規付番）または候補の番号")
+
+
+class NonResidentOut(BaseModel):
+    system: str
+    business_atena_no: str
+    outcome: str
+    outcome_label: str
+    candidates: int

@@ -81,6 +81,8 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "bad_record", "unsupported_format",
         # atena: business systems name persons by their own numbers; non-resident numbering
         "atena_no_not_accepted", "candidates_not_acknowledged", "bad_candidate",
+        # J-LIS identity search on 基本4情報
+        "bad_identity_query", "no_basic_four",
         # time-stamp authority
         "bad_stamp_request", "bad_stamp_signature", "bad_page", "head_regression", "head_conflict",
     ),

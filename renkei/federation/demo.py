@@ -424,7 +424,9 @@ def prepare(layout: Layout, pop: SynthPopulation, database_urls: dict[str, str] 
     say(f"情報提供ネットワークシステムの機関登録簿に{len(ORGS)}機関を登録します（タイムスタンプ局を含む）",
         f"registering {len(ORGS)} organizations in the hub's registry (the time-stamp authority among them)")
     setup.register_organizations(layout)
-    n = setup.load_jlis(layout, list(bulk.jlis_rows(pop)))
+    n = setup.load_jlis(
+        layout, list(bulk.jlis_rows(pop)), {p.resident_code: bulk.jlis_identity(p) for p in pop.persons}
+    )
     say(f"J-LISに個人番号と住民票コードの対応 {n} 件を登録しました", f"J-LIS holds {n} individual-number/resident-code pairs")
     for org in (SHINJUKU, NAKANO, NENKIN):
         setup.enrol_atena(layout, org, STAFF, CLIENTS)

@@ -40,6 +40,8 @@ from renkei.atena.schemas import (
     CandidateOut,
     FukuhonIn,
     FukuhonOut,
+    IndividualNumberSearchIn,
+    IndividualNumberSearchOut,
     InquiryIn,
     InquiryOut,
     NonResidentCandidatesOut,
@@ -268,6 +270,10 @@ Numberer = Annotated[
 NonResidentRegistrar = Annotated[
     Caller, Depends(business_system(_system_scope("non_residents:register"), "non_resident.register"))
 ]
+NumberSearcher = Annotated[
+    Caller,
+    Depends(business_system(_system_scope("individual_numbers:search"), "individual_number.search")),
+]
 CopyRegistrar = Annotated[Caller, Depends(business_system(_fukuhon_scope, "fukuhon.register"))]
 InquiringStaff = Annotated[Caller, Depends(staff("inquiry", screen=False))]
 
@@ -385,6 +391,35 @@ def non_resident_register(request: Request, body: NonResidentIn, caller: NonResi
         return Done(out, subject=done.atena_no, detail={"system": body.system, "outcome": done.outcome})
 
     return audited(request, caller.actor, "non_resident.register", work)
+
+
+@router.post(
+    "/v1/non-residents/individual-number",
+    response_model=IndividualNumberSearchOut,
+    tags=["住登外者"],
+    summary="住登外者の個人番号の照会（J-LIS 本人確認情報の検索、番号利用事務のみ）",
+)
+async def individual_number_search(
+    request: Request, body: IndividualNumberSearchIn, caller: NumberSearcher
+) -> IndividualNumberSearchOut:
+    """The person named by the caller's number, searched at J-LIS by the 基本4情報 atena
+    holds; the number is returned (and recorded) only for a 番号利用事務 (§2.4.2: 個人番号の
+    送受信は番号利用事務に限られる). Audited at atena and at J-LIS."""
+    work = _work(request, caller)
+    atena_no = (await _translated(work, "individual_number.search", body.system, [body.business_atena_no]))[0]
+    try:
+        found = await flows.search_individual_number(
+            work, request.app.state.cipher, request.app.state.catalogue, atena_no, body.affair_code
+        )
+    except Problem as exc:
+        raise await _for_business(work, exc, body.system) from None
+    return IndividualNumberSearchOut(
+        system=body.system,
+        business_atena_no=body.business_atena_no,
+        status=found.status,
+        message=found.message,
+        individual_number=found.individual_number,
+    )
 
 
 def _no_atena_nos(value: Any) -> None:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from renkei.atena import service
+from renkei.atena import non_residents, service
 from renkei.atena.schemas import (
     AcquireOut,
     AcquisitionStarted,
@@ -32,6 +32,7 @@ from renkei.atena.schemas import (
     StatusOut,
 )
 from renkei.catalogue import Catalogue
+from renkei.core import ids
 from renkei.core.audit.log import AuditEvent
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.db import transaction
@@ -43,6 +44,7 @@ from renkei.core.wire.contract import (
     Body,
     ChukanInquiry,
     FukuhonRegister,
+    IdentitySearch,
     MessageType,
 )
 from renkei.core.wire.runtime import NodeRuntime
@@ -176,6 +178,85 @@ async def number_persons(
         unchanged=done.outcomes.count(service.UNCHANGED),
         acquisition=started,
     )
+
+
+# --- the individual number of a non-resident (J-LIS identity search) -----------------------
+
+
+@dataclass(frozen=True)
+class IdentityOutcome:
+    """What the identity search gave: ``found`` (the number recorded), ``not_found``,
+    ``multiple``, `non_residents.ALREADY_HELD` or `non_residents.HELD_BY_OTHER`, and a
+    Japanese message. ``individual_number`` only for ``found`` — the caller decides who
+    may see it (a number-use affair)."""
+
+    atena_no: str
+    status: str
+    message: str
+    matches: int
+    individual_number: str | None = None
+
+
+async def search_individual_number(
+    work: Work, cipher: FieldCipher, catalogue: Catalogue, atena_no: str, affair_code: str
+) -> IdentityOutcome:
+    """The individual number of a person atena holds without one (a 住登外者), found by
+    J-LIS from the person's current 基本4情報 — only for a 番号利用事務 (the caller checked
+    the asker may act for ``affair_code``). Every use is audited here
+    (``individual_number.search``: the affair, the person, the outcome, never the number)
+    and at J-LIS (``identity.search``)."""
+    action = "individual_number.search"
+    async with work.refusals_audited(action):
+        affair = catalogue.affairs.get(affair_code)
+        if affair is None or not affair.number_use:
+            name = f"事務「{affair.name}」" if affair is not None else f"事務コード「{affair_code[:20]}」"
+            raise Problem(
+                403,
+                "affair_not_permitted",
+                f"{name}は番号利用事務ではないため、個人番号を照会できません。",
+            )
+        target = await work.unit(lambda s: non_residents.identity_target(s, service.check_atena_no(atena_no)))
+
+    def done(s: Session, outcome: IdentityOutcome) -> IdentityOutcome:
+        work.rt.record(
+            s,
+            work.event(
+                action, outcome.status, subject=atena_no, affair=affair_code, detail={"matches": outcome.matches}
+            ),
+        )
+        return outcome
+
+    if target.has_number:
+        message = non_residents.IDENTITY_MESSAGES[non_residents.ALREADY_HELD]
+        return await work.unit(
+            lambda s: done(s, IdentityOutcome(atena_no, non_residents.ALREADY_HELD, message, 0))
+        )
+    ask = IdentitySearch(
+        affair_code=affair_code,
+        family_name=target.family_name,
+        given_name=target.given_name,
+        birth_date=target.birth_date,
+        sex=target.sex,
+        address=target.address,
+    )
+    async with work.refusals_audited(action):
+        answer = await work.to_jlis(contract.IDENTITY_SEARCH, ask)
+
+    def record(s: Session) -> IdentityOutcome:
+        if answer.status != "found" or answer.individual_number is None:
+            status = answer.status if answer.status in contract.IDENTITY_STATUSES else "not_found"
+            return done(s, IdentityOutcome(atena_no, status, answer.message, answer.matches))
+        number = answer.individual_number
+        problem = ids.check(ids.IdKind.INDIVIDUAL_NUMBER, number)
+        if problem is not None:  # J-LIS's fault: never stored
+            raise Problem(502, "bad_peer_response", "J-LIS の回答を検証できません。", reason_code="bad_individual_number")
+        status = non_residents.store_found_number(s, cipher, atena_no, number)
+        if status != "found":
+            return done(s, IdentityOutcome(atena_no, status, non_residents.IDENTITY_MESSAGES[status], 1))
+        return done(s, IdentityOutcome(atena_no, "found", answer.message, 1, number))
+
+    async with work.refusals_audited(action):
+        return await work.unit(record)
 
 
 # --- pseudonym acquisition -----------------------------------------------------------------

@@ -37,6 +37,7 @@ from renkei.atena.service import (
     NUMBERED,
     SEXES,
     UNCHANGED,
+    _aad,
     _date,
     _is_current,
     _text,
@@ -284,3 +285,61 @@ def register(
         elif holder != atena_no:
             raise Problem(409, "business_number_taken", f"業務「{system}」の宛名番号は別の人に紐付いています。")
     return NonResidentRegistration(atena_no=atena_no, outcome=outcome, candidates=len(found))
+
+
+# --- the individual number of a non-resident, through J-LIS's identity search ------------------
+
+
+@dataclass(frozen=True)
+class IdentityTarget:
+    """Whom J-LIS is asked about: a person's current 基本4情報 (never the 統合宛名番号)."""
+
+    atena_no: str
+    has_number: bool
+    family_name: str
+    given_name: str
+    birth_date: date
+    sex: str
+    address: str
+
+
+def identity_target(session: Session, atena_no: str) -> IdentityTarget:
+    """The current 基本4情報 of a person held; Problem 404 if unknown."""
+    person = session.get(Person, atena_no)
+    row = session.scalar(
+        select(BasicFour).where(BasicFour.atena_no == atena_no).order_by(BasicFour.id.desc()).limit(1)
+    )
+    if person is None or row is None:
+        raise Problem(404, "unknown_atena_no", f"統合宛名番号「{atena_no}」は登録されていません。")
+    return IdentityTarget(
+        atena_no=atena_no,
+        has_number=person.individual_number_index is not None,
+        family_name=row.family_name,
+        given_name=row.given_name,
+        birth_date=row.birth_date,
+        sex=row.sex,
+        address=row.address,
+    )
+
+
+HELD_BY_OTHER = "held_by_other"
+ALREADY_HELD = "already_held"
+IDENTITY_MESSAGES = {
+    ALREADY_HELD: "この方の個人番号は既に登録されています（J-LIS には照会していません）。",
+    HELD_BY_OTHER: "J-LIS が回答した個人番号は別の宛名に登録されています。同一人物か確認してください（登録していません）。",
+}
+
+
+def store_found_number(session: Session, cipher: FieldCipher, atena_no: str, number: str) -> str:
+    """Record the individual number J-LIS found for a person without one: ``found``, or
+    `HELD_BY_OTHER` (another person holds it: nothing written, staff must check)."""
+    index = cipher.blind_index(number)
+    holder = session.scalar(select(Person.atena_no).where(Person.individual_number_index == index))
+    if holder is not None and holder != atena_no:
+        return HELD_BY_OTHER
+    person = session.get(Person, atena_no)
+    assert person is not None
+    person.individual_number_enc = cipher.encrypt(number, _aad(atena_no))
+    person.individual_number_index = index
+    session.flush()
+    return "found"

@@ -159,3 +159,19 @@ class NonResidentOut(BaseModel):
     outcome: str
     outcome_label: str
     candidates: int
+
+
+class IndividualNumberSearchIn(BaseModel):
+    """個人番号の照会（J-LIS 本人確認情報の検索）for a non-resident the caller holds."""
+
+    system: str = Field(min_length=1, max_length=40, description="業務システムID")
+    business_atena_no: str = Field(max_length=32, description="業務システムの宛名番号")
+    affair_code: str = Field(max_length=16, description="事務コード（番号利用事務に限る）")
+
+
+class IndividualNumberSearchOut(BaseModel):
+    system: str
+    business_atena_no: str
+    status: str = Field(description="found | not_found | multiple | already_held | held_by_other")
+    message: str
+    individual_number: str | None = Field(default=None, description="個人番号（found のときだけ）")

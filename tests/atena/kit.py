@@ -58,7 +58,10 @@ CLIENTS = [
     setup.ClientSpec("jumin01-reader", "jumin01", "符号取得だけ（架空）", (PSEUDONYMS,)),
     setup.ClientSpec("tax-batch", "tax", "税務（架空）", ("tax:fukuhon:register",)),
     setup.ClientSpec(
-        "welfare-batch", "welfare", "福祉（架空）", ("welfare:numbering:register", "welfare:non_residents:register")
+        "welfare-batch",
+        "welfare",
+        "福祉（架空）",
+        ("welfare:numbering:register", "welfare:non_residents:register", "welfare:individual_numbers:search"),
     ),
 ]
 # Which credentials each business route takes in the tests: (client, scope).
@@ -70,6 +73,7 @@ BUSINESS_ROUTES = {
     "/v1/numbering": ("welfare-batch", "welfare:numbering:register"),
     "/v1/non-residents/candidates": ("welfare-batch", "welfare:non_residents:register"),
     "/v1/non-residents": ("welfare-batch", "welfare:non_residents:register"),
+    "/v1/non-residents/individual-number": ("welfare-batch", "welfare:individual_numbers:search"),
 }
 
 

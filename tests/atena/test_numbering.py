@@ -13,6 +13,7 @@ PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
@@ -20,8 +21,11 @@ from sqlalchemy import select
 
 from renkei.atena.models import BusinessLink, Person
 from renkei.core import ids
+from renkei.core.wire import contract
+from renkei.core.wire.client import PeerUnavailable
+from renkei.core.wire.messaging import Message
 from tests.api.fed import Federation
-from tests.atena.kit import AtenaKit, open_atena
+from tests.atena.kit import CHILD_ALLOWANCE_AFFAIR, AtenaKit, open_atena
 from tests.conftest import BACKENDS, create_pg_database, drop_pg_database
 
 
@@ -197,3 +201,120 @@ def test_partial_matches_by_name_and_by_kana_prefix(atena: AtenaKit) -> None:
     found = atena.post("/v1/non-residents/candidates", by_name).json()["candidates"]
     assert [x["match"] for x in found] == ["partial_name"]
     atena.refused("/v1/non-residents/candidates", {**by_name, "sex": "7"}, 422, "invalid_sex")
+
+
+# --- individual numbers for non-residents through J-LIS's identity search ------------------------
+
+
+@dataclass
+class FakeJlis:
+    """J-LIS (and any other peer) as atena sees it: every message recorded, parsed with the
+    contract's request model, answered by ``answer``."""
+
+    own_org: str
+    answer: dict[str, Any] = field(default_factory=dict)
+    sent: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+    async def __call__(self, url: str, aud: str, typ: str, body: dict[str, Any], **_: Any) -> Message:
+        self.sent.append((url, typ, body))
+        mt = contract.message_type(typ)
+        assert mt is not None
+        assert contract.parse(mt.request, body).dump() == body
+        if typ != "identity.search":
+            raise PeerUnavailable(url, "not in this test")
+        return Message("m" * 22, aud, self.own_org, mt.reply_typ, 0, self.answer, node=mt.receiver)
+
+
+def _non_resident(atena: AtenaKit, business_no: str, **over: Any) -> dict[str, Any]:
+    query = {**basic4(**over), "system": "welfare"}
+    ack = atena.post("/v1/non-residents/candidates", query).json()["acknowledgement"]
+    r = atena.post("/v1/non-residents", {**query, "business_atena_no": business_no, "acknowledgement": ack,
+                                         "choice": "new"})  # fmt: skip
+    assert r.status_code == 200 and r.json()["outcome"] == "numbered", r.text
+    return query
+
+
+def test_individual_number_of_a_non_resident_from_jlis(
+    atena: AtenaKit, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rt = atena.app.state.rt
+    jlis = FakeJlis(rt.org_code)
+    monkeypatch.setattr(rt.peer, "call", jlis)
+    mine = ids.make_atena_no(540_001)
+    _non_resident(atena, mine, family_name="柏木", given_name="律", family_kana="カシワギ", given_kana="リツ",
+                  birth_date="1979-07-07")  # fmt: skip
+    found_no = number(30)
+    jlis.answer = {"status": "found", "matches": 1, "individual_number": found_no, "message": "該当する方が1名見つかりました。"}
+    ask = {"system": "welfare", "business_atena_no": mine, "affair_code": CHILD_ALLOWANCE_AFFAIR}
+    r = atena.post("/v1/non-residents/individual-number", ask)
+    assert r.status_code == 200, r.text
+    assert r.json() == {"system": "welfare", "business_atena_no": mine, "status": "found",
+                        "message": "該当する方が1名見つかりました。", "individual_number": found_no}  # fmt: skip
+    # J-LIS was asked with the 基本4情報 and the affair — never the 統合宛名番号.
+    ((url, typ, body),) = jlis.sent
+    assert typ == "identity.search" and url.endswith("/v1/identities/search")
+    assert body == {"affair_code": CHILD_ALLOWANCE_AFFAIR, "family_name": "柏木", "given_name": "律",
+                    "birth_date": "1979-07-07", "sex": "2", "address": basic4()["address"]}  # fmt: skip
+    held = linked(atena, "welfare", mine)
+    assert held is not None and held not in str(body)
+    with rt.sessions() as s:
+        person = s.get(Person, held)
+        assert person is not None and person.individual_number_index == atena.app.state.cipher.blind_index(found_no)
+    entry = atena.audit()[-1]
+    assert (entry["action"], entry["outcome"], entry["subject"], entry["affair"]) == (
+        "individual_number.search", "found", held, CHILD_ALLOWANCE_AFFAIR,
+    )
+    # Asked again: the number is held, J-LIS is not asked.
+    again = atena.post("/v1/non-residents/individual-number", ask)
+    assert again.json()["status"] == "already_held" and again.json()["individual_number"] is None
+    assert len(jlis.sent) == 1
+    # Trust boundary: the number went to no other peer, into no audit entry and no log line.
+    assert all(typ == "identity.search" for _u, typ, _b in jlis.sent)
+    assert found_no not in str(atena.audit())
+    assert found_no not in capsys.readouterr().out
+
+
+def test_no_guess_and_only_for_number_use_affairs(atena: AtenaKit, monkeypatch: pytest.MonkeyPatch) -> None:
+    rt = atena.app.state.rt
+    jlis = FakeJlis(rt.org_code)
+    monkeypatch.setattr(rt.peer, "call", jlis)
+    mine = ids.make_atena_no(540_002)
+    _non_resident(atena, mine, family_name="神楽", given_name="坂", family_kana="カグラ", given_kana="サカ",
+                  birth_date="1981-02-02")  # fmt: skip
+    ask = {"system": "welfare", "business_atena_no": mine, "affair_code": CHILD_ALLOWANCE_AFFAIR}
+    for status, matches, message in (("not_found", 0, "該当する本人確認情報がありません。"),
+                                     ("multiple", 2, "基本4情報に該当する方が2名います。")):  # fmt: skip
+        jlis.answer = {"status": status, "matches": matches, "individual_number": None, "message": message}
+        before = atena.counts()
+        r = atena.post("/v1/non-residents/individual-number", ask)
+        assert r.json() == {"system": "welfare", "business_atena_no": mine, "status": status, "message": message,
+                            "individual_number": None}  # fmt: skip
+        assert atena.counts()["persons"] == before["persons"]
+        assert atena.audit()[-1]["outcome"] == status
+    with rt.sessions() as s:
+        assert s.get(Person, linked(atena, "welfare", mine)).individual_number_index is None  # type: ignore[union-attr]
+    # A number another person holds: not recorded, staff must check.
+    held_by = {**basic4(birth_date="1940-01-01"), "individual_number": number(31), "business_numbers": {}}
+    assert atena.post("/v1/residents", {"persons": [held_by]}).status_code == 200
+    jlis.answer = {"status": "found", "matches": 1, "individual_number": number(31), "message": "見つかりました。"}
+    r = atena.post("/v1/non-residents/individual-number", ask)
+    assert r.json()["status"] == "held_by_other" and r.json()["individual_number"] is None
+    # Not a 番号利用事務 (or not an affair at all): refused before J-LIS is asked.
+    sent = len(jlis.sent)
+    catalogue = atena.app.state.catalogue
+    monkeypatch.setitem(
+        catalogue.affairs, CHILD_ALLOWANCE_AFFAIR, replace(catalogue.affairs[CHILD_ALLOWANCE_AFFAIR], number_use=False)
+    )
+    refused = atena.refused("/v1/non-residents/individual-number", ask, 403, "affair_not_permitted")
+    assert "番号利用事務ではない" in refused["title"]
+    atena.refused(
+        "/v1/non-residents/individual-number", {**ask, "affair_code": "JM01999999999999"}, 403, "affair_not_permitted"
+    )
+    assert len(jlis.sent) == sent
+    # Named by a number the caller does not hold: 404 in its own words.
+    atena.refused(
+        "/v1/non-residents/individual-number",
+        {**ask, "business_atena_no": ids.make_atena_no(549_999)},
+        404,
+        "unknown_business_atena_no",
+    )

@@ -26,6 +26,7 @@ from tests.api.fed import Federation
 ON_THE_LOOP = {
     ("atena", "POST", "/v1/residents"),  # numbering starts pseudonym acquisition (0320008)
     ("atena", "POST", "/v1/numbering"),
+    ("atena", "POST", "/v1/non-residents/individual-number"),  # asks J-LIS
     ("atena", "POST", "/v1/pseudonyms/acquire"),
     ("atena", "POST", "/v1/pseudonyms/status"),
     ("atena", "POST", "/v1/fukuhon"),

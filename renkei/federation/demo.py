@@ -44,6 +44,7 @@ TAX_COPY_PUBLISHED = "2024-06-01"
 
 RESIDENT_SYSTEM = "jumin01"  # the resident register (住民記録システム)
 TAX_SYSTEM = business.SYSTEM_TAX
+WELFARE_SYSTEM = "welfare"  # a system that manages non-residents (住登外者) of its own
 
 STAFF = [
     setup.StaffSpec("S0001", "児童手当係 職員（架空）", (f"{CHILD_ALLOWANCE_AFFAIR}:照会",)),
@@ -66,6 +67,12 @@ CLIENTS = [
         (f"{RESIDENT_SYSTEM}:residents:register", f"{RESIDENT_SYSTEM}:pseudonyms:acquire"),
     ),
     setup.ClientSpec("tax-batch", TAX_SYSTEM, "税務システム 副本登録バッチ（架空）", (f"{TAX_SYSTEM}:fukuhon:register",)),
+    setup.ClientSpec(
+        "welfare-batch",
+        WELFARE_SYSTEM,
+        "福祉システム 住登外者管理（架空）",
+        (f"{WELFARE_SYSTEM}:non_residents:register", f"{WELFARE_SYSTEM}:individual_numbers:search"),
+    ),
 ]
 # A business system asks for a fresh access token once its token is this old (seconds).
 TOKEN_REFRESH_S = 300.0
@@ -230,6 +237,44 @@ class AtenaClient:
 
     def inquire(self, staff_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return self.post("/v1/inquiries", body, self.staff_headers(staff_id))
+
+
+def non_resident_number(client: AtenaClient, pop: SynthPopulation) -> dict[str, Any]:
+    """住登外者: 新宿区's welfare system registers somebody living in 中野区 — candidates
+    first (0310007/0310005), then a number with their acknowledgement (0310004/0310001) —
+    and asks for their individual number, found by J-LIS on the 基本4情報 (番号利用事務:
+    児童手当). The answer names the welfare system's own number only."""
+    known = {r["individual_number"] for r in ward_records(pop, SHINJUKU_LG)}
+    p = next(
+        p for p in pop.persons
+        if p.status == RESIDENT and p.lg_code == NAKANO_LG and p.individual_number not in known
+        and not p.destination_address
+    )  # fmt: skip
+    who = bulk.jlis_identity(p)
+    query = {**who, "postal_code": p.postal_code, "lg_code": p.lg_code, "system": WELFARE_SYSTEM}
+    scope = f"{WELFARE_SYSTEM}:non_residents:register"
+    shown = client.ok("/v1/non-residents/candidates", query, client_id="welfare-batch", scope=scope)
+    mine = ids.make_atena_no(950_000_001)
+    client.ok(
+        "/v1/non-residents",
+        {**query, "business_atena_no": mine, "acknowledgement": shown["acknowledgement"], "choice": "new"},
+        client_id="welfare-batch",
+        scope=scope,
+    )
+    found = client.ok(
+        "/v1/non-residents/individual-number",
+        {"system": WELFARE_SYSTEM, "business_atena_no": mine, "affair_code": CHILD_ALLOWANCE_AFFAIR},
+        client_id="welfare-batch",
+        scope=f"{WELFARE_SYSTEM}:individual_numbers:search",
+    )
+    if found["status"] != "found" or found["individual_number"] != p.individual_number:
+        raise DemoFailure(f"住登外者の個人番号照会: {found['status']} {found['message']}")
+    say(
+        f"新宿区: 住登外者を登録し（候補 {len(shown['candidates'])} 件を確認）、J-LIS の本人確認情報から個人番号を取得しました",
+        f"Shinjuku: a non-resident registered (after {len(shown['candidates'])} candidates), "
+        "the individual number found by J-LIS on the four basic facts",
+    )
+    return found
 
 
 def generate_population(seed: int = DEMO_SEED, shinjuku: int = 300, nakano: int = 200) -> SynthPopulation:
@@ -500,6 +545,7 @@ def play(layout: Layout, pop: SynthPopulation, clients: dict[str, AtenaClient] |
         out = clients[org.slug].fukuhon(TAX_SYSTEM, copies)
         say(f"{org.name}: 地方税関係情報の副本 {out['registered']} 件を中間サーバーに登録しました",
             f"{org.name}: {out['registered']} local-tax copies registered in the intermediate server")
+    non_resident_number(clients["shinjuku"], pop)
     scenarios = build_scenarios(pop)
     # Staff sign in first (password + TOTP): the round trips below are the inquiries alone.
     for staff_id in sorted({sc.staff_id for sc in scenarios}):

@@ -34,6 +34,7 @@ ON_THE_LOOP = {
     ("atena", "POST", "/oauth/token"),
     ("atena", "POST", "/oauth/introspect"),
     ("staff", "POST", "/atena/inquiry"),
+    ("staff", "POST", "/atena/persons/{atena_no}/identity-search"),  # asks J-LIS
 }
 # Dependencies that run on the loop: each reads the request (body, form) and nothing else.
 ASYNC_DEPENDENCIES = {

@@ -14,9 +14,10 @@ The standard's flow, 機能ID by 機能ID:
 
 Pure: a session in, values out (the routes and screens audit).
 
-The search here is deliberately narrow — exact fields and a kana prefix, behind
-`candidates(session, basic4)` — so that the normalized search keys of
-renkei.atena.search can replace its body without touching the callers.
+The search here is deliberately narrow — rows found by exact name or by birth date and
+the first kana, then matched on the kernel's keys (renkei.core.text.normalize) — behind
+`candidates(session, basic4)`, so that the search-key table of renkei.atena.search can
+replace its body without touching the callers.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from renkei.atena.service import (
 from renkei.core import bulk, ids
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.errors import Problem
+from renkei.core.text.normalize import address_key, kana_key, name_key
 
 MAX_CANDIDATES = 50
 NO_CANDIDATES = "none"  # what a caller confirms when no candidate was shown
@@ -79,19 +81,20 @@ class BasicFourInput:
         """One line per query: what the acknowledgement is bound to."""
         return "|".join(
             (
-                _key(self.family_name), _key(self.given_name), _kana(self.family_kana), _kana(self.given_kana),
-                self.birth_date.isoformat(), self.sex, self.postal_code, _key(self.address), self.lg_code,
+                _key(self.family_name), _key(self.given_name), kana_key(self.family_kana), kana_key(self.given_kana),
+                self.birth_date.isoformat(), self.sex, self.postal_code, address_key(self.address), self.lg_code,
             )
         )  # fmt: skip
 
 
 def _key(text: str) -> str:
-    """Width and spaces ignored (NFKC, no whitespace): how typed names and addresses compare."""
-    return "".join(unicodedata.normalize("NFKC", text).split())
+    """How typed names compare: the kernel's name key (width, spaces, 旧字・異体字)."""
+    return name_key(text)
 
 
 def _kana(text: str) -> str:
-    return jaconv.hira2kata(_key(text)).replace("・", "")
+    """Kana as typed, in full-width katakana without spaces (stored as such)."""
+    return jaconv.hira2kata("".join(unicodedata.normalize("NFKC", text).split())).replace("・", "")
 
 
 def parse_basic_four(rec: dict[str, Any]) -> BasicFourInput:
@@ -144,11 +147,14 @@ class Candidate:
 
 def _match(q: BasicFourInput, row: BasicFour) -> str | None:
     same_name = (_key(row.family_name), _key(row.given_name)) == (_key(q.family_name), _key(q.given_name))
-    if same_name and row.birth_date == q.birth_date and row.sex == q.sex and _key(row.address) == _key(q.address):
+    same_address = address_key(row.address) == address_key(q.address)
+    if same_name and row.birth_date == q.birth_date and row.sex == q.sex and same_address:
         return EXACT
     if same_name:
         return PARTIAL_NAME
-    if row.birth_date == q.birth_date and _kana(row.family_kana + row.given_kana).startswith(q.family_kana):
+    if row.birth_date == q.birth_date and kana_key(row.family_kana + row.given_kana).startswith(
+        kana_key(q.family_kana)
+    ):
         return PARTIAL_KANA
     return None
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -17,6 +16,7 @@ from renkei.core.crypto.field import FieldCipher
 from renkei.core.db import KernelTables
 from renkei.core.errors import Problem
 from renkei.core.records import Columns
+from renkei.core.text.normalize import address_key, name_key
 from renkei.core.wire.contract import (
     ACQUISITION_RESOLVE,
     AcquisitionResolve,
@@ -68,14 +68,10 @@ def identity_aad(resident_code: str) -> tuple[str, str, str]:
     return ("citizens", "identity", resident_code)
 
 
-def _fold(text: str) -> str:
-    """Width and spaces ignored (NFKC, no whitespace): how names and addresses compare."""
-    return "".join(unicodedata.normalize("NFKC", text).split())
-
-
 def identity_key(family_name: str, given_name: str, birth_date: date, sex: str) -> str:
-    """What the blind index of a citizen's identity is made of (name, birth date, sex)."""
-    return f"identity|{_fold(family_name)}{_fold(given_name)}|{birth_date.isoformat()}|{sex}"
+    """What the blind index of a citizen's identity is made of (name, birth date, sex),
+    the name by the kernel's key (width, spaces, 旧字・異体字 folded)."""
+    return f"identity|{name_key(family_name)}{name_key(given_name)}|{birth_date.isoformat()}|{sex}"
 
 
 def load_citizens(
@@ -363,7 +359,8 @@ class IdentityAnswer:
 
 def search_identity(session: Session, cipher: FieldCipher, query: IdentitySearch) -> IdentityAnswer:
     """本人確認情報の検索: the citizens whose 氏名, 生年月日 and 性別 match (by blind index)
-    and whose address matches once opened (width and spaces ignored). One match gives its
+    and whose address matches once opened (by the kernel's address key: width, kanji
+    numerals, 丁目/番地/号 written either way). One match gives its
     individual number; none or several give none, with a clear Japanese answer — never a
     guess."""
     index = cipher.blind_index(identity_key(query.family_name, query.given_name, query.birth_date, query.sex))
@@ -372,13 +369,13 @@ def search_identity(session: Session, cipher: FieldCipher, query: IdentitySearch
             Citizen.identity_index == index
         )
     ).all()
-    wanted = _fold(query.address)
+    wanted = address_key(query.address)
     matches = []
     for code, sealed, number in rows:
         if sealed is None:
             continue
         who = Identity.opened(cipher.decrypt(sealed, identity_aad(code)))
-        if _fold(who.address) == wanted:
+        if address_key(who.address) == wanted:
             matches.append((code, number))
     if not matches:
         return IdentityAnswer(

@@ -295,7 +295,9 @@ def _work(request: Request, caller: Caller) -> flows.Work:
 )
 async def residents(request: Request, body: ResidentsIn, caller: ResidentRegistrar) -> ResidentsOut:
     """機能ID 0320001 → 0320004 → 0320002 → 0320008 (`flows.number_persons`)."""
-    return await flows.number_persons(_work(request, caller), request.app.state.cipher, body.persons)
+    return await flows.number_persons(
+        _work(request, caller), request.app.state.cipher, body.persons, start_acquisition=body.start_acquisition
+    )
 
 
 @router.post(

@@ -126,6 +126,7 @@ async def number_persons(
     *,
     residence: str = "resident",
     action: str = "residents.register",
+    start_acquisition: bool = True,
 ) -> ResidentsOut:
     """The standard's numbering flow for a business system's request, 機能ID
     0320001 → 0320004 → 0320002 → 0320008:
@@ -138,7 +139,9 @@ async def number_persons(
     - 0320008 中間サーバー連携: pseudonym acquisition (`acquire_pseudonyms`) started for
       the newly numbered persons. The numbering stands if our chukan or J-LIS cannot be
       reached: ``acquisition.deferred`` says why, and the persons wait for the next
-      acquisition (`renkei atena acquire --all` or /v1/pseudonyms/acquire).
+      acquisition (`renkei atena acquire-pseudonyms` or /v1/pseudonyms/acquire), as they
+      do when ``start_acquisition`` is False (a bulk migration acquires afterwards, in
+      chunks, with the command).
 
     The answer names each record by the caller's own numbers: a business system never
     sees a 統合宛名番号.
@@ -157,7 +160,9 @@ async def number_persons(
     async with work.refusals_audited(action):
         done = await work.unit(register)
     started = AcquisitionStarted(requested=0, relayed=0)
-    if done.numbered:
+    if done.numbered and not start_acquisition:
+        started = AcquisitionStarted(requested=0, relayed=0, deferred="start_acquisition=false")
+    elif done.numbered:
         try:
             got = await acquire_pseudonyms(work, cipher, done.numbered)
             started = AcquisitionStarted(requested=got.requested, relayed=got.relayed, problems=got.problems)

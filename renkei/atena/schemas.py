@@ -12,6 +12,10 @@ from pydantic import BaseModel, Field
 
 class ResidentsIn(BaseModel):
     persons: list[dict[str, Any]] = Field(description="住民記録（個人番号、基本4情報、業務宛名番号）", max_length=10_000)
+    start_acquisition: bool = Field(
+        default=True,
+        description="新たに付番した人の符号取得を開始する（false: 一括移行などで、後から acquire-pseudonyms で取得する）",
+    )
 
 
 class NumberingResult(BaseModel):

@@ -224,8 +224,8 @@ class AtenaClient:
             raise DemoFailure(f"{path}: {status} {data.get('title')} {data.get('detail', '')}")
         return data
 
-    def residents(self, persons: list[dict[str, Any]]) -> dict[str, Any]:
-        return self.ok("/v1/residents", {"persons": persons},
+    def residents(self, persons: list[dict[str, Any]], *, start_acquisition: bool = True) -> dict[str, Any]:
+        return self.ok("/v1/residents", {"persons": persons, "start_acquisition": start_acquisition},
                        client_id="jumin01-batch", scope=f"{RESIDENT_SYSTEM}:residents:register")
 
     def pseudonyms(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -496,11 +496,15 @@ def start(layout: Layout, fed: Federation) -> Federation:
     return fed
 
 
-def acquire_all(client: AtenaClient, org: Org, timeout: float = 120.0) -> None:
-    """Acquisition for everybody still waiting (registration started it already: 0320008),
-    then the status until all are bound. A business system never names 統合宛名番号: it
-    asks for all pending persons and reads counts."""
-    result = client.pseudonyms("/v1/pseudonyms/acquire", {"all_pending": True})
+def acquire_all(client: AtenaClient, org: Org, started: dict[str, Any], timeout: float = 120.0) -> None:
+    """Wait until everybody's pseudonym is bound. Registration started the acquisition
+    (0320008; ``started`` is what it said); only if it could not is it asked for again,
+    for all pending persons — asking twice would give a person a second acquisition
+    number. A business system never names 統合宛名番号: it reads counts."""
+    if started.get("deferred") or started.get("problems"):
+        result = client.pseudonyms("/v1/pseudonyms/acquire", {"all_pending": True})
+    else:
+        result = {"requested": started["requested"], "relayed": started["relayed"]}
     say(
         f"{org.name}: {result['requested']} 人の符号取得を依頼しました（J-LIS中継 {result['relayed']} 件）",
         f"{org.name}: pseudonym acquisition requested for {result['requested']} people, {result['relayed']} relayed by J-LIS",
@@ -530,16 +534,18 @@ def play(layout: Layout, pop: SynthPopulation, clients: dict[str, AtenaClient] |
         finally:
             for client in own.values():
                 client.close()
+    started: dict[str, dict[str, Any]] = {}
     for org, records in (
         (SHINJUKU, ward_records(pop, SHINJUKU_LG)),
         (NAKANO, ward_records(pop, NAKANO_LG)),
         (NENKIN, agency_records(pop)),
     ):
         out = clients[org.slug].residents(records)
+        started[org.slug] = out["acquisition"]
         say(f"{org.name}: {out['numbered']} 人に団体内統合宛名番号を付番しました",
             f"{org.name}: {out['numbered']} people numbered in the integrated addressee system")
     for org in (SHINJUKU, NAKANO, NENKIN):
-        acquire_all(clients[org.slug], org)
+        acquire_all(clients[org.slug], org, started[org.slug])
     for org, lg_code in ((SHINJUKU, SHINJUKU_LG), (NAKANO, NAKANO_LG)):
         copies = tax_copies(pop, lg_code)
         out = clients[org.slug].fukuhon(TAX_SYSTEM, copies)

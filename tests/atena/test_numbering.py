@@ -318,3 +318,12 @@ def test_no_guess_and_only_for_number_use_affairs(atena: AtenaKit, monkeypatch: 
         404,
         "unknown_business_atena_no",
     )
+
+
+def test_a_bulk_load_may_leave_acquisition_to_the_command(atena: AtenaKit) -> None:
+    rec = {**basic4(birth_date="1952-02-02"), "individual_number": number(40), "business_numbers": {}}
+    r = atena.post("/v1/residents", {"persons": [rec], "start_acquisition": False})
+    assert r.status_code == 200, r.text
+    assert r.json()["numbered"] == 1
+    assert r.json()["acquisition"] == {"requested": 0, "relayed": 0, "problems": {}, "deferred": "start_acquisition=false"}
+    assert atena.audit()[-1]["action"] == "residents.register"  # no acquisition was attempted

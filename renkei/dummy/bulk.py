@@ -214,10 +214,11 @@ def write_residents(pop: SynthPopulation, lg_code: str, path: Path, progress: Wr
 def write_jlis_pairs(pop: SynthPopulation, path: Path, progress: WriteProgress | None = None) -> int:
     """Everyone's (個人番号, 住民票コード, 地方公共団体コード) with their 基本4情報 as a
     file for `renkei jlis import pairs`; the number of records written."""
+    by_code = {p.resident_code: p for p in pop.persons}
     records = (
-        {"individual_number": p.individual_number, "resident_code": p.resident_code, "lg_code": p.lg_code,
-         **jlis_identity(p)}
-        for p in pop.persons
+        {"individual_number": number, "resident_code": code, "lg_code": lg,
+         **(jlis_identity(by_code[code]) if code in by_code else {})}
+        for number, code, lg in jlis_rows(pop)
     )  # fmt: skip
     return _write(path, records, PAIR_CSV_COLUMNS, None, progress)
 

@@ -38,6 +38,8 @@ from renkei.atena.schemas import (
     AcquireIn,
     AcquireOut,
     CandidateOut,
+    ChangesIn,
+    ChangesOut,
     FukuhonIn,
     FukuhonOut,
     IndividualNumberSearchIn,
@@ -274,6 +276,9 @@ NumberSearcher = Annotated[
     Caller,
     Depends(business_system(_system_scope("individual_numbers:search"), "individual_number.search")),
 ]
+ChangeRegistrar = Annotated[
+    Caller, Depends(business_system(_static_scope("changes:register"), "register.changes"))
+]
 CopyRegistrar = Annotated[Caller, Depends(business_system(_fukuhon_scope, "fukuhon.register"))]
 InquiringStaff = Annotated[Caller, Depends(staff("inquiry", screen=False))]
 
@@ -381,7 +386,7 @@ def non_resident_register(request: Request, body: NonResidentIn, caller: NonResi
         basic4 = non_residents.parse_basic_four(body.model_dump())
         done = non_residents.register(
             s, cipher, basic4, ack=body.acknowledgement, choice=body.choice.strip(), now=now,
-            system=body.system, business_atena_no=body.business_atena_no,
+            system=body.system, business_atena_no=body.business_atena_no, source=f"api:{caller.actor}",
         )  # fmt: skip
         out = NonResidentOut(
             system=body.system,
@@ -438,6 +443,20 @@ def _no_atena_nos(value: Any) -> None:
 async def _translated(work: flows.Work, action: str, system: str, numbers: list[str]) -> list[str]:
     async with work.refusals_audited(action):
         return await work.unit(lambda s: service.translate_all(s, system, numbers))
+
+
+@router.post(
+    "/v1/register/changes",
+    response_model=ChangesOut,
+    tags=["宛名管理"],
+    summary="住民異動の反映（住民記録システムから: 転入・転出・転居・出生・死亡・氏名変更・職権修正）",
+)
+async def register_changes(request: Request, body: ChangesIn, caller: ChangeRegistrar) -> ChangesOut:
+    """All or nothing; idempotent per 異動ID; placed by 異動日; 転入・出生 start pseudonym
+    acquisition. The answer names events by their 異動ID, never a 統合宛名番号."""
+    return await flows.apply_register_changes(
+        _work(request, caller), request.app.state.cipher, resident_system(request), body.events
+    )
 
 
 @router.post(

@@ -22,10 +22,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from renkei.atena import non_residents, service
+from renkei.atena import feed, non_residents, service
 from renkei.atena.schemas import (
     AcquireOut,
     AcquisitionStarted,
+    ChangesOut,
     FukuhonOut,
     NumberingResult,
     ResidentsOut,
@@ -56,6 +57,7 @@ __all__ = [
     "Work",
     "acquire_all",
     "acquire_pseudonyms",
+    "apply_register_changes",
     "inquire",
     "number_persons",
     "pseudonym_status",
@@ -152,8 +154,10 @@ async def number_persons(
         parsed = service.parse_residents(records)
 
     def register(s: Session) -> service.Registration:
-        done = service.register_parsed(s, cipher, parsed, work.rt.clock(), residence=residence)
-        counts = {o: done.outcomes.count(o) for o in (service.NUMBERED, service.LINKED, service.UNCHANGED)}
+        done = service.register_parsed(
+            s, cipher, parsed, work.rt.clock(), source=f"api:{work.actor}", residence=residence
+        )
+        counts = {o: done.numbering.count(o) for o in (service.NUMBERED, service.LINKED, service.UNCHANGED)}
         work.rt.record(s, work.event(action, "ok", detail={"count": len(parsed), **counts}))
         return done
 
@@ -164,7 +168,7 @@ async def number_persons(
         started = AcquisitionStarted(requested=0, relayed=0, deferred="start_acquisition=false")
     elif done.numbered:
         try:
-            got = await acquire_pseudonyms(work, cipher, done.numbered)
+            got = await acquire_pseudonyms(work, cipher, list(done.numbered))
             started = AcquisitionStarted(requested=got.requested, relayed=got.relayed, problems=got.problems)
         except Problem as exc:  # audited by acquire_pseudonyms; the numbering stands
             started = AcquisitionStarted(
@@ -174,13 +178,13 @@ async def number_persons(
         NumberingResult(
             business_numbers=dict(r.business_numbers), outcome=o, outcome_label=service.OUTCOME_LABELS[o]
         )
-        for r, o in zip(parsed, done.outcomes, strict=True)
+        for r, o in zip(parsed, done.numbering, strict=True)
     ]
     return ResidentsOut(
         results=results,
-        numbered=done.outcomes.count(service.NUMBERED),
-        linked=done.outcomes.count(service.LINKED),
-        unchanged=done.outcomes.count(service.UNCHANGED),
+        numbered=done.numbering.count(service.NUMBERED),
+        linked=done.numbering.count(service.LINKED),
+        unchanged=done.numbering.count(service.UNCHANGED),
         acquisition=started,
     )
 
@@ -609,3 +613,50 @@ def _begin_inquiry(
         work.audit("inquiry", exc.code, subject=target.atena_no)
         raise
     return target
+
+
+# --- the resident register feed, online ---------------------------------------------------
+
+
+async def apply_register_changes(
+    work: Work, cipher: FieldCipher, system: str, records: Sequence[Any], *, acquire: bool = True
+) -> ChangesOut:
+    """住民異動 from the register ``system`` (renkei.atena.feed): all checked first (any
+    malformed event refuses them all, each error by position, field and reason), applied
+    by effective date in one unit with its audit entry; then, for the persons of 転入 and
+    出生, pseudonym acquisition. The events stay applied if the acquisition cannot start
+    (a peer down): the answer says so and `renkei atena acquire-pseudonyms` catches up."""
+    action = "register.changes"
+    async with work.refusals_audited(action):
+        events: list[feed.FeedEvent] = []
+        errors: list[feed.FeedError] = []
+        for index, rec in enumerate(records):
+            checked = feed.parse_event(rec if isinstance(rec, dict) else {}, index + 1)
+            if isinstance(checked, list):
+                errors.extend(checked)
+            else:
+                events.append(checked)
+        if errors:
+            raise feed.refused(errors)
+
+        def apply(s: Session) -> feed.FeedResult:
+            now = work.rt.clock()
+            result = feed.apply_events(s, cipher, events, now, system=system, source=f"api:{work.actor}")
+            detail = {"count": result.read, "applied": result.applied, "duplicates": result.duplicates, **result.outcomes}
+            work.rt.record(s, work.event(action, "ok", detail=detail))
+            return result
+
+        result = await work.unit(apply)
+    out = ChangesOut(
+        received=result.read,
+        applied=result.applied,
+        duplicates=result.duplicates,
+        outcomes=result.outcomes,
+        events=result.by_event,
+    )
+    if acquire and result.arrivals:
+        try:
+            out.acquisition = await acquire_pseudonyms(work, cipher, result.arrivals)
+        except Problem as exc:  # audited by acquire_pseudonyms; the events stay applied
+            out.acquisition_error = exc.code
+    return out

@@ -228,6 +228,7 @@ def register(
     now: datetime,
     system: str | None = None,
     business_atena_no: str | None = None,
+    source: str = "",
 ) -> NonResidentRegistration:
     """0310004 → 0310001: register after the candidates were seen.
 
@@ -268,7 +269,8 @@ def register(
             [{"atena_no": atena_no, "family_name": basic4.family_name, "given_name": basic4.given_name,
               "family_kana": basic4.family_kana, "given_kana": basic4.given_kana, "birth_date": basic4.birth_date,
               "sex": basic4.sex, "postal_code": basic4.postal_code, "address": basic4.address,
-              "lg_code": basic4.lg_code, "change_kind": "登録", "effective_on": now.date(), "recorded_at": now}],
+              "lg_code": basic4.lg_code, "change_kind": "新規", "effective_on": now.date(),
+              "status": "non_resident", "source": (source or "")[:200], "recorded_at": now}],
         )  # fmt: skip
         outcome = NUMBERED
     else:
@@ -312,9 +314,7 @@ class IdentityTarget:
 def identity_target(session: Session, atena_no: str) -> IdentityTarget:
     """The current 基本4情報 of a person held; Problem 404 if unknown."""
     person = session.get(Person, atena_no)
-    row = session.scalar(
-        select(BasicFour).where(BasicFour.atena_no == atena_no).order_by(BasicFour.id.desc()).limit(1)
-    )
+    row = session.scalar(select(BasicFour).where(BasicFour.atena_no == atena_no, _is_current(BasicFour)).limit(1))
     if person is None or row is None:
         raise Problem(404, "unknown_atena_no", f"統合宛名番号「{atena_no}」は登録されていません。")
     return IdentityTarget(

@@ -51,6 +51,7 @@ from renkei.staff.roles import (
     parse_role,
 )
 from renkei.web import admin, site
+from renkei.web import chonai as chonai_screen
 from renkei.web.pages import (
     JST,
     STATIC_DIR,
@@ -410,6 +411,7 @@ def non_resident_register(request: Request, staff: Actor, form: Form) -> Respons
                 s, site_of(request).cipher(), basic4, ack=form.get("acknowledgement", ""),
                 choice=form.get("choice", "").strip(), now=state.rt.clock(),
                 system=service.check_system(system) if system else None, business_atena_no=business_no or None,
+                source=f"staff:{staff.staff_id}",
             )  # fmt: skip
             state.rt.record(
                 s,
@@ -567,6 +569,7 @@ def create_staff_app(
             MenuItem("宛名検索", "/atena/search", lambda roles: has_role(roles, VIEW_ROLE)),
             MenuItem("住登外者の登録", "/atena/non-residents", lambda roles: has_role(roles, REGISTER_ROLE)),
             MenuItem("情報照会", "/atena/inquiry", lambda roles: bool(_inquiry_affairs(catalogue, roles))),
+            MenuItem(chonai_screen.MENU_LABEL, chonai_screen.PATH, chonai_screen.may_use(lambda: atena.state.ordinance)),
             MenuItem("職員管理", "/admin/staff", lambda roles: has_role(roles, ADMIN)),
             MenuItem("監査ログ", "/audit", lambda roles: may_read_audit(roles)),
         ),
@@ -585,6 +588,7 @@ def create_staff_app(
     app.include_router(site.router)
     app.include_router(admin.router)
     app.include_router(router)
+    app.include_router(chonai_screen.router)  # 庁内連携 (renkei.web.chonai)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.add_middleware(SecurityHeaders)  # outermost: error pages get the headers too
     return app

@@ -28,6 +28,7 @@ ON_THE_LOOP = {
     ("atena", "POST", "/v1/numbering"),
     ("atena", "POST", "/v1/non-residents/individual-number"),  # asks J-LIS
     ("atena", "POST", "/v1/pseudonyms/acquire"),
+    ("atena", "POST", "/v1/register/changes"),
     ("atena", "POST", "/v1/pseudonyms/status"),
     ("atena", "POST", "/v1/fukuhon"),
     ("atena", "POST", "/v1/inquiries"),
@@ -40,6 +41,8 @@ ON_THE_LOOP = {
 ASYNC_DEPENDENCIES = {
     "_static_scope.<locals>.scope", "_system_scope.<locals>.scope", "_fukuhon_scope", "form_fields",
 }
+# 庁内連携 (renkei.atena.chonai_api): the scope from the query or the JSON body.
+ASYNC_DEPENDENCIES |= {"_body_scope.<locals>.scope", "_query_scope.<locals>.scope"}
 
 
 def _routes(app: FastAPI) -> Iterator[APIRoute]:

@@ -26,23 +26,31 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
-from renkei.atena import flows, service
+from renkei.atena import flows, non_residents, service
 from renkei.atena.models import auth as auth_t
 from renkei.atena.models import oauth as oauth_t
 from renkei.atena.schemas import (
     AcquireIn,
     AcquireOut,
+    CandidateOut,
     ChangesIn,
     ChangesOut,
     FukuhonIn,
     FukuhonOut,
+    IndividualNumberSearchIn,
+    IndividualNumberSearchOut,
     InquiryIn,
     InquiryOut,
+    NonResidentCandidatesOut,
+    NonResidentIn,
+    NonResidentOut,
+    NonResidentQueryIn,
+    NumberingIn,
     ResidentsIn,
     ResidentsOut,
     StatusIn,
@@ -189,6 +197,29 @@ def _static_scope(resource: str) -> Callable[[Request], Awaitable[str | None]]:
     return scope
 
 
+def _system_scope(resource: str) -> Callable[[Request], Awaitable[str | None]]:
+    """``<system>:<resource>`` for the body's ``system``, the resident register's when the
+    body names none (a business system asks about persons by its own numbers)."""
+
+    async def scope(request: Request) -> str | None:
+        try:
+            body = await request.json()
+        except ValueError:
+            return None
+        if not isinstance(body, dict):
+            return None
+        system = body.get("system")
+        if system is None:
+            return f"{resident_system(request)}:{resource}"
+        if not isinstance(system, str) or not system:
+            return None
+        if not _SCOPE_PART.fullmatch(system):
+            return _NO_SCOPE
+        return f"{system}:{resource}"
+
+    return scope
+
+
 async def _fukuhon_scope(request: Request) -> str | None:
     """``<system>:fukuhon:register`` for the body's ``system``."""
     try:
@@ -230,10 +261,20 @@ ResidentRegistrar = Annotated[
     Caller, Depends(business_system(_static_scope("residents:register"), "residents.register"))
 ]
 PseudonymAcquirer = Annotated[
-    Caller, Depends(business_system(_static_scope("pseudonyms:acquire"), "pseudonym.acquire"))
+    Caller, Depends(business_system(_system_scope("pseudonyms:acquire"), "pseudonym.acquire"))
 ]
 PseudonymStatusReader = Annotated[
-    Caller, Depends(business_system(_static_scope("pseudonyms:acquire"), "pseudonym.status"))
+    Caller, Depends(business_system(_system_scope("pseudonyms:acquire"), "pseudonym.status"))
+]
+Numberer = Annotated[
+    Caller, Depends(business_system(_system_scope("numbering:register"), "numbering.register"))
+]
+NonResidentRegistrar = Annotated[
+    Caller, Depends(business_system(_system_scope("non_residents:register"), "non_resident.register"))
+]
+NumberSearcher = Annotated[
+    Caller,
+    Depends(business_system(_system_scope("individual_numbers:search"), "individual_number.search")),
 ]
 ChangeRegistrar = Annotated[
     Caller, Depends(business_system(_static_scope("changes:register"), "register.changes"))
@@ -255,17 +296,153 @@ def _work(request: Request, caller: Caller) -> flows.Work:
     "/v1/residents",
     response_model=ResidentsOut,
     tags=["宛名管理"],
-    summary="住民の登録（団体内統合宛名番号の付番）",
+    summary="住民の登録（団体内統合宛名番号の付番。応答は業務宛名番号で返す）",
 )
-def residents(request: Request, body: ResidentsIn, caller: ResidentRegistrar) -> ResidentsOut:
+async def residents(request: Request, body: ResidentsIn, caller: ResidentRegistrar) -> ResidentsOut:
+    """機能ID 0320001 → 0320004 → 0320002 → 0320008 (`flows.number_persons`)."""
+    return await flows.number_persons(
+        _work(request, caller), request.app.state.cipher, body.persons, start_acquisition=body.start_acquisition
+    )
+
+
+@router.post(
+    "/v1/numbering",
+    response_model=ResidentsOut,
+    tags=["宛名管理"],
+    summary="団体内統合宛名番号の付番依頼（個人番号・宛名番号・基本4情報。応答は宛名番号で返す）",
+)
+async def numbering(request: Request, body: NumberingIn, caller: Numberer) -> ResidentsOut:
+    """機能ID 0320001 → 0320004 → 0320002 → 0320008 for one person a business system
+    holds: a new 統合宛名番号 only if nobody holds the individual number (a person new to
+    atena from a business system other than the resident register is a 住登外者)."""
+    record = body.model_dump(exclude={"system", "business_atena_no"})
+    record["business_numbers"] = {body.system: body.business_atena_no}
+    return await flows.number_persons(
+        _work(request, caller),
+        request.app.state.cipher,
+        [record],
+        residence="non_resident",
+        action="numbering.register",
+    )
+
+
+def _candidate_out(c: non_residents.Candidate, ref: int, own: str | None) -> CandidateOut:
+    return CandidateOut(
+        ref=ref,
+        match=c.match,
+        match_label=c.match_label,
+        residence_label=service.RESIDENCE_LABELS.get(c.residence, c.residence),
+        business_atena_no=own,
+        family_name=c.family_name,
+        given_name=c.given_name,
+        family_kana=c.family_kana,
+        given_kana=c.given_kana,
+        birth_date=c.birth_date.isoformat(),
+        sex=c.sex,
+        address=c.address,
+    )
+
+
+@router.post(
+    "/v1/non-residents/candidates",
+    response_model=NonResidentCandidatesOut,
+    tags=["住登外者"],
+    summary="住登外者宛名基本情報照会（完全一致・部分一致の候補と確認票）",
+)
+def non_resident_candidates(
+    request: Request, body: NonResidentQueryIn, caller: NonResidentRegistrar
+) -> NonResidentCandidatesOut:
+    """機能ID 0310007 → 0310005: the candidates (named by the caller's own numbers where
+    it has them) and the acknowledgement to send with the registration."""
+    cipher = request.app.state.cipher
+
+    def work(s: Session) -> Done[NonResidentCandidatesOut]:
+        basic4 = non_residents.parse_basic_four(body.model_dump())
+        found = non_residents.candidates(s, basic4)
+        own = service.business_numbers_of(s, body.system, [c.atena_no for c in found])
+        out = NonResidentCandidatesOut(
+            candidates=[_candidate_out(c, i, own.get(c.atena_no)) for i, c in enumerate(found, start=1)],
+            acknowledgement=non_residents.acknowledgement(cipher, basic4, found),
+        )
+        return Done(out, detail={"system": body.system, "count": len(found)})
+
+    return audited(request, caller.actor, "non_resident.search", work)
+
+
+@router.post(
+    "/v1/non-residents",
+    response_model=NonResidentOut,
+    tags=["住登外者"],
+    summary="住登外者宛名番号付番（候補を確認した確認票が必要）",
+)
+def non_resident_register(request: Request, body: NonResidentIn, caller: NonResidentRegistrar) -> NonResidentOut:
+    """機能ID 0310004 → 0310001: a new number (choice ``new``) or the caller's number
+    linked to a candidate shown (choice = its ``ref``); refused if the candidates changed
+    since the acknowledgement was issued."""
     cipher = request.app.state.cipher
     now = _rt(request).clock()
 
-    def work(s: Session) -> Done[list[str]]:
-        atena_nos = service.register_residents(s, cipher, body.persons, now, source=f"api:{caller.actor}")
-        return Done(atena_nos, detail={"count": len(atena_nos)})
+    def work(s: Session) -> Done[NonResidentOut]:
+        basic4 = non_residents.parse_basic_four(body.model_dump())
+        done = non_residents.register(
+            s, cipher, basic4, ack=body.acknowledgement, choice=body.choice.strip(), now=now,
+            system=body.system, business_atena_no=body.business_atena_no, source=f"api:{caller.actor}",
+        )  # fmt: skip
+        out = NonResidentOut(
+            system=body.system,
+            business_atena_no=body.business_atena_no,
+            outcome=done.outcome,
+            outcome_label=service.OUTCOME_LABELS[done.outcome],
+            candidates=done.candidates,
+        )
+        return Done(out, subject=done.atena_no, detail={"system": body.system, "outcome": done.outcome})
 
-    return ResidentsOut(atena_nos=audited(request, caller.actor, "residents.register", work))
+    return audited(request, caller.actor, "non_resident.register", work)
+
+
+@router.post(
+    "/v1/non-residents/individual-number",
+    response_model=IndividualNumberSearchOut,
+    tags=["住登外者"],
+    summary="住登外者の個人番号の照会（J-LIS 本人確認情報の検索、番号利用事務のみ）",
+)
+async def individual_number_search(
+    request: Request, body: IndividualNumberSearchIn, caller: NumberSearcher
+) -> IndividualNumberSearchOut:
+    """The person named by the caller's number, searched at J-LIS by the 基本4情報 atena
+    holds; the number is returned (and recorded) only for a 番号利用事務 (§2.4.2: 個人番号の
+    送受信は番号利用事務に限られる). Audited at atena and at J-LIS."""
+    work = _work(request, caller)
+    atena_no = (await _translated(work, "individual_number.search", body.system, [body.business_atena_no]))[0]
+    try:
+        found = await flows.search_individual_number(
+            work, request.app.state.cipher, request.app.state.catalogue, atena_no, body.affair_code
+        )
+    except Problem as exc:
+        raise await _for_business(work, exc, body.system) from None
+    return IndividualNumberSearchOut(
+        system=body.system,
+        business_atena_no=body.business_atena_no,
+        status=found.status,
+        message=found.message,
+        individual_number=found.individual_number,
+    )
+
+
+def _no_atena_nos(value: Any) -> None:
+    """A business system names persons by its own 宛名番号 (共通機能標準仕様書 §2.4.2)."""
+    if value is not None:
+        raise Problem(
+            422,
+            "atena_no_not_accepted",
+            "業務システムは団体内統合宛名番号を使いません。業務システムID（system）と"
+            "宛名番号（business_atena_nos）で指定してください。",
+        )
+
+
+async def _translated(work: flows.Work, action: str, system: str, numbers: list[str]) -> list[str]:
+    async with work.refusals_audited(action):
+        return await work.unit(lambda s: service.translate_all(s, system, numbers))
 
 
 @router.post(
@@ -286,18 +463,56 @@ async def register_changes(request: Request, body: ChangesIn, caller: ChangeRegi
     "/v1/pseudonyms/acquire",
     response_model=AcquireOut,
     tags=["符号取得"],
-    summary="符号取得（中間サーバー・J-LIS経由）",
+    summary="符号取得（中間サーバー・J-LIS経由、業務宛名番号で指定）",
 )
 async def acquire(request: Request, body: AcquireIn, caller: PseudonymAcquirer) -> AcquireOut:
-    atena_nos = None if body.all_pending else (body.atena_nos or [])
-    return await flows.acquire_pseudonyms(_work(request, caller), request.app.state.cipher, atena_nos)
+    work = _work(request, caller)
+    system = body.system or resident_system(request)
+    async with work.refusals_audited("pseudonym.acquire"):
+        _no_atena_nos(body.atena_nos)
+    atena_nos: list[str] | None = None
+    if not body.all_pending:
+        atena_nos = await _translated(work, "pseudonym.acquire", system, body.business_atena_nos or [])
+    try:
+        return await flows.acquire_pseudonyms(work, request.app.state.cipher, atena_nos)
+    except Problem as exc:
+        raise await _for_business(work, exc, system) from None
+
+
+async def _for_business(work: flows.Work, exc: Problem, system: str) -> Problem:
+    """A refusal with every 統合宛名番号 in its words replaced by the caller's 宛名番号."""
+    if not service.atena_nos_in(exc):
+        return exc
+    return await work.unit(lambda s: service.for_business(s, exc, system))
 
 
 @router.post(
-    "/v1/pseudonyms/status", response_model=StatusOut, tags=["符号取得"], summary="符号取得状況"
+    "/v1/pseudonyms/status",
+    response_model=StatusOut,
+    tags=["符号取得"],
+    summary="符号取得状況（業務宛名番号で指定）",
 )
 async def status(request: Request, body: StatusIn, caller: PseudonymStatusReader) -> StatusOut:
-    return await flows.pseudonym_status(_work(request, caller), body.atena_nos)
+    work = _work(request, caller)
+    system = body.system or resident_system(request)
+    async with work.refusals_audited("pseudonym.status"):
+        _no_atena_nos(body.atena_nos)
+    if body.all_persons:
+        counts = await flows.refresh_all_bound(work)
+        return StatusOut(total=counts["none"] + counts["requested"] + counts["bound"], bound=counts["bound"])
+    atena_nos = await _translated(work, "pseudonym.status", system, body.business_atena_nos)
+    try:
+        bound = await flows.bound_persons(work, atena_nos)
+    except Problem as exc:
+        raise await _for_business(work, exc, system) from None
+    bound_set = set(bound)
+    return StatusOut(
+        total=len(atena_nos),
+        bound=len(bound_set),
+        bound_business_atena_nos=[
+            number for number, a in zip(body.business_atena_nos, atena_nos, strict=True) if a in bound_set
+        ],
+    )
 
 
 @router.post(
@@ -307,14 +522,40 @@ async def status(request: Request, body: StatusIn, caller: PseudonymStatusReader
     summary="副本の登録（業務宛名番号で指定）",
 )
 async def fukuhon(request: Request, body: FukuhonIn, caller: CopyRegistrar) -> FukuhonOut:
-    return await flows.register_copies(_work(request, caller), body.system, body.records)
+    work = _work(request, caller)
+    try:
+        return await flows.register_copies(work, body.system, body.records)
+    except Problem as exc:
+        raise await _for_business(work, exc, body.system) from None
 
 
 @router.post("/v1/inquiries", response_model=InquiryOut, tags=["情報照会"], summary="情報照会")
 async def inquiry(request: Request, body: InquiryIn, caller: InquiringStaff) -> InquiryOut:
     roles = caller.staff.roles if caller.staff is not None else frozenset()
-    result = await flows.inquire(
-        _work(request, caller),
+    work = _work(request, caller)
+    try:
+        result = await _inquire(request, work, body, roles)
+    except Problem as exc:
+        # Asked by a business system's number: a relayed refusal names that number, not
+        # the 統合宛名番号 (e.g. the chukan's 「…は符号が未取得です」).
+        raise await _for_business(work, exc, body.system) from None
+    return InquiryOut(
+        serial=result.serial,
+        status=result.status,
+        status_label=result.status_label,
+        values=result.values,
+        edition=result.edition,
+        record_key=result.record_key,
+        as_of=result.as_of.isoformat(),
+        as_of_wareki=to_wareki(result.as_of),
+    )
+
+
+async def _inquire(
+    request: Request, work: flows.Work, body: InquiryIn, roles: frozenset[str]
+) -> service.InquiryResult:
+    return await flows.inquire(
+        work,
         request.app.state.catalogue,
         service.InquiryRequest(
             procedure_code=body.procedure_code,
@@ -325,14 +566,4 @@ async def inquiry(request: Request, body: InquiryIn, caller: InquiringStaff) -> 
             business_atena_no=body.business_atena_no,
         ),
         roles,
-    )
-    return InquiryOut(
-        serial=result.serial,
-        status=result.status,
-        status_label=result.status_label,
-        values=result.values,
-        edition=result.edition,
-        record_key=result.record_key,
-        as_of=result.as_of.isoformat(),
-        as_of_wareki=to_wareki(result.as_of),
     )

@@ -22,9 +22,18 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from renkei.atena import feed, service
-from renkei.atena.schemas import AcquireOut, ChangesOut, FukuhonOut, StatusOut
+from renkei.atena import feed, non_residents, service
+from renkei.atena.schemas import (
+    AcquireOut,
+    AcquisitionStarted,
+    ChangesOut,
+    FukuhonOut,
+    NumberingResult,
+    ResidentsOut,
+    StatusOut,
+)
 from renkei.catalogue import Catalogue
+from renkei.core import ids
 from renkei.core.audit.log import AuditEvent
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.db import transaction
@@ -36,6 +45,7 @@ from renkei.core.wire.contract import (
     Body,
     ChukanInquiry,
     FukuhonRegister,
+    IdentitySearch,
     MessageType,
 )
 from renkei.core.wire.runtime import NodeRuntime
@@ -49,6 +59,7 @@ __all__ = [
     "acquire_pseudonyms",
     "apply_register_changes",
     "inquire",
+    "number_persons",
     "pseudonym_status",
     "register_copies",
 ]
@@ -105,6 +116,156 @@ class Work:
         """A message to J-LIS (its 機関コード from the configuration)."""
         jlis_org = str(self.rt.config.extra.get("jlis_org_code", ""))
         return await self.rt.peer.send(mt, self.rt.config.peer("jlis"), jlis_org, body)
+
+
+# --- numbering (団体内統合宛名番号の付番, 共通機能標準仕様書 §2.4.3) ---------------------------
+
+
+async def number_persons(
+    work: Work,
+    cipher: FieldCipher,
+    records: Sequence[Any],
+    *,
+    residence: str = "resident",
+    action: str = "residents.register",
+    start_acquisition: bool = True,
+) -> ResidentsOut:
+    """The standard's numbering flow for a business system's request, 機能ID
+    0320001 → 0320004 → 0320002 → 0320008:
+
+    - 0320001 付番依頼受信: each record (個人番号, the caller's 宛名番号, 基本4情報) checked;
+      the first bad one refuses them all (`service.parse_residents`);
+    - 0320004 検索 and 0320002 付番, in one transaction with its audit entry
+      (`service.register_parsed`): a new 統合宛名番号 only where no person holds the
+      individual number, else the caller's number linked to the person held;
+    - 0320008 中間サーバー連携: pseudonym acquisition (`acquire_pseudonyms`) started for
+      the newly numbered persons. The numbering stands if our chukan or J-LIS cannot be
+      reached: ``acquisition.deferred`` says why, and the persons wait for the next
+      acquisition (`renkei atena acquire-pseudonyms` or /v1/pseudonyms/acquire), as they
+      do when ``start_acquisition`` is False (a bulk migration acquires afterwards, in
+      chunks, with the command).
+
+    The answer names each record by the caller's own numbers: a business system never
+    sees a 統合宛名番号.
+    """
+    async with work.refusals_audited(action):
+        if not 1 <= len(records) <= service.MAX_BATCH:
+            raise Problem(422, "bad_count", f"1〜{service.MAX_BATCH}件で指定してください。")
+        parsed = service.parse_residents(records)
+
+    def register(s: Session) -> service.Registration:
+        done = service.register_parsed(
+            s, cipher, parsed, work.rt.clock(), source=f"api:{work.actor}", residence=residence
+        )
+        counts = {o: done.numbering.count(o) for o in (service.NUMBERED, service.LINKED, service.UNCHANGED)}
+        work.rt.record(s, work.event(action, "ok", detail={"count": len(parsed), **counts}))
+        return done
+
+    async with work.refusals_audited(action):
+        done = await work.unit(register)
+    started = AcquisitionStarted(requested=0, relayed=0)
+    if done.numbered and not start_acquisition:
+        started = AcquisitionStarted(requested=0, relayed=0, deferred="start_acquisition=false")
+    elif done.numbered:
+        try:
+            got = await acquire_pseudonyms(work, cipher, list(done.numbered))
+            started = AcquisitionStarted(requested=got.requested, relayed=got.relayed, problems=got.problems)
+        except Problem as exc:  # audited by acquire_pseudonyms; the numbering stands
+            started = AcquisitionStarted(
+                requested=len(done.numbered), relayed=0, deferred=f"{exc.code}: {exc.title}"
+            )
+    results = [
+        NumberingResult(
+            business_numbers=dict(r.business_numbers), outcome=o, outcome_label=service.OUTCOME_LABELS[o]
+        )
+        for r, o in zip(parsed, done.numbering, strict=True)
+    ]
+    return ResidentsOut(
+        results=results,
+        numbered=done.numbering.count(service.NUMBERED),
+        linked=done.numbering.count(service.LINKED),
+        unchanged=done.numbering.count(service.UNCHANGED),
+        acquisition=started,
+    )
+
+
+# --- the individual number of a non-resident (J-LIS identity search) -----------------------
+
+
+@dataclass(frozen=True)
+class IdentityOutcome:
+    """What the identity search gave: ``found`` (the number recorded), ``not_found``,
+    ``multiple``, `non_residents.ALREADY_HELD` or `non_residents.HELD_BY_OTHER`, and a
+    Japanese message. ``individual_number`` only for ``found`` — the caller decides who
+    may see it (a number-use affair)."""
+
+    atena_no: str
+    status: str
+    message: str
+    matches: int
+    individual_number: str | None = None
+
+
+async def search_individual_number(
+    work: Work, cipher: FieldCipher, catalogue: Catalogue, atena_no: str, affair_code: str
+) -> IdentityOutcome:
+    """The individual number of a person atena holds without one (a 住登外者), found by
+    J-LIS from the person's current 基本4情報 — only for a 番号利用事務 (the caller checked
+    the asker may act for ``affair_code``). Every use is audited here
+    (``individual_number.search``: the affair, the person, the outcome, never the number)
+    and at J-LIS (``identity.search``)."""
+    action = "individual_number.search"
+    async with work.refusals_audited(action):
+        affair = catalogue.affairs.get(affair_code)
+        if affair is None or not affair.number_use:
+            name = f"事務「{affair.name}」" if affair is not None else f"事務コード「{affair_code[:20]}」"
+            raise Problem(
+                403,
+                "affair_not_permitted",
+                f"{name}は番号利用事務ではないため、個人番号を照会できません。",
+            )
+        target = await work.unit(lambda s: non_residents.identity_target(s, service.check_atena_no(atena_no)))
+
+    def done(s: Session, outcome: IdentityOutcome) -> IdentityOutcome:
+        work.rt.record(
+            s,
+            work.event(
+                action, outcome.status, subject=atena_no, affair=affair_code, detail={"matches": outcome.matches}
+            ),
+        )
+        return outcome
+
+    if target.has_number:
+        message = non_residents.IDENTITY_MESSAGES[non_residents.ALREADY_HELD]
+        return await work.unit(
+            lambda s: done(s, IdentityOutcome(atena_no, non_residents.ALREADY_HELD, message, 0))
+        )
+    ask = IdentitySearch(
+        affair_code=affair_code,
+        family_name=target.family_name,
+        given_name=target.given_name,
+        birth_date=target.birth_date,
+        sex=target.sex,
+        address=target.address,
+    )
+    async with work.refusals_audited(action):
+        answer = await work.to_jlis(contract.IDENTITY_SEARCH, ask)
+
+    def record(s: Session) -> IdentityOutcome:
+        if answer.status != "found" or answer.individual_number is None:
+            status = answer.status if answer.status in contract.IDENTITY_STATUSES else "not_found"
+            return done(s, IdentityOutcome(atena_no, status, answer.message, answer.matches))
+        number = answer.individual_number
+        problem = ids.check(ids.IdKind.INDIVIDUAL_NUMBER, number)
+        if problem is not None:  # J-LIS's fault: never stored
+            raise Problem(502, "bad_peer_response", "J-LIS の回答を検証できません。", reason_code="bad_individual_number")
+        status = non_residents.store_found_number(s, cipher, atena_no, number)
+        if status != "found":
+            return done(s, IdentityOutcome(atena_no, status, non_residents.IDENTITY_MESSAGES[status], 1))
+        return done(s, IdentityOutcome(atena_no, "found", answer.message, 1, number))
+
+    async with work.refusals_audited(action):
+        return await work.unit(record)
 
 
 # --- pseudonym acquisition -----------------------------------------------------------------
@@ -172,12 +333,30 @@ async def _bound_of(work: Work, atena_nos: Sequence[str]) -> list[str]:
 
 async def pseudonym_status(work: Work, atena_nos: Sequence[str]) -> StatusOut:
     """Ask our chukan which of the persons have their pseudonym bound, and note it."""
+    found = await bound_persons(work, atena_nos)
+    return StatusOut(total=len(atena_nos), bound=len(found))
+
+
+async def refresh_all_bound(work: Work) -> dict[str, int]:
+    """Ask our chukan about every person whose acquisition was requested, page by page,
+    note those bound, and return the persons per pseudonym status (counts only)."""
+    async with work.refusals_audited("pseudonym.status"):
+        page = await work.unit(service.requested_persons)
+        while page:
+            bound = await _bound_of(work, page)
+            if bound:
+                await work.unit(functools.partial(service.mark_bound, asked=frozenset(page), bound=bound))
+            page = await work.unit(functools.partial(service.requested_persons, after=page[-1]))
+        return await work.unit(service.pseudonym_counts)
+
+
+async def bound_persons(work: Work, atena_nos: Sequence[str]) -> list[str]:
+    """The persons (of those named) whose pseudonym our chukan holds, noted as bound."""
     async with work.refusals_audited("pseudonym.status"):
         targets = service.check_atena_nos(atena_nos)
         bound = await _bound_of(work, targets)
         asked = frozenset(targets)
-        found = await work.unit(lambda s: service.mark_bound(s, asked, bound)) if bound else []
-    return StatusOut(total=len(targets), bound=len(found))
+        return await work.unit(lambda s: service.mark_bound(s, asked, bound)) if bound else []
 
 
 @dataclass

@@ -64,6 +64,8 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "import_finished", "import_conflict",
         # the resident register feed: the same events applied by two requests at once
         "feed_conflict",
+        # non-resident numbering: the candidates changed since they were shown
+        "candidates_changed",
     ),
     413: ("body_too_large",),
     415: ("unsupported_media_type",),
@@ -82,6 +84,10 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "unsupported_encoding", "password_policy",
         # bulk files (renkei.core.records)
         "bad_record", "unsupported_format",
+        # atena: business systems name persons by their own numbers; non-resident numbering
+        "atena_no_not_accepted", "candidates_not_acknowledged", "bad_candidate",
+        # J-LIS identity search on 基本4情報
+        "bad_identity_query", "no_basic_four",
         # time-stamp authority
         "bad_stamp_request", "bad_stamp_signature", "bad_page", "head_regression", "head_conflict",
         # in-house sharing (renkei.atena.chonai): an item the ordinance does not share

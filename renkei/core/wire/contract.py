@@ -387,6 +387,39 @@ class AcquisitionSubmit(Body):
     ]
 
 
+_IDENTITY_TITLE = "基本4情報（氏名・生年月日・性別・住所）と事務コードを指定してください。"
+_IDENTITY_FIELD = Refuse("bad_identity_query", _IDENTITY_TITLE)
+IdentityText = Annotated[str, BeforeValidator(_text), Field(min_length=1, max_length=300), _IDENTITY_FIELD]
+
+
+class IdentitySearch(Body):
+    """本人確認情報の検索: a person by 基本4情報, for an affair that may use the individual
+    number (番号利用事務; atena checks, J-LIS records the affair named). Every field is
+    needed: a search on fewer facts would guess."""
+
+    affair_code: Annotated[
+        str, BeforeValidator(_text), _identifier(ids.IdKind.AFFAIR_CODE, "invalid_affair_code"), _IDENTITY_FIELD
+    ]
+    family_name: IdentityText
+    given_name: IdentityText
+    birth_date: Annotated[date, _iso_date("生年月日"), _IDENTITY_FIELD]
+    sex: Annotated[str, BeforeValidator(_text), Field(pattern="^[129]$"), _IDENTITY_FIELD]
+    address: IdentityText
+
+
+IDENTITY_STATUSES = ("found", "not_found", "multiple")
+
+
+class IdentityFound(Body):
+    """J-LIS's answer: ``found`` with the one person's individual number, or
+    ``not_found`` / ``multiple`` (with how many matched) and no number — never a guess."""
+
+    status: Text
+    matches: int
+    individual_number: Text | None = None
+    message: Text = ""
+
+
 # --- tsa --------------------------------------------------------------------------------
 # The time-stamp authority's bodies (renkei.core.audit.timestamping says what they mean).
 # A request that does not fit is refused as ``bad_stamp_request`` (a page as ``bad_page``)
@@ -607,6 +640,10 @@ ACQUISITION_SUBMIT = _mt(
     "jlis", "acquisition.submit", "/v1/acquisitions", {"atena"}, Scope.ANY_ORG, "符号取得の依頼",
     AcquisitionSubmit, "acquisition.submitted", ItemStatuses,
 )  # fmt: skip
+IDENTITY_SEARCH = _mt(
+    "jlis", "identity.search", "/v1/identities/search", {"atena"}, Scope.ANY_ORG, "本人確認情報の検索（基本4情報）",
+    IdentitySearch, "identity.found", IdentityFound,
+)  # fmt: skip
 # tsa — the time-stamp authority: every node stamps and asks about its own heads (the
 # authority then checks the head named is the sending node's own).
 TSA_STAMP = _mt(
@@ -625,7 +662,7 @@ TSA_STAMPS = _mt(
 MESSAGE_TYPES: tuple[MessageType[Any, Any], ...] = (
     REGISTRY_QUERY, ACQUISITION_CREATE, ACQUISITION_RESOLVE, HUB_INQUIRY,
     PSEUDONYM_ACQUIRE, PSEUDONYM_DELIVER, PSEUDONYM_STATUS, FUKUHON_REGISTER, CHUKAN_INQUIRY,
-    PROVISION_REQUEST, ACQUISITION_SUBMIT, TSA_STAMP, TSA_HEAD, TSA_STAMPS,
+    PROVISION_REQUEST, ACQUISITION_SUBMIT, IDENTITY_SEARCH, TSA_STAMP, TSA_HEAD, TSA_STAMPS,
 )  # fmt: skip
 # The provider's answer inside the JWE is a signed message too, not sent to a route.
 PROVISION_ANSWER_TYP = "provision.answer"

@@ -19,6 +19,7 @@ from sqlalchemy import Table, bindparam, exists, func, insert, select, update
 from sqlalchemy.orm import Session, aliased
 
 from renkei.atena.models import AtenaSerial, BasicFour, BusinessLink, InquiryLog, Person
+from renkei.atena.search import refresh_search_keys
 from renkei.catalogue import Catalogue
 from renkei.core import bulk, ids
 from renkei.core.crypto.field import FieldCipher
@@ -202,7 +203,8 @@ def register_parsed(
     otherwise) is added only when the facts differ from the person's current version, and
     a business link only when it is not there yet: registering the same facts twice adds
     nothing. A business number linked to another person refuses the batch (409
-    ``business_number_taken``, with the record's ``index``).
+    ``business_number_taken``, with the record's ``index``). The search keys of every
+    person given a new version are rebuilt in the same transaction.
     """
     persons_t, basic_t = cast(Table, Person.__table__), cast(Table, BasicFour.__table__)
     links_t, serials_t = cast(Table, BusinessLink.__table__), cast(Table, AtenaSerial.__table__)
@@ -311,6 +313,7 @@ def register_parsed(
     bulk.insert_rows(session, persons_t, new_persons)
     bulk.insert_rows(session, basic_t, versions)
     bulk.insert_rows(session, links_t, links)
+    refresh_search_keys(session, {v["atena_no"] for v in versions})
     return Registration(
         atena_nos=out, persons=len(new_persons), versions=len(versions), links=len(links), changed=changed
     )

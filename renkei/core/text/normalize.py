@@ -155,7 +155,8 @@ def kana_key(text: str) -> str:
     text = _iteration_marks(_kana_form(text))
     for vu, b in _VU:
         text = text.replace(vu, b)
-    return _long_vowels(text.translate(_KANA_FOLD)).upper()
+    # NFKC again: a combining mark that followed a space now follows its letter
+    return unicodedata.normalize("NFKC", _long_vowels(text.translate(_KANA_FOLD)).upper())
 
 
 # --- kanji ------------------------------------------------------------------------------
@@ -228,9 +229,11 @@ def _address_form(text: str) -> str:
 @dataclass(frozen=True)
 class AddressParts:
     """An address as keys: ``place`` is town + block (市区町村 included, prefecture not),
-    ``town`` the same without the 市区町村, ``building`` the building and room."""
+    ``city`` the 市区町村 it starts with ("" when none is recognised), ``town`` the place
+    without it, ``building`` the building and room."""
 
     place: str
+    city: str
     town: str
     building: str
 
@@ -253,8 +256,9 @@ def address_parts(text: str) -> AddressParts:
         place, building = form[: match.end()], form[match.end() :]
         building = building.lstrip(" -/")
     place = _nospace(place)
-    town = _CITY.sub("", place, count=1)
-    return AddressParts(place=place, town=town or place, building=_nospace(building))
+    city = _CITY.match(place)
+    city_text = city.group(0) if city else ""
+    return AddressParts(place=place, city=city_text, town=place[len(city_text) :], building=_nospace(building))
 
 
 def address_key(text: str) -> str:

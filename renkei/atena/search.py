@@ -339,16 +339,18 @@ def search(session: Session, c: Criteria, *, page: int = 1, page_size: int = PAG
 # --- by number ----------------------------------------------------------------------------
 
 
-def _digits(text: str, label: str, code: str) -> str:
+def _digits(text: str) -> str | None:
     try:
         return normalize.digits(text[:40])
     except ValueError:
-        raise Problem(422, code, f"{label}は数字で入力してください（全角も可）。") from None
+        return None
 
 
 def find_by_atena_no(session: Session, text: str) -> str:
     """統合宛名番号 as typed (全角, spaces and hyphens accepted) → the person's number."""
-    atena_no = _digits(text, "統合宛名番号", "invalid_atena_no")
+    atena_no = _digits(text)
+    if atena_no is None:
+        raise Problem(422, "invalid_atena_no", "統合宛名番号は数字で入力してください（全角も可）。")
     problem = ids.check(ids.IdKind.ATENA_NO, atena_no)
     if problem is not None:
         raise Problem(422, "invalid_atena_no", f"統合宛名番号: {problem.message}")
@@ -359,7 +361,9 @@ def find_by_atena_no(session: Session, text: str) -> str:
 
 def find_by_business_no(session: Session, system: str, text: str) -> str:
     """(業務システム, 業務宛名番号 as typed) → 統合宛名番号."""
-    number = _digits(text, "業務宛名番号", "invalid_business_atena_no")
+    number = _digits(text)
+    if number is None:
+        raise Problem(422, "invalid_business_atena_no", "業務宛名番号は数字で入力してください（全角も可）。")
     problem = ids.check(ids.IdKind.ATENA_NO, number)
     if problem is not None:
         raise Problem(422, "invalid_business_atena_no", f"業務宛名番号: {problem.message}")
@@ -374,7 +378,9 @@ def find_by_business_no(session: Session, system: str, text: str) -> str:
 def find_by_individual_number(session: Session, cipher: FieldCipher, text: str) -> str:
     """個人番号 as typed → 統合宛名番号, through the blind index (the number itself is never
     compared or stored in clear). The caller checks the role and audits the use."""
-    number = _digits(text, "個人番号", "invalid_individual_number")
+    number = _digits(text)
+    if number is None:
+        raise Problem(422, "invalid_individual_number", "個人番号は数字で入力してください（全角も可）。")
     problem = ids.check(ids.IdKind.INDIVIDUAL_NUMBER, number)
     if problem is not None:
         raise Problem(422, "invalid_individual_number", f"個人番号: {problem.message}")

@@ -44,12 +44,13 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "affair_not_permitted", "role_required", "reveal_denied", "blocked_by_rule",
         "self_approval", "not_requester", "export_needs_approval", "session_required",
         "insufficient_scope", "csrf_failed", "scope_denied", "inactive", "locked",
-        "unknown_staff", "node_not_yours", "own_roles",
+        "unknown_staff", "node_not_yours", "own_roles", "number_search_denied",
     ),
     404: (
         "not_found", "unknown_organization", "unknown_pseudonym", "provider_pseudonym_missing",
         "unknown_serial", "unknown_atena_no", "unknown_business_atena_no", "staff_not_found",
         "token_not_found", "alert_not_found", "export_not_found", "role_request_not_found",
+        "unknown_individual_number",
     ),
     405: ("method_not_allowed",),
     408: ("header_timeout", "body_timeout"),
@@ -77,6 +78,8 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "unsupported_encoding", "password_policy",
         # bulk files (renkei.core.records)
         "bad_record", "unsupported_format",
+        # addressee search (renkei.atena.search)
+        "bad_name", "bad_address", "bad_residence", "missing_criteria", "too_broad",
         # time-stamp authority
         "bad_stamp_request", "bad_stamp_signature", "bad_page", "head_regression", "head_conflict",
     ),

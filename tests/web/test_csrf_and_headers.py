@@ -11,7 +11,7 @@ from renkei.web.pages import TERMINAL_WARNING
 from renkei.web.site import SESSION_COOKIE
 from tests.api.fed import Federation
 from tests.atena.kit import CHILD_ALLOWANCE_AFFAIR
-from tests.web.kit import Web, open_web
+from tests.web.kit import Web, number_of, open_web
 
 # POST route → (who would be allowed to do it, a form that would change something)
 POSTS: dict[str, tuple[str, dict[str, str]]] = {
@@ -29,6 +29,7 @@ POSTS: dict[str, tuple[str, dict[str, str]]] = {
     "/admin/staff/{target}/revoke": ("admin", {}),
     "/admin/staff/{target}/totp": ("admin", {}),
     "/atena/persons/{atena_no}/number": ("clerk", {"affair": CHILD_ALLOWANCE_AFFAIR}),
+    "/atena/search/number": ("clerk", {"affair": CHILD_ALLOWANCE_AFFAIR, "number": number_of(0)}),
     "/atena/inquiry": (
         "clerk",
         {

@@ -258,7 +258,10 @@ class Result:
         return max(f.pct(0.95) for f in self.figures[1:])
 
 
-def run_backend(backend: str, records: Iterable[dict[str, Any]], queries: int, seed: int, pg_url: str, tmp: Path) -> Result:
+def run_backend(
+    backend: str, records: Iterable[dict[str, Any]], queries: int, seed: int, pg_url: str, tmp: Path,
+    *, statistics: bool = True,
+) -> Result:
     url = f"sqlite:///{tmp / f'atena-{uuid.uuid4().hex[:6]}.db'}" if backend == "sqlite" else _pg_database(pg_url)
     engine = make_engine(url)
     try:
@@ -266,7 +269,8 @@ def run_backend(backend: str, records: Iterable[dict[str, Any]], queries: int, s
         sessions = make_sessionmaker(engine)
         cipher = FieldCipher.generate()
         persons, load_s = load(sessions, records, cipher)
-        analyze(engine)
+        if statistics:
+            analyze(engine)
         with sessions() as s:
             key_rows = int(s.scalar(select(func.count()).select_from(PersonSearchKey)) or 0)
         figures = measure(sessions, cipher, queries, seed)
@@ -300,12 +304,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--files", type=Path, default=Path(__file__).resolve().parent / ".files")
     parser.add_argument("--pg-url", default=os.environ.get("RENKEI_TEST_POSTGRES_URL", PG_DEFAULT))
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    parser.add_argument("--no-analyze", action="store_true", help="search without the engine's statistics")
     args = parser.parse_args(argv)
     residents, _ = ensure_files(args.files, args.people, args.seed)
     results = []
     with tempfile.TemporaryDirectory(prefix="renkei-bench-search-") as tmp:
         for backend in args.backends.split(","):
-            r = run_backend(backend, read_records(residents), args.queries, args.seed, args.pg_url, Path(tmp))
+            r = run_backend(
+                backend, read_records(residents), args.queries, args.seed, args.pg_url, Path(tmp),
+                statistics=not args.no_analyze,
+            )
             report(r)
             results.append(r)
     if args.json:

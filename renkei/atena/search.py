@@ -138,8 +138,8 @@ class Criteria:
     kana: str = ""
     name: str = ""
     birth_date: date | None = None
-    place: str = ""  # the address key to match: with 市区町村 …
-    town: str = ""  # … or without
+    place: str = ""  # the address key to match with its 市区町村 …
+    town: str = ""  # … or the town part of addresses (both set: either matches)
     residence: str | None = None  # resident | non_resident | None (both)
     history: bool = False  # also former names and addresses
 
@@ -183,9 +183,12 @@ def parse_criteria(fields: Mapping[str, str]) -> Criteria:
     if address_text:
         parts = normalize.address_parts(address_text)
         # Typed with its 市区町村 (新宿区西新宿…), the address is matched whole; typed from
-        # the town (西新宿2-8), against the town part of every address.
-        if parts.city:
+        # the town (西新宿2-8), against the town part of every address. What reads as a
+        # 町 or 村 may be a town's name (新宿区中町): matched both ways.
+        if parts.city.endswith(("市", "区")) or "郡" in parts.city:
             place = parts.place
+        elif parts.city:
+            place = town = parts.place
         else:
             town = parts.town
         if not parts.place:
@@ -274,8 +277,10 @@ def _conditions(c: Criteria) -> list[ColumnElement[bool]]:
         where.append(_prefix(k.name_key, c.name))
     if c.birth_date is not None:
         where.append(k.birth_date == c.birth_date)
-    if c.place:
-        where.append(or_(_address_match(k.place_key, c.place), _address_match(k.town_key, c.place)))
+    if c.place and c.town:
+        where.append(or_(_address_match(k.place_key, c.place), _address_match(k.town_key, c.town)))
+    elif c.place:
+        where.append(_address_match(k.place_key, c.place))
     elif c.town:
         where.append(_address_match(k.town_key, c.town))
     if c.residence:

@@ -65,3 +65,27 @@ class InquiryOut(BaseModel):
     record_key: str | None = None
     as_of: str
     as_of_wareki: str
+
+
+class AddresseeOut(BaseModel):
+    """One person found (the version of 基本4情報 that matched)."""
+
+    atena_no: str
+    residence: str = Field(description="resident（住民）| non_resident（住登外者）")
+    current: bool = Field(description="現在の基本4情報で一致（false: 旧氏名・旧住所で一致）")
+    family_name: str
+    given_name: str
+    family_kana: str
+    given_kana: str
+    birth_date: str
+    birth_date_wareki: str
+    sex: str
+    address: str
+
+
+class AddresseeSearchOut(BaseModel):
+    total: int = Field(description="一致した人数（capped が true のときはこの数以上）")
+    capped: bool
+    page: int
+    pages: int
+    items: list[AddresseeOut]

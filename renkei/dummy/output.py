@@ -14,7 +14,7 @@ Layout under the output directory (one tree per format: ``utf8/``, ``cp932/``, `
 
 CSV: Japanese header, CRLF, no BOM. CP932: strict by default (`Cp932Error` names the file,
 line, record, column and character); with ``substitute_cp932`` the policy of
-`renkei.dummy.cp932` applies and ``cp932/cp932_substitutions.csv`` lists every change.
+`renkei.core.text.cp932` applies and ``cp932/cp932_substitutions.csv`` lists every change.
 Files are written as streams: the business records are made while they are written.
 """
 
@@ -34,7 +34,8 @@ if TYPE_CHECKING:
 
 import orjson
 
-from renkei.dummy import business, cp932
+from renkei.core.text import cp932
+from renkei.dummy import business
 from renkei.dummy.model import NAKANO, RESIDENT, SHINJUKU, Person, SynthPopulation
 from renkei.dummy.noise_records import NonResidentRecord
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from renkei.dummy import cp932
+from renkei.core.text import cp932
 from renkei.dummy.model import RESIDENT, SHINJUKU, SynthPopulation
 from renkei.dummy.output import write_population
 from renkei.dummy.synth import SynthConfig, generate

@@ -1,4 +1,4 @@
-"""CP932 (Windows-31J) for the files business systems read: a strict check and an opt-in
+"""CP932 (Windows-31J) for the files business systems read and write: a strict check and an opt-in
 substitution policy.
 
 Strict (the default): a value CP932 cannot carry *faithfully* stops the write with

@@ -230,9 +230,11 @@ def _prefix(column: Any, prefix: str) -> ColumnElement[bool]:
 
 
 def _address_match(column: Any, key: str) -> ColumnElement[bool]:
-    """A key ending in a number matches that number whole (西新宿2-8 is not 西新宿2-80)."""
+    """A key ending in a number matches that number whole (西新宿2-8 is not 西新宿2-80):
+    the key itself and what continues it with "-", as one range ["2-8", "2-8.") — "."
+    follows "-", and no key has a character between them after a number."""
     if key[-1].isdigit():
-        return or_(column == key, (column >= key + "-") & (column < key + "."))  # "." follows "-"
+        return (column >= key) & (column < key + ".")  # type: ignore[no-any-return]
     return _prefix(column, key)
 
 

@@ -66,7 +66,9 @@ def _current_ids(session: Session, atena_nos: Sequence[str]) -> set[int]:
     """The version of 基本4情報 each person is known by now: today the newest row. (The
     one place that says what "current" is; history by effective date re-wires it here.)"""
     rows = session.execute(
-        select(func.max(BasicFour.id)).where(BasicFour.atena_no.in_(atena_nos)).group_by(BasicFour.atena_no)
+        select(func.max(BasicFour.id))
+        .where(bulk.among(session, BasicFour.atena_no, atena_nos))
+        .group_by(BasicFour.atena_no)
     )
     return {int(r[0]) for r in rows}
 
@@ -79,7 +81,7 @@ def _key_rows(session: Session, atena_nos: Sequence[str]) -> list[dict[str, Any]
             BasicFour.given_kana, BasicFour.birth_date, BasicFour.address, Person.residence,
         )
         .join(Person, Person.atena_no == BasicFour.atena_no)
-        .where(BasicFour.atena_no.in_(atena_nos))
+        .where(bulk.among(session, BasicFour.atena_no, atena_nos))
     )  # fmt: skip
     out = []
     for vid, atena_no, family, given, family_kana, given_kana, born, address, residence in rows:

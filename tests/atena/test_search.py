@@ -238,3 +238,39 @@ def test_the_migration_builds_keys_for_persons_already_registered(db_url: str) -
             assert [f.atena_no for f in found] == [make_atena_no(1)]
     finally:
         engine.dispose()
+
+
+def test_every_person_of_a_synthetic_ward_is_found_by_their_facts_typed_another_way(db_url: str) -> None:
+    """The generator's people, typed as staff and old systems write them (hiragana or
+    half-width kana, 旧字, another notation of the address, 和暦 in 全角): each search
+    finds the person it was typed from."""
+    import random
+
+    from renkei.core.text.wareki import to_wareki
+    from renkei.dummy import bulk as dummy_bulk
+    from renkei.dummy import noise_address, noise_kana, noise_kanji
+    from renkei.dummy.synth import SynthConfig, generate
+
+    pop = generate(SynthConfig(seed=11, people=400, reference_date=date(2025, 4, 1), window_years=2))
+    records = list(dummy_bulk.resident_records(pop, "131041"))
+    engine, sessions = migrated(db_url, "atena")
+    rng = random.Random(3)
+    try:
+        with sessions() as s:
+            nos = service.register_parsed(s, FieldCipher.generate(), service.parse_residents(records), NOW).atena_nos
+            s.commit()
+        misses = []
+        for i in rng.sample(range(len(records)), 60):
+            r = records[i]
+            kana = rng.choice((noise_kana.to_hiragana, noise_kana.to_halfwidth))(rng, r["family_kana"] + " " + r["given_kana"])
+            name = noise_kanji.swap_kanji_variant(rng, r["family_name"]) + "　" + r["given_name"]
+            address = noise_address.rewrite_notation(rng, r["address"]).split(" ")[0]
+            born = to_wareki(date.fromisoformat(r["birth_date"])).translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+            with sessions() as s:
+                for fields in ({"kana": kana, "birth_date": born}, {"name": name, "address": address}, {"kana": kana}):
+                    found = search.search(s, search.parse_criteria(fields), page_size=1000).rows
+                    if nos[i] not in {f.atena_no for f in found}:
+                        misses.append((fields, r["family_kana"], r["family_name"], r["address"]))
+        assert misses == []
+    finally:
+        engine.dispose()

@@ -1,4 +1,5 @@
-"""Integrated-addressee tables: persons, 基本4情報 history, business links, inquiry log.
+"""Integrated-addressee tables: persons, 基本4情報 history, households, the register feed,
+business links, inquiry log.
 
 The individual number is stored AES-GCM encrypted with an HMAC blind index for
 lookup; no resident code and no pseudonym is ever stored here. Staff accounts,
@@ -81,9 +82,16 @@ class AtenaSerial(Base):
 
 
 class BasicFour(Base):
-    """One version of 基本4情報; a change adds a row, never overwrites one."""
+    """One version of 基本4情報; a change adds a row, never overwrites one.
+
+    The version in force on a day is the one with the latest ``effective_on`` (異動日) not
+    after it, ties broken by recorded order (``id``); the current version is the one in
+    force today. A late-arriving older change is history, not current
+    (renkei.atena.history).
+    """
 
     __tablename__ = "basic_four"
+    __table_args__ = (Index("ix_basic_four_atena_no_effective", "atena_no", "effective_on", "id"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     atena_no: Mapped[str] = mapped_column(ForeignKey("persons.atena_no"), index=True)
     family_name: Mapped[str] = mapped_column(String(100))
@@ -96,9 +104,64 @@ class BasicFour(Base):
     postal_code: Mapped[str] = mapped_column(String(7))
     address: Mapped[str] = mapped_column(String(300))
     lg_code: Mapped[str] = mapped_column(String(6))
+    # 異動事由: 新規 (first registration), 転入, 転出, 転居, 出生, 死亡, 氏名変更, 職権修正
+    # (更新: rows recorded before the reasons were kept).
+    change_kind: Mapped[str] = mapped_column(String(10))
+    effective_on: Mapped[date] = mapped_column(Date)  # 異動日
+    # resident (on the register) | former (転出・死亡: 除票, kept and searchable) | non_resident
+    status: Mapped[str] = mapped_column(String(12), default="resident", server_default="resident")
+    # Who said so: "feed:<system>:<file>", "api:<client>", "import:<file>", "staff:<id>" …
+    source: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Household(Base):
+    """A 世帯 of the resident register, by its 世帯番号 (15 digits with check digit)."""
+
+    __tablename__ = "households"
+    household_no: Mapped[str] = mapped_column(String(15), primary_key=True)
+    lg_code: Mapped[str] = mapped_column(String(6))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class HouseholdMember(Base):
+    """One version of a person's household membership, from ``effective_on`` on: the
+    世帯番号 and 続柄 (世帯主 for the head), or no household (``household_no`` None: the
+    person left the register). Ordered like `BasicFour` (effective date, then id)."""
+
+    __tablename__ = "household_members"
+    __table_args__ = (Index("ix_household_members_atena_no_effective", "atena_no", "effective_on", "id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    atena_no: Mapped[str] = mapped_column(ForeignKey("persons.atena_no"))
+    household_no: Mapped[str | None] = mapped_column(
+        ForeignKey("households.household_no"), index=True, nullable=True
+    )
+    relationship: Mapped[str] = mapped_column(String(20), default="", server_default="")  # 続柄
     change_kind: Mapped[str] = mapped_column(String(10))
     effective_on: Mapped[date] = mapped_column(Date)
+    source: Mapped[str] = mapped_column(String(200), default="", server_default="")
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class RegisterEvent(Base):
+    """One 異動 of the resident register feed, applied once: the same event id again
+    (same content) changes nothing; other content under a known id is refused."""
+
+    __tablename__ = "register_events"
+    __table_args__ = (UniqueConstraint("system", "event_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    system: Mapped[str] = mapped_column(String(40))  # the register's business-system ID
+    event_id: Mapped[str] = mapped_column(String(40))  # 異動ID
+    digest: Mapped[str] = mapped_column(String(64))  # SHA-256 of the event's content
+    kind: Mapped[str] = mapped_column(String(10))  # 異動事由
+    effective_on: Mapped[date] = mapped_column(Date)
+    notified_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+    atena_no: Mapped[str] = mapped_column(ForeignKey("persons.atena_no"), index=True)
+    other_lg_code: Mapped[str | None] = mapped_column(String(6), nullable=True)  # 転入元・転出先
+    other_address: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(12))  # applied | history | no_change
+    source: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class BusinessLink(Base):
@@ -159,3 +222,19 @@ class PersonSearchKey(Base):
     town_key: Mapped[str] = mapped_column(_key(300))  # town + block
     residence: Mapped[str] = mapped_column(String(12))
     current: Mapped[bool] = mapped_column(Boolean)
+class ChonaiRecord(Base):
+    """特定個人情報 a business system published for in-house sharing (庁内連携,
+    renkei.atena.chonai): the current record per (provider system, info kind, person,
+    record key), keyed by 統合宛名番号 (translated from the provider's 宛名番号). The items
+    are one AES-GCM sealed JSON object (AAD: table, column, the key)."""
+
+    __tablename__ = "chonai_records"
+    __table_args__ = (UniqueConstraint("provider_system", "info_kind_code", "atena_no", "record_key"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    provider_system: Mapped[str] = mapped_column(String(40))
+    info_kind_code: Mapped[str] = mapped_column(String(16))
+    atena_no: Mapped[str] = mapped_column(ForeignKey("persons.atena_no"), index=True)
+    record_key: Mapped[str] = mapped_column(String(40))  # e.g. the tax year; "" if one record a person
+    values_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    published_by: Mapped[str] = mapped_column(String(64))  # OAuth client or cli:<user>
+    published_at: Mapped[datetime] = mapped_column(UtcDateTime())

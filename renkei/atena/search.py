@@ -49,7 +49,8 @@ COUNT_CAP: Final = 1000  # counted up to here; beyond, staff narrow the search
 MAX_TERM: Final = 60
 MIN_KANA_ALONE: Final = 2  # a kana prefix alone of at least this many characters
 MIN_ADDRESS_ALONE: Final = 2
-RESIDENCES: Final = ("resident", "non_resident")
+RESIDENT, FORMER, NON_RESIDENT = "resident", "former", "non_resident"  # as renkei.atena.history
+RESIDENCES: Final = (RESIDENT, FORMER, NON_RESIDENT)
 _CHUNK: Final = 5000  # persons per statement (SQLite's bound-parameter limit)
 
 
@@ -62,41 +63,39 @@ _name = lru_cache(maxsize=65536)(normalize.name_key)
 _address = lru_cache(maxsize=65536)(normalize.address_parts)
 
 
-def _current_ids(session: Session, atena_nos: Sequence[str]) -> set[int]:
-    """The version of 基本4情報 each person is known by now: today the newest row. (The
-    one place that says what "current" is; history by effective date re-wires it here.)"""
-    rows = session.execute(
-        select(func.max(BasicFour.id))
-        .where(bulk.among(session, BasicFour.atena_no, atena_nos))
-        .group_by(BasicFour.atena_no)
-    )
-    return {int(r[0]) for r in rows}
-
-
 def _key_rows(session: Session, atena_nos: Sequence[str]) -> list[dict[str, Any]]:
-    current = _current_ids(session, atena_nos)
     rows = session.execute(
         select(
             BasicFour.id, BasicFour.atena_no, BasicFour.family_name, BasicFour.given_name, BasicFour.family_kana,
-            BasicFour.given_kana, BasicFour.birth_date, BasicFour.address, Person.residence,
+            BasicFour.given_kana, BasicFour.birth_date, BasicFour.address, BasicFour.effective_on, BasicFour.status,
+            Person.residence,
         )
         .join(Person, Person.atena_no == BasicFour.atena_no)
         .where(bulk.among(session, BasicFour.atena_no, atena_nos))
-    )  # fmt: skip
+    ).all()  # fmt: skip
+    # The current version: the latest effective date, ties by recorded order — the rule
+    # of renkei.atena.history (current_clause), applied to the rows at hand.
+    newest: dict[str, tuple[Any, int]] = {}
+    for row in rows:
+        mark = (row.effective_on, row.id)
+        if row.atena_no not in newest or mark > newest[row.atena_no]:
+            newest[row.atena_no] = mark
     out = []
-    for vid, atena_no, family, given, family_kana, given_kana, born, address, residence in rows:
-        parts = _address(address)
+    for row in rows:
+        parts = _address(row.address)
         out.append(
             {
-                "atena_no": atena_no,
-                "version_id": vid,
-                "kana_key": _kana(family_kana + given_kana)[:200],
-                "name_key": _name(family + given)[:200],
-                "birth_date": born,
+                "atena_no": row.atena_no,
+                "version_id": row.id,
+                "kana_key": _kana(row.family_kana + row.given_kana)[:200],
+                "name_key": _name(row.family_name + row.given_name)[:200],
+                "birth_date": row.birth_date,
                 "place_key": parts.place[:300],
                 "town_key": parts.town[:300],
-                "residence": residence,
-                "current": vid in current,
+                # resident | former (転出・死亡) | non_resident: the version's, unless the
+                # person is a non-resident
+                "residence": NON_RESIDENT if row.residence == NON_RESIDENT else row.status,
+                "current": newest[row.atena_no] == (row.effective_on, row.id),
             }
         )
     return out
@@ -142,7 +141,7 @@ class Criteria:
     birth_date: date | None = None
     place: str = ""  # the address key to match with its 市区町村 …
     town: str = ""  # … or the town part of addresses (both set: either matches)
-    residence: str | None = None  # resident | non_resident | None (both)
+    residence: str | None = None  # resident | former | non_resident | None (all)
     history: bool = False  # also former names and addresses
 
     def terms(self) -> list[str]:
@@ -197,7 +196,10 @@ def parse_criteria(fields: Mapping[str, str]) -> Criteria:
             raise Problem(422, "bad_address", "住所を市区町村名か町名から入力してください。", "address")
     residence = str(fields.get("residence", "") or "").strip() or None
     if residence not in (None, *RESIDENCES):
-        raise Problem(422, "bad_residence", "住民区分は resident（住民）か non_resident（住登外者）です。", "residence")
+        raise Problem(
+            422, "bad_residence", "住民区分は resident（住民）、former（除票）、non_resident（住登外者）のいずれかです。",
+            "residence",
+        )
     history = str(fields.get("history", "") or "").strip().lower() in {"1", "true", "on", "yes"}
     criteria = Criteria(kana, name, born, place, town, residence, history)
     if not criteria.terms():
@@ -245,7 +247,7 @@ class Found:
     """One person found, shown by the version of 基本4情報 that matched."""
 
     atena_no: str
-    residence: str
+    residence: str  # the matched version's: resident | former | non_resident
     current: bool  # matched on the person's current facts (else on a former version)
     family_name: str
     given_name: str
@@ -322,9 +324,8 @@ def search(session: Session, c: Criteria, *, page: int = 1, page_size: int = PAG
     if total == 0:
         return SearchPage([], 0, page, page_size)
     rows = session.execute(
-        select(k.current, BasicFour, Person.residence)
+        select(k.current, BasicFour, k.residence)
         .join(BasicFour, BasicFour.id == k.version_id)
-        .join(Person, Person.atena_no == k.atena_no)
         .where(*where)
         .order_by(*_order(c))
         .offset((page - 1) * page_size)

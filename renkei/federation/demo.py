@@ -63,7 +63,11 @@ CLIENTS = [
         "jumin01-batch",
         RESIDENT_SYSTEM,
         "住民記録システム 連携バッチ（架空）",
-        (f"{RESIDENT_SYSTEM}:residents:register", f"{RESIDENT_SYSTEM}:pseudonyms:acquire"),
+        (
+            f"{RESIDENT_SYSTEM}:residents:register",
+            f"{RESIDENT_SYSTEM}:pseudonyms:acquire",
+            f"{RESIDENT_SYSTEM}:changes:register",
+        ),
     ),
     setup.ClientSpec("tax-batch", TAX_SYSTEM, "税務システム 副本登録バッチ（架空）", (f"{TAX_SYSTEM}:fukuhon:register",)),
 ]

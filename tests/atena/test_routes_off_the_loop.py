@@ -25,6 +25,7 @@ from tests.api.fed import Federation
 # and the OAuth endpoints, which read a form body and then work in a thread.
 ON_THE_LOOP = {
     ("atena", "POST", "/v1/pseudonyms/acquire"),
+    ("atena", "POST", "/v1/register/changes"),
     ("atena", "POST", "/v1/pseudonyms/status"),
     ("atena", "POST", "/v1/fukuhon"),
     ("atena", "POST", "/v1/inquiries"),
@@ -34,6 +35,8 @@ ON_THE_LOOP = {
 }
 # Dependencies that run on the loop: each reads the request (body, form) and nothing else.
 ASYNC_DEPENDENCIES = {"_static_scope.<locals>.scope", "_fukuhon_scope", "form_fields"}
+# 庁内連携 (renkei.atena.chonai_api): the scope from the query or the JSON body.
+ASYNC_DEPENDENCIES |= {"_body_scope.<locals>.scope", "_query_scope.<locals>.scope"}
 
 
 def _routes(app: FastAPI) -> Iterator[APIRoute]:

@@ -217,7 +217,10 @@ def test_the_migration_builds_keys_for_persons_already_registered(db_url: str) -
         cfg.set_main_option("script_location", str(Path(SCHEMA.migrations)))
         cfg.attributes["engine"] = engine
         cfg.attributes["metadata"] = Base.metadata
-        command.upgrade(cfg, "atena_0007")
+        from alembic.script import ScriptDirectory
+
+        before = ScriptDirectory.from_config(cfg).get_revision("atena_0010").down_revision
+        command.upgrade(cfg, str(before))  # the schema just before the search keys
         now = NOW.replace(tzinfo=None)
         with engine.begin() as conn:
             conn.execute(sa.text(
@@ -274,3 +277,19 @@ def test_every_person_of_a_synthetic_ward_is_found_by_their_facts_typed_another_
         assert misses == []
     finally:
         engine.dispose()
+
+
+def test_former_residents_are_searchable_by_their_status(db: Db) -> None:
+    """A move-out (転出) keeps the person as a former resident (除票) at the new address."""
+    from dataclasses import replace
+
+    moved = service.parse_residents([PEOPLE[2] | {"address": "東京都中野区中央一丁目1番1号", "lg_code": "131148"}])
+    moved = [replace(moved[0], status="former", reason="転出", effective_on=date(2026, 3, 1))]
+    with db.sessions() as s:
+        service.register_parsed(s, db.cipher, moved, NOW)
+        s.commit()
+    assert db.names(name="渡辺", residence="former") == {"渡邉健"}
+    assert db.names(name="渡辺", residence="resident") == set()
+    assert db.names(address="中野区中央1") == {"渡邉健"}
+    assert db.names(address="西新宿2-80") == set()  # the former address, not current …
+    assert db.names(address="西新宿2-80", history="1") == {"渡邉健"}  # … but in the history

@@ -7,14 +7,14 @@ person's current one. The key columns compare code points on PostgreSQL too (col
 by the same functions the application uses, 5,000 persons at a time.
 
 Revision ID: atena_0010
-Revises: atena_0007
+Revises: atena_0011
 Create Date: 2026-12-06 16:00:00.000000
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = 'atena_0010'
-down_revision = 'atena_0007'
+down_revision = 'atena_0011'
 branch_labels = None
 depends_on = None
 

@@ -11,11 +11,13 @@
 5. Bootstrap of the ward (bench_bootstrap.py): 343,000 people into atena, pseudonyms for all
    of them, about 1,000,000 copies into chukan, on SQLite and PostgreSQL, beside a raw
    insert of the same rows into the same engine.
+6. Addressee search (bench_search.py): p50/p95 per kind of query at 343,000 people on SQLite
+   and PostgreSQL, beside a primary-key read in the same run (goal p95 ≤ 50 ms).
 
 Usage: .venv/bin/python bench/run.py [--only PART[,PART...]] [--concurrency 16]
        [--duration 10] [--open-duration 10] [--people 343000]
 Parts: envelope, echo, inquiry (measures the echo chain too: a goal is a ratio to the same
-run's baseline), audit, dummy, bootstrap. The machine is shared: each figure says the load average.
+run's baseline), audit, dummy, bootstrap, search. The machine is shared: each figure says the load average.
 """
 
 from __future__ import annotations
@@ -242,7 +244,7 @@ def echo_body() -> bytes:
 
 
 
-PARTS = ("envelope", "echo", "inquiry", "audit", "dummy", "bootstrap")
+PARTS = ("envelope", "echo", "inquiry", "audit", "dummy", "bootstrap", "search")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -251,7 +253,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY, help="closed loops (echo chain, inquiry path)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each closed loop")
     parser.add_argument("--open-duration", type=float, default=10.0, help="seconds of the open loop")
-    parser.add_argument("--people", type=int, default=343_000, help="persons of the bootstrap")
+    parser.add_argument("--people", type=int, default=343_000, help="persons of the bootstrap and the search")
     args = parser.parse_args(argv)
     args.parts = {p.strip() for p in args.only.split(",") if p.strip()}
     unknown = args.parts - set(PARTS)
@@ -290,6 +292,12 @@ def main(argv: list[str] | None = None) -> int:
         import bench_bootstrap
 
         bench_bootstrap.main(["--people", str(args.people)])
+    # Addressee search at 343,000 people, SQLite and PostgreSQL (issue 10 goal: p95 ≤ 50 ms).
+    if "search" in args.parts:
+        import bench_search
+
+        bench_search.main(["--people", str(args.people)])
+        print(f"  rerun: {RERUN} search   (or .venv/bin/python bench/bench_search.py --help)")
     return 0
 
 

@@ -31,12 +31,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.orm import Session
 
-from renkei.atena import flows, non_residents, service
+from renkei.atena import flows, non_residents, search, service
 from renkei.atena.models import auth as auth_t
 from renkei.atena.models import oauth as oauth_t
 from renkei.atena.schemas import (
     AcquireIn,
     AcquireOut,
+    AddresseeOut,
+    AddresseeSearchOut,
     CandidateOut,
     ChangesIn,
     ChangesOut,
@@ -61,6 +63,7 @@ from renkei.core.text.wareki import to_wareki
 from renkei.core.wire.runtime import NodeRuntime
 from renkei.staff import auth
 from renkei.staff.oauth import OAuthError, authenticate_bearer, introspect
+from renkei.staff.roles import PermissionDenied, has_role
 from renkei.staff.routes import CSRF_HEADER as CSRF_HEADER
 from renkei.staff.routes import SESSION_COOKIE as SESSION_COOKIE
 from renkei.staff.routes import Done, StaffAccess, audit_refusal, audited, bearer_token
@@ -281,6 +284,8 @@ ChangeRegistrar = Annotated[
 ]
 CopyRegistrar = Annotated[Caller, Depends(business_system(_fukuhon_scope, "fukuhon.register"))]
 InquiringStaff = Annotated[Caller, Depends(staff("inquiry", screen=False))]
+SearchingStaff = Annotated[Caller, Depends(staff("resident.search"))]
+VIEW_ROLE = "宛名:参照"
 
 
 @router.get("/healthz", tags=["運用"])
@@ -566,4 +571,53 @@ async def _inquire(
             business_atena_no=body.business_atena_no,
         ),
         roles,
+    )
+
+
+@router.get("/v1/addressees", response_model=AddresseeSearchOut, tags=["宛名検索"], summary="宛名検索（職員）")
+def addressees(
+    request: Request,
+    caller: SearchingStaff,
+    kana: str = "",
+    name: str = "",
+    birth_date: str = "",
+    address: str = "",
+    residence: str = "",
+    history: str = "",
+    page: int = 1,
+) -> AddresseeSearchOut:
+    """Staff search addressees by カナ氏名, 氏名, 生年月日 (和暦 or 西暦) and 住所, alone or
+    combined, as on the search screen (renkei.atena.search); needs ``宛名:参照``. The audit
+    entry names which criteria were used, never their values."""
+    roles = caller.staff.roles if caller.staff is not None else frozenset()
+    if not has_role(roles, VIEW_ROLE):
+        audit_refusal(request, caller.actor, "resident.search", "role_required")
+        raise PermissionDenied("role_required", "宛名を検索する権限（宛名:参照）がありません。", needed=VIEW_ROLE)
+    typed = {"kana": kana, "name": name, "birth_date": birth_date, "address": address,
+             "residence": residence, "history": history}  # fmt: skip
+    for value in typed.values():
+        if any(ord(c) < 0x20 for c in value):
+            raise Problem(422, "invalid_characters", "検索条件に使用できない文字が含まれています。")
+
+    def work(s: Session) -> Done[search.SearchPage]:
+        criteria = search.parse_criteria({k: v[:200] for k, v in typed.items()})
+        found = search.search(s, criteria, page=page)
+        detail = {"mode": "person", "terms": criteria.terms(), "count": found.total, "page": found.page}
+        return Done(found, detail=detail)
+
+    found = audited(request, caller.actor, "resident.search", work)
+    return AddresseeSearchOut(
+        total=min(found.total, search.COUNT_CAP),
+        capped=found.capped,
+        page=found.page,
+        pages=found.pages,
+        items=[
+            AddresseeOut(
+                atena_no=f.atena_no, residence=f.residence, current=f.current, family_name=f.family_name,
+                given_name=f.given_name, family_kana=f.family_kana, given_kana=f.given_kana,
+                birth_date=f.birth_date.isoformat(), birth_date_wareki=to_wareki(f.birth_date), sex=f.sex,
+                address=f.address,
+            )
+            for f in found.rows
+        ],  # fmt: skip
     )

@@ -13,6 +13,8 @@ from datetime import date, datetime
 from pathlib import Path
 
 from sqlalchemy import (
+    BigInteger,
+    Boolean,
     Date,
     ForeignKey,
     Index,
@@ -188,6 +190,38 @@ class InquiryLog(Base):
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
+def _key(length: int) -> String:
+    """A search key column: compared code point by code point on both engines (SQLite's
+    BINARY; PostgreSQL's "C" collation), so that a prefix is one index range."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
+class PersonSearchKey(Base):
+    """The search keys of one version of a person's 基本4情報 (renkei.atena.search).
+
+    Derived, never edited: `renkei.atena.search.refresh_search_keys` rebuilds a person's
+    rows from ``persons`` and ``basic_four`` whenever those are written. Each index ends
+    in ``id`` so that a page in key order is read straight off the index.
+    """
+
+    __tablename__ = "person_search_keys"
+    __table_args__ = (
+        Index("ix_person_search_keys_kana", "kana_key", "id"),
+        Index("ix_person_search_keys_name", "name_key", "id"),
+        Index("ix_person_search_keys_birth", "birth_date", "kana_key", "id"),
+        Index("ix_person_search_keys_place", "place_key", "id"),
+        Index("ix_person_search_keys_town", "town_key", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    atena_no: Mapped[str] = mapped_column(ForeignKey("persons.atena_no"), index=True)
+    version_id: Mapped[int] = mapped_column(BigInteger)  # basic_four.id the keys come from
+    kana_key: Mapped[str] = mapped_column(_key(200))
+    name_key: Mapped[str] = mapped_column(_key(200))
+    birth_date: Mapped[date] = mapped_column(Date)
+    place_key: Mapped[str] = mapped_column(_key(300))  # 市区町村 + town + block
+    town_key: Mapped[str] = mapped_column(_key(300))  # town + block
+    residence: Mapped[str] = mapped_column(String(12))
+    current: Mapped[bool] = mapped_column(Boolean)
 class ChonaiRecord(Base):
     """特定個人情報 a business system published for in-house sharing (庁内連携,
     renkei.atena.chonai): the current record per (provider system, info kind, person,

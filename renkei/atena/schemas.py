@@ -181,6 +181,30 @@ class IndividualNumberSearchOut(BaseModel):
     individual_number: str | None = Field(default=None, description="個人番号（found のときだけ）")
 
 
+class AddresseeOut(BaseModel):
+    """One person found (the version of 基本4情報 that matched)."""
+
+    atena_no: str
+    residence: str = Field(description="resident（住民）| non_resident（住登外者）")
+    current: bool = Field(description="現在の基本4情報で一致（false: 旧氏名・旧住所で一致）")
+    family_name: str
+    given_name: str
+    family_kana: str
+    given_kana: str
+    birth_date: str
+    birth_date_wareki: str
+    sex: str
+    address: str
+
+
+class AddresseeSearchOut(BaseModel):
+    total: int = Field(description="一致した人数（capped が true のときはこの数以上）")
+    capped: bool
+    page: int
+    pages: int
+    items: list[AddresseeOut]
+
+
 class ChangesIn(BaseModel):
     events: list[dict[str, Any]] = Field(
         description="住民異動（異動ID、異動事由、異動日、個人番号、基本4情報、世帯番号・続柄 …; docs/register-feed.md）",

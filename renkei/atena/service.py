@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import csv
 import re
-import unicodedata
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, cast
 
-import jaconv
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
@@ -29,6 +27,7 @@ from renkei.atena.models import (
     InquiryLog,
     Person,
 )
+from renkei.atena.search import refresh_search_keys
 from renkei.catalogue import Catalogue
 from renkei.core import bulk, ids
 from renkei.core.crypto.field import FieldCipher
@@ -289,7 +288,9 @@ def register_parsed(
     history. Its reason is the record's, else derived (新規 for a new person). The same
     for the household membership when the record states one. A business link is added
     only when it is not there yet; a business number linked to another person refuses
-    the batch (409 ``business_number_taken``, with the record's ``index``).
+    the batch (409 ``business_number_taken``, with the record's ``index``). The search
+    keys of every person given a new version are rebuilt in the same transaction
+    (`renkei.atena.search.refresh_search_keys`).
     """
     persons_t, basic_t = cast(Table, Person.__table__), cast(Table, BasicFour.__table__)
     links_t = cast(Table, BusinessLink.__table__)
@@ -441,6 +442,7 @@ def register_parsed(
     bulk.insert_rows(session, basic_t, versions)
     bulk.insert_rows(session, members_t, members)
     bulk.insert_rows(session, links_t, links)
+    refresh_search_keys(session, {v["atena_no"] for v in versions})
     return Registration(
         atena_nos=out,
         persons=len(new_persons),
@@ -777,11 +779,7 @@ _INSERT_INQUIRY_LOG = insert(cast(Table, InquiryLog.__table__))
 STATUS_LABELS = {"answered": "回答あり", "no_data": "該当なし", "pending": "回答待ち"}
 SEX_LABELS = {"1": "男", "2": "女", "9": "不明"}
 RESIDENCE_LABELS = {"resident": "住民", "non_resident": "住登外者"}
-SEARCH_PAGE_SIZE = 20
-MAX_KANA_PREFIX = 40
-MAX_SYSTEM_LENGTH = 40
-_KANA_KEY = re.compile(r"[\u30a1-\u30f6\u30fc]+")  # katakana and the long-vowel mark
-_KANA_IGNORED = re.compile(r"[\s\u30fb]+")  # spaces and the middle dot between names
+MAX_SYSTEM_LENGTH = 40  # the search itself is renkei.atena.search
 
 
 @dataclass(frozen=True)
@@ -810,13 +808,6 @@ class BasicFourView:
     @property
     def status_label(self) -> str:
         return history.STATUS_LABELS.get(self.status, self.status)
-
-
-@dataclass(frozen=True)
-class ResidentSummary:
-    atena_no: str
-    residence: str
-    current: BasicFourView
 
 
 @dataclass(frozen=True)
@@ -879,64 +870,10 @@ def check_system(system: str) -> str:
     return text
 
 
-def kana_search_key(text: str) -> str:
-    """Full-width katakana without spaces: how a typed kana name is compared.
-
-    Half-width kana and hiragana are accepted (NFKC, then hiragana → katakana).
-    """
-    key = _KANA_IGNORED.sub("", jaconv.hira2kata(unicodedata.normalize("NFKC", text)))
-    if not key:
-        raise Problem(422, "missing_kana", "カナ氏名（先頭の数文字でも可）を入力してください。")
-    if len(key) > MAX_KANA_PREFIX or not _KANA_KEY.fullmatch(key):
-        raise Problem(
-            422,
-            "bad_kana",
-            f"カナ氏名はカタカナまたはひらがな{MAX_KANA_PREFIX}文字以内で入力してください。",
-        )
-    return key
-
-
 def _is_current(row: type[BasicFour]) -> Any:
     """The current version of the person's 基本4情報: the latest effective date, ties by
     recorded order (renkei.atena.history)."""
     return history.current_clause(row)
-
-
-def person_exists(session: Session, atena_no: str) -> bool:
-    return session.get(Person, check_atena_no(atena_no)) is not None
-
-
-def search_by_kana(
-    session: Session,
-    kana_prefix: str,
-    birth_date: date,
-    *,
-    page: int = 1,
-    page_size: int = SEARCH_PAGE_SIZE,
-) -> tuple[list[ResidentSummary], int]:
-    """Persons whose current kana name (氏＋名) starts with the prefix, born on that date.
-
-    Returns one page (1-based) and the total count. The birth date is required so that
-    a search names a person, not a browse of the register.
-    """
-    key = kana_search_key(kana_prefix)
-    page = max(1, page)
-    full_kana = BasicFour.family_kana + BasicFour.given_kana
-    where = (
-        BasicFour.birth_date == birth_date,
-        full_kana.like(key + "%"),  # the key is katakana only: no LIKE wildcard in it
-        _is_current(BasicFour),
-    )
-    total = int(session.scalar(select(func.count()).select_from(BasicFour).where(*where)) or 0)
-    rows = session.execute(
-        select(BasicFour, Person.residence)
-        .join(Person, Person.atena_no == BasicFour.atena_no)
-        .where(*where)
-        .order_by(BasicFour.family_kana, BasicFour.given_kana, BasicFour.atena_no)
-        .offset((page - 1) * page_size)
-        .limit(page_size)
-    ).all()
-    return [ResidentSummary(bf.atena_no, residence, _view(bf)) for bf, residence in rows], total
 
 
 def resident_detail(session: Session, atena_no: str) -> ResidentDetail:

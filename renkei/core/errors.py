@@ -44,7 +44,7 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "affair_not_permitted", "role_required", "reveal_denied", "blocked_by_rule",
         "self_approval", "not_requester", "export_needs_approval", "session_required",
         "insufficient_scope", "csrf_failed", "scope_denied", "inactive", "locked",
-        "unknown_staff", "node_not_yours", "own_roles",
+        "unknown_staff", "node_not_yours", "own_roles", "number_search_denied",
         # in-house sharing under the ordinance (renkei.atena.chonai)
         "ordinance_missing", "ordinance_affair_not_listed", "ordinance_system_not_for_affair",
         "ordinance_not_listed", "ordinance_not_in_force", "ordinance_not_provided",
@@ -53,6 +53,7 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "not_found", "unknown_organization", "unknown_pseudonym", "provider_pseudonym_missing",
         "unknown_serial", "unknown_atena_no", "unknown_business_atena_no", "staff_not_found",
         "token_not_found", "alert_not_found", "export_not_found", "role_request_not_found",
+        "unknown_individual_number",
     ),
     405: ("method_not_allowed",),
     408: ("header_timeout", "body_timeout"),
@@ -88,6 +89,8 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "atena_no_not_accepted", "candidates_not_acknowledged", "bad_candidate",
         # J-LIS identity search on 基本4情報
         "bad_identity_query", "no_basic_four",
+        # addressee search (renkei.atena.search)
+        "bad_name", "bad_address", "bad_residence", "missing_criteria", "too_broad",
         # time-stamp authority
         "bad_stamp_request", "bad_stamp_signature", "bad_page", "head_regression", "head_conflict",
         # in-house sharing (renkei.atena.chonai): an item the ordinance does not share

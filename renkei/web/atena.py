@@ -7,8 +7,9 @@ demand a terminal certificate of the organization's terminal CA, while the mTLS
 listener for peers and business systems keeps the JSON API. A peer's certificate thus
 never opens a staff page, and no staff page exists on the peers' port.
 
-Screens: resident search (統合宛名番号; business system + 業務宛名番号; kana name
-prefix + birth date, paginated), resident detail (基本4情報 in 和暦 with history,
+Screens: resident search (統合宛名番号; business system + 業務宛名番号; 個人番号 for
+who may use it, audited with the affair; カナ氏名, 氏名, 生年月日, 住所 alone or combined,
+paginated: renkei.atena.search), resident detail (基本4情報 in 和暦 with history,
 business links), the individual number masked with an audited 「表示」 (reveal) that
 needs `can_see_individual_number` for the affair chosen on screen, and the inquiry
 form (the same `flows.inquire` as /v1/inquiries). Viewing needs ``宛名:参照``; every
@@ -31,7 +32,8 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
-from renkei.atena import flows, non_residents, service
+from renkei.atena import flows, history, non_residents, service
+from renkei.atena import search as person_search
 from renkei.atena.models import audit as audit_t
 from renkei.atena.models import auth as auth_t
 from renkei.catalogue import Catalogue
@@ -143,6 +145,8 @@ def _screen(request: Request, staff: Staff, action: str, person: str | None) -> 
 
 # --- search -----------------------------------------------------------------------------
 
+_CRITERIA: Final = ("kana", "name", "birth_date", "address", "residence", "history")
+
 
 @dataclass(frozen=True)
 class SearchQuery:
@@ -150,15 +154,17 @@ class SearchQuery:
     atena_no: str
     system: str
     business_atena_no: str
-    kana: str
-    birth_date: str
+    fields: dict[str, str]  # the person's facts as typed (_CRITERIA)
     page: int
 
+    def __getattr__(self, name: str) -> str:
+        if name in _CRITERIA:  # query.kana … in the template
+            return self.fields.get(name, "")
+        raise AttributeError(name)
+
     def page_url(self, page: int) -> str:
-        return (
-            f"/atena/search?mode=kana&kana={quote(self.kana)}"
-            f"&birth_date={quote(self.birth_date)}&page={page}"
-        )
+        terms = "".join(f"&{k}={quote(v)}" for k, v in self.fields.items() if v)
+        return f"/atena/search?mode=person{terms}&page={page}"
 
 
 @router.get("/atena/search")
@@ -170,30 +176,60 @@ def search(
     system: str = "",
     business_atena_no: str = "",
     kana: str = "",
+    name: str = "",
     birth_date: str = "",
+    address: str = "",
+    residence: str = "",
+    history: str = "",
     page: int = 1,
 ) -> Response:
+    """By 統合宛名番号, by 業務宛名番号, or by the person's facts (カナ氏名, 氏名, 生年月日,
+    住所; alone or combined; ``mode=kana`` is the older name of ``mode=person``). The
+    search by 個人番号 is a POST (`search_by_number`): a number never goes into a URL."""
     require_role(request, staff, VIEW_ROLE, "resident.search")
+    typed = {"kana": kana, "name": name, "birth_date": birth_date, "address": address,
+             "residence": residence, "history": history}  # fmt: skip
     query = SearchQuery(
-        mode=mode,
+        mode="person" if mode == "kana" else mode,
         atena_no=clean_text(atena_no.strip()[:32], "統合宛名番号"),
         system=clean_text(system.strip()[:64], "業務システム"),
         business_atena_no=clean_text(business_atena_no.strip()[:32], "業務宛名番号"),
-        kana=clean_text(kana.strip()[:64], "カナ氏名"),
-        birth_date=clean_text(birth_date.strip()[:32], "生年月日"),
+        fields={k: clean_text(v.strip()[:80], _LABELS[k]) for k, v in typed.items()},
         page=min(max(page, 1), MAX_PAGE),
     )
-    context: dict[str, Any] = {"staff": staff, "query": query, "results": None, "error": None}
-    if mode in {"atena_no", "business", "kana"}:
+    context = _search_context(request, staff, query)
+    if query.mode in {"atena_no", "business", "person"}:
         try:
             found = _run_search(request, staff, query, context)
         except Problem as exc:
-            audit(request, staff.staff_id, "resident.search", exc.code, detail={"mode": mode})
+            audit(request, staff.staff_id, "resident.search", exc.code, detail={"mode": query.mode})
             context["error"] = exc
             return _search_page(request, context, status=exc.status)
         if found is not None:
             return redirect(request, f"/atena/persons/{found}")
     return _search_page(request, context)
+
+
+_LABELS: Final = {"kana": "カナ氏名", "name": "氏名", "birth_date": "生年月日", "address": "住所",
+                  "residence": "住民区分", "history": "履歴"}  # fmt: skip
+
+
+def _number_affairs(request: Request, staff: Staff) -> list[Affair]:
+    """Affairs for which this staff member may use an individual number (search, reveal)."""
+    catalogue = _atena(request).catalogue
+    use = _number_use(catalogue)
+    return [a for a in _affairs_held(catalogue, staff.roles) if can_see_individual_number(staff.roles, use, affair=a.code)]
+
+
+def _search_context(request: Request, staff: Staff, query: SearchQuery) -> dict[str, Any]:
+    return {
+        "staff": staff,
+        "query": query,
+        "results": None,
+        "error": None,
+        "number_affairs": _number_affairs(request, staff),
+        "residences": history.STATUS_LABELS,
+    }
 
 
 def _search_page(request: Request, context: dict[str, Any], *, status: int = 200) -> Response:
@@ -206,35 +242,59 @@ def _run_search(
 ) -> str | None:
     """The person to open (number searches), or None after filling in the result list."""
     rt = _atena(request).rt
-    if query.mode == "kana":
-        try:
-            born = parse_date(query.birth_date)
-        except WarekiError as exc:
-            raise Problem(422, "bad_date", f"生年月日: {exc}") from None
+    if query.mode == "person":
+        criteria = person_search.parse_criteria(query.fields)
         _screen(request, staff, "resident.search", None)
         with rt.sessions() as s:
-            rows, total = service.search_by_kana(s, query.kana, born, page=query.page)
+            found = person_search.search(s, criteria, page=query.page)
+        # The terms typed are personal data: the entry names which were used, not their values.
         audit(
             request,
             staff.staff_id,
             "resident.search",
             "ok",
-            detail={"mode": "kana", "count": total, "page": query.page},
+            detail={"mode": "person", "terms": criteria.terms(), "count": found.total, "page": found.page},
         )
-        pages = max(1, -(-total // service.SEARCH_PAGE_SIZE))
-        context.update(results=rows, total=total, pages=pages, born=born)
+        context.update(results=found.rows, found=found, total=found.total, pages=found.pages, born=criteria.birth_date)
         return None
     with rt.sessions() as s:
         if query.mode == "atena_no":
-            atena_no = service.check_atena_no(query.atena_no)
-            if not service.person_exists(s, atena_no):
-                raise Problem(404, "unknown_atena_no", f"統合宛名番号「{atena_no}」は登録されていません。")
+            atena_no = person_search.find_by_atena_no(s, query.atena_no)
         else:
-            atena_no = service.translate(
-                s, service.check_system(query.system), query.business_atena_no
-            )
+            atena_no = person_search.find_by_business_no(s, service.check_system(query.system), query.business_atena_no)
     audit(request, staff.staff_id, "resident.search", "ok", subject=atena_no, detail={"mode": query.mode})
     return atena_no
+
+
+@router.post("/atena/search/number")
+def search_by_number(request: Request, staff: Actor, form: Form) -> Response:
+    """By 個人番号, for an affair chosen on screen: only who may see the number for that
+    affair (`can_see_individual_number`), each use audited with the affair."""
+    require_role(request, staff, VIEW_ROLE, "resident.search")
+    state = _atena(request)
+    affair = form.get("affair", "").strip()[:32]
+    known = state.catalogue.affairs.get(affair)
+    if known is None or not can_see_individual_number(staff.roles, _number_use(state.catalogue), affair=affair):
+        audit(request, staff.staff_id, "resident.search", "denied", affair=affair if known else None,
+              detail={"mode": "individual_number"})  # fmt: skip
+        name = f"事務「{known.name}」" if known is not None else "選択した事務"
+        raise Problem(
+            403,
+            "number_search_denied",
+            f"個人番号で検索する権限がありません。{name}の番号利用事務の権限と「個人番号:表示」の権限が必要です。",
+        )
+    _screen(request, staff, "resident.search", None)
+    try:
+        with state.rt.sessions() as s:
+            atena_no = person_search.find_by_individual_number(s, site_of(request).cipher(), form.get("number", ""))
+    except Problem as exc:
+        audit(request, staff.staff_id, "resident.search", exc.code, affair=affair, detail={"mode": "individual_number"})
+        context = _search_context(request, staff, SearchQuery("number", "", "", "", {}, 1))
+        context["error"] = exc
+        return _search_page(request, context, status=exc.status)
+    audit(request, staff.staff_id, "resident.search", "ok", subject=atena_no, affair=affair,
+          detail={"mode": "individual_number"})  # fmt: skip
+    return redirect(request, f"/atena/persons/{atena_no}")
 
 
 # --- resident detail and the individual number ---------------------------------------------

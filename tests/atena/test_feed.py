@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from renkei.atena import history, service
+from renkei.atena import history, search, service
 from renkei.atena.feed_file import import_feed, read_feed, write_feed
 from renkei.atena.models import SCHEMA, Base, BusinessLink, Person, RegisterEvent, audit
 from renkei.core import ids
@@ -126,8 +126,8 @@ def test_every_kind_of_change_then_the_same_file_changes_nothing(
         assert then.version is not None and then.version.address == father["address"] and then.status == "resident"
         assert history.as_of(s, a_father, date(2025, 3, 31)).status == "unregistered"
         # Former residents stay searchable.
-        found, total = service.search_by_kana(s, old["family_kana"], date.fromisoformat(old["birth_date"]))
-        assert total == 1 and found[0].current.status == "former"
+        page = search.search(s, search.parse_criteria({"kana": old["family_kana"], "birth_date": old["birth_date"]}))
+        assert page.total == 1 and page.rows[0].residence == "former"
         # The register's own number is linked under its system; sources name the file.
         link = s.scalar(select(BusinessLink.atena_no).where(BusinessLink.system == "jumin01"))
         assert link == a_father

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from renkei.atena import history, service
+from renkei.atena import history, search, service
 from renkei.atena.models import BasicFour, HouseholdMember
 from renkei.core import ids
 from renkei.core.crypto.field import FieldCipher
@@ -113,8 +113,8 @@ def test_a_late_older_change_becomes_history_not_current(session: Session) -> No
     # The same late change again adds nothing (an identical version of that day exists).
     assert _register(session, _one(rec, address="中間の住所", effective_on=date(2022, 3, 1))).versions == 0
     # The kana search and the export see the current version only.
-    found, total = service.search_by_kana(session, rec["family_kana"], date.fromisoformat(rec["birth_date"]))
-    assert total == 1 and found[0].current.address == "新住所"
+    page = search.search(session, search.parse_criteria({"kana": rec["family_kana"], "birth_date": rec["birth_date"]}))
+    assert page.total == 1 and page.rows[0].address == "新住所"
     out = io.StringIO()
     assert service.write_addressees_csv(session, {}, out) == 1 and "新住所" in out.getvalue()
     with pytest.raises(Problem) as exc:
@@ -139,8 +139,9 @@ def test_a_former_resident_stays_searchable_with_status_former(session: Session)
                                    household=(None, "")))  # fmt: skip
     # Out of any household from then on (recorded even though none was known before).
     assert left.versions == 1 and left.memberships == 1
-    found, total = service.search_by_kana(session, rec["family_kana"], date.fromisoformat(rec["birth_date"]))
-    assert total == 1 and found[0].current.status == "former" and found[0].current.status_label.startswith("除票")
+    page = search.search(session, search.parse_criteria({"kana": rec["family_kana"], "birth_date": rec["birth_date"]}))
+    assert page.total == 1 and page.rows[0].residence == "former"
+    assert history.STATUS_LABELS[page.rows[0].residence].startswith("除票")
     assert history.as_of(session, atena_no, date(2024, 7, 31)).status == "resident"
     assert history.as_of(session, atena_no, date(2024, 8, 1)).status == "former"
     # A later registration without a status keeps the person former (the status in force).

@@ -66,16 +66,17 @@ def test_kana_search_with_a_wareki_birth_date_is_paginated(web: Web) -> None:
     other_day = web.client.get("/atena/search", params={"mode": "kana", "kana": "シンジュク", "birth_date": "1985-04-02"})
     assert "検索結果 0 件" in other_day.text and "該当する方はいません" in other_day.text
     entry = web.last_audit("resident.search")
-    assert entry["detail"] == {"mode": "kana", "count": 0, "page": 1}
+    assert entry["detail"] == {"mode": "person", "terms": ["kana", "birth_date"], "count": 0, "page": 1}
     assert "シンジュク" not in str(entry)  # the search terms are personal data: not logged
 
 
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"kana": "シンジュク", "birth_date": ""}, "日付が入力されていません"),
+        ({"kana": "", "birth_date": ""}, "検索条件"),
         ({"kana": "シンジュク", "birth_date": "平成31年5月1日"}, "令和"),
-        ({"kana": "", "birth_date": "S60.4.1"}, "カナ氏名"),
+        ({"kana": "シ", "birth_date": ""}, "2文字以上"),
+        ({"address": "新宿区西新宿2", "birth_date": "1985-02-30"}, "存在しない日付"),
         ({"kana": "新宿", "birth_date": "S60.4.1"}, "カタカナまたはひらがな"),
         ({"kana": "シン%", "birth_date": "S60.4.1"}, "カタカナまたはひらがな"),
         ({"kana": "シン\x00", "birth_date": "S60.4.1"}, "使用できない文字"),
@@ -87,6 +88,49 @@ def test_bad_search_input_is_a_japanese_422(web: Web, params: dict[str, str], me
     assert resp.status_code == 422 and message in resp.text
 
 
+def test_a_name_an_address_or_a_birth_date_alone_finds_people(web: Web) -> None:
+    web.sign_in("clerk")
+    kana_only = web.client.get("/atena/search", params={"mode": "person", "kana": "しんじゅく　はなこあ"})
+    assert kana_only.status_code == 200 and "検索結果 16 件" in kana_only.text  # no birth date needed
+    by_name = web.client.get("/atena/search", params={"mode": "person", "name": "新宿 花子1"})
+    rows = re.findall(r'<td><a href="/atena/persons/(\d{15})">', by_name.text)
+    assert web.people[1] in rows and web.people[0] not in rows  # 花子1, 花子10 … not 花子0
+    by_address = web.client.get("/atena/search", params={"mode": "person", "address": "新宿１丁目２"})
+    assert re.findall(r'<td><a href="/atena/persons/(\d{15})">', by_address.text) == [web.people[1]]
+    by_birth = web.client.get("/atena/search", params={"mode": "person", "birth_date": "Ｓ６０．４．１"})
+    assert "件（昭和60年4月1日生まれ）" in by_birth.text
+    moved = web.client.get("/atena/search", params={"mode": "person", "address": "新宿一丁目1番1号", "history": "1"})
+    assert re.findall(r'<td><a href="/atena/persons/(\d{15})">', moved.text) == [web.people[0]]
+    assert "（旧）" in moved.text  # found by the address the person had before
+    entry = web.last_audit("resident.search")
+    assert entry["detail"]["terms"] == ["address"] and "新宿" not in str(entry)
+
+
+def test_search_by_individual_number_needs_the_number_role_and_is_audited(web: Web) -> None:
+    number = number_of(3)
+    wide = " ".join(number[i : i + 4] for i in (0, 4, 8)).translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+    csrf = web.sign_in("clerk")
+    assert 'id="search-number"' in web.client.get("/atena/search").text
+    found = web.client.post(
+        "/atena/search/number",
+        data={"csrf_token": csrf, "affair": CHILD_ALLOWANCE_AFFAIR, "number": wide},
+        follow_redirects=False,
+    )
+    assert found.status_code == 303 and found.headers["location"] == f"/atena/persons/{web.people[3]}"
+    entry = web.last_audit("resident.search")
+    assert (entry["subject"], entry["affair"], entry["detail"]) == (
+        web.people[3], CHILD_ALLOWANCE_AFFAIR, {"mode": "individual_number"},
+    )
+    assert all(number not in str(e) for e in web.audit())
+    csrf = web.sign_in("viewer")
+    assert 'id="search-number"' not in web.client.get("/atena/search").text
+    denied = web.client.post(
+        "/atena/search/number", data={"csrf_token": csrf, "affair": CHILD_ALLOWANCE_AFFAIR, "number": number}
+    )
+    assert denied.status_code == 403 and "個人番号で検索する権限がありません" in denied.text
+    assert web.last_audit("resident.search")["outcome"] == "denied"
+
+
 def test_nothing_a_user_sends_gives_a_500(web: Web) -> None:
     csrf = web.sign_in("clerk")
     probes = [
@@ -94,6 +138,10 @@ def test_nothing_a_user_sends_gives_a_500(web: Web) -> None:
         web.client.get("/atena/search", params={"mode": "kana", "kana": "シ", "birth_date": "S60.4.1", "page": "-5"}),
         web.client.get("/atena/search", params={"mode": "kana", "kana": "ア" * 5000, "birth_date": "9" * 300}),
         web.client.get("/atena/search", params={"mode": "business", "system": "\x00", "business_atena_no": "1"}),
+        web.client.get("/atena/search", params={"mode": "person", "address": "十十番地", "name": "\U000e0100", "kana": "ｰｰ"}),
+        web.client.get("/atena/search", params={"mode": "person", "address": "-", "birth_date": "令和元年"}),
+        web.client.get("/atena/search", params={"mode": "atena_no", "atena_no": "１２３ー４５"}),
+        web.client.post("/atena/search/number", data={"csrf_token": csrf, "affair": CHILD_ALLOWANCE_AFFAIR, "number": "x" * 500}),
         web.client.get("/atena/persons/%00"),
         web.client.get("/atena/persons/" + "9" * 400),
         web.client.post(f"/atena/persons/{web.people[0]}/number", data={"csrf_token": csrf, "affair": "\x00"}),

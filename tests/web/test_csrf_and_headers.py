@@ -11,7 +11,7 @@ from renkei.web.pages import TERMINAL_WARNING
 from renkei.web.site import SESSION_COOKIE
 from tests.api.fed import Federation
 from tests.atena.kit import CHILD_ALLOWANCE_AFFAIR
-from tests.web.kit import Web, open_web
+from tests.web.kit import Web, number_of, open_web
 
 # POST route → (who would be allowed to do it, a form that would change something)
 POSTS: dict[str, tuple[str, dict[str, str]]] = {
@@ -41,6 +41,7 @@ POSTS: dict[str, tuple[str, dict[str, str]]] = {
          "birth_date": "1985-04-01", "sex": "2", "postal_code": "1600022", "address": "東京都", "lg_code": "131041",
          "acknowledgement": "", "choice": "new"},
     ),
+    "/atena/search/number": ("clerk", {"affair": CHILD_ALLOWANCE_AFFAIR, "number": number_of(0)}),
     "/atena/inquiry": (
         "clerk",
         {

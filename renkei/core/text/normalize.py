@@ -16,8 +16,8 @@ Every key is idempotent: ``k(k(s)) == k(s)``.
 - `name_key` — a name in kanji (氏名): IVS/variation selectors removed, NFKC, 旧字・異体字
   to one character (joyokanji ``convert(s, variants=True)``: 髙→高, 齋→斎, 邊→辺, 𠮷→吉,
   﨑→崎, 國→国 …, then the project's table ``data/itaiji_overrides.csv`` for what
-  joyokanji keeps: 邉→辺, 嶋→島, 冨→富 …), hiragana → katakana, spaces and ・ removed,
-  Latin letters upper case. 斎 and 斉 stay apart (different surnames).
+  joyokanji keeps: 邉→辺, 嶋→島, 冨→富 …), ヶ→ケ and ヵ→カ (霞ヶ関 ≡ 霞ケ関), hiragana →
+  katakana, spaces and ・ removed, Latin letters upper case. 斎 and 斉 stay apart (different surnames).
 - `address_key` / `address_parts` — an address: IVS removed, NFKC, 異体字 folded as in
   `name_key`, a leading prefecture dropped, 大字・小字 (and 字 between place names)
   dropped, kanji numerals before 丁目/番地/番/号 to digits (二丁目 → 2丁目; town names such as
@@ -59,6 +59,7 @@ OVERRIDES_FILE: Final = Path(__file__).parent / "data" / "itaiji_overrides.csv"
 # an IVS picks a glyph, never another character.
 _VARIATION_SELECTORS: Final = re.compile("[\U000e0100-\U000e01ef\ufe00-\ufe0f]")
 _SPACES_AND_DOTS: Final = re.compile(r"[\s\u3000・=＝]+")
+_DOTS: Final = re.compile(r"[・=＝]+")
 # The spacing voicing marks become combining ones before NFKC, which then joins them to
 # their kana (NFKC alone turns ゛ into a space and a combining mark).
 _SPACING_MARKS: Final = str.maketrans({"\u309b": "\u3099", "\u309c": "\u309a"})
@@ -155,7 +156,8 @@ def kana_key(text: str) -> str:
     text = _iteration_marks(_kana_form(text))
     for vu, b in _VU:
         text = text.replace(vu, b)
-    return _long_vowels(text.translate(_KANA_FOLD)).upper()
+    # NFKC again: a combining mark that followed a space now follows its letter
+    return unicodedata.normalize("NFKC", _long_vowels(text.translate(_KANA_FOLD)).upper())
 
 
 # --- kanji ------------------------------------------------------------------------------
@@ -176,8 +178,12 @@ def _overrides() -> dict[int, str]:
     return table
 
 
+# ヶ and ヵ inside kanji names and places (霞ヶ関, 市ヶ谷) are read ケ and カ and typed so.
+_SMALL_KE: Final = str.maketrans({"ヶ": "ケ", "ヵ": "カ", "ゖ": "ケ", "ゕ": "カ"})
+
+
 def _fold_kanji(text: str) -> str:
-    return str(joyokanji.convert(text, variants=True)).translate(_overrides())
+    return str(joyokanji.convert(text, variants=True)).translate(_overrides()).translate(_SMALL_KE)
 
 
 def name_key(text: str) -> str:
@@ -198,39 +204,51 @@ _KANJI_NUMBER: Final = re.compile(f"[{_KANJI_NUMERAL}]+(?=丁目|番地|地割|�
 _KANJI_NUMBER_AFTER: Final = re.compile(
     f"(?:(?<=丁目)|(?<=[\\d番号の\\-]))[{_KANJI_NUMERAL}]+(?=番(?![町丁])|号(?![室棟館])|$|\\s)"
 )
-_AZA: Final = re.compile(r"大字|小字|(?<=[\u4e00-\u9fff々])(?<![十文赤])字(?=[\u4e00-\u9fff々])|^字")
+_AZA: Final = re.compile(r"大字|小字|(?<=[\u4e00-\u9fff々])(?<![十文赤])字(?=[\u4e00-\u9fff々])")
+_AROUND_AZA: Final = re.compile(r"[\s・]*字[\s・]*")
+# Spaces inside the block (二 丁目 八 番): before a unit word, and after one before a number.
+_SPACE_BEFORE_UNIT: Final = re.compile(r"\s+(?=丁目|番地|番|号|地割)")
+_SPACE_AFTER_UNIT: Final = re.compile(f"(丁目|番地|番|号|の)\\s+(?=[{_KANJI_NUMERAL}\\d])")
 _DASH_CLASS: Final = "\\-‐‑‒–—―−─━ーｰ"
 # Between two numbers: 丁目, 番地(の), 番, 号, の and every dash are one separator.
 _BETWEEN: Final = re.compile(f"(?<=\\d)\\s*(?:丁目|丁|番地の?|番の?|号の?|の|[{_DASH_CLASS}])\\s*(?=\\d)")
 # After the block's last number: the unit word is dropped (2-8-1号 → 2-8-1).
 _TRAILING_UNIT: Final = re.compile(r"(?<=\d)(?:丁目|番地|番(?![町丁])|号(?![室棟館]))")
 _BLOCK: Final = re.compile(r"\d+(?:-\d+)*")
+_BUILDING_LEAD: Final = re.compile(r"^[\s・=＝\-/]+")
 
 
 def _kanji_number(match: re.Match[str]) -> str:
-    return str(kanjize.kanji2number(match.group(0)))  # 二十三 and 二三 alike
+    try:
+        return str(kanjize.kanji2number(match.group(0)))  # 二十三 and 二三 alike
+    except ValueError:
+        return match.group(0)  # not a number (十十): left as written
 
 
 def _address_form(text: str) -> str:
     """NFKC, 異体字 folded, prefecture and 大字/字 dropped, numbers in digits, the block
     joined by hyphens; spaces kept (they may separate the building)."""
-    text = _fold_kanji(_nfkc(text).strip())
+    text = _DOTS.sub("", _fold_kanji(_nfkc(text).strip()))  # the key drops them: drop them first
     text = _PREFECTURE.sub("", text, count=1).lstrip()
-    text = _AZA.sub("", text)
+    text = _AZA.sub("", _AROUND_AZA.sub("字", text))  # 山田 字北 is 山田字北
+    text = _SPACE_AFTER_UNIT.sub(r"\1", _SPACE_BEFORE_UNIT.sub("", text))
     text = _KANJI_NUMBER.sub(_kanji_number, text)
     text = _KANJI_NUMBER_AFTER.sub(_kanji_number, text)
     prev = None
-    while prev != text:  # 2丁目8番1号: each separator sits between two numbers
-        prev, text = text, _BETWEEN.sub("-", text)
-    return _TRAILING_UNIT.sub("", text)
+    while prev != text:  # 2丁目8番1号: each separator sits between two numbers; a unit
+        # word left after a number goes (and may bring two numbers together: 8番地号-1)
+        prev, text = text, _TRAILING_UNIT.sub("", _BETWEEN.sub("-", text))
+    return text
 
 
 @dataclass(frozen=True)
 class AddressParts:
     """An address as keys: ``place`` is town + block (市区町村 included, prefecture not),
-    ``town`` the same without the 市区町村, ``building`` the building and room."""
+    ``city`` the 市区町村 it starts with ("" when none is recognised), ``town`` the place
+    without it, ``building`` the building and room."""
 
     place: str
+    city: str
     town: str
     building: str
 
@@ -251,10 +269,11 @@ def address_parts(text: str) -> AddressParts:
         place, building = form, ""
     else:
         place, building = form[: match.end()], form[match.end() :]
-        building = building.lstrip(" -/")
+        building = _BUILDING_LEAD.sub("", building)
     place = _nospace(place)
-    town = _CITY.sub("", place, count=1)
-    return AddressParts(place=place, town=town or place, building=_nospace(building))
+    city = _CITY.match(place)
+    city_text = city.group(0) if city else ""
+    return AddressParts(place=place, city=city_text, town=place[len(city_text) :], building=_nospace(building))
 
 
 def address_key(text: str) -> str:
@@ -265,7 +284,8 @@ def address_key(text: str) -> str:
 
 
 def town_key(text: str) -> str:
-    """The key of the town and block without the 市区町村 (西新宿2-8-1)."""
+    """The key of the town and block without the 市区町村 (西新宿2-8-1). A projection of
+    `address_key`, not a key to apply twice (中町中町 → 中町 → "")."""
     return address_parts(text).town
 
 

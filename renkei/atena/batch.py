@@ -26,6 +26,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import IO, Final
 
 from renkei.atena import service
@@ -39,7 +40,9 @@ from renkei.core.text.layout import (
     RecordError,
     RecordWriter,
     Row,
+    Shape,
     format_record,
+    read_records,
 )
 
 __all__ = [
@@ -54,6 +57,8 @@ __all__ = [
     "check_record",
     "error_row",
     "parse_request_name",
+    "read_request",
+    "request_lines",
     "request_file_names",
     "result_file_name",
     "result_row",
@@ -302,6 +307,29 @@ def affair_mismatch(record: BatchRecord, catalogue: Catalogue, source: str) -> B
     return BatchRecord(record.line, record.values, error=error)
 
 
+def read_request(
+    src: Path | bytes, ctx: Context, catalogue: Catalogue, source: str
+) -> tuple[FileShape, list[BatchRecord]]:
+    """A request file (a path, or its bytes as uploaded), every record checked: the
+    file's shape (the result is written in it) and the records in file order.
+
+    Problem 422 ``bad_count`` for a file without a record or with more than
+    `MAX_RECORDS` (the whole file refused: nothing is asked)."""
+    file = read_records(src, REQUEST_LAYOUT, source=source)
+    records: list[BatchRecord] = []
+    for row in file:
+        if len(records) >= MAX_RECORDS:
+            raise Problem(
+                422,
+                "bad_count",
+                f"{source}: 1ファイルの一括照会は{MAX_RECORDS:,}件までです（{MAX_RECORDS:,}件ごとにファイルを分けてください）。",
+            )
+        records.append(affair_mismatch(check_record(row, ctx, source), catalogue, source))
+    if not records:
+        raise Problem(422, "bad_count", f"{source}: 一括照会のレコードがありません。")
+    return file.shape, records
+
+
 def _echo_cells(row: Row) -> Mapping[str, str]:
     """The fields of a record that could not be read, as far as they can be echoed: by
     position when the record has the layout's 18 fields, else nothing (the line is named
@@ -423,10 +451,10 @@ def result_file_name(request_name: str) -> str:
     return f"{stem}_RESULT.csv"
 
 
-def request_lines(records: Iterable[Mapping[str, str]], shape: str = "comma") -> list[str]:
+def request_lines(records: Iterable[Mapping[str, str]], shape: Shape = "comma") -> list[str]:
     """Request records as lines (for clients and tests): comma-joined with zero-width
     empty fields, or fixed width."""
-    return [format_record(REQUEST_LAYOUT, r, shape) for r in records]  # type: ignore[arg-type]
+    return [format_record(REQUEST_LAYOUT, r, shape) for r in records]
 
 
 def today_in_japan(now: datetime) -> date:

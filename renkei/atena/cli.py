@@ -333,8 +333,6 @@ def run_batch_inquiry(
     from renkei.catalogue import load_catalogue
     from renkei.core.config import ConfigError, load_config
     from renkei.core.db import migrate
-    from renkei.core.errors import Problem
-    from renkei.core.text.layout import read_records
     from renkei.core.wire.runtime import build_runtime, follow_hub_registry, hub_registry_view
     from renkei.staff.auth import staff_principal
 
@@ -352,15 +350,7 @@ def run_batch_inquiry(
             principal = staff_principal(s, auth_t, actor, now=rt.clock())
         source = request.name
         ctx = batch.Context(own_org=rt.org_code, today=batch.today_in_japan(rt.clock()), system=system)
-        file = read_records(request, batch.REQUEST_LAYOUT, source=source)
-        records: list[batch.BatchRecord] = []
-        for row in file:
-            if len(records) >= batch.MAX_RECORDS:
-                raise Problem(
-                    422, "bad_count",
-                    f"{source}: 1ファイルの一括照会は{batch.MAX_RECORDS:,}件までです（{batch.MAX_RECORDS:,}件ごとにファイルを分けてください）。",
-                )  # fmt: skip
-            records.append(batch.affair_mismatch(batch.check_record(row, ctx, source), catalogue, source))
+        shape, records = batch.read_request(request, ctx, catalogue, source)
         work = flows.Work(rt, principal.staff_id, "cli")
 
         async def run() -> flows.BatchSummary:
@@ -377,7 +367,7 @@ def run_batch_inquiry(
         summary = asyncio.run(run())
         partial = out.with_name(out.name + ".part")
         with partial.open("wb") as fh:
-            batch.write_result(fh, file.shape, summary.rows, source=out.name)
+            batch.write_result(fh, shape, summary.rows, source=out.name)
         partial.replace(out)
         return BatchRun(source, out, len(records), summary.counts, summary.seconds)
     finally:

@@ -57,6 +57,10 @@ CLIENTS = [
     setup.ClientSpec("jumin01-batch", "jumin01", "住民記録（架空）", (RESIDENTS, PSEUDONYMS)),
     setup.ClientSpec("jumin01-reader", "jumin01", "符号取得だけ（架空）", (PSEUDONYMS,)),
     setup.ClientSpec("tax-batch", "tax", "税務（架空）", ("tax:fukuhon:register",)),
+    # 児童手当システム: inquiries for its own affair only (one scope per affair)
+    setup.ClientSpec(
+        "kodomo-batch", "child_allowance", "児童手当（架空）", (f"child_allowance:inquiries.{CHILD_ALLOWANCE_AFFAIR}:inquire",)
+    ),
 ]
 # Which credentials each business route takes in the tests: (client, scope).
 BUSINESS_ROUTES = {

@@ -40,6 +40,8 @@ from renkei.atena.models import oauth as oauth_t
 from renkei.atena.schemas import (
     AcquireIn,
     AcquireOut,
+    ChangesIn,
+    ChangesOut,
     FukuhonIn,
     FukuhonOut,
     InquiryIn,
@@ -243,6 +245,9 @@ PseudonymAcquirer = Annotated[
 PseudonymStatusReader = Annotated[
     Caller, Depends(business_system(_static_scope("pseudonyms:acquire"), "pseudonym.status"))
 ]
+ChangeRegistrar = Annotated[
+    Caller, Depends(business_system(_static_scope("changes:register"), "register.changes"))
+]
 CopyRegistrar = Annotated[Caller, Depends(business_system(_fukuhon_scope, "fukuhon.register"))]
 def _live_client(request: Request, token: str) -> ClientPrincipal | None:
     with _rt(request).sessions() as s:
@@ -316,10 +321,24 @@ def residents(request: Request, body: ResidentsIn, caller: ResidentRegistrar) ->
     now = _rt(request).clock()
 
     def work(s: Session) -> Done[list[str]]:
-        atena_nos = service.register_residents(s, cipher, body.persons, now)
+        atena_nos = service.register_residents(s, cipher, body.persons, now, source=f"api:{caller.actor}")
         return Done(atena_nos, detail={"count": len(atena_nos)})
 
     return ResidentsOut(atena_nos=audited(request, caller.actor, "residents.register", work))
+
+
+@router.post(
+    "/v1/register/changes",
+    response_model=ChangesOut,
+    tags=["宛名管理"],
+    summary="住民異動の反映（住民記録システムから: 転入・転出・転居・出生・死亡・氏名変更・職権修正）",
+)
+async def register_changes(request: Request, body: ChangesIn, caller: ChangeRegistrar) -> ChangesOut:
+    """All or nothing; idempotent per 異動ID; placed by 異動日; 転入・出生 start pseudonym
+    acquisition. The answer names events by their 異動ID, never a 統合宛名番号."""
+    return await flows.apply_register_changes(
+        _work(request, caller), request.app.state.cipher, resident_system(request), body.events
+    )
 
 
 @router.post(

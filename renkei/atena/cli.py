@@ -3,6 +3,7 @@
     renkei atena import residents people.jsonl --config var/shinjuku/atena/node.toml
     renkei atena import residents people.csv --config … --batch-size 5000 [--force]
     renkei atena import fukuhon tax.jsonl --system tax --config …
+    renkei atena import feed changes-20260401.csv --config … [--acquire]
     renkei atena acquire-pseudonyms --config … [--chunk 5000] [--in-flight 2]
     renkei batch inquire REQUEST.DAT --config … --actor S0001 --out RESULT.csv [--system SYSTEM]
 
@@ -101,6 +102,50 @@ def import_fukuhon(
         f"副本（{system}）",
         progress=not no_progress,
     )
+
+
+# --- import feed ----------------------------------------------------------------------
+
+
+@import_app.command("feed")
+def import_feed(
+    file: Annotated[Path, typer.Argument(help="住民記録システムの異動ファイル（CSV・固定長、UTF-8・CP932）")],
+    config: ConfigOpt,
+    system: Annotated[
+        str | None, typer.Option("--system", help="住民記録システムの業務システムID（既定: 設定の resident_system、jumin01）")
+    ] = None,
+    acquire: Annotated[
+        bool, typer.Option("--acquire", help="取込の後、符号のない人（転入・出生を含む）の符号取得を続けて行う")
+    ] = False,
+    no_progress: QuietOpt = False,
+) -> None:
+    """住民異動（転入・転出・転居・出生・死亡・氏名変更・職権修正）のファイルを取り込みます。
+
+    All or nothing: a file with a malformed record applies nothing and every error is
+    listed (file, line, field, reason). The same file again applies nothing new (each
+    異動ID is applied once). Events are placed by their 異動日: an older one arriving late
+    becomes history. Layout: docs/register-feed.md. Exit codes: 0 done, 1 refused data,
+    2 usage; with --acquire, 1 also when the acquisition is not complete.
+    """
+    from renkei.atena.feed_file import import_feed as run
+    from renkei.core.errors import Problem
+
+    cfg = import_cli.node_config(config, "atena", file)
+    register = system or str(cfg.extra.get("resident_system") or "jumin01")
+    try:
+        done = run(cfg, file, system=register, actor=import_cli.cli_actor())
+    except Problem as exc:
+        if exc.code == "bad_feed":
+            typer.echo(f"{file.name}: 誤りのある記録が {exc.extra.get('error_count', 0):,} 件あるため、何も反映していません。", err=True)
+            from renkei.atena.feed import FeedError
+
+            for e in exc.extra.get("errors", []):
+                typer.echo("  " + FeedError(e["line"], e["field"], e["reason"], e.get("file", "")).message(), err=True)
+            raise typer.Exit(1) from None
+        raise import_cli.refuse(exc) from None
+    typer.echo(done.summary())
+    if acquire:
+        acquire_pseudonyms(config, no_progress=no_progress)
 
 
 # --- 符号取得 ------------------------------------------------------------------------------

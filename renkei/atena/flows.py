@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from renkei.atena import batch, service
-from renkei.atena.schemas import AcquireOut, FukuhonOut, StatusOut
+from renkei.atena import batch, feed, service
+from renkei.atena.schemas import AcquireOut, ChangesOut, FukuhonOut, StatusOut
 from renkei.catalogue import Catalogue
 from renkei.core.audit.log import AuditEvent
 from renkei.core.crypto.field import FieldCipher
@@ -49,6 +49,7 @@ __all__ = [
     "acquire_pseudonyms",
     "BATCH_CONCURRENCY",
     "BatchSummary",
+    "apply_register_changes",
     "inquire_batch",
     "inquire",
     "pseudonym_status",
@@ -584,4 +585,51 @@ def _translated(session: Session, records: Sequence[batch.BatchRecord]) -> dict[
     out: dict[tuple[str, str], str] = {}
     for system, numbers in by_system.items():
         out.update(((system, n), a) for n, a in service.translate_many(session, system, numbers).items())
+    return out
+
+
+# --- the resident register feed, online ---------------------------------------------------
+
+
+async def apply_register_changes(
+    work: Work, cipher: FieldCipher, system: str, records: Sequence[Any], *, acquire: bool = True
+) -> ChangesOut:
+    """住民異動 from the register ``system`` (renkei.atena.feed): all checked first (any
+    malformed event refuses them all, each error by position, field and reason), applied
+    by effective date in one unit with its audit entry; then, for the persons of 転入 and
+    出生, pseudonym acquisition. The events stay applied if the acquisition cannot start
+    (a peer down): the answer says so and `renkei atena acquire-pseudonyms` catches up."""
+    action = "register.changes"
+    async with work.refusals_audited(action):
+        events: list[feed.FeedEvent] = []
+        errors: list[feed.FeedError] = []
+        for index, rec in enumerate(records):
+            checked = feed.parse_event(rec if isinstance(rec, dict) else {}, index + 1)
+            if isinstance(checked, list):
+                errors.extend(checked)
+            else:
+                events.append(checked)
+        if errors:
+            raise feed.refused(errors)
+
+        def apply(s: Session) -> feed.FeedResult:
+            now = work.rt.clock()
+            result = feed.apply_events(s, cipher, events, now, system=system, source=f"api:{work.actor}")
+            detail = {"count": result.read, "applied": result.applied, "duplicates": result.duplicates, **result.outcomes}
+            work.rt.record(s, work.event(action, "ok", detail=detail))
+            return result
+
+        result = await work.unit(apply)
+    out = ChangesOut(
+        received=result.read,
+        applied=result.applied,
+        duplicates=result.duplicates,
+        outcomes=result.outcomes,
+        events=result.by_event,
+    )
+    if acquire and result.arrivals:
+        try:
+            out.acquisition = await acquire_pseudonyms(work, cipher, result.arrivals)
+        except Problem as exc:  # audited by acquire_pseudonyms; the events stay applied
+            out.acquisition_error = exc.code
     return out

@@ -1,4 +1,5 @@
-"""Integrated-addressee tables: persons, 基本4情報 history, business links, inquiry log.
+"""Integrated-addressee tables: persons, 基本4情報 history, households, the register feed,
+business links, inquiry log.
 
 The individual number is stored AES-GCM encrypted with an HMAC blind index for
 lookup; no resident code and no pseudonym is ever stored here. Staff accounts,
@@ -11,7 +12,16 @@ from __future__ import annotations
 from datetime import date, datetime
 from pathlib import Path
 
-from sqlalchemy import Date, ForeignKey, LargeBinary, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Date,
+    ForeignKey,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from renkei.core.audit.log import audit_tables
@@ -70,9 +80,16 @@ class AtenaSerial(Base):
 
 
 class BasicFour(Base):
-    """One version of 基本4情報; a change adds a row, never overwrites one."""
+    """One version of 基本4情報; a change adds a row, never overwrites one.
+
+    The version in force on a day is the one with the latest ``effective_on`` (異動日) not
+    after it, ties broken by recorded order (``id``); the current version is the one in
+    force today. A late-arriving older change is history, not current
+    (renkei.atena.history).
+    """
 
     __tablename__ = "basic_four"
+    __table_args__ = (Index("ix_basic_four_atena_no_effective", "atena_no", "effective_on", "id"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     atena_no: Mapped[str] = mapped_column(ForeignKey("persons.atena_no"), index=True)
     family_name: Mapped[str] = mapped_column(String(100))
@@ -85,9 +102,64 @@ class BasicFour(Base):
     postal_code: Mapped[str] = mapped_column(String(7))
     address: Mapped[str] = mapped_column(String(300))
     lg_code: Mapped[str] = mapped_column(String(6))
+    # 異動事由: 新規 (first registration), 転入, 転出, 転居, 出生, 死亡, 氏名変更, 職権修正
+    # (更新: rows recorded before the reasons were kept).
+    change_kind: Mapped[str] = mapped_column(String(10))
+    effective_on: Mapped[date] = mapped_column(Date)  # 異動日
+    # resident (on the register) | former (転出・死亡: 除票, kept and searchable) | non_resident
+    status: Mapped[str] = mapped_column(String(12), default="resident", server_default="resident")
+    # Who said so: "feed:<system>:<file>", "api:<client>", "import:<file>", "staff:<id>" …
+    source: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class Household(Base):
+    """A 世帯 of the resident register, by its 世帯番号 (15 digits with check digit)."""
+
+    __tablename__ = "households"
+    household_no: Mapped[str] = mapped_column(String(15), primary_key=True)
+    lg_code: Mapped[str] = mapped_column(String(6))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class HouseholdMember(Base):
+    """One version of a person's household membership, from ``effective_on`` on: the
+    世帯番号 and 続柄 (世帯主 for the head), or no household (``household_no`` None: the
+    person left the register). Ordered like `BasicFour` (effective date, then id)."""
+
+    __tablename__ = "household_members"
+    __table_args__ = (Index("ix_household_members_atena_no_effective", "atena_no", "effective_on", "id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    atena_no: Mapped[str] = mapped_column(ForeignKey("persons.atena_no"))
+    household_no: Mapped[str | None] = mapped_column(
+        ForeignKey("households.household_no"), index=True, nullable=True
+    )
+    relationship: Mapped[str] = mapped_column(String(20), default="", server_default="")  # 続柄
     change_kind: Mapped[str] = mapped_column(String(10))
     effective_on: Mapped[date] = mapped_column(Date)
+    source: Mapped[str] = mapped_column(String(200), default="", server_default="")
     recorded_at: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class RegisterEvent(Base):
+    """One 異動 of the resident register feed, applied once: the same event id again
+    (same content) changes nothing; other content under a known id is refused."""
+
+    __tablename__ = "register_events"
+    __table_args__ = (UniqueConstraint("system", "event_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    system: Mapped[str] = mapped_column(String(40))  # the register's business-system ID
+    event_id: Mapped[str] = mapped_column(String(40))  # 異動ID
+    digest: Mapped[str] = mapped_column(String(64))  # SHA-256 of the event's content
+    kind: Mapped[str] = mapped_column(String(10))  # 異動事由
+    effective_on: Mapped[date] = mapped_column(Date)
+    notified_on: Mapped[date | None] = mapped_column(Date, nullable=True)
+    atena_no: Mapped[str] = mapped_column(ForeignKey("persons.atena_no"), index=True)
+    other_lg_code: Mapped[str | None] = mapped_column(String(6), nullable=True)  # 転入元・転出先
+    other_address: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(12))  # applied | history | no_change
+    source: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
 class BusinessLink(Base):

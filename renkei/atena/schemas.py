@@ -75,3 +75,23 @@ class InquiryOut(BaseModel):
     record_key: str | None = None
     as_of: str
     as_of_wareki: str
+
+
+class ChangesIn(BaseModel):
+    events: list[dict[str, Any]] = Field(
+        description="住民異動（異動ID、異動事由、異動日、個人番号、基本4情報、世帯番号・続柄 …; docs/register-feed.md）",
+        min_length=1,
+        max_length=10_000,
+    )
+
+
+class ChangesOut(BaseModel):
+    received: int = Field(description="受け付けた異動の数")
+    applied: int = Field(description="新たに反映した異動の数")
+    duplicates: int = Field(description="反映済みのため何もしなかった異動の数（同じ異動ID・同じ内容）")
+    outcomes: dict[str, int] = Field(description="applied（現在の情報）・history（過去の異動として履歴へ）・no_change の数")
+    events: dict[str, str] = Field(description="異動IDごとの結果（applied / history / no_change / duplicate）")
+    acquisition: AcquireOut | None = Field(default=None, description="転入・出生の人の符号取得（依頼した場合）")
+    acquisition_error: str | None = Field(
+        default=None, description="符号取得を始められなかった理由のコード（異動は反映済み。符号取得は後で再実行できます）"
+    )

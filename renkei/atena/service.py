@@ -15,10 +15,19 @@ from datetime import date, datetime
 from typing import Any, cast
 
 import jaconv
-from sqlalchemy import Table, bindparam, exists, func, insert, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy.orm import Session
 
-from renkei.atena.models import AtenaSerial, BasicFour, BusinessLink, InquiryLog, Person
+from renkei.atena import history
+from renkei.atena.models import (
+    AtenaSerial,
+    BasicFour,
+    BusinessLink,
+    Household,
+    HouseholdMember,
+    InquiryLog,
+    Person,
+)
 from renkei.catalogue import Catalogue
 from renkei.core import bulk, ids
 from renkei.core.crypto.field import FieldCipher
@@ -75,7 +84,34 @@ class ResidentInput:
     address: str
     lg_code: str
     business_numbers: dict[str, str]
-    effective_on: date
+    effective_on: date | None  # 異動日; None: the birth date for a new person, else today
+    reason: str | None = None  # 異動事由; None: derived (history.derive_reason)
+    status: str | None = None  # resident | former; None: as in force on the day (else resident)
+    # (世帯番号 or None for "in no household", 続柄); None: the membership is not stated.
+    household: tuple[str | None, str] | None = None
+
+    def facts(self) -> tuple[Any, ...]:
+        return (
+            self.family_name, self.given_name, self.family_kana, self.given_kana, self.birth_date, self.sex,
+            self.postal_code, self.address, self.lg_code,
+        )  # fmt: skip
+
+
+def _household(rec: dict[str, Any]) -> tuple[str | None, str] | None:
+    number = str(rec.get("household_no") or "").strip()
+    relationship = str(rec.get("relationship") or "").strip()
+    if not number and not relationship:
+        return None
+    if not number:
+        raise Problem(422, "missing_household_no", "続柄を指定するときは世帯番号も指定してください。", "household_no")
+    problem = ids.check(ids.IdKind.ATENA_NO, number)
+    if problem is not None:
+        raise Problem(422, "invalid_household_no", f"世帯番号: {problem.message}", "household_no")
+    if not relationship:
+        raise Problem(422, "missing_relationship", "世帯番号を指定するときは続柄も指定してください。", "relationship")
+    if len(relationship) > 20:
+        raise Problem(422, "too_long", "続柄は20文字以内で入力してください。", "relationship")
+    return number, relationship
 
 
 def parse_resident(rec: dict[str, Any]) -> ResidentInput:
@@ -114,12 +150,13 @@ def parse_resident(rec: dict[str, Any]) -> ResidentInput:
         address=_text(rec, "address", "住所", 300),
         lg_code=lg,
         business_numbers={str(k): str(v) for k, v in business.items()},
-        effective_on=_date(rec.get("effective_on") or rec.get("birth_date"), "異動日"),
+        effective_on=_date(rec["effective_on"], "異動日") if rec.get("effective_on") else None,
+        household=_household(rec),
     )
 
 
 def register_residents(
-    session: Session, cipher: FieldCipher, records: list[dict[str, Any]], now: datetime
+    session: Session, cipher: FieldCipher, records: list[dict[str, Any]], now: datetime, *, source: str = ""
 ) -> list[str]:
     """Number residents: reuse the 統合宛名番号 of a known individual number, else issue one.
 
@@ -127,7 +164,7 @@ def register_residents(
     """
     if not 1 <= len(records) <= MAX_BATCH:
         raise Problem(422, "bad_count", f"1〜{MAX_BATCH}件で指定してください。")
-    return register_parsed(session, cipher, parse_residents(records), now).atena_nos
+    return register_parsed(session, cipher, parse_residents(records), now, source=source).atena_nos
 
 
 def parse_residents(records: Sequence[Any]) -> list[ResidentInput]:
@@ -158,6 +195,8 @@ RESIDENT_COLUMNS = Columns(
         "住所": "address",
         "地方公共団体コード": "lg_code",
         "異動日": "effective_on",
+        "世帯番号": "household_no",
+        "続柄": "relationship",
     },
     nested={"業務宛名番号:": "business_numbers"},
     required=frozenset(
@@ -169,43 +208,46 @@ RESIDENT_COLUMNS = Columns(
 
 @dataclass(frozen=True)
 class Registration:
-    """What `register_parsed` did: the 統合宛名番号 of each record in order, and how
-    many persons, 基本4情報 versions and business links it added."""
+    """What `register_parsed` did: the 統合宛名番号 of each record in order, what each
+    record did (``outcomes``: applied — its version is now current; history — placed
+    before the current version; no_change), and how many persons, 基本4情報 versions,
+    household memberships and business links it added."""
 
     atena_nos: list[str]
     persons: int
     versions: int
     links: int
     changed: int  # records that added anything
-
-def _facts(r: ResidentInput) -> tuple[Any, ...]:
-    return (
-        r.family_name, r.given_name, r.family_kana, r.given_kana, r.birth_date, r.sex,
-        r.postal_code, r.address, r.lg_code, r.effective_on,
-    )  # fmt: skip
+    memberships: int = 0
+    outcomes: tuple[str, ...] = ()
 
 
-_FACT_COLUMNS = (
-    BasicFour.family_name, BasicFour.given_name, BasicFour.family_kana, BasicFour.given_kana,
-    BasicFour.birth_date, BasicFour.sex, BasicFour.postal_code, BasicFour.address, BasicFour.lg_code,
-    BasicFour.effective_on,
-)  # fmt: skip
+APPLIED, HISTORY, NO_CHANGE = "applied", "history", "no_change"
 
 
 def register_parsed(
-    session: Session, cipher: FieldCipher, residents: Sequence[ResidentInput], now: datetime
+    session: Session,
+    cipher: FieldCipher,
+    residents: Sequence[ResidentInput],
+    now: datetime,
+    *,
+    source: str = "",
 ) -> Registration:
     """Register checked person records, set-based: a few statements per batch, not per person.
 
     A known individual number (by its blind index) keeps its 統合宛名番号; an unknown one
-    gets the next serial. A new 基本4情報 version ("登録" for a new person, "更新"
-    otherwise) is added only when the facts differ from the person's current version, and
-    a business link only when it is not there yet: registering the same facts twice adds
-    nothing. A business number linked to another person refuses the batch (409
-    ``business_number_taken``, with the record's ``index``).
+    gets the next serial. A record is a version of the person's 基本4情報 from its
+    effective date (`renkei.atena.history`): added only when it differs from the version
+    in force on that day (and no identical version of that day exists), so registering
+    the same facts twice adds nothing; a version older than the current one becomes
+    history. Its reason is the record's, else derived (新規 for a new person). The same
+    for the household membership when the record states one. A business link is added
+    only when it is not there yet; a business number linked to another person refuses
+    the batch (409 ``business_number_taken``, with the record's ``index``).
     """
     persons_t, basic_t = cast(Table, Person.__table__), cast(Table, BasicFour.__table__)
     links_t, serials_t = cast(Table, BusinessLink.__table__), cast(Table, AtenaSerial.__table__)
+    members_t, households_t = cast(Table, HouseholdMember.__table__), cast(Table, Household.__table__)
     indexes = [cipher.blind_index(r.individual_number) for r in residents]
     known: dict[str, str] = {}
     wanted = list(set(indexes))
@@ -217,17 +259,10 @@ def register_parsed(
         ):
             if index is not None:
                 known[index] = atena_no
-    # The current version of each known person's 基本4情報 (the newest row).
-    current: dict[str, tuple[Any, ...]] = {}
     known_nos = list(set(known.values()))
-    for part in range(0, len(known_nos), _IN_CHUNK):
-        newest = (
-            select(func.max(BasicFour.id))
-            .where(bulk.among(session, BasicFour.atena_no, known_nos[part : part + _IN_CHUNK]))
-            .group_by(BasicFour.atena_no)
-        )
-        for row in session.execute(select(BasicFour.atena_no, *_FACT_COLUMNS).where(BasicFour.id.in_(newest))):
-            current[str(row[0])] = tuple(row[1:])
+    timelines = history.load_versions(session, known_nos) if known_nos else {}
+    stated = any(r.household is not None for r in residents)
+    memberships = history.load_memberships(session, known_nos) if known_nos and stated else {}
     # New persons: one block of serials for all of them.
     seen_new: dict[str, int] = {}
     for i, index in enumerate(indexes):
@@ -264,17 +299,42 @@ def register_parsed(
                 )
             ):
                 linked[(system, no)] = atena_no
+    # Households named that are not held yet.
+    named = {r.household[0] for r in residents if r.household is not None and r.household[0] is not None}
+    held_households: set[str] = set()
+    wanted_households = sorted(named)
+    for part in range(0, len(wanted_households), _IN_CHUNK):
+        held_households.update(
+            session.scalars(
+                select(Household.household_no).where(
+                    bulk.among(session, Household.household_no, wanted_households[part : part + _IN_CHUNK])
+                )
+            )
+        )
     versions: list[dict[str, Any]] = []
+    members: list[dict[str, Any]] = []
+    new_households: list[dict[str, Any]] = []
     links: list[dict[str, Any]] = []
     out: list[str] = []
+    outcomes: list[str] = []
     changed = 0
-    created = set(seen_new)
+    order = 1 << 62  # orders of the rows added here: above every id, in the order added
     for i, (r, index) in enumerate(zip(residents, indexes, strict=True)):
         atena_no = known[index]
-        facts = _facts(r)
-        added = len(versions) + len(links)
-        if current.get(atena_no) != facts:
-            first = index in created and atena_no not in current
+        facts = r.facts()
+        added = len(versions) + len(links) + len(members)
+        line = timelines.setdefault(atena_no, history.Timeline())
+        day = r.effective_on or (r.birth_date if not line else now.date())
+        before = line.at(day)
+        status = r.status or (before[1] if before is not None else history.RESIDENT)
+        value = (facts, status)
+        outcome = NO_CHANGE
+        if before != value and not line.holds(day, value):
+            replaced = before if before is not None else line.first()
+            reason = r.reason or history.derive_reason(replaced[0] if replaced is not None else None, facts)
+            order += 1
+            line.add(day, value, order)
+            outcome = APPLIED if line.is_current(value, order) else HISTORY
             versions.append(
                 {
                     "atena_no": atena_no,
@@ -287,12 +347,40 @@ def register_parsed(
                     "postal_code": r.postal_code,
                     "address": r.address,
                     "lg_code": r.lg_code,
-                    "change_kind": "登録" if first else "更新",
-                    "effective_on": r.effective_on,
+                    "change_kind": reason,
+                    "effective_on": day,
+                    "status": status,
+                    "source": source[:200],
                     "recorded_at": now,
                 }
             )
-            current[atena_no] = facts
+        if r.household is not None:
+            belong = memberships.setdefault(atena_no, history.Timeline())
+            stated_now = r.household
+            was = belong.at(day)
+            # Leaving is recorded even with no household known then: a membership that
+            # arrives late with an older date must not become current.
+            leaving_none = stated_now[0] is None and was is not None and was[0] is None
+            if was != stated_now and not leaving_none and not belong.holds(day, stated_now):
+                order += 1
+                belong.add(day, stated_now, order)
+                if outcome == NO_CHANGE:
+                    outcome = APPLIED if belong.is_current(stated_now, order) else HISTORY
+                household_no, relationship = stated_now
+                if household_no is not None and household_no not in held_households:
+                    held_households.add(household_no)
+                    new_households.append({"household_no": household_no, "lg_code": r.lg_code, "created_at": now})
+                members.append(
+                    {
+                        "atena_no": atena_no,
+                        "household_no": household_no,
+                        "relationship": relationship,
+                        "change_kind": r.reason or (history.FIRST if len(belong.entries) == 1 else history.CORRECTION),
+                        "effective_on": day,
+                        "source": source[:200],
+                        "recorded_at": now,
+                    }
+                )
         for system, no in r.business_numbers.items():
             holder = linked.get((system, no))
             if holder is None:
@@ -305,14 +393,23 @@ def register_parsed(
                     f"業務「{system}」の宛名番号は別の人に紐付いています。",
                     index=i,
                 )
-        changed += len(versions) + len(links) > added
+        changed += len(versions) + len(links) + len(members) > added
         out.append(atena_no)
-    # persons first: basic_four and business_links refer to them.
+        outcomes.append(outcome)
+    # persons and households first: the other rows refer to them.
     bulk.insert_rows(session, persons_t, new_persons)
+    bulk.insert_rows(session, households_t, new_households)
     bulk.insert_rows(session, basic_t, versions)
+    bulk.insert_rows(session, members_t, members)
     bulk.insert_rows(session, links_t, links)
     return Registration(
-        atena_nos=out, persons=len(new_persons), versions=len(versions), links=len(links), changed=changed
+        atena_nos=out,
+        persons=len(new_persons),
+        versions=len(versions),
+        links=len(links),
+        changed=changed,
+        memberships=len(members),
+        outcomes=tuple(outcomes),
     )
 
 
@@ -621,10 +718,16 @@ class BasicFourView:
     change_kind: str
     effective_on: date
     recorded_at: datetime
+    status: str = history.RESIDENT  # resident | former (転出・死亡) | non_resident
+    source: str = ""
 
     @property
     def sex_label(self) -> str:
         return SEX_LABELS.get(self.sex, self.sex)
+
+    @property
+    def status_label(self) -> str:
+        return history.STATUS_LABELS.get(self.status, self.status)
 
 
 @dataclass(frozen=True)
@@ -647,7 +750,7 @@ class ResidentDetail:
     residence: str
     pseudonym_status: str
     created_at: datetime
-    history: tuple[BasicFourView, ...]  # newest first
+    history: tuple[BasicFourView, ...]  # the current first (effective date, recorded order)
     links: tuple[LinkView, ...]
     has_individual_number: bool
 
@@ -670,6 +773,8 @@ def _view(row: BasicFour) -> BasicFourView:
         change_kind=row.change_kind,
         effective_on=row.effective_on,
         recorded_at=row.recorded_at,
+        status=row.status,
+        source=row.source,
     )
 
 
@@ -709,9 +814,9 @@ def kana_search_key(text: str) -> str:
 
 
 def _is_current(row: type[BasicFour]) -> Any:
-    """No newer version of the same person's 基本4情報 exists."""
-    newer = aliased(BasicFour)
-    return ~exists().where(newer.atena_no == row.atena_no, newer.id > row.id)
+    """The current version of the person's 基本4情報: the latest effective date, ties by
+    recorded order (renkei.atena.history)."""
+    return history.current_clause(row)
 
 
 def person_exists(session: Session, atena_no: str) -> bool:
@@ -752,26 +857,29 @@ def search_by_kana(
 
 
 def resident_detail(session: Session, atena_no: str) -> ResidentDetail:
-    """Current 基本4情報, its history and the business links; Problem 404 if unknown."""
+    """Current 基本4情報, its history (the current first) and the business links; Problem
+    404 if unknown."""
     person = session.get(Person, check_atena_no(atena_no))
     if person is None:
         raise Problem(404, "unknown_atena_no", f"統合宛名番号「{atena_no}」は登録されていません。")
-    history = session.scalars(
-        select(BasicFour).where(BasicFour.atena_no == atena_no).order_by(BasicFour.id.desc())
+    versions = session.scalars(
+        select(BasicFour)
+        .where(BasicFour.atena_no == atena_no)
+        .order_by(BasicFour.effective_on.desc(), BasicFour.id.desc())
     ).all()
     links = session.scalars(
         select(BusinessLink)
         .where(BusinessLink.atena_no == atena_no)
         .order_by(BusinessLink.system, BusinessLink.business_atena_no)
     ).all()
-    if not history:
+    if not versions:
         raise Problem(404, "unknown_atena_no", f"統合宛名番号「{atena_no}」の基本4情報がありません。")
     return ResidentDetail(
         atena_no=person.atena_no,
         residence=person.residence,
         pseudonym_status=person.pseudonym_status,
         created_at=person.created_at,
-        history=tuple(_view(r) for r in history),
+        history=tuple(_view(r) for r in versions),
         links=tuple(LinkView(li.system, li.business_atena_no, li.linked_at) for li in links),
         has_individual_number=person.individual_number_enc is not None,
     )
@@ -917,16 +1025,10 @@ def count_addressees(session: Session, params: Any) -> int:
 
 def write_addressees_csv(session: Session, params: Any, out: Any) -> int:
     """The current 基本4情報 of each addressee as CSV; never an individual number."""
-    newest = (
-        select(BasicFour.atena_no, func.max(BasicFour.id).label("id"))
-        .group_by(BasicFour.atena_no)
-        .subquery()
-    )
     rows = session.execute(
         select(Person.atena_no, Person.residence, BasicFour)
-        .join(newest, newest.c.atena_no == Person.atena_no)
-        .join(BasicFour, BasicFour.id == newest.c.id)
-        .where(_addressee_filter(params))
+        .join(BasicFour, BasicFour.atena_no == Person.atena_no)
+        .where(_addressee_filter(params), _is_current(BasicFour))
         .order_by(Person.atena_no)
         .execution_options(yield_per=1000)
     )

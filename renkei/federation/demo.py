@@ -63,7 +63,11 @@ CLIENTS = [
         "jumin01-batch",
         RESIDENT_SYSTEM,
         "住民記録システム 連携バッチ（架空）",
-        (f"{RESIDENT_SYSTEM}:residents:register", f"{RESIDENT_SYSTEM}:pseudonyms:acquire"),
+        (
+            f"{RESIDENT_SYSTEM}:residents:register",
+            f"{RESIDENT_SYSTEM}:pseudonyms:acquire",
+            f"{RESIDENT_SYSTEM}:changes:register",
+        ),
     ),
     setup.ClientSpec("tax-batch", TAX_SYSTEM, "税務システム 副本登録バッチ（架空）", (f"{TAX_SYSTEM}:fukuhon:register",)),
 ]
@@ -579,8 +583,8 @@ def _run_demo(
     shutil.rmtree(var / "pki", ignore_errors=True)
     layout.demo_dir.mkdir(parents=True, exist_ok=True)
     say("renkei デモを開始します（合成データのみ。実在の人物ではありません）", "renkei demo: synthetic data only, no real person")
-    # The CSV writer lives with the generator's files (it needs the `synth` extra's joyokanji):
-    # imported here, so that importing this module needs no package of that extra.
+    # The CSV writer lives with the generator's files: imported here, so that importing this
+    # module needs no package of the `synth` extra.
     from renkei.dummy.output import write_population_csv
 
     pop = generate_population(seed=seed, shinjuku=shinjuku, nakano=nakano)

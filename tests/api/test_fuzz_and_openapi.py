@@ -110,6 +110,7 @@ EXPECTED_POST_ROUTES = {
     },
     "atena": {
         "/v1/residents",
+        "/v1/register/changes",
         "/v1/pseudonyms/acquire",
         "/v1/pseudonyms/status",
         "/v1/fukuhon",

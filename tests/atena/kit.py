@@ -53,8 +53,9 @@ STAFF = [
 ]
 RESIDENTS = "jumin01:residents:register"
 PSEUDONYMS = "jumin01:pseudonyms:acquire"
+CHANGES = "jumin01:changes:register"
 CLIENTS = [
-    setup.ClientSpec("jumin01-batch", "jumin01", "住民記録（架空）", (RESIDENTS, PSEUDONYMS)),
+    setup.ClientSpec("jumin01-batch", "jumin01", "住民記録（架空）", (RESIDENTS, PSEUDONYMS, CHANGES)),
     setup.ClientSpec("jumin01-reader", "jumin01", "符号取得だけ（架空）", (PSEUDONYMS,)),
     setup.ClientSpec("tax-batch", "tax", "税務（架空）", ("tax:fukuhon:register",)),
     # 児童手当システム: inquiries for its own affair only (one scope per affair)
@@ -65,6 +66,7 @@ CLIENTS = [
 # Which credentials each business route takes in the tests: (client, scope).
 BUSINESS_ROUTES = {
     "/v1/residents": ("jumin01-batch", RESIDENTS),
+    "/v1/register/changes": ("jumin01-batch", CHANGES),
     "/v1/pseudonyms/acquire": ("jumin01-batch", PSEUDONYMS),
     "/v1/pseudonyms/status": ("jumin01-batch", PSEUDONYMS),
     "/v1/fukuhon": ("tax-batch", "tax:fukuhon:register"),

@@ -65,7 +65,7 @@ def test_round_trip_then_rerun_adds_nothing(node: tuple[Path, NodeConfig, Engine
         entries = conn.execute(select(audit.entries.c.actor, audit.entries.c.action, audit.entries.c.detail)).all()
     assert set(numbers) == {p["individual_number"] for p in people}
     assert {links[p["business_numbers"]["tax"]] for p in people} == set(numbers.values())
-    assert kinds == [("登録", 25)]
+    assert kinds == [("新規", 25)]
     # One audit entry per batch, naming the actor and counts, never a number.
     assert [(a, act) for a, act, _ in entries] == [("cli:tester", "residents.import")] * 3
     assert [d["count"] for *_, d in entries] == [10, 10, 5]
@@ -77,7 +77,7 @@ def test_round_trip_then_rerun_adds_nothing(node: tuple[Path, NodeConfig, Engine
     assert {k: v for k, v in after.items() if k not in LEDGER_AND_AUDIT} == {
         k: v for k, v in before.items() if k not in LEDGER_AND_AUDIT
     }
-    # Changed facts add one version (更新), same 統合宛名番号; a new link is added.
+    # Changed facts add one version (a new address only: 転居), same 統合宛名番号; a new link is added.
     moved = {**people[3], "address": "東京都新宿区西新宿二丁目8番", "business_numbers": {"tax": people[3]["business_numbers"]["tax"], "kokuho": "000000000000019"}}
     changed = import_residents(cfg, write_jsonl(tmp_path / "moved.jsonl", [moved, people[4]]))
     assert (changed.persons, changed.versions, changed.links, changed.result.applied) == (0, 1, 1, 1)
@@ -85,7 +85,7 @@ def test_round_trip_then_rerun_adds_nothing(node: tuple[Path, NodeConfig, Engine
         history = conn.execute(
             select(BasicFour.change_kind, BasicFour.address).where(BasicFour.atena_no == numbers[moved["individual_number"]]).order_by(BasicFour.id)
         ).all()
-    assert [k for k, _ in history] == ["登録", "更新"] and history[-1][1] == moved["address"]
+    assert [k for k, _ in history] == ["新規", "転居"] and history[-1][1] == moved["address"]
 
 
 def test_csv_with_japanese_columns(node: tuple[Path, NodeConfig, Engine], tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from tests.api.fed import Federation
 # and the OAuth endpoints, which read a form body and then work in a thread.
 ON_THE_LOOP = {
     ("atena", "POST", "/v1/pseudonyms/acquire"),
+    ("atena", "POST", "/v1/register/changes"),
     ("atena", "POST", "/v1/pseudonyms/status"),
     ("atena", "POST", "/v1/fukuhon"),
     ("atena", "POST", "/v1/inquiries"),

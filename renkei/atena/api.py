@@ -444,6 +444,9 @@ async def inquiry_batch(
     caller: BatchClient,
     system: Annotated[str, Query(min_length=1, max_length=40, description="宛名番号の業務システムID")],
     name: Annotated[str, Query(max_length=100, description="依頼ファイル名（P640R110_<日時>_<連番>.DAT）")] = "request.DAT",
+    encoding: Annotated[
+        str | None, Query(max_length=20, description="結果の文字コード（utf-8 / cp932。既定は依頼と同じ）")
+    ] = None,
 ) -> Response:
     """The body is a 一括照会 request file as the command takes it (docs/batch-inquiry.md),
     persons named by the business system's 宛名番号 (番号体系 01) only; each record is
@@ -454,6 +457,8 @@ async def inquiry_batch(
         raise Problem(422, "invalid_request", "ファイル名は半角英数字・_・-・.の100文字以内で指定してください。")
     rt = _rt(request)
     catalogue = request.app.state.catalogue
+    if encoding is not None:
+        batch.result_encoding(encoding)  # refused before any work
     data = await _upload(request)
     ctx = batch.Context(
         own_org=rt.org_code,
@@ -468,6 +473,7 @@ async def inquiry_batch(
         who=service.CLIENT, source=name, show_atena_no=False,
     )  # fmt: skip
     out = io.BytesIO()
+    shape = batch.with_encoding(shape, encoding)
     batch.write_result(out, shape, summary.rows, source=batch.result_file_name(name))
     charset = "utf-8" if shape.encoding == "utf-8" else "Shift_JIS"
     answered = sum(summary.counts.get(k, 0) for k in ("answered", "no_data", "pending"))

@@ -34,6 +34,7 @@ from renkei.catalogue import Catalogue
 from renkei.core import ids
 from renkei.core.errors import Problem
 from renkei.core.text.layout import (
+    Encoding,
     Field,
     FileShape,
     Layout,
@@ -62,6 +63,8 @@ __all__ = [
     "request_file_names",
     "result_file_name",
     "result_row",
+    "result_encoding",
+    "with_encoding",
     "write_result",
 ]
 
@@ -408,6 +411,28 @@ def error_row(values: Mapping[str, str], problem: Problem, *, atena_no: str | No
         error_code=problem.code,
         message=message,
     )
+
+
+RESULT_ENCODINGS: Final[dict[str, Encoding]] = {
+    "utf-8": "utf-8", "utf8": "utf-8", "cp932": "cp932", "shift_jis": "cp932", "sjis": "cp932", "windows-31j": "cp932",
+}  # fmt: skip
+
+
+def result_encoding(name: str) -> Encoding:
+    """A result encoding a caller names (utf-8 | cp932, a few spellings); Problem 422
+    ``unsupported_encoding`` for another."""
+    chosen = RESULT_ENCODINGS.get(name.strip().lower().replace("_", "-").replace("shift-jis", "shift_jis"))
+    if chosen is None:
+        raise Problem(422, "unsupported_encoding", f"文字コード「{name[:20]}」は使えません（utf-8 または cp932）。")
+    return chosen
+
+
+def with_encoding(shape: FileShape, encoding: str | None) -> FileShape:
+    """The request's shape with the result's encoding chosen by the caller (None: the request's)."""
+    if encoding is None:
+        return shape
+    chosen = result_encoding(encoding)
+    return FileShape(encoding=chosen, bom=shape.bom and chosen == "utf-8", newline=shape.newline, shape=shape.shape)
 
 
 def write_result(out: IO[bytes], shape: FileShape, rows: Iterable[ResultRow], source: str = "") -> int:

@@ -359,6 +359,7 @@ def run_batch_inquiry(
     system: str | None = None,
     show_atena_no: bool = True,
     concurrency: int = 8,
+    result_encoding: str | None = None,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> BatchRun:
     """Answer a 一括照会 request file with a result file, as the staff member ``actor``
@@ -366,7 +367,9 @@ def run_batch_inquiry(
 
     The atena runs in this process from its configuration (database, keys) like
     `run_acquisition`; its chukan and the network must be running. ``system``: the
-    business system whose 宛名番号 the file carries (番号体系 01). The result is written to a
+    business system whose 宛名番号 the file carries (番号体系 01). ``result_encoding``
+    (utf-8 | cp932): the result's, instead of the request's (an ASCII request reads as
+    UTF-8, and its client may want CP932 for the Japanese messages). The result is written to a
     temporary file beside ``out`` and renamed when complete: there is never half a result.
     Raises ConfigError for a configuration that is not an atena's, Problem for a refusal
     of the whole file (an unknown actor, more than 10,000 records, the screening).
@@ -412,7 +415,7 @@ def run_batch_inquiry(
         summary = asyncio.run(run())
         partial = out.with_name(out.name + ".part")
         with partial.open("wb") as fh:
-            batch.write_result(fh, shape, summary.rows, source=out.name)
+            batch.write_result(fh, batch.with_encoding(shape, result_encoding), summary.rows, source=out.name)
         partial.replace(out)
         return BatchRun(source, out, len(records), summary.counts, summary.seconds)
     finally:
@@ -434,6 +437,10 @@ def batch_inquire(
         bool, typer.Option("--hide-atena-no", help="結果に統合宛名番号を書かない（業務システムに渡すファイル）")
     ] = False,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="同時に照会する件数")] = 8,
+    result_encoding: Annotated[
+        str | None,
+        typer.Option("--result-encoding", help="結果ファイルの文字コード（utf-8 / cp932。既定は依頼ファイルと同じ。ASCIIのみの依頼は utf-8）"),
+    ] = None,
     no_progress: QuietOpt = False,
 ) -> None:
     """一括照会: 依頼ファイルの各レコードを照会し、結果ファイルを書き出します（形式は docs/batch-inquiry.md）。
@@ -453,7 +460,7 @@ def batch_inquire(
         with import_cli.progress_bar("一括照会", enabled=not no_progress) as update:
             result = run_batch_inquiry(
                 config, request, out, actor=actor, system=system, show_atena_no=not hide_atena_no,
-                concurrency=concurrency, on_progress=update,
+                concurrency=concurrency, result_encoding=result_encoding, on_progress=update,
             )  # fmt: skip
     except ConfigError as exc:
         typer.echo(str(exc), err=True)

@@ -460,6 +460,8 @@ def _begin_inquiry(
 # --- 一括照会 files -------------------------------------------------------------------------
 
 BATCH_CONCURRENCY = 8  # records in flight at once: each waits mostly on chukan, the hub and the provider
+BATCH_RATE_RETRIES = 5  # a record refused by a peer's rate limit is asked again after its window
+BATCH_MAX_WAIT = 60.0  # seconds, at most, before asking again
 
 
 @dataclass
@@ -492,7 +494,11 @@ async def inquire_batch(
     rules): a batch is a sanctioned bulk job, and screening each record as an interactive
     look-up would refuse any real one after a few dozen persons. A record the checks
     refused (`batch.check_record`) is never sent and is audited here with its line and
-    field. One row per record, in file order; one audit entry for the file with its counts.
+    field. A record a peer refuses for its rate limit (429 ``rate_limited``, refused on
+    receipt: nothing kept) is asked again after the peer's ``retry_after``, up to
+    `BATCH_RATE_RETRIES` times, so that a file of 10,000 records is paced to what the
+    chukan and the hub accept instead of failing in its second minute. One row per
+    record, in file order; one audit entry for the file with its counts.
     ``show_atena_no``: the rows carry the 統合宛名番号 (staff of atena), else it is blank
     (business systems never see it). ``default_user``: the 照会者ユーザーID of a record
     that leaves it empty (the staff member running the file, as real clients leave it
@@ -545,12 +551,20 @@ async def inquire_batch(
         if req.user_id is None and default_user is not None:
             req = replace(req, user_id=default_user)
         async with gate:
-            try:
-                result = await inquire(work, catalogue, req, roles, who=who, screen=False)
-            except Problem as exc:
-                row = batch.error_row(rec.values, exc, atena_no=known if show_atena_no else None)
-                finish(index, row, exc.code)
-                return
+            for attempt in range(BATCH_RATE_RETRIES + 1):
+                try:
+                    result = await inquire(work, catalogue, req, roles, who=who, screen=False)
+                    break
+                except Problem as exc:
+                    wait = _retry_after(exc)
+                    if wait is None or attempt == BATCH_RATE_RETRIES:
+                        row = batch.error_row(rec.values, exc, atena_no=known if show_atena_no else None)
+                        finish(index, row, exc.code)
+                        return
+                    # A peer's rate limit (chukan or the hub): nothing was kept for this
+                    # attempt (refused on receipt, no serial); wait for its window, holding
+                    # this slot, so the whole batch slows down to what the peers take.
+                    await asyncio.sleep(wait)
         finish(index, batch.result_row(rec.values, result, catalogue, show_atena_no=show_atena_no), result.status)
 
     if on_progress is not None:
@@ -568,6 +582,15 @@ async def inquire_batch(
         )
     )
     return summary
+
+
+def _retry_after(exc: Problem) -> float | None:
+    """Seconds to wait before asking again, for a peer's ``rate_limited`` refusal; else None."""
+    if exc.code != "rate_limited":
+        return None
+    after = exc.extra.get("retry_after")
+    seconds = float(after) if isinstance(after, int | float) and not isinstance(after, bool) else 1.0
+    return min(max(seconds, 0.1), BATCH_MAX_WAIT)
 
 
 def fits_inquirer_field(value: str) -> bool:

@@ -291,6 +291,13 @@ def test_a_cp932_crlf_file_is_answered_in_cp932_crlf(world: World, peers: Peers)
     assert resp.headers["content-type"] == "text/csv; charset=Shift_JIS"
     (row,) = _rows(resp.content, "cp932")
     assert row[21] == "bad_record" and "項目の数が違います" in row[22]
+    # An ASCII request whose client reads CP932 asks for it.
+    resp = post_batch(world, file_bytes([record(5, inquirer_org=NAKANO)]), encoding="Shift_JIS")
+    assert resp.headers["content-type"] == "text/csv; charset=Shift_JIS"
+    assert "照会者機関コード" in resp.content.decode("cp932")
+    before = world.atena.counts()
+    assert_problem(post_batch(world, file_bytes([record(5)]), encoding="euc-jp"), 422, "unsupported_encoding")
+    unchanged(before, world.atena.counts())
 
 
 def test_the_batch_route_takes_business_systems_only(world: World) -> None:
@@ -352,3 +359,38 @@ def test_the_documented_example_reads(tmp_path: Path) -> None:
     ctx = batch.Context(own_org=OWN, today=TODAY, system="child_allowance")
     _, (rec,) = read(example.encode() + b"\r\n", ctx)
     assert rec.error is None, rec.error
+
+
+def test_a_record_a_peer_rate_limits_is_asked_again_after_its_window(world: World, peers: Peers) -> None:
+    calls = {"n": 0}
+
+    def limited_once(body: dict[str, Any]) -> dict[str, Any]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise Problem(429, "rate_limited", "要求が多すぎます。", retry_after=0.2)
+        return answer("20261206000000000401")
+
+    peers.answers["inquiry.start"] = limited_once
+    resp = post_batch(world, file_bytes([record(7)]))
+    assert resp.status_code == 200, resp.text
+    (row,) = _rows(resp.content)
+    assert row[18:21] == ["09", "01", "20261206000000000401"] and calls["n"] == 2
+    # Each attempt is logged and audited at atena as it happened.
+    outcomes = [e["outcome"] for e in world.atena.audit()[-3:]]
+    assert outcomes == ["rate_limited", "answered", "ok"]
+
+
+def test_a_record_still_rate_limited_after_the_retries_is_an_error_row(
+    world: World, peers: Peers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from renkei.atena import flows
+
+    monkeypatch.setattr(flows, "BATCH_RATE_RETRIES", 1)
+
+    def limited(_body: dict[str, Any]) -> dict[str, Any]:
+        raise Problem(429, "rate_limited", "要求が多すぎます。", retry_after=0.1)
+
+    peers.answers["inquiry.start"] = limited
+    (row,) = _rows(post_batch(world, file_bytes([record(7)])).content)
+    assert row[18:20] == ["99", "99"] and row[21] == "rate_limited"
+    assert len([t for *_x, t, _b in peers.sent if t == "inquiry.start"]) == 2

@@ -155,3 +155,41 @@ def test_a_comma_joined_crlf_file_of_three_records_gets_three_result_rows(fed: F
     assert audited[-1] == ("inquiry.batch", "ok")
     logged = fed.rows(SHINJUKU, "atena", f"select department, user_id, staff_id from inquiry_log where serial = '{serial}'")
     assert logged == [("KODOMO-KATEI", "U1001", "S0001")]
+
+
+def test_a_fixed_width_cp932_lf_file_is_answered_in_its_own_shape(fed: Fed, tmp_path: Path) -> None:
+    a, *_ = demo.build_scenarios(fed.pop)
+    request = tmp_path / "P640R110_20261206100000_0001.DAT"
+    line = batch.request_lines([_record(a.request)], "fixed")[0]
+    assert len(line) == batch.REQUEST_LAYOUT.width == 220
+    request.write_bytes((line + "\n").encode("cp932"))
+    out = tmp_path / "result.csv"
+    config = fed.layout.config_path(SHINJUKU, "atena")
+    result = CliRunner().invoke(
+        app,
+        ["batch", "inquire", str(request), "--config", str(config), "--actor", "S0003", "--out", str(out),
+         "--system", "child_allowance", "--hide-atena-no", "--result-encoding", "cp932", "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    raw = out.read_bytes()
+    assert raw.count(b"\n") == 1 and b"\r" not in raw
+    (row,) = list(csv.reader(io.StringIO(raw.decode("cp932"), newline="")))  # as asked: CP932
+    assert row[18:20] == ["09", "01"] and row[2] == ""  # --hide-atena-no: for a business system
+    assert row[22] == "正常終了" and "正常終了".encode("cp932") in raw
+
+
+def test_an_unknown_actor_refuses_the_whole_file_and_writes_nothing(fed: Fed, tmp_path: Path) -> None:
+    a, *_ = demo.build_scenarios(fed.pop)
+    request = tmp_path / "req.DAT"
+    request.write_bytes((batch.request_lines([_record(a.request)])[0] + "\r\n").encode())
+    out = tmp_path / "result.csv"
+    config = fed.layout.config_path(SHINJUKU, "atena")
+    args = ["batch", "inquire", str(request), "--config", str(config), "--out", str(out), "--no-progress"]
+    result = CliRunner().invoke(app, [*args, "--actor", "S9999"])
+    assert result.exit_code == 1 and "職員ID「S9999」は登録されていません" in result.output
+    assert not out.exists()
+    chukan = fed.layout.config_path(SHINJUKU, "chukan")
+    result = CliRunner().invoke(app, [*args[:3], "--config", str(chukan), *args[5:], "--actor", "S0001"])
+    assert result.exit_code == 2 and "atena ではありません" in result.output
+    result = CliRunner().invoke(app, ["batch", "inquire", str(tmp_path / "none.DAT"), *args[3:], "--actor", "S0001"])
+    assert result.exit_code == 2 and "がありません" in result.output

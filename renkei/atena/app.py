@@ -7,6 +7,8 @@ from sqlalchemy import Engine
 from starlette.responses import Response
 
 from renkei.atena.api import DEFAULT_RESIDENT_SYSTEM, router
+from renkei.atena.chonai import ordinance_for
+from renkei.atena.chonai_api import router as chonai_router
 from renkei.atena.models import SCHEMA, Base, audit, guard, kernel
 from renkei.atena.models import auth as auth_t
 from renkei.atena.models import exports as exports_t
@@ -65,6 +67,9 @@ def create_app(
     )
     app.state.cipher = field_cipher(config)
     app.state.catalogue = catalogue or load_catalogue()
+    # 庁内連携 under the municipality's ordinance (renkei.atena.chonai): its own router.
+    app.state.ordinance = ordinance_for(config, app.state.catalogue)
+    app.include_router(chonai_router)
     # Authentication clock and policy: tests move the clock or shorten the timeouts here.
     app.state.clock = rt.clock
     app.state.auth_policy = auth_policy

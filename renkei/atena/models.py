@@ -189,3 +189,21 @@ class InquiryLog(Base):
     # a status or a refusal code, relayed codes included (some exceed 20 characters)
     outcome: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ChonaiRecord(Base):
+    """特定個人情報 a business system published for in-house sharing (庁内連携,
+    renkei.atena.chonai): the current record per (provider system, info kind, person,
+    record key), keyed by 統合宛名番号 (translated from the provider's 宛名番号). The items
+    are one AES-GCM sealed JSON object (AAD: table, column, the key)."""
+
+    __tablename__ = "chonai_records"
+    __table_args__ = (UniqueConstraint("provider_system", "info_kind_code", "atena_no", "record_key"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    provider_system: Mapped[str] = mapped_column(String(40))
+    info_kind_code: Mapped[str] = mapped_column(String(16))
+    atena_no: Mapped[str] = mapped_column(ForeignKey("persons.atena_no"), index=True)
+    record_key: Mapped[str] = mapped_column(String(40))  # e.g. the tax year; "" if one record a person
+    values_enc: Mapped[bytes] = mapped_column(LargeBinary)
+    published_by: Mapped[str] = mapped_column(String(64))  # OAuth client or cli:<user>
+    published_at: Mapped[datetime] = mapped_column(UtcDateTime())

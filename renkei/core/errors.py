@@ -45,6 +45,9 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "self_approval", "not_requester", "export_needs_approval", "session_required",
         "insufficient_scope", "csrf_failed", "scope_denied", "inactive", "locked",
         "unknown_staff", "node_not_yours", "own_roles",
+        # in-house sharing under the ordinance (renkei.atena.chonai)
+        "ordinance_missing", "ordinance_affair_not_listed", "ordinance_system_not_for_affair",
+        "ordinance_not_listed", "ordinance_not_in_force", "ordinance_not_provided",
     ),
     404: (
         "not_found", "unknown_organization", "unknown_pseudonym", "provider_pseudonym_missing",
@@ -79,6 +82,10 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "bad_record", "unsupported_format",
         # time-stamp authority
         "bad_stamp_request", "bad_stamp_signature", "bad_page", "head_regression", "head_conflict",
+        # in-house sharing (renkei.atena.chonai): an item the ordinance does not share
+        "item_not_shared",
+        # the resident register feed (renkei.atena.feed) and households
+        "bad_feed", "missing_household_no", "invalid_household_no", "missing_relationship",
     ),
     429: ("rate_limited",),
     431: ("headers_too_large", "too_many_headers"),

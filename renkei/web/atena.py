@@ -49,6 +49,7 @@ from renkei.staff.roles import (
     parse_role,
 )
 from renkei.web import admin, site
+from renkei.web import chonai as chonai_screen
 from renkei.web.pages import (
     JST,
     STATIC_DIR,
@@ -446,6 +447,7 @@ def create_staff_app(
         menu=(
             MenuItem("宛名検索", "/atena/search", lambda roles: has_role(roles, VIEW_ROLE)),
             MenuItem("情報照会", "/atena/inquiry", lambda roles: bool(_inquiry_affairs(catalogue, roles))),
+            MenuItem(chonai_screen.MENU_LABEL, chonai_screen.PATH, chonai_screen.may_use(lambda: atena.state.ordinance)),
             MenuItem("職員管理", "/admin/staff", lambda roles: has_role(roles, ADMIN)),
             MenuItem("監査ログ", "/audit", lambda roles: may_read_audit(roles)),
         ),
@@ -464,6 +466,7 @@ def create_staff_app(
     app.include_router(site.router)
     app.include_router(admin.router)
     app.include_router(router)
+    app.include_router(chonai_screen.router)  # 庁内連携 (renkei.web.chonai)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.add_middleware(SecurityHeaders)  # outermost: error pages get the headers too
     return app

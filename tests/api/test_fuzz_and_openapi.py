@@ -141,6 +141,9 @@ STAFF_POSTS = {
 }
 for _node, _paths in STAFF_POSTS.items():
     EXPECTED_POST_ROUTES[_node] |= _paths
+# 庁内連携 (renkei.atena.chonai_api): a router of its own on atena, fuzzed with business
+# systems' tokens in tests/atena/test_chonai.py; the CSV route takes text/csv.
+CHONAI_POSTS = {"/v1/chonai/publications", "/v1/chonai/reads", "/v1/chonai/reads.csv"}
 # Mounted on the atena app itself (renkei.staff.oauth), not on atena's router; they take
 # forms and answer RFC 6749 errors (application/json), not problem+json.
 OAUTH_POSTS = {"/oauth/token", "/oauth/introspect"}
@@ -571,8 +574,9 @@ def test_openapi_document_lists_the_routes(nodes: dict[str, Node], node: str) ->
     assert doc["openapi"].startswith("3.")
     assert has_japanese(doc["info"]["title"] + doc["info"].get("description", ""))
     posts = {p for p, ops in doc["paths"].items() if "post" in ops}
-    assert posts == EXPECTED_POST_ROUTES[node]
-    mounted = (OAUTH_POSTS if node == "atena" else set()) | STAFF_POSTS[node]
+    chonai = CHONAI_POSTS if node == "atena" else set()
+    assert posts == EXPECTED_POST_ROUTES[node] | chonai
+    mounted = (OAUTH_POSTS | CHONAI_POSTS if node == "atena" else set()) | STAFF_POSTS[node]
     assert posts == set(iter_post_routes(ROUTERS[node])) | mounted
     assert "/healthz" in doc["paths"]
     for p in posts:
@@ -586,6 +590,8 @@ def test_openapi_document_lists_the_routes(nodes: dict[str, Node], node: str) ->
             assert JOSE_MEDIA_TYPE in content, (p, content)
         elif p in OAUTH_POSTS:
             assert "application/x-www-form-urlencoded" in content, (p, content)
+        elif p.endswith(".csv"):
+            assert "text/csv" in content, (p, content)
         else:
             assert "application/json" in content, (p, content)
 

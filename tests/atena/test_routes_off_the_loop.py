@@ -36,6 +36,8 @@ ON_THE_LOOP = {
 }
 # Dependencies that run on the loop: each reads the request (body, form) and nothing else.
 ASYNC_DEPENDENCIES = {"_static_scope.<locals>.scope", "_fukuhon_scope", "form_fields"}
+# 庁内連携 (renkei.atena.chonai_api): the scope from the query or the JSON body.
+ASYNC_DEPENDENCIES |= {"_body_scope.<locals>.scope", "_query_scope.<locals>.scope"}
 
 
 def _routes(app: FastAPI) -> Iterator[APIRoute]:

@@ -40,6 +40,8 @@ POSTS: dict[str, tuple[str, dict[str, str]]] = {
             "as_of": "令和6年6月1日",
         },
     ),
+    # 庁内連携 (renkei.web.chonai)
+    "/atena/chonai": ("clerk", {"entry": "T1-05", "atena_no": "", "as_of": "令和7年4月1日"}),
 }
 
 

@@ -5,14 +5,14 @@ Kept beside the staff member or business system that ran the inquiry (``staff_id
 both optional, so existing rows stay as they are (NULL).
 
 Revision ID: atena_0012
-Revises: atena_0008
+Revises: atena_0011
 Create Date: 2026-12-06 16:10:00.000000
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = 'atena_0012'
-down_revision = 'atena_0008'
+down_revision = 'atena_0011'
 branch_labels = None
 depends_on = None
 

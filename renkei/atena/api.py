@@ -22,16 +22,19 @@ Every refusal is problem+json with a stable code and a Japanese title, and is au
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
-from renkei.atena import flows, non_residents, search, service
+from renkei.atena import batch, flows, non_residents, search, service
 from renkei.atena.models import auth as auth_t
 from renkei.atena.models import oauth as oauth_t
 from renkei.atena.schemas import (
@@ -62,7 +65,13 @@ from renkei.core.errors import Problem
 from renkei.core.text.wareki import to_wareki
 from renkei.core.wire.runtime import NodeRuntime
 from renkei.staff import auth
-from renkei.staff.oauth import OAuthError, authenticate_bearer, introspect
+from renkei.staff.oauth import (
+    ClientPrincipal,
+    OAuthError,
+    authenticate_bearer,
+    client_of_token,
+    introspect,
+)
 from renkei.staff.roles import PermissionDenied, has_role
 from renkei.staff.routes import CSRF_HEADER as CSRF_HEADER
 from renkei.staff.routes import SESSION_COOKIE as SESSION_COOKIE
@@ -119,6 +128,7 @@ class Caller:
     actor: str  # staff ID or OAuth client ID
     kind: str  # staff | client
     staff: auth.StaffPrincipal | None = None
+    client: ClientPrincipal | None = None  # a business system whose scopes are checked per item
 
 
 def _authentication_required(message: str) -> OAuthError:
@@ -283,9 +293,60 @@ ChangeRegistrar = Annotated[
     Caller, Depends(business_system(_static_scope("changes:register"), "register.changes"))
 ]
 CopyRegistrar = Annotated[Caller, Depends(business_system(_fukuhon_scope, "fukuhon.register"))]
-InquiringStaff = Annotated[Caller, Depends(staff("inquiry", screen=False))]
 SearchingStaff = Annotated[Caller, Depends(staff("resident.search"))]
 VIEW_ROLE = "宛名:参照"
+
+
+def _live_client(request: Request, token: str) -> ClientPrincipal | None:
+    with _rt(request).sessions() as s:
+        return client_of_token(s, oauth_t, token, _now(request))
+
+
+def inquirer(action: str) -> Callable[[Request], Caller]:
+    """Dependency: a business system (a live OAuth access token; its inquiry scopes are
+    checked against the affair of the request, as the route reads it) or a staff member
+    (session or personal API token). Neither is screened here: the inquiry flow screens
+    the caller with the person asked about."""
+    staff_of = staff(action, screen=False)
+
+    def dependency(request: Request) -> Caller:
+        token = bearer_token(request)
+        if token is not None:
+            client = _live_client(request, token)
+            if client is not None:
+                return Caller(actor=client.client_id, kind="client", client=client)
+        return staff_of(request)
+
+    return dependency
+
+
+def batch_client(request: Request) -> Caller:
+    """Dependency: a business system with a live OAuth access token (any scope: each
+    record of its file is checked for its own affair); refusals are audited."""
+    token = bearer_token(request)
+    try:
+        if token is None:
+            raise _authentication_required(
+                "認証が必要です。業務システムは /oauth/token で取得したアクセストークンを"
+                "Authorization: Bearer ヘッダーで送ってください。"
+            )
+        client = _live_client(request, token)
+        if client is None:
+            raise OAuthError(
+                401,
+                "invalid_token",
+                "アクセストークンが無効です（期限切れ・失効・不明）。トークンを取得し直してください。",
+                reason="inactive_token",
+                challenge=True,
+            )
+    except OAuthError as exc:
+        audit_refusal(request, ANONYMOUS, "inquiry.batch", exc.error)
+        raise
+    return Caller(actor=client.client_id, kind="client", client=client)
+
+
+Inquirer = Annotated[Caller, Depends(inquirer("inquiry"))]
+BatchClient = Annotated[Caller, Depends(batch_client)]
 
 
 @router.get("/healthz", tags=["運用"])
@@ -534,12 +595,40 @@ async def fukuhon(request: Request, body: FukuhonIn, caller: CopyRegistrar) -> F
         raise await _for_business(work, exc, body.system) from None
 
 
-@router.post("/v1/inquiries", response_model=InquiryOut, tags=["情報照会"], summary="情報照会")
-async def inquiry(request: Request, body: InquiryIn, caller: InquiringStaff) -> InquiryOut:
-    roles = caller.staff.roles if caller.staff is not None else frozenset()
+@router.post(
+    "/v1/inquiries",
+    response_model=InquiryOut,
+    tags=["情報照会"],
+    summary="情報照会（職員、または業務システム: スコープ <業務システムID>:inquiries.<事務コード>:inquire）",
+)
+async def inquiry(request: Request, body: InquiryIn, caller: Inquirer) -> InquiryOut:
+    """The person by the business system's own 宛名番号; atena translates it to the
+    統合宛名番号, which the answer never carries."""
+    if caller.client is not None:
+        roles = service.client_inquiry_roles(caller.client.scopes, body.system)
+        who, user = service.CLIENT, body.user_id
+    else:
+        roles = caller.staff.roles if caller.staff is not None else frozenset()
+        staff_id = caller.actor
+        who, user = service.STAFF, body.user_id or (staff_id if flows.fits_inquirer_field(staff_id) else None)
     work = _work(request, caller)
     try:
-        result = await _inquire(request, work, body, roles)
+        result = await flows.inquire(
+            work,
+            request.app.state.catalogue,
+            service.InquiryRequest(
+                procedure_code=body.procedure_code,
+                info_kind_code=body.info_kind_code,
+                provider_org=body.provider_org,
+                as_of=body.as_of,
+                system=body.system,
+                business_atena_no=body.business_atena_no,
+                department=body.department,
+                user_id=user,
+            ),
+            roles,
+            who=who,
+        )
     except Problem as exc:
         # Asked by a business system's number: a relayed refusal names that number, not
         # the 統合宛名番号 (e.g. the chukan's 「…は符号が未取得です」).
@@ -553,24 +642,6 @@ async def inquiry(request: Request, body: InquiryIn, caller: InquiringStaff) -> 
         record_key=result.record_key,
         as_of=result.as_of.isoformat(),
         as_of_wareki=to_wareki(result.as_of),
-    )
-
-
-async def _inquire(
-    request: Request, work: flows.Work, body: InquiryIn, roles: frozenset[str]
-) -> service.InquiryResult:
-    return await flows.inquire(
-        work,
-        request.app.state.catalogue,
-        service.InquiryRequest(
-            procedure_code=body.procedure_code,
-            info_kind_code=body.info_kind_code,
-            provider_org=body.provider_org,
-            as_of=body.as_of,
-            system=body.system,
-            business_atena_no=body.business_atena_no,
-        ),
-        roles,
     )
 
 
@@ -620,4 +691,79 @@ def addressees(
             )
             for f in found.rows
         ],  # fmt: skip
+    )
+
+
+MAX_BATCH_BYTES = 8 * 1024 * 1024  # 10,000 records of about 270 bytes fit with room to spare
+_BATCH_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}")
+
+
+async def _upload(request: Request) -> bytes:
+    """The request body, refused beyond `MAX_BATCH_BYTES` as it arrives (never held whole)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BATCH_BYTES:
+        raise Problem(413, "body_too_large", "一括照会ファイルが大きすぎます（8 MiB まで）。")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BATCH_BYTES:
+            raise Problem(413, "body_too_large", "一括照会ファイルが大きすぎます（8 MiB まで）。")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/v1/inquiries/batch",
+    tags=["情報照会"],
+    summary="一括照会ファイル（業務システム: ファイルを送り、結果ファイルを受け取る）",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}, "description": "結果ファイル（CSV、見出しなし）"}},
+)
+async def inquiry_batch(
+    request: Request,
+    caller: BatchClient,
+    system: Annotated[str, Query(min_length=1, max_length=40, description="宛名番号の業務システムID")],
+    name: Annotated[str, Query(max_length=100, description="依頼ファイル名（P640R110_<日時>_<連番>.DAT）")] = "request.DAT",
+    encoding: Annotated[
+        str | None, Query(max_length=20, description="結果の文字コード（utf-8 / cp932。既定は依頼と同じ）")
+    ] = None,
+) -> Response:
+    """The body is a 一括照会 request file as the command takes it (docs/batch-inquiry.md),
+    persons named by the business system's 宛名番号 (番号体系 01) only; each record is
+    checked against the system's scope for its affair. The answer is the result file in
+    the request's encoding and line ends, the 統合宛名番号 column left empty."""
+    assert caller.client is not None
+    if not _BATCH_NAME.fullmatch(name):
+        raise Problem(422, "invalid_request", "ファイル名は半角英数字・_・-・.の100文字以内で指定してください。")
+    rt = _rt(request)
+    catalogue = request.app.state.catalogue
+    if encoding is not None:
+        batch.result_encoding(encoding)  # refused before any work
+    data = await _upload(request)
+    ctx = batch.Context(
+        own_org=rt.org_code,
+        today=batch.today_in_japan(rt.clock()),
+        system=service.check_system(system),
+        atena_nos_allowed=False,
+    )
+    shape, records = await run_in_threadpool(batch.read_request, data, ctx, catalogue, name)
+    roles = service.client_inquiry_roles(caller.client.scopes, ctx.system or "")
+    summary = await flows.inquire_batch(
+        _work(request, caller), catalogue, records, roles,
+        who=service.CLIENT, source=name, show_atena_no=False,
+    )  # fmt: skip
+    out = io.BytesIO()
+    shape = batch.with_encoding(shape, encoding)
+    batch.write_result(out, shape, summary.rows, source=batch.result_file_name(name))
+    charset = "utf-8" if shape.encoding == "utf-8" else "Shift_JIS"
+    answered = sum(summary.counts.get(k, 0) for k in ("answered", "no_data", "pending"))
+    return Response(
+        out.getvalue(),
+        media_type=f"text/csv; charset={charset}",
+        headers={
+            "Content-Disposition": f'attachment; filename="{batch.result_file_name(name)}"',
+            "X-Batch-Records": str(len(records)),
+            "X-Batch-Errors": str(len(records) - answered),
+        },
     )

@@ -17,12 +17,12 @@ import functools
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from renkei.atena import feed, non_residents, service
+from renkei.atena import batch, feed, non_residents, service
 from renkei.atena.schemas import (
     AcquireOut,
     AcquisitionStarted,
@@ -57,7 +57,10 @@ __all__ = [
     "Work",
     "acquire_all",
     "acquire_pseudonyms",
+    "BATCH_CONCURRENCY",
+    "BatchSummary",
     "apply_register_changes",
+    "inquire_batch",
     "inquire",
     "number_persons",
     "pseudonym_status",
@@ -536,17 +539,26 @@ async def register_copies(work: Work, system: str, records: Sequence[dict[str, A
 
 
 async def inquire(
-    work: Work, catalogue: Catalogue, req: service.InquiryRequest, roles: frozenset[str]
+    work: Work,
+    catalogue: Catalogue,
+    req: service.InquiryRequest,
+    roles: frozenset[str],
+    *,
+    who: str = service.STAFF,
+    screen: bool = True,
 ) -> service.InquiryResult:
-    """情報照会 through our chukan, for /v1/inquiries and the inquiry screen.
+    """情報照会 through our chukan, for /v1/inquiries, the inquiry screen and 一括照会 files.
 
-    Checks the codes and the date, that the staff member holds ``<affair>:照会``, finds the
-    person and screens the request (abnormal traffic), then relays it. Every refusal after
-    the format checks, and every outcome, is logged (inquiry log) and audited under the
-    action ``inquiry``.
+    Checks the codes and the date, that the principal (``who``: a staff member, or a
+    business system whose inquiry scopes are given as ``roles``) holds ``<affair>:照会``,
+    finds the person and screens the request (abnormal traffic, as ``who``; ``screen``
+    False for the records of a batch file, screened once as a whole), then relays it.
+    Every refusal after the format checks, and every outcome, is logged (inquiry log)
+    and audited under the action ``inquiry``. The request's department and user
+    (照会者部署コード, 照会者ユーザーID) go to the inquiry log and on to our chukan and the hub.
     """
     as_of = service.inquiry_date(req)
-    target = await work.rt.run_db(_begin_inquiry, work, catalogue, req, roles)
+    target = await work.rt.run_db(_begin_inquiry, work, catalogue, req, roles, who, screen)
     log = {
         "staff_id": work.actor,
         "affair_code": target.affair_code,
@@ -554,6 +566,8 @@ async def inquire(
         "info_kind_code": req.info_kind_code,
         "provider_org": req.provider_org,
         "atena_no": target.atena_no,
+        "department": req.department,
+        "user_id": req.user_id,
     }
     ask = ChukanInquiry(
         atena_no=target.atena_no,
@@ -561,6 +575,8 @@ async def inquire(
         procedure_code=req.procedure_code,
         info_kind_code=req.info_kind_code,
         as_of=as_of,
+        inquirer_department=req.department,
+        inquirer_user=req.user_id,
     )
 
     def outcome(s: Session, serial: str | None, code: str, reason: str | None) -> None:
@@ -593,15 +609,20 @@ async def inquire(
 
 
 def _begin_inquiry(
-    work: Work, catalogue: Catalogue, req: service.InquiryRequest, roles: frozenset[str]
+    work: Work,
+    catalogue: Catalogue,
+    req: service.InquiryRequest,
+    roles: frozenset[str],
+    who: str,
+    screen: bool,
 ) -> service.InquiryTarget:
     """In a worker thread: authorize and find the person, then screen; each refusal audited."""
     try:
-        # One transaction: the person found and the staff member screened (a refusal
+        # One transaction: the person found and the principal screened (a refusal
         # commits its counts and alerts, and is raised after the commit).
         with transaction(work.rt.sessions) as s:
-            target = service.inquiry_target(s, catalogue, req, roles)
-            decision = work.rt.screen_in(s, "staff", work.actor, target.atena_no)
+            target = service.inquiry_target(s, catalogue, req, roles, who)
+            decision = work.rt.screen_in(s, who, work.actor, target.atena_no) if screen else None
     except Problem as exc:
         # Refusals are audited too: who tried what, for which affair (or procedure).
         work.audit("inquiry", exc.code, affair=service.refused_affair(catalogue, req.procedure_code))
@@ -613,6 +634,160 @@ def _begin_inquiry(
         work.audit("inquiry", exc.code, subject=target.atena_no)
         raise
     return target
+
+
+# --- 一括照会 files -------------------------------------------------------------------------
+
+BATCH_CONCURRENCY = 8  # records in flight at once: each waits mostly on chukan, the hub and the provider
+BATCH_RATE_RETRIES = 5  # a record refused by a peer's rate limit is asked again after its window
+BATCH_MAX_WAIT = 60.0  # seconds, at most, before asking again
+
+
+@dataclass
+class BatchSummary:
+    """What a batch did: the result rows in file order and their counts by outcome
+    (answered, no_data, pending, or the refusal's code)."""
+
+    rows: list[batch.ResultRow]
+    counts: dict[str, int]
+    seconds: float
+
+
+async def inquire_batch(
+    work: Work,
+    catalogue: Catalogue,
+    records: Sequence[batch.BatchRecord],
+    roles: frozenset[str],
+    *,
+    who: str,
+    source: str,
+    show_atena_no: bool,
+    concurrency: int = BATCH_CONCURRENCY,
+    default_user: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> BatchSummary:
+    """The records of a 一括照会 file, each through `inquire` (its own authorization by the
+    principal's roles, its own log and audit entries); at most ``concurrency`` at once.
+
+    The file is screened once as a whole, as ``who`` (rate limit and abnormal-traffic
+    rules): a batch is a sanctioned bulk job, and screening each record as an interactive
+    look-up would refuse any real one after a few dozen persons. A record the checks
+    refused (`batch.check_record`) is never sent and is audited here with its line and
+    field. A record a peer refuses for its rate limit (429 ``rate_limited``, refused on
+    receipt: nothing kept) is asked again after the peer's ``retry_after``, up to
+    `BATCH_RATE_RETRIES` times, so that a file of 10,000 records is paced to what the
+    chukan and the hub accept instead of failing in its second minute. One row per
+    record, in file order; one audit entry for the file with its counts.
+    ``show_atena_no``: the rows carry the 統合宛名番号 (staff of atena), else it is blank
+    (business systems never see it). ``default_user``: the 照会者ユーザーID of a record
+    that leaves it empty (the staff member running the file, as real clients leave it
+    empty), if it fits the field.
+    """
+    if default_user is not None and not fits_inquirer_field(default_user):
+        default_user = None
+    started = time.monotonic()
+    async with work.refusals_audited("inquiry.batch"):
+        await work.rt.run_db(work.rt.screen, who, work.actor, None)
+    numbers: dict[tuple[str, str], str] = {}
+    if show_atena_no:
+        numbers = await work.unit(lambda s: _translated(s, records))
+
+    def audit_bad(s: Session) -> None:
+        for rec in records:
+            if rec.error is not None:
+                work.rt.record(
+                    s,
+                    work.event(
+                        "inquiry",
+                        rec.error.code,
+                        affair=rec.values.get("affair_code") or None,
+                        detail={"file": source[-120:], "line": rec.line, "field": rec.error.extra.get("field", "")},
+                    ),
+                )
+
+    if any(rec.error is not None for rec in records):
+        await work.unit(audit_bad)
+    rows: list[batch.ResultRow | None] = [None] * len(records)
+    counts: dict[str, int] = {}
+    done = 0
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    def finish(index: int, row: batch.ResultRow, outcome: str) -> None:
+        nonlocal done
+        rows[index] = row
+        counts[outcome] = counts.get(outcome, 0) + 1
+        done += 1
+        if on_progress is not None:
+            on_progress(done, len(records))
+
+    async def one(index: int, rec: batch.BatchRecord) -> None:
+        req = rec.request
+        if req is None:
+            assert rec.error is not None
+            finish(index, batch.error_row(rec.values, rec.error), rec.error.code)
+            return
+        known = numbers.get((req.system or "", req.business_atena_no or "")) or req.atena_no
+        if req.user_id is None and default_user is not None:
+            req = replace(req, user_id=default_user)
+        async with gate:
+            for attempt in range(BATCH_RATE_RETRIES + 1):
+                try:
+                    result = await inquire(work, catalogue, req, roles, who=who, screen=False)
+                    break
+                except Problem as exc:
+                    wait = _retry_after(exc)
+                    if wait is None or attempt == BATCH_RATE_RETRIES:
+                        row = batch.error_row(rec.values, exc, atena_no=known if show_atena_no else None)
+                        finish(index, row, exc.code)
+                        return
+                    # A peer's rate limit (chukan or the hub): nothing was kept for this
+                    # attempt (refused on receipt, no serial); wait for its window, holding
+                    # this slot, so the whole batch slows down to what the peers take.
+                    await asyncio.sleep(wait)
+        finish(index, batch.result_row(rec.values, result, catalogue, show_atena_no=show_atena_no), result.status)
+
+    if on_progress is not None:
+        on_progress(0, len(records))
+    await asyncio.gather(*(one(i, rec) for i, rec in enumerate(records)))
+    summary = BatchSummary(rows=[r for r in rows if r is not None], counts=counts, seconds=time.monotonic() - started)
+    await work.unit(
+        lambda s: work.rt.record(
+            s,
+            work.event(
+                "inquiry.batch",
+                "ok",
+                detail={"file": source[-120:], "records": len(records), **counts},
+            ),
+        )
+    )
+    return summary
+
+
+def _retry_after(exc: Problem) -> float | None:
+    """Seconds to wait before asking again, for a peer's ``rate_limited`` refusal; else None."""
+    if exc.code != "rate_limited":
+        return None
+    after = exc.extra.get("retry_after")
+    seconds = float(after) if isinstance(after, int | float) and not isinstance(after, bool) else 1.0
+    return min(max(seconds, 0.1), BATCH_MAX_WAIT)
+
+
+def fits_inquirer_field(value: str) -> bool:
+    """Whether a staff ID can stand as the 照会者ユーザーID (the wire's rule: 1–20 printable ASCII)."""
+    return 0 < len(value) <= contract.MAX_INQUIRER_FIELD and value.isascii() and value.isprintable() and value.strip() == value
+
+
+def _translated(session: Session, records: Sequence[batch.BatchRecord]) -> dict[tuple[str, str], str]:
+    """(system, 業務宛名番号) → 統合宛名番号 of the records' persons, a query per system: what a
+    refused record's row echoes in the staff's result file."""
+    by_system: dict[str, list[str]] = {}
+    for rec in records:
+        if rec.request is not None and rec.request.system and rec.request.business_atena_no:
+            by_system.setdefault(rec.request.system, []).append(rec.request.business_atena_no)
+    out: dict[tuple[str, str], str] = {}
+    for system, numbers in by_system.items():
+        out.update(((system, n), a) for n, a in service.translate_many(session, system, numbers).items())
+    return out
 
 
 # --- the resident register feed, online ---------------------------------------------------

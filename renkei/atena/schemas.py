@@ -85,6 +85,16 @@ class InquiryIn(BaseModel):
     info_kind_code: str = Field(min_length=1, max_length=32)
     provider_org: str = Field(min_length=1, max_length=32)
     as_of: str = Field(min_length=1, max_length=32, description="基準日（和暦または西暦: 令和7年4月1日、R7.4.1、2025-04-01）")
+    department: str | None = Field(
+        default=None, min_length=1, max_length=20, pattern=r"^[!-~]([ -~]*[!-~])?$", description="照会者部署コード（半角20文字以内）"
+    )
+    user_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=20,
+        pattern=r"^[!-~]([ -~]*[!-~])?$",
+        description="照会者ユーザーID（半角20文字以内。職員の照会では省略時に職員ID）",
+    )
 
 
 class InquiryOut(BaseModel):

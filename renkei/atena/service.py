@@ -743,11 +743,20 @@ _TRANSLATE = select(BusinessLink.atena_no).where(
 INQUIRY = "照会"
 
 
-def authorize_inquiry(catalogue: Catalogue, roles: Iterable[str], procedure_code: str) -> str:
+STAFF = "staff"
+CLIENT = "client"
+_WHO = {STAFF: "この職員", CLIENT: "この業務システム"}
+
+
+def authorize_inquiry(
+    catalogue: Catalogue, roles: Iterable[str], procedure_code: str, who: str = STAFF
+) -> str:
     """The principal must hold ``<affair>:照会`` for the procedure's affair; returns the affair code.
 
-    ``roles`` are the authenticated principal's roles (a session's staff roles, or an API
-    token's scopes that the staff member still holds).
+    ``roles`` are the authenticated principal's roles (a session's staff roles, an API
+    token's scopes that the staff member still holds, or a business system's inquiry
+    scopes as roles: `client_inquiry_roles`); ``who`` (staff | client) names it in the
+    refusal.
     """
     affair = catalogue.affair_of(procedure_code)
     if affair is None:
@@ -755,10 +764,36 @@ def authorize_inquiry(catalogue: Catalogue, roles: Iterable[str], procedure_code
     if not has_role(roles, INQUIRY, affair=affair.code):
         raise PermissionDenied(
             "affair_not_permitted",
-            f"この職員は事務「{affair.name}」の照会権限を持っていません。",
+            f"{_WHO.get(who, _WHO[STAFF])}は事務「{affair.name}」の照会権限を持っていません。",
             needed=f"{affair.code}:{INQUIRY}",
         )
     return affair.code
+
+
+INQUIRY_RESOURCE_PREFIX = "inquiries."
+INQUIRY_OPERATION = "inquire"
+
+
+def inquiry_scope(system: str, affair_code: str) -> str:
+    """The OAuth scope a business system needs to inquire for an affair:
+    ``<業務システムID>:inquiries.<事務コード>:inquire`` (one scope per affair)."""
+    return f"{system}:{INQUIRY_RESOURCE_PREFIX}{affair_code}:{INQUIRY_OPERATION}"
+
+
+def client_inquiry_roles(scopes: Iterable[str], system: str) -> frozenset[str]:
+    """A business system's inquiry scopes for ``system`` as the roles `authorize_inquiry`
+    checks (``<事務コード>:照会``); other scopes, and those of other systems, grant nothing."""
+    out: set[str] = set()
+    for scope in scopes:
+        parts = scope.split(":")
+        if len(parts) != 3 or parts[0] != system or parts[2] != INQUIRY_OPERATION:
+            continue
+        if not parts[1].startswith(INQUIRY_RESOURCE_PREFIX):
+            continue
+        affair = parts[1][len(INQUIRY_RESOURCE_PREFIX) :]
+        if ids.check(ids.IdKind.AFFAIR_CODE, affair) is None:
+            out.add(f"{affair}:{INQUIRY}")
+    return frozenset(out)
 
 
 def log_inquiry(session: Session, **fields: Any) -> None:
@@ -931,6 +966,10 @@ class InquiryRequest:
     system: str | None = None
     business_atena_no: str | None = None
     atena_no: str | None = None
+    # Who asked inside the organization (照会者部署コード, 照会者ユーザーID): kept in the
+    # inquiry log and passed on to the provision records of our chukan and the hub.
+    department: str | None = None
+    user_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -984,11 +1023,11 @@ class InquiryTarget:
 
 
 def inquiry_target(
-    session: Session, catalogue: Catalogue, req: InquiryRequest, roles: Iterable[str]
+    session: Session, catalogue: Catalogue, req: InquiryRequest, roles: Iterable[str], who: str = STAFF
 ) -> InquiryTarget:
-    """The staff member holds ``<affair>:照会`` for the procedure (`authorize_inquiry`),
+    """The principal holds ``<affair>:照会`` for the procedure (`authorize_inquiry`),
     then the person is found; a Problem says why not."""
-    affair_code = authorize_inquiry(catalogue, roles, req.procedure_code)
+    affair_code = authorize_inquiry(catalogue, roles, req.procedure_code, who)
     return InquiryTarget(atena_no=_inquiry_target(session, req), affair_code=affair_code)
 
 

@@ -82,7 +82,7 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "unknown_export", "no_edition", "key_owner_mismatch", "key_node_not_allowed", "invalid_role",
         "role_conflict",
         "individual_number_in_filter", "unencodable_character", "cp932_unencodable",
-        "unsupported_encoding", "password_policy",
+        "unsupported_encoding", "password_policy", "bad_inquirer",
         # bulk files (renkei.core.records)
         "bad_record", "unsupported_format",
         # atena: business systems name persons by their own numbers; non-resident numbering

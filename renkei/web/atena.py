@@ -570,6 +570,8 @@ async def inquiry(request: Request, staff: Actor, form: Form) -> Response:
         atena_no=form.get("atena_no", "").strip() if by_atena_no else None,
         system=None if by_atena_no else form.get("system", "").strip(),
         business_atena_no=None if by_atena_no else form.get("business_atena_no", "").strip(),
+        # the staff member is the 照会者ユーザーID of the provision records, as on /v1/inquiries
+        user_id=staff.staff_id if flows.fits_inquirer_field(staff.staff_id) else None,
     )
     status = 200
     try:

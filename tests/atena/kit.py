@@ -64,6 +64,10 @@ CLIENTS = [
         "福祉（架空）",
         ("welfare:numbering:register", "welfare:non_residents:register", "welfare:individual_numbers:search"),
     ),
+    # 児童手当システム: inquiries for its own affair only (one scope per affair)
+    setup.ClientSpec(
+        "kodomo-batch", "child_allowance", "児童手当（架空）", (f"child_allowance:inquiries.{CHILD_ALLOWANCE_AFFAIR}:inquire",)
+    ),
 ]
 # Which credentials each business route takes in the tests: (client, scope).
 BUSINESS_ROUTES = {

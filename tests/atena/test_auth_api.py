@@ -403,9 +403,10 @@ def test_fukuhon_scope_follows_the_system_in_the_body(atena: AtenaKit) -> None:
 def test_staff_session_is_not_a_business_system(atena: AtenaKit) -> None:
     resp = atena.client.post("/v1/residents", json={"persons": [person(12)]}, headers=atena.sign_in("S0001"))
     assert_problem(resp, 401, "authentication_required")
-    # And an OAuth access token is not a staff credential.
+    # An OAuth access token is a business system's, never a staff credential: on the
+    # inquiry route it holds no staff role, only the system's inquiry scopes (none here).
     resp = atena.client.post("/v1/inquiries", json=inquiry(), headers=atena.bearer("jumin01-batch", RESIDENTS))
-    assert_problem(resp, 401, "token_invalid")
+    assert assert_problem(resp, 403, "affair_not_permitted")["title"].startswith("この業務システムは")
 
 
 def test_access_token_expires(atena: AtenaKit) -> None:

@@ -349,10 +349,12 @@ def test_an_answered_inquiry_sends_the_atena_no_and_an_iso_date(world: World, pe
         (world.url("chukan", "/v1/inquiries"), world.atena.app.state.rt.org_code, "inquiry.start", {
             "atena_no": world.atena_nos[0], "provider_org": body["provider_org"],
             "procedure_code": body["procedure_code"], "info_kind_code": body["info_kind_code"], "as_of": "2024-06-01",
+            "inquirer_user": "S0001",  # a staff member's own inquiry names them as the user
         }),
     ]  # fmt: skip
     row = _log(world)
     assert (row.staff_id, row.atena_no, row.serial, row.outcome) == ("S0001", world.atena_nos[0], serial, "answered")
+    assert (row.department, row.user_id) == (None, "S0001")
     entry = last_audit(world)
     assert (entry["actor"], entry["action"], entry["outcome"], entry["subject"], entry["ref"]) == (
         "S0001", "inquiry", "answered", world.atena_nos[0], serial,

@@ -32,6 +32,7 @@ ON_THE_LOOP = {
     ("atena", "POST", "/v1/pseudonyms/status"),
     ("atena", "POST", "/v1/fukuhon"),
     ("atena", "POST", "/v1/inquiries"),
+    ("atena", "POST", "/v1/inquiries/batch"),  # streams the upload; parses it in a thread
     ("atena", "POST", "/oauth/token"),
     ("atena", "POST", "/oauth/introspect"),
     ("staff", "POST", "/atena/inquiry"),

@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 MAX_BATCH = 10_000  # items in one message (acquisitions, copies, deliveries …)
+MAX_INQUIRER_FIELD = 20  # 照会者部署コード and 照会者ユーザーID: 20 characters in the 一括照会 layout
 
 
 class Scope(Enum):
@@ -128,7 +129,33 @@ def _serial(value: Any) -> str:
     return value
 
 
+def _inquirer(label: str) -> Any:
+    """An optional inquirer field (who asked, inside the inquiring organization): None, or
+    1–20 printable ASCII characters without surrounding spaces."""
+
+    def check(value: Any) -> Any:
+        if value is None:
+            return None
+        if (
+            isinstance(value, str)
+            and 0 < len(value) <= MAX_INQUIRER_FIELD
+            and value.isascii()
+            and value.isprintable()
+            and value.strip() == value
+        ):
+            return value
+        raise Problem(
+            422, "bad_inquirer", f"{label}は半角英数字・記号の{MAX_INQUIRER_FIELD}文字以内で指定してください。"
+        )
+
+    return BeforeValidator(check)
+
+
 Text = Annotated[str, BeforeValidator(_text)]
+# Who asked, as the inquiring organization names them (the 一括照会 record's fields); kept
+# in the provision records of the inquirer's chukan and of the hub, never sent to the provider.
+InquirerDepartment = Annotated[str | None, _inquirer("照会者部署コード")]
+InquirerUser = Annotated[str | None, _inquirer("照会者ユーザーID")]
 NonEmpty = Annotated[str, BeforeValidator(_text), Field(min_length=1)]
 AtenaNo = Annotated[
     str, _identifier_text(ids.IdKind.ATENA_NO, "invalid_atena_no"), _identifier(ids.IdKind.ATENA_NO, "invalid_atena_no")
@@ -215,7 +242,19 @@ class ItemStatuses(Body):
     results: list[ItemStatus]
 
 
-class HubInquiry(Body):
+class _NamesInquirer(Body):
+    """A body with the optional inquirer fields, sent only when given (a peer that does
+    not know them sees the same body as before)."""
+
+    def dump(self) -> dict[str, Any]:
+        out = super().dump()
+        for name in ("inquirer_department", "inquirer_user"):
+            if out.get(name) is None:
+                out.pop(name, None)
+        return out
+
+
+class HubInquiry(_NamesInquirer):
     """A chukan asks the hub, naming the person by its own pseudonym."""
 
     pseudonym: Annotated[NonEmpty, Refuse("missing_field", "項目「pseudonym」がありません。")]
@@ -233,6 +272,8 @@ class HubInquiry(Body):
         Refuse("missing_field", "項目「info_kind_code」がありません。"),
     ]
     as_of: Annotated[date, _iso_date("基準日", required="as_of"), Refuse("missing_field", "項目「as_of」がありません。")]
+    inquirer_department: InquirerDepartment = None
+    inquirer_user: InquirerUser = None
 
 
 def _serial_or_none(value: Any) -> Any:
@@ -318,7 +359,7 @@ class FukuhonRegistered(Body):
     added: int = 0  # of them new versions (the others said what was already held)
 
 
-class ChukanInquiry(Body):
+class ChukanInquiry(_NamesInquirer):
     """atena asks its chukan, naming the person by the 統合宛名番号."""
 
     atena_no: Annotated[AtenaNo, Refuse("invalid_atena_no", "統合宛名番号を指定してください。")]
@@ -326,6 +367,8 @@ class ChukanInquiry(Body):
     procedure_code: Annotated[ProcedureCode, Refuse("missing_field", "項目「procedure_code」がありません。")]
     info_kind_code: Annotated[InfoKindCode, Refuse("missing_field", "項目「info_kind_code」がありません。")]
     as_of: Annotated[AsOf, Refuse("bad_date", "基準日の日付形式が誤っています（YYYY-MM-DD）。")]
+    inquirer_department: InquirerDepartment = None
+    inquirer_user: InquirerUser = None
 
 
 class AnswerContent(Body):

@@ -11,7 +11,7 @@ import typer
 # and keys commands that open a node's database from its configuration.
 from renkei import nodes  # noqa: F401
 from renkei.atena.chonai_cli import chonai_app
-from renkei.atena.cli import atena_app
+from renkei.atena.cli import atena_app, batch_app
 from renkei.core import ids
 from renkei.dummy.cli import dummy_app
 from renkei.federation.load import load_command
@@ -29,6 +29,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(staff_app, name="staff")
 app.add_typer(atena_app, name="atena")
+app.add_typer(batch_app, name="batch")
 app.add_typer(chonai_app, name="chonai")
 app.add_typer(jlis_app, name="jlis")
 dummy_app.command("load")(load_command)  # loading needs the federation (renkei.federation.load)

@@ -5,6 +5,7 @@
     renkei atena import fukuhon tax.jsonl --system tax --config …
     renkei atena import feed changes-20260401.csv --config … [--acquire]
     renkei atena acquire-pseudonyms --config … [--chunk 5000] [--in-flight 2]
+    renkei batch inquire REQUEST.DAT --config … --actor S0001 --out RESULT.csv [--system SYSTEM]
 
 See renkei.atena.imports for what an import does and renkei.core.import_cli for the exit
 codes (0 done, 1 refused data, 2 usage).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,7 +24,7 @@ import typer
 from renkei.core import import_cli
 from renkei.core.imports import DEFAULT_BATCH, MAX_BATCH
 
-__all__ = ["atena_app", "run_acquisition"]
+__all__ = ["BatchRun", "atena_app", "batch_app", "run_acquisition", "run_batch_inquiry"]
 
 atena_app = typer.Typer(help="団体内統合宛名システム / integrated addressee system", no_args_is_help=True)
 import_app = typer.Typer(help="ファイルからの一括取込 / bulk imports from files", no_args_is_help=True)
@@ -131,7 +133,8 @@ def import_feed(
     cfg = import_cli.node_config(config, "atena", file)
     register = system or str(cfg.extra.get("resident_system") or "jumin01")
     try:
-        done = run(cfg, file, system=register, actor=import_cli.cli_actor())
+        with import_cli.progress_bar("住民異動", enabled=not no_progress) as update:
+            done = run(cfg, file, system=register, actor=import_cli.cli_actor(), progress=update)
     except Problem as exc:
         if exc.code == "bad_feed":
             typer.echo(f"{file.name}: 誤りのある記録が {exc.extra.get('error_count', 0):,} 件あるため、何も反映していません。", err=True)
@@ -315,3 +318,157 @@ def acquire_pseudonyms(
     for line in summary_lines(summary):
         typer.echo(line)
     raise typer.Exit(0 if summary.complete else 1)
+
+
+# --- 一括照会 ------------------------------------------------------------------------------
+
+batch_app = typer.Typer(help="一括照会ファイル / batch inquiry files", no_args_is_help=True)
+
+
+@dataclass(frozen=True)
+class BatchRun:
+    """What `run_batch_inquiry` did: records read, rows written, counts by outcome."""
+
+    source: str
+    out: Path
+    records: int
+    counts: dict[str, int]
+    seconds: float
+
+    def summary_lines(self) -> list[str]:
+        ok = self.counts.get("answered", 0)
+        no_data = self.counts.get("no_data", 0)
+        pending = self.counts.get("pending", 0)
+        errors = self.records - ok - no_data - pending
+        lines = [
+            f"一括照会: {self.source} の {self.records:,} 件を照会し、結果を {self.out} に書き出しました"
+            f"（{self.seconds:,.1f} 秒）。",
+            f"  回答あり {ok:,} 件、該当なし {no_data:,} 件、回答待ち {pending:,} 件、エラー {errors:,} 件",
+        ]
+        for code, n in sorted(self.counts.items()):
+            if code not in ("answered", "no_data", "pending"):
+                lines.append(f"  エラー {code}: {n:,} 件")
+        return lines
+
+
+def run_batch_inquiry(
+    config: Path,
+    request: Path,
+    out: Path,
+    *,
+    actor: str,
+    system: str | None = None,
+    show_atena_no: bool = True,
+    concurrency: int = 8,
+    result_encoding: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> BatchRun:
+    """Answer a 一括照会 request file with a result file, as the staff member ``actor``
+    (their roles, read now, authorize each record; they must be active and not locked).
+
+    The atena runs in this process from its configuration (database, keys) like
+    `run_acquisition`; its chukan and the network must be running. ``system``: the
+    business system whose 宛名番号 the file carries (番号体系 01). ``result_encoding``
+    (utf-8 | cp932): the result's, instead of the request's (an ASCII request reads as
+    UTF-8, and its client may want CP932 for the Japanese messages). The result is written to a
+    temporary file beside ``out`` and renamed when complete: there is never half a result.
+    Raises ConfigError for a configuration that is not an atena's, Problem for a refusal
+    of the whole file (an unknown actor, more than 10,000 records, the screening).
+    """
+    from renkei.atena import batch, flows, service
+    from renkei.atena.app import field_cipher
+    from renkei.atena.models import SCHEMA, Base, audit, guard, kernel
+    from renkei.atena.models import auth as auth_t
+    from renkei.catalogue import load_catalogue
+    from renkei.core.config import ConfigError, load_config
+    from renkei.core.db import migrate
+    from renkei.core.wire.runtime import build_runtime, follow_hub_registry, hub_registry_view
+    from renkei.staff.auth import staff_principal
+
+    cfg = load_config(config)
+    if cfg.kind != "atena":
+        raise ConfigError(f"設定ファイルのノード種別は {cfg.kind} です（atena ではありません）")
+    if system is not None:
+        system = service.check_system(system)
+    rt = build_runtime(cfg, Base.metadata, kernel, hub_registry_view(cfg), audit, guard=guard)
+    try:
+        migrate(rt.engine, SCHEMA.migrations, SCHEMA.metadata, {"field_cipher": field_cipher(cfg)})
+        follow_hub_registry(rt)
+        catalogue = load_catalogue()
+        with rt.sessions() as s:
+            principal = staff_principal(s, auth_t, actor, now=rt.clock())
+        source = request.name
+        ctx = batch.Context(own_org=rt.org_code, today=batch.today_in_japan(rt.clock()), system=system)
+        shape, records = batch.read_request(request, ctx, catalogue, source)
+        work = flows.Work(rt, principal.staff_id, "cli")
+
+        async def run() -> flows.BatchSummary:
+            await rt.peer.start()
+            try:
+                return await flows.inquire_batch(
+                    work, catalogue, records, principal.roles, who=service.STAFF, source=source,
+                    show_atena_no=show_atena_no, concurrency=concurrency, default_user=principal.staff_id,
+                    on_progress=on_progress,
+                )  # fmt: skip
+            finally:
+                await rt.peer.close()
+
+        summary = asyncio.run(run())
+        partial = out.with_name(out.name + ".part")
+        with partial.open("wb") as fh:
+            batch.write_result(fh, batch.with_encoding(shape, result_encoding), summary.rows, source=out.name)
+        partial.replace(out)
+        return BatchRun(source, out, len(records), summary.counts, summary.seconds)
+    finally:
+        if rt.db_executor is not None:
+            rt.db_executor.shutdown(wait=True)
+        rt.engine.dispose()
+
+
+@batch_app.command("inquire")
+def batch_inquire(
+    request: Annotated[Path, typer.Argument(help="一括照会依頼ファイル（P640R110_<日時>_<連番>.DAT など）")],
+    config: Annotated[Path, typer.Option("--config", help="団体内統合宛名システムの設定ファイル（TOML）")],
+    actor: Annotated[str, typer.Option("--actor", help="照会を行う職員ID（事務ごとの照会権限をレコードごとに確認します）")],
+    out: Annotated[Path, typer.Option("--out", help="結果ファイルの出力先")],
+    system: Annotated[
+        str | None, typer.Option("--system", help="宛名番号（番号体系 01）の業務システムID（例: child_allowance）")
+    ] = None,
+    hide_atena_no: Annotated[
+        bool, typer.Option("--hide-atena-no", help="結果に統合宛名番号を書かない（業務システムに渡すファイル）")
+    ] = False,
+    concurrency: Annotated[int, typer.Option(min=1, max=64, help="同時に照会する件数")] = 8,
+    result_encoding: Annotated[
+        str | None,
+        typer.Option("--result-encoding", help="結果ファイルの文字コード（utf-8 / cp932。既定は依頼ファイルと同じ。ASCIIのみの依頼は utf-8）"),
+    ] = None,
+    no_progress: QuietOpt = False,
+) -> None:
+    """一括照会: 依頼ファイルの各レコードを照会し、結果ファイルを書き出します（形式は docs/batch-inquiry.md）。
+
+    Exit status: 0 every record answered (回答あり・該当なし・回答待ち); 1 some records
+    refused or failed (each with its message in the result file), or the whole file
+    refused; 2 usage (no such file, a wrong configuration).
+    """
+    from renkei.core.config import ConfigError
+    from renkei.core.errors import Problem
+
+    if not request.is_file():
+        typer.echo(f"ファイル {request} がありません。", err=True)
+        raise typer.Exit(2)
+    import_cli.node_config_of(config, "atena")
+    try:
+        with import_cli.progress_bar("一括照会", enabled=not no_progress) as update:
+            result = run_batch_inquiry(
+                config, request, out, actor=actor, system=system, show_atena_no=not hide_atena_no,
+                concurrency=concurrency, result_encoding=result_encoding, on_progress=update,
+            )  # fmt: skip
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    except Problem as exc:
+        raise import_cli.refuse(exc) from None
+    for line in result.summary_lines():
+        typer.echo(line)
+    failed = result.records - sum(result.counts.get(k, 0) for k in ("answered", "no_data", "pending"))
+    raise typer.Exit(1 if failed else 0)

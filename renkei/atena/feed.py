@@ -26,12 +26,13 @@ Applying (`apply_events`, a session in, values out):
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any, Final, cast
 
 from sqlalchemy import Table, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from renkei.atena import history, service
@@ -263,7 +264,8 @@ def parse_event(record: Mapping[str, Any], line: int) -> FeedEvent | list[FeedEr
         other_lg_code=v["other_lg_code"] or None,
         other_address=v["other_address"] or None,
         person=person,
-        digest=_digest(v),
+        # Dates as dates: the same event sent as 20250401, 2025-04-01 or R7.4.1 is one event.
+        digest=_digest({**v, **{k: d.isoformat() for k, d in dates.items() if d is not None}}),
     )
 
 
@@ -294,11 +296,13 @@ def apply_events(
     system: str,
     source: str,
     file: str = "",
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> FeedResult:
     """Apply checked events of the register ``system`` (all or nothing; see the module
     docstring). Raises `refused` (Problem 422 ``bad_feed``) for an event id applied
     before with other content, or repeated in the batch with other content, or a
-    住民宛名番号 that belongs to another person; nothing is written then."""
+    住民宛名番号 that belongs to another person; nothing is written then. ``progress`` is
+    told (events done, events to do) after each chunk."""
     result = FeedResult(read=len(events))
     errors: list[FeedError] = []
     first_of: dict[str, FeedEvent] = {}
@@ -338,6 +342,8 @@ def apply_events(
     # In effective-date order (ties: as sent), so that recorded order follows it.
     todo.sort(key=lambda e: (e.effective_on, e.line))
     rows: list[dict[str, Any]] = []
+    if progress is not None:
+        progress(0, len(todo))
     for part in range(0, len(todo), _APPLY_CHUNK):
         chunk = todo[part : part + _APPLY_CHUNK]
         inputs = [
@@ -379,7 +385,20 @@ def apply_events(
                     "received_at": now,
                 }
             )
-    bulk.insert_rows(session, cast(Table, RegisterEvent.__table__), rows)
+        if progress is not None:
+            progress(part + len(chunk), len(todo))
+    # COPY (PostgreSQL) raises the driver's own IntegrityError, not SQLAlchemy's.
+    driver_integrity: type[Exception] = session.get_bind().dialect.loaded_dbapi.IntegrityError
+    try:
+        bulk.insert_rows(session, cast(Table, RegisterEvent.__table__), rows)
+    except (IntegrityError, driver_integrity):
+        # Another request or file applied some of these event ids meanwhile: this one
+        # rolls back whole (the caller's transaction), and sent again finds them applied.
+        raise Problem(
+            409,
+            "feed_conflict",
+            "同じ異動が別の処理で同時に反映されました。もう一度送ってください（反映済みの異動は重複しません）。",
+        ) from None
     result.applied = len(rows)
     result.arrivals = sorted(set(result.arrivals))
     return result

@@ -253,6 +253,7 @@ def import_feed(
     actor: str,
     engine: Engine | None = None,
     clock: Any = utcnow,
+    progress: ledger.Progress | None = None,
 ) -> FeedImported:
     """Read, check and apply one feed file to the atena ``config`` names (all or nothing).
 
@@ -289,7 +290,14 @@ def import_feed(
             with transaction(sessions) as s:
                 run = ledger.begin(s, imports, kind=KIND, source=path.name, digest=digest, actor=actor, now=now, force=True)
                 result = feed.apply_events(
-                    s, cipher, read.events, now, system=system, source=f"feed:{system}:{path.name}", file=path.name
+                    s,
+                    cipher,
+                    read.events,
+                    now,
+                    system=system,
+                    source=f"feed:{system}:{path.name}",
+                    file=path.name,
+                    progress=progress,
                 )
                 run = ledger.advance(s, imports, run, read=result.read, applied=result.applied, now=now)
                 run = ledger.finish(s, imports, run, now)

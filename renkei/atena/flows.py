@@ -17,14 +17,23 @@ import functools
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
 
-from renkei.atena import feed, service
-from renkei.atena.schemas import AcquireOut, ChangesOut, FukuhonOut, StatusOut
+from renkei.atena import batch, feed, non_residents, service
+from renkei.atena.schemas import (
+    AcquireOut,
+    AcquisitionStarted,
+    ChangesOut,
+    FukuhonOut,
+    NumberingResult,
+    ResidentsOut,
+    StatusOut,
+)
 from renkei.catalogue import Catalogue
+from renkei.core import ids
 from renkei.core.audit.log import AuditEvent
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.db import transaction
@@ -36,6 +45,7 @@ from renkei.core.wire.contract import (
     Body,
     ChukanInquiry,
     FukuhonRegister,
+    IdentitySearch,
     MessageType,
 )
 from renkei.core.wire.runtime import NodeRuntime
@@ -47,8 +57,12 @@ __all__ = [
     "Work",
     "acquire_all",
     "acquire_pseudonyms",
+    "BATCH_CONCURRENCY",
+    "BatchSummary",
     "apply_register_changes",
+    "inquire_batch",
     "inquire",
+    "number_persons",
     "pseudonym_status",
     "register_copies",
 ]
@@ -105,6 +119,156 @@ class Work:
         """A message to J-LIS (its 機関コード from the configuration)."""
         jlis_org = str(self.rt.config.extra.get("jlis_org_code", ""))
         return await self.rt.peer.send(mt, self.rt.config.peer("jlis"), jlis_org, body)
+
+
+# --- numbering (団体内統合宛名番号の付番, 共通機能標準仕様書 §2.4.3) ---------------------------
+
+
+async def number_persons(
+    work: Work,
+    cipher: FieldCipher,
+    records: Sequence[Any],
+    *,
+    residence: str = "resident",
+    action: str = "residents.register",
+    start_acquisition: bool = True,
+) -> ResidentsOut:
+    """The standard's numbering flow for a business system's request, 機能ID
+    0320001 → 0320004 → 0320002 → 0320008:
+
+    - 0320001 付番依頼受信: each record (個人番号, the caller's 宛名番号, 基本4情報) checked;
+      the first bad one refuses them all (`service.parse_residents`);
+    - 0320004 検索 and 0320002 付番, in one transaction with its audit entry
+      (`service.register_parsed`): a new 統合宛名番号 only where no person holds the
+      individual number, else the caller's number linked to the person held;
+    - 0320008 中間サーバー連携: pseudonym acquisition (`acquire_pseudonyms`) started for
+      the newly numbered persons. The numbering stands if our chukan or J-LIS cannot be
+      reached: ``acquisition.deferred`` says why, and the persons wait for the next
+      acquisition (`renkei atena acquire-pseudonyms` or /v1/pseudonyms/acquire), as they
+      do when ``start_acquisition`` is False (a bulk migration acquires afterwards, in
+      chunks, with the command).
+
+    The answer names each record by the caller's own numbers: a business system never
+    sees a 統合宛名番号.
+    """
+    async with work.refusals_audited(action):
+        if not 1 <= len(records) <= service.MAX_BATCH:
+            raise Problem(422, "bad_count", f"1〜{service.MAX_BATCH}件で指定してください。")
+        parsed = service.parse_residents(records)
+
+    def register(s: Session) -> service.Registration:
+        done = service.register_parsed(
+            s, cipher, parsed, work.rt.clock(), source=f"api:{work.actor}", residence=residence
+        )
+        counts = {o: done.numbering.count(o) for o in (service.NUMBERED, service.LINKED, service.UNCHANGED)}
+        work.rt.record(s, work.event(action, "ok", detail={"count": len(parsed), **counts}))
+        return done
+
+    async with work.refusals_audited(action):
+        done = await work.unit(register)
+    started = AcquisitionStarted(requested=0, relayed=0)
+    if done.numbered and not start_acquisition:
+        started = AcquisitionStarted(requested=0, relayed=0, deferred="start_acquisition=false")
+    elif done.numbered:
+        try:
+            got = await acquire_pseudonyms(work, cipher, list(done.numbered))
+            started = AcquisitionStarted(requested=got.requested, relayed=got.relayed, problems=got.problems)
+        except Problem as exc:  # audited by acquire_pseudonyms; the numbering stands
+            started = AcquisitionStarted(
+                requested=len(done.numbered), relayed=0, deferred=f"{exc.code}: {exc.title}"
+            )
+    results = [
+        NumberingResult(
+            business_numbers=dict(r.business_numbers), outcome=o, outcome_label=service.OUTCOME_LABELS[o]
+        )
+        for r, o in zip(parsed, done.numbering, strict=True)
+    ]
+    return ResidentsOut(
+        results=results,
+        numbered=done.numbering.count(service.NUMBERED),
+        linked=done.numbering.count(service.LINKED),
+        unchanged=done.numbering.count(service.UNCHANGED),
+        acquisition=started,
+    )
+
+
+# --- the individual number of a non-resident (J-LIS identity search) -----------------------
+
+
+@dataclass(frozen=True)
+class IdentityOutcome:
+    """What the identity search gave: ``found`` (the number recorded), ``not_found``,
+    ``multiple``, `non_residents.ALREADY_HELD` or `non_residents.HELD_BY_OTHER`, and a
+    Japanese message. ``individual_number`` only for ``found`` — the caller decides who
+    may see it (a number-use affair)."""
+
+    atena_no: str
+    status: str
+    message: str
+    matches: int
+    individual_number: str | None = None
+
+
+async def search_individual_number(
+    work: Work, cipher: FieldCipher, catalogue: Catalogue, atena_no: str, affair_code: str
+) -> IdentityOutcome:
+    """The individual number of a person atena holds without one (a 住登外者), found by
+    J-LIS from the person's current 基本4情報 — only for a 番号利用事務 (the caller checked
+    the asker may act for ``affair_code``). Every use is audited here
+    (``individual_number.search``: the affair, the person, the outcome, never the number)
+    and at J-LIS (``identity.search``)."""
+    action = "individual_number.search"
+    async with work.refusals_audited(action):
+        affair = catalogue.affairs.get(affair_code)
+        if affair is None or not affair.number_use:
+            name = f"事務「{affair.name}」" if affair is not None else f"事務コード「{affair_code[:20]}」"
+            raise Problem(
+                403,
+                "affair_not_permitted",
+                f"{name}は番号利用事務ではないため、個人番号を照会できません。",
+            )
+        target = await work.unit(lambda s: non_residents.identity_target(s, service.check_atena_no(atena_no)))
+
+    def done(s: Session, outcome: IdentityOutcome) -> IdentityOutcome:
+        work.rt.record(
+            s,
+            work.event(
+                action, outcome.status, subject=atena_no, affair=affair_code, detail={"matches": outcome.matches}
+            ),
+        )
+        return outcome
+
+    if target.has_number:
+        message = non_residents.IDENTITY_MESSAGES[non_residents.ALREADY_HELD]
+        return await work.unit(
+            lambda s: done(s, IdentityOutcome(atena_no, non_residents.ALREADY_HELD, message, 0))
+        )
+    ask = IdentitySearch(
+        affair_code=affair_code,
+        family_name=target.family_name,
+        given_name=target.given_name,
+        birth_date=target.birth_date,
+        sex=target.sex,
+        address=target.address,
+    )
+    async with work.refusals_audited(action):
+        answer = await work.to_jlis(contract.IDENTITY_SEARCH, ask)
+
+    def record(s: Session) -> IdentityOutcome:
+        if answer.status != "found" or answer.individual_number is None:
+            status = answer.status if answer.status in contract.IDENTITY_STATUSES else "not_found"
+            return done(s, IdentityOutcome(atena_no, status, answer.message, answer.matches))
+        number = answer.individual_number
+        problem = ids.check(ids.IdKind.INDIVIDUAL_NUMBER, number)
+        if problem is not None:  # J-LIS's fault: never stored
+            raise Problem(502, "bad_peer_response", "J-LIS の回答を検証できません。", reason_code="bad_individual_number")
+        status = non_residents.store_found_number(s, cipher, atena_no, number)
+        if status != "found":
+            return done(s, IdentityOutcome(atena_no, status, non_residents.IDENTITY_MESSAGES[status], 1))
+        return done(s, IdentityOutcome(atena_no, "found", answer.message, 1, number))
+
+    async with work.refusals_audited(action):
+        return await work.unit(record)
 
 
 # --- pseudonym acquisition -----------------------------------------------------------------
@@ -172,12 +336,30 @@ async def _bound_of(work: Work, atena_nos: Sequence[str]) -> list[str]:
 
 async def pseudonym_status(work: Work, atena_nos: Sequence[str]) -> StatusOut:
     """Ask our chukan which of the persons have their pseudonym bound, and note it."""
+    found = await bound_persons(work, atena_nos)
+    return StatusOut(total=len(atena_nos), bound=len(found))
+
+
+async def refresh_all_bound(work: Work) -> dict[str, int]:
+    """Ask our chukan about every person whose acquisition was requested, page by page,
+    note those bound, and return the persons per pseudonym status (counts only)."""
+    async with work.refusals_audited("pseudonym.status"):
+        page = await work.unit(service.requested_persons)
+        while page:
+            bound = await _bound_of(work, page)
+            if bound:
+                await work.unit(functools.partial(service.mark_bound, asked=frozenset(page), bound=bound))
+            page = await work.unit(functools.partial(service.requested_persons, after=page[-1]))
+        return await work.unit(service.pseudonym_counts)
+
+
+async def bound_persons(work: Work, atena_nos: Sequence[str]) -> list[str]:
+    """The persons (of those named) whose pseudonym our chukan holds, noted as bound."""
     async with work.refusals_audited("pseudonym.status"):
         targets = service.check_atena_nos(atena_nos)
         bound = await _bound_of(work, targets)
         asked = frozenset(targets)
-        found = await work.unit(lambda s: service.mark_bound(s, asked, bound)) if bound else []
-    return StatusOut(total=len(targets), bound=len(found))
+        return await work.unit(lambda s: service.mark_bound(s, asked, bound)) if bound else []
 
 
 @dataclass
@@ -357,17 +539,26 @@ async def register_copies(work: Work, system: str, records: Sequence[dict[str, A
 
 
 async def inquire(
-    work: Work, catalogue: Catalogue, req: service.InquiryRequest, roles: frozenset[str]
+    work: Work,
+    catalogue: Catalogue,
+    req: service.InquiryRequest,
+    roles: frozenset[str],
+    *,
+    who: str = service.STAFF,
+    screen: bool = True,
 ) -> service.InquiryResult:
-    """情報照会 through our chukan, for /v1/inquiries and the inquiry screen.
+    """情報照会 through our chukan, for /v1/inquiries, the inquiry screen and 一括照会 files.
 
-    Checks the codes and the date, that the staff member holds ``<affair>:照会``, finds the
-    person and screens the request (abnormal traffic), then relays it. Every refusal after
-    the format checks, and every outcome, is logged (inquiry log) and audited under the
-    action ``inquiry``.
+    Checks the codes and the date, that the principal (``who``: a staff member, or a
+    business system whose inquiry scopes are given as ``roles``) holds ``<affair>:照会``,
+    finds the person and screens the request (abnormal traffic, as ``who``; ``screen``
+    False for the records of a batch file, screened once as a whole), then relays it.
+    Every refusal after the format checks, and every outcome, is logged (inquiry log)
+    and audited under the action ``inquiry``. The request's department and user
+    (照会者部署コード, 照会者ユーザーID) go to the inquiry log and on to our chukan and the hub.
     """
     as_of = service.inquiry_date(req)
-    target = await work.rt.run_db(_begin_inquiry, work, catalogue, req, roles)
+    target = await work.rt.run_db(_begin_inquiry, work, catalogue, req, roles, who, screen)
     log = {
         "staff_id": work.actor,
         "affair_code": target.affair_code,
@@ -375,6 +566,8 @@ async def inquire(
         "info_kind_code": req.info_kind_code,
         "provider_org": req.provider_org,
         "atena_no": target.atena_no,
+        "department": req.department,
+        "user_id": req.user_id,
     }
     ask = ChukanInquiry(
         atena_no=target.atena_no,
@@ -382,6 +575,8 @@ async def inquire(
         procedure_code=req.procedure_code,
         info_kind_code=req.info_kind_code,
         as_of=as_of,
+        inquirer_department=req.department,
+        inquirer_user=req.user_id,
     )
 
     def outcome(s: Session, serial: str | None, code: str, reason: str | None) -> None:
@@ -414,15 +609,20 @@ async def inquire(
 
 
 def _begin_inquiry(
-    work: Work, catalogue: Catalogue, req: service.InquiryRequest, roles: frozenset[str]
+    work: Work,
+    catalogue: Catalogue,
+    req: service.InquiryRequest,
+    roles: frozenset[str],
+    who: str,
+    screen: bool,
 ) -> service.InquiryTarget:
     """In a worker thread: authorize and find the person, then screen; each refusal audited."""
     try:
-        # One transaction: the person found and the staff member screened (a refusal
+        # One transaction: the person found and the principal screened (a refusal
         # commits its counts and alerts, and is raised after the commit).
         with transaction(work.rt.sessions) as s:
-            target = service.inquiry_target(s, catalogue, req, roles)
-            decision = work.rt.screen_in(s, "staff", work.actor, target.atena_no)
+            target = service.inquiry_target(s, catalogue, req, roles, who)
+            decision = work.rt.screen_in(s, who, work.actor, target.atena_no) if screen else None
     except Problem as exc:
         # Refusals are audited too: who tried what, for which affair (or procedure).
         work.audit("inquiry", exc.code, affair=service.refused_affair(catalogue, req.procedure_code))
@@ -434,6 +634,160 @@ def _begin_inquiry(
         work.audit("inquiry", exc.code, subject=target.atena_no)
         raise
     return target
+
+
+# --- 一括照会 files -------------------------------------------------------------------------
+
+BATCH_CONCURRENCY = 8  # records in flight at once: each waits mostly on chukan, the hub and the provider
+BATCH_RATE_RETRIES = 5  # a record refused by a peer's rate limit is asked again after its window
+BATCH_MAX_WAIT = 60.0  # seconds, at most, before asking again
+
+
+@dataclass
+class BatchSummary:
+    """What a batch did: the result rows in file order and their counts by outcome
+    (answered, no_data, pending, or the refusal's code)."""
+
+    rows: list[batch.ResultRow]
+    counts: dict[str, int]
+    seconds: float
+
+
+async def inquire_batch(
+    work: Work,
+    catalogue: Catalogue,
+    records: Sequence[batch.BatchRecord],
+    roles: frozenset[str],
+    *,
+    who: str,
+    source: str,
+    show_atena_no: bool,
+    concurrency: int = BATCH_CONCURRENCY,
+    default_user: str | None = None,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> BatchSummary:
+    """The records of a 一括照会 file, each through `inquire` (its own authorization by the
+    principal's roles, its own log and audit entries); at most ``concurrency`` at once.
+
+    The file is screened once as a whole, as ``who`` (rate limit and abnormal-traffic
+    rules): a batch is a sanctioned bulk job, and screening each record as an interactive
+    look-up would refuse any real one after a few dozen persons. A record the checks
+    refused (`batch.check_record`) is never sent and is audited here with its line and
+    field. A record a peer refuses for its rate limit (429 ``rate_limited``, refused on
+    receipt: nothing kept) is asked again after the peer's ``retry_after``, up to
+    `BATCH_RATE_RETRIES` times, so that a file of 10,000 records is paced to what the
+    chukan and the hub accept instead of failing in its second minute. One row per
+    record, in file order; one audit entry for the file with its counts.
+    ``show_atena_no``: the rows carry the 統合宛名番号 (staff of atena), else it is blank
+    (business systems never see it). ``default_user``: the 照会者ユーザーID of a record
+    that leaves it empty (the staff member running the file, as real clients leave it
+    empty), if it fits the field.
+    """
+    if default_user is not None and not fits_inquirer_field(default_user):
+        default_user = None
+    started = time.monotonic()
+    async with work.refusals_audited("inquiry.batch"):
+        await work.rt.run_db(work.rt.screen, who, work.actor, None)
+    numbers: dict[tuple[str, str], str] = {}
+    if show_atena_no:
+        numbers = await work.unit(lambda s: _translated(s, records))
+
+    def audit_bad(s: Session) -> None:
+        for rec in records:
+            if rec.error is not None:
+                work.rt.record(
+                    s,
+                    work.event(
+                        "inquiry",
+                        rec.error.code,
+                        affair=rec.values.get("affair_code") or None,
+                        detail={"file": source[-120:], "line": rec.line, "field": rec.error.extra.get("field", "")},
+                    ),
+                )
+
+    if any(rec.error is not None for rec in records):
+        await work.unit(audit_bad)
+    rows: list[batch.ResultRow | None] = [None] * len(records)
+    counts: dict[str, int] = {}
+    done = 0
+    gate = asyncio.Semaphore(max(1, concurrency))
+
+    def finish(index: int, row: batch.ResultRow, outcome: str) -> None:
+        nonlocal done
+        rows[index] = row
+        counts[outcome] = counts.get(outcome, 0) + 1
+        done += 1
+        if on_progress is not None:
+            on_progress(done, len(records))
+
+    async def one(index: int, rec: batch.BatchRecord) -> None:
+        req = rec.request
+        if req is None:
+            assert rec.error is not None
+            finish(index, batch.error_row(rec.values, rec.error), rec.error.code)
+            return
+        known = numbers.get((req.system or "", req.business_atena_no or "")) or req.atena_no
+        if req.user_id is None and default_user is not None:
+            req = replace(req, user_id=default_user)
+        async with gate:
+            for attempt in range(BATCH_RATE_RETRIES + 1):
+                try:
+                    result = await inquire(work, catalogue, req, roles, who=who, screen=False)
+                    break
+                except Problem as exc:
+                    wait = _retry_after(exc)
+                    if wait is None or attempt == BATCH_RATE_RETRIES:
+                        row = batch.error_row(rec.values, exc, atena_no=known if show_atena_no else None)
+                        finish(index, row, exc.code)
+                        return
+                    # A peer's rate limit (chukan or the hub): nothing was kept for this
+                    # attempt (refused on receipt, no serial); wait for its window, holding
+                    # this slot, so the whole batch slows down to what the peers take.
+                    await asyncio.sleep(wait)
+        finish(index, batch.result_row(rec.values, result, catalogue, show_atena_no=show_atena_no), result.status)
+
+    if on_progress is not None:
+        on_progress(0, len(records))
+    await asyncio.gather(*(one(i, rec) for i, rec in enumerate(records)))
+    summary = BatchSummary(rows=[r for r in rows if r is not None], counts=counts, seconds=time.monotonic() - started)
+    await work.unit(
+        lambda s: work.rt.record(
+            s,
+            work.event(
+                "inquiry.batch",
+                "ok",
+                detail={"file": source[-120:], "records": len(records), **counts},
+            ),
+        )
+    )
+    return summary
+
+
+def _retry_after(exc: Problem) -> float | None:
+    """Seconds to wait before asking again, for a peer's ``rate_limited`` refusal; else None."""
+    if exc.code != "rate_limited":
+        return None
+    after = exc.extra.get("retry_after")
+    seconds = float(after) if isinstance(after, int | float) and not isinstance(after, bool) else 1.0
+    return min(max(seconds, 0.1), BATCH_MAX_WAIT)
+
+
+def fits_inquirer_field(value: str) -> bool:
+    """Whether a staff ID can stand as the 照会者ユーザーID (the wire's rule: 1–20 printable ASCII)."""
+    return 0 < len(value) <= contract.MAX_INQUIRER_FIELD and value.isascii() and value.isprintable() and value.strip() == value
+
+
+def _translated(session: Session, records: Sequence[batch.BatchRecord]) -> dict[tuple[str, str], str]:
+    """(system, 業務宛名番号) → 統合宛名番号 of the records' persons, a query per system: what a
+    refused record's row echoes in the staff's result file."""
+    by_system: dict[str, list[str]] = {}
+    for rec in records:
+        if rec.request is not None and rec.request.system and rec.request.business_atena_no:
+            by_system.setdefault(rec.request.system, []).append(rec.request.business_atena_no)
+    out: dict[tuple[str, str], str] = {}
+    for system, numbers in by_system.items():
+        out.update(((system, n), a) for n, a in service.translate_many(session, system, numbers).items())
+    return out
 
 
 # --- the resident register feed, online ---------------------------------------------------

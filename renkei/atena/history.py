@@ -29,6 +29,8 @@ from renkei.core import bulk
 from renkei.core.errors import Problem
 
 __all__ = [
+    "ARRIVING",
+    "EVENTS",
     "FIRST",
     "FORMER",
     "HEAD",
@@ -36,16 +38,23 @@ __all__ = [
     "NON_RESIDENT",
     "REASONS",
     "RESIDENT",
+    "STATUS_LABELS",
     "AsOf",
     "HouseholdOn",
     "Member",
+    "Membership",
     "Timeline",
+    "Version",
     "as_of",
     "current_clause",
+    "current_household",
+    "current_rows",
     "derive_reason",
+    "history",
     "household_on",
     "load_memberships",
     "load_versions",
+    "version_of",
 ]
 
 FIRST: Final = "新規"  # a person's first registration (not from a register event)
@@ -262,14 +271,37 @@ class AsOf:
         return self.version.status if self.version is not None else "unregistered"
 
 
-# Built once: an as-of read runs them for every person asked about.
-_B = aliased(BasicFour, name="version")
-_M = aliased(HouseholdMember, name="membership")
-_VERSION_ON = select(_B).where(_B.atena_no == bindparam("atena_no"), current_clause(_B, bindparam("day")))
-_MEMBERSHIP_ON = select(_M).where(_M.atena_no == bindparam("atena_no"), current_clause(_M, bindparam("day")))
-_MEMBERS_ON = select(_M.atena_no, _M.relationship).where(
-    _M.household_no == bindparam("household_no"), current_clause(_M, bindparam("day"))
+# Built once: an as-of read runs them for every person asked about. One person's version
+# in force is an index range read backwards ((atena_no, effective_on, id)), never an
+# anti-join: PostgreSQL may plan the NOT EXISTS of `current_clause` as a hash anti-join over
+# the whole table when the outer rows are not found by 統合宛名番号.
+_VERSION_ON = (
+    select(BasicFour)
+    .where(BasicFour.atena_no == bindparam("atena_no"), BasicFour.effective_on <= bindparam("day"))
+    .order_by(BasicFour.effective_on.desc(), BasicFour.id.desc())
+    .limit(1)
 )
+_MEMBERSHIP_ON = (
+    select(HouseholdMember)
+    .where(HouseholdMember.atena_no == bindparam("atena_no"), HouseholdMember.effective_on <= bindparam("day"))
+    .order_by(HouseholdMember.effective_on.desc(), HouseholdMember.id.desc())
+    .limit(1)
+)
+_EVER_MEMBERS = select(HouseholdMember.atena_no).where(HouseholdMember.household_no == bindparam("household_no")).distinct()
+
+
+def _membership_on(session: Session, atena_no: str, day: date) -> HouseholdMember | None:
+    return session.scalars(_MEMBERSHIP_ON, {"atena_no": atena_no, "day": day}).first()
+
+
+def current_household(session: Session, atena_no: str) -> Membership | None:
+    """The person's current household (the membership with the latest effective date),
+    None when in none."""
+    member = _membership_on(session, atena_no, date.max)
+    if member is None or member.household_no is None:
+        return None
+    head = household_on(session, member.household_no, date.max).head
+    return Membership(member.household_no, member.relationship, head, member.effective_on)
 
 
 def as_of(session: Session, atena_no: str, day: date) -> AsOf:
@@ -278,7 +310,7 @@ def as_of(session: Session, atena_no: str, day: date) -> AsOf:
     if session.get(Person, atena_no) is None:
         raise Problem(404, "unknown_atena_no", f"統合宛名番号「{atena_no}」は登録されていません。")
     row = session.scalars(_VERSION_ON, {"atena_no": atena_no, "day": day}).first()
-    member = session.scalars(_MEMBERSHIP_ON, {"atena_no": atena_no, "day": day}).first()
+    member = _membership_on(session, atena_no, day)
     household = None
     if member is not None and member.household_no is not None:
         head = household_on(session, member.household_no, day).head
@@ -306,9 +338,14 @@ class HouseholdOn:
 
 
 def household_on(session: Session, household_no: str, day: date) -> HouseholdOn:
-    """The members of a household on ``day`` (each person's membership in force then)."""
-    rows = session.execute(_MEMBERS_ON, {"household_no": household_no, "day": day}).all()
-    members = sorted((Member(a, r) for a, r in rows), key=lambda x: (x.relationship != HEAD, x.atena_no))
+    """The members of a household on ``day``: of the persons ever in it, those whose
+    membership in force that day is this household (a household has few members)."""
+    members = []
+    for atena_no in session.scalars(_EVER_MEMBERS, {"household_no": household_no}):
+        m = _membership_on(session, atena_no, day)
+        if m is not None and m.household_no == household_no:
+            members.append(Member(atena_no, m.relationship))
+    members.sort(key=lambda x: (x.relationship != HEAD, x.atena_no))
     return HouseholdOn(household_no, day, tuple(members))
 
 

@@ -178,7 +178,10 @@ class InquiryLog(Base):
     __tablename__ = "inquiry_log"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UtcDateTime())
-    staff_id: Mapped[str] = mapped_column(String(64))  # auth_staff.staff_id of the principal
+    staff_id: Mapped[str] = mapped_column(String(64))  # the staff member or business system that ran it
+    # who asked inside the organization, as the request names them (一括照会: 部署コード, ユーザーID)
+    department: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    user_id: Mapped[str | None] = mapped_column(String(20), nullable=True)
     affair_code: Mapped[str] = mapped_column(String(16))
     procedure_code: Mapped[str] = mapped_column(String(16))
     info_kind_code: Mapped[str] = mapped_column(String(16))

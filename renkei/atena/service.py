@@ -7,6 +7,7 @@ J-LIS is renkei.atena.flows) and no HTTP (renkei.atena.api, renkei.web.atena).
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -16,6 +17,7 @@ from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from renkei.atena import history
+from renkei.atena.history import Membership
 from renkei.atena.models import (
     AtenaSerial,
     BasicFour,
@@ -204,6 +206,10 @@ RESIDENT_COLUMNS = Columns(
 )
 
 
+NUMBERED, LINKED, UNCHANGED = "numbered", "linked", "unchanged"
+OUTCOME_LABELS = {NUMBERED: "新規付番", LINKED: "既存の宛名に紐付け・更新", UNCHANGED: "変更なし"}
+
+
 @dataclass(frozen=True)
 class Registration:
     """What `register_parsed` did: the 統合宛名番号 of each record in order, what each
@@ -218,9 +224,37 @@ class Registration:
     changed: int  # records that added anything
     memberships: int = 0
     outcomes: tuple[str, ...] = ()
+    # The numbering of each record (`NUMBERED`: a new 統合宛名番号; `LINKED`: a person
+    # already held, something added; `UNCHANGED`), and the persons newly numbered, whose
+    # pseudonym acquisition starts (0320008). 統合宛名番号 are atena's own: never handed
+    # to a business system.
+    numbering: tuple[str, ...] = ()
+    numbered: tuple[str, ...] = ()
 
 
 APPLIED, HISTORY, NO_CHANGE = "applied", "history", "no_change"
+
+
+def search_by_individual_number(session: Session, indexes: Sequence[str]) -> dict[str, str]:
+    """機能ID 0320004 団体内統合宛名基本情報検索: the 統合宛名番号 held for each individual
+    number (by its blind index; the number itself is never compared in clear)."""
+    known: dict[str, str] = {}
+    wanted = list(set(indexes))
+    for part in range(0, len(wanted), _IN_CHUNK):
+        for index, atena_no in session.execute(
+            select(Person.individual_number_index, Person.atena_no).where(
+                bulk.among(session, Person.individual_number_index, wanted[part : part + _IN_CHUNK])
+            )
+        ):
+            if index is not None:
+                known[index] = atena_no
+    return known
+
+
+def issue_atena_nos(session: Session, count: int, now: datetime) -> list[str]:
+    """機能ID 0320002 団体内統合宛名番号付番: ``count`` new 統合宛名番号 in one block of serials."""
+    serials_t = cast(Table, AtenaSerial.__table__)
+    return [ids.make_atena_no(serial) for serial in bulk.issue_ids(session, serials_t, [{"issued_at": now}] * count)]
 
 
 def register_parsed(
@@ -230,8 +264,21 @@ def register_parsed(
     now: datetime,
     *,
     source: str = "",
+    residence: str = "resident",
 ) -> Registration:
-    """Register checked person records, set-based: a few statements per batch, not per person.
+    """団体内統合宛名番号の付番 (共通機能標準仕様書 第2.7版 §2.4.3), set-based: a few
+    statements per batch, not per person. The steps of the standard's flow:
+
+    - 0320001 付番依頼受信: the request (個人番号, the business system's 宛名番号, 基本4情報),
+      checked by `parse_resident` before this is called;
+    - 0320004 基本情報検索: `search_by_individual_number`;
+    - 0320002 付番: a new 統合宛名番号 (`issue_atena_nos`) only if no record holds that
+      individual number; otherwise the business number is linked to the person held;
+    - 0320008 中間サーバー連携: the caller starts pseudonym acquisition for
+      ``Registration.numbered`` (renkei.atena.flows.number_persons).
+
+    ``residence`` is what a newly numbered person is recorded as (``resident`` from the
+    resident register, ``non_resident`` from another business system).
 
     A known individual number (by its blind index) keeps its 統合宛名番号; an unknown one
     gets the next serial. A record is a version of the person's 基本4情報 from its
@@ -246,19 +293,10 @@ def register_parsed(
     (`renkei.atena.search.refresh_search_keys`).
     """
     persons_t, basic_t = cast(Table, Person.__table__), cast(Table, BasicFour.__table__)
-    links_t, serials_t = cast(Table, BusinessLink.__table__), cast(Table, AtenaSerial.__table__)
+    links_t = cast(Table, BusinessLink.__table__)
     members_t, households_t = cast(Table, HouseholdMember.__table__), cast(Table, Household.__table__)
     indexes = [cipher.blind_index(r.individual_number) for r in residents]
-    known: dict[str, str] = {}
-    wanted = list(set(indexes))
-    for part in range(0, len(wanted), _IN_CHUNK):
-        for index, atena_no in session.execute(
-            select(Person.individual_number_index, Person.atena_no).where(
-                bulk.among(session, Person.individual_number_index, wanted[part : part + _IN_CHUNK])
-            )
-        ):
-            if index is not None:
-                known[index] = atena_no
+    known = search_by_individual_number(session, indexes)  # 0320004
     known_nos = list(set(known.values()))
     timelines = history.load_versions(session, known_nos) if known_nos else {}
     stated = any(r.household is not None for r in residents)
@@ -269,17 +307,15 @@ def register_parsed(
         if index not in known and index not in seen_new:
             seen_new[index] = i
     fresh = list(seen_new.values())
-    serials = bulk.issue_ids(session, serials_t, [{"issued_at": now}] * len(fresh))
     new_persons = []
-    for i, serial in zip(fresh, serials, strict=True):
-        atena_no = ids.make_atena_no(serial)
+    for i, atena_no in zip(fresh, issue_atena_nos(session, len(fresh), now), strict=True):  # 0320002
         known[indexes[i]] = atena_no
         new_persons.append(
             {
                 "atena_no": atena_no,
                 "individual_number_enc": cipher.encrypt(residents[i].individual_number, _aad(atena_no)),
                 "individual_number_index": indexes[i],
-                "residence": "resident",
+                "residence": residence,
                 "pseudonym_status": "none",
                 "created_at": now,
             }
@@ -288,7 +324,7 @@ def register_parsed(
     pairs = {(system, no) for r in residents for system, no in r.business_numbers.items()}
     linked: dict[tuple[str, str], str] = {}
     by_system: dict[str, list[str]] = {}
-    for system, no in pairs:
+    for system, no in set(pairs):
         by_system.setdefault(system, []).append(no)
     for system, numbers in by_system.items():
         for part in range(0, len(numbers), _IN_CHUNK):
@@ -318,6 +354,8 @@ def register_parsed(
     out: list[str] = []
     outcomes: list[str] = []
     changed = 0
+    numbering: list[str] = []
+    fresh_at = set(fresh)
     order = 1 << 62  # orders of the rows added here: above every id, in the order added
     for i, (r, index) in enumerate(zip(residents, indexes, strict=True)):
         atena_no = known[index]
@@ -393,7 +431,9 @@ def register_parsed(
                     f"業務「{system}」の宛名番号は別の人に紐付いています。",
                     index=i,
                 )
-        changed += len(versions) + len(links) + len(members) > added
+        grew = len(versions) + len(links) + len(members) > added
+        changed += grew
+        numbering.append(NUMBERED if i in fresh_at else LINKED if grew else UNCHANGED)
         out.append(atena_no)
         outcomes.append(outcome)
     # persons and households first: the other rows refer to them.
@@ -411,6 +451,8 @@ def register_parsed(
         changed=changed,
         memberships=len(members),
         outcomes=tuple(outcomes),
+        numbering=tuple(numbering),
+        numbered=tuple(str(p["atena_no"]) for p in new_persons),
     )
 
 
@@ -617,6 +659,82 @@ def translate(session: Session, system: str, business_atena_no: str) -> str:
     return atena_no
 
 
+def translate_all(session: Session, system: str, business_atena_nos: Sequence[str]) -> list[str]:
+    """業務宛名番号 → 統合宛名番号 of every number a business system names, in order; the
+    first malformed one (checked before any look-up), then the first unknown one,
+    refuses them all, naming its ``index``."""
+    for index, number in enumerate(business_atena_nos):
+        problem = ids.check(ids.IdKind.ATENA_NO, number)
+        if problem is not None:
+            raise Problem(422, "invalid_business_atena_no", problem.message, index=index)
+    found = translate_many(session, system, business_atena_nos)
+    out = []
+    for index, number in enumerate(business_atena_nos):
+        atena_no = found.get(number)
+        if atena_no is None:
+            try:
+                atena_no = translate(session, system, number)  # names the problem as one look-up does
+            except Problem as exc:
+                exc.extra["index"] = index
+                raise
+        out.append(atena_no)
+    return out
+
+
+def business_numbers_of(session: Session, system: str, atena_nos: Iterable[str]) -> dict[str, str]:
+    """統合宛名番号 → ``system``'s 業務宛名番号 (the other way of `translate_many`), for
+    what atena hands back to a business system: its own numbers, never atena's."""
+    wanted = sorted(set(atena_nos))
+    found: dict[str, str] = {}
+    for start in range(0, len(wanted), _LOOKUP_CHUNK):
+        rows = session.execute(
+            select(BusinessLink.atena_no, BusinessLink.business_atena_no).where(
+                BusinessLink.system == system,
+                bulk.among(session, BusinessLink.atena_no, wanted[start : start + _LOOKUP_CHUNK]),
+            )
+        )
+        found.update((atena_no, number) for atena_no, number in rows)
+    return found
+
+
+UNKNOWN_TO_CALLER = "（宛名番号なし）"
+
+
+def atena_nos_in(problem: Problem) -> list[str]:
+    """The 15-digit numbers a refusal's words name (candidates for 統合宛名番号)."""
+    texts = [problem.title, problem.detail, *(v for v in problem.extra.values() if isinstance(v, str))]
+    return sorted({m.group(0) for t in texts if t for m in _ATENA_NO_IN_TEXT.finditer(t)})
+
+
+def for_business(session: Session, problem: Problem, system: str) -> Problem:
+    """A refusal as a business system may read it: every 統合宛名番号 in its title, detail
+    and string members (a peer's words, e.g. the chukan's 「…は符号が未取得です」)
+    replaced by the caller's own 宛名番号 in ``system`` (or a placeholder for a person it
+    has no number for). Other 15-digit numbers — the caller's own — are left as they are."""
+    named = atena_nos_in(problem)
+    held = set(session.scalars(select(Person.atena_no).where(Person.atena_no.in_(named)))) if named else set()
+    if not held:
+        return problem
+    business_of = business_numbers_of(session, system, held)
+
+    def swap(text: str) -> str:
+        return _ATENA_NO_IN_TEXT.sub(
+            lambda m: business_of.get(m.group(0), UNKNOWN_TO_CALLER) if m.group(0) in held else m.group(0), text
+        )
+
+    problem.title = swap(problem.title)
+    problem.detail = swap(problem.detail) if problem.detail else problem.detail
+    for key, value in list(problem.extra.items()):
+        if isinstance(value, str):
+            problem.extra[key] = swap(value)
+    return problem
+
+
+# Any run of 15 digits is taken for a 統合宛名番号: a business number also has 15 digits,
+# so one the caller sent comes back as itself (the map names it only when it is atena's).
+_ATENA_NO_IN_TEXT = re.compile(r"(?<![0-9])[0-9]{15}(?![0-9])")
+
+
 # Built once: every inquiry and lookup by 業務宛名番号 runs it.
 _TRANSLATE = select(BusinessLink.atena_no).where(
     BusinessLink.system == bindparam("system"), BusinessLink.business_atena_no == bindparam("business_atena_no")
@@ -625,11 +743,20 @@ _TRANSLATE = select(BusinessLink.atena_no).where(
 INQUIRY = "照会"
 
 
-def authorize_inquiry(catalogue: Catalogue, roles: Iterable[str], procedure_code: str) -> str:
+STAFF = "staff"
+CLIENT = "client"
+_WHO = {STAFF: "この職員", CLIENT: "この業務システム"}
+
+
+def authorize_inquiry(
+    catalogue: Catalogue, roles: Iterable[str], procedure_code: str, who: str = STAFF
+) -> str:
     """The principal must hold ``<affair>:照会`` for the procedure's affair; returns the affair code.
 
-    ``roles`` are the authenticated principal's roles (a session's staff roles, or an API
-    token's scopes that the staff member still holds).
+    ``roles`` are the authenticated principal's roles (a session's staff roles, an API
+    token's scopes that the staff member still holds, or a business system's inquiry
+    scopes as roles: `client_inquiry_roles`); ``who`` (staff | client) names it in the
+    refusal.
     """
     affair = catalogue.affair_of(procedure_code)
     if affair is None:
@@ -637,10 +764,36 @@ def authorize_inquiry(catalogue: Catalogue, roles: Iterable[str], procedure_code
     if not has_role(roles, INQUIRY, affair=affair.code):
         raise PermissionDenied(
             "affair_not_permitted",
-            f"この職員は事務「{affair.name}」の照会権限を持っていません。",
+            f"{_WHO.get(who, _WHO[STAFF])}は事務「{affair.name}」の照会権限を持っていません。",
             needed=f"{affair.code}:{INQUIRY}",
         )
     return affair.code
+
+
+INQUIRY_RESOURCE_PREFIX = "inquiries."
+INQUIRY_OPERATION = "inquire"
+
+
+def inquiry_scope(system: str, affair_code: str) -> str:
+    """The OAuth scope a business system needs to inquire for an affair:
+    ``<業務システムID>:inquiries.<事務コード>:inquire`` (one scope per affair)."""
+    return f"{system}:{INQUIRY_RESOURCE_PREFIX}{affair_code}:{INQUIRY_OPERATION}"
+
+
+def client_inquiry_roles(scopes: Iterable[str], system: str) -> frozenset[str]:
+    """A business system's inquiry scopes for ``system`` as the roles `authorize_inquiry`
+    checks (``<事務コード>:照会``); other scopes, and those of other systems, grant nothing."""
+    out: set[str] = set()
+    for scope in scopes:
+        parts = scope.split(":")
+        if len(parts) != 3 or parts[0] != system or parts[2] != INQUIRY_OPERATION:
+            continue
+        if not parts[1].startswith(INQUIRY_RESOURCE_PREFIX):
+            continue
+        affair = parts[1][len(INQUIRY_RESOURCE_PREFIX) :]
+        if ids.check(ids.IdKind.AFFAIR_CODE, affair) is None:
+            out.add(f"{affair}:{INQUIRY}")
+    return frozenset(out)
 
 
 def log_inquiry(session: Session, **fields: Any) -> None:
@@ -708,6 +861,7 @@ class ResidentDetail:
     history: tuple[BasicFourView, ...]  # the current first (effective date, recorded order)
     links: tuple[LinkView, ...]
     has_individual_number: bool
+    household: Membership | None = None  # the current 世帯 (世帯番号, 続柄, 世帯主)
 
     @property
     def current(self) -> BasicFourView:
@@ -783,6 +937,7 @@ def resident_detail(session: Session, atena_no: str) -> ResidentDetail:
         history=tuple(_view(r) for r in versions),
         links=tuple(LinkView(li.system, li.business_atena_no, li.linked_at) for li in links),
         has_individual_number=person.individual_number_enc is not None,
+        household=history.current_household(session, atena_no),
     )
 
 
@@ -811,6 +966,10 @@ class InquiryRequest:
     system: str | None = None
     business_atena_no: str | None = None
     atena_no: str | None = None
+    # Who asked inside the organization (照会者部署コード, 照会者ユーザーID): kept in the
+    # inquiry log and passed on to the provision records of our chukan and the hub.
+    department: str | None = None
+    user_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -864,11 +1023,11 @@ class InquiryTarget:
 
 
 def inquiry_target(
-    session: Session, catalogue: Catalogue, req: InquiryRequest, roles: Iterable[str]
+    session: Session, catalogue: Catalogue, req: InquiryRequest, roles: Iterable[str], who: str = STAFF
 ) -> InquiryTarget:
-    """The staff member holds ``<affair>:照会`` for the procedure (`authorize_inquiry`),
+    """The principal holds ``<affair>:照会`` for the procedure (`authorize_inquiry`),
     then the person is found; a Problem says why not."""
-    affair_code = authorize_inquiry(catalogue, roles, req.procedure_code)
+    affair_code = authorize_inquiry(catalogue, roles, req.procedure_code, who)
     return InquiryTarget(atena_no=_inquiry_target(session, req), affair_code=affair_code)
 
 

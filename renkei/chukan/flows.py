@@ -160,6 +160,8 @@ async def inquire(flow: Flow, req: ChukanInquiry) -> InquiryResult:
         procedure_code=req.procedure_code,
         info_kind_code=req.info_kind_code,
         as_of=req.as_of,
+        inquirer_department=req.inquirer_department,
+        inquirer_user=req.inquirer_user,
     )
     try:
         relayed = await flow.send(contract.HUB_INQUIRY, hub_url, hub_org, ask)

@@ -103,6 +103,9 @@ class ProvisionRecord(Base):
     direction: Mapped[str] = mapped_column(String(10))  # inquiry | provision
     at: Mapped[datetime] = mapped_column(UtcDateTime())
     counterpart_org: Mapped[str] = mapped_column(String(16))
+    # Our inquiries: who asked inside this organization, as atena passed it on (optional).
+    inquirer_department: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    inquirer_user: Mapped[str | None] = mapped_column(String(20), nullable=True)
     procedure_code: Mapped[str] = mapped_column(String(16))
     info_kind_code: Mapped[str] = mapped_column(String(16))
     atena_no: Mapped[str | None] = mapped_column(String(15), nullable=True, index=True)

@@ -729,6 +729,8 @@ def keep_inquiry(
         "direction": "inquiry",
         "at": now,
         "counterpart_org": req.provider_org,
+        "inquirer_department": req.inquirer_department,
+        "inquirer_user": req.inquirer_user,
         "procedure_code": req.procedure_code,
         "info_kind_code": req.info_kind_code,
         "atena_no": req.atena_no,

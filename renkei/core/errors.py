@@ -63,6 +63,10 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "export_not_approved", "export_grew", "role_request_not_pending", "role_request_stale",
         # bulk imports (renkei.core.imports)
         "import_finished", "import_conflict",
+        # the resident register feed: the same events applied by two requests at once
+        "feed_conflict",
+        # non-resident numbering: the candidates changed since they were shown
+        "candidates_changed",
     ),
     413: ("body_too_large",),
     415: ("unsupported_media_type",),
@@ -78,9 +82,13 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "unknown_export", "no_edition", "key_owner_mismatch", "key_node_not_allowed", "invalid_role",
         "role_conflict",
         "individual_number_in_filter", "unencodable_character", "cp932_unencodable",
-        "unsupported_encoding", "password_policy",
+        "unsupported_encoding", "password_policy", "bad_inquirer",
         # bulk files (renkei.core.records)
         "bad_record", "unsupported_format",
+        # atena: business systems name persons by their own numbers; non-resident numbering
+        "atena_no_not_accepted", "candidates_not_acknowledged", "bad_candidate",
+        # J-LIS identity search on 基本4情報
+        "bad_identity_query", "no_basic_four",
         # addressee search (renkei.atena.search)
         "bad_name", "bad_address", "bad_residence", "missing_criteria", "too_broad",
         # time-stamp authority

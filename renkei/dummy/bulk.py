@@ -39,6 +39,7 @@ __all__ = [
     "fukuhon_copies",
     "fukuhon_records",
     "write_fukuhon",
+    "jlis_identity",
     "jlis_rows",
     "person_record",
     "resident_records",
@@ -53,6 +54,23 @@ def jlis_rows(pop: SynthPopulation) -> Iterator[tuple[str, str, str]]:
     """Everyone's (individual number, resident code, lg code) — J-LIS knows the whole country."""
     for p in pop.persons:
         yield p.individual_number, p.resident_code, p.lg_code
+
+
+def jlis_identity(p: Person) -> dict[str, str]:
+    """`p`'s 基本4情報 as J-LIS holds them (the address they live at now, as in
+    `person_record`), for the identity search."""
+    address = p.address
+    if p.destination_lg_code and p.destination_postal_code and p.destination_address:
+        address = p.destination_address
+    return {
+        "family_name": p.family_name,
+        "given_name": p.given_name,
+        "family_kana": p.family_kana,
+        "given_kana": p.given_kana,
+        "birth_date": p.birth_date.isoformat(),
+        "sex": p.sex,
+        "address": address,
+    }
 
 
 def person_record(p: Person, numbers: dict[str, str]) -> dict[str, Any]:
@@ -135,6 +153,13 @@ PAIR_CSV_COLUMNS: Final = (
     ("個人番号", "individual_number"),
     ("住民票コード", "resident_code"),
     ("地方公共団体コード", "lg_code"),
+    ("氏", "family_name"),
+    ("名", "given_name"),
+    ("氏（カナ）", "family_kana"),
+    ("名（カナ）", "given_kana"),
+    ("生年月日", "birth_date"),
+    ("性別", "sex"),
+    ("住所", "address"),
 )
 _EVERY: Final = 5_000  # records between progress calls
 
@@ -187,11 +212,14 @@ def write_residents(pop: SynthPopulation, lg_code: str, path: Path, progress: Wr
 
 
 def write_jlis_pairs(pop: SynthPopulation, path: Path, progress: WriteProgress | None = None) -> int:
-    """Everyone's (個人番号, 住民票コード, 地方公共団体コード) as a file for
-    `renkei jlis import pairs`; the number of records written."""
+    """Everyone's (個人番号, 住民票コード, 地方公共団体コード) with their 基本4情報 as a
+    file for `renkei jlis import pairs`; the number of records written."""
+    by_code = {p.resident_code: p for p in pop.persons}
     records = (
-        {"individual_number": number, "resident_code": code, "lg_code": lg} for number, code, lg in jlis_rows(pop)
-    )
+        {"individual_number": number, "resident_code": code, "lg_code": lg,
+         **(jlis_identity(by_code[code]) if code in by_code else {})}
+        for number, code, lg in jlis_rows(pop)
+    )  # fmt: skip
     return _write(path, records, PAIR_CSV_COLUMNS, None, progress)
 
 

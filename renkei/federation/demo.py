@@ -44,6 +44,7 @@ TAX_COPY_PUBLISHED = "2024-06-01"
 
 RESIDENT_SYSTEM = "jumin01"  # the resident register (住民記録システム)
 TAX_SYSTEM = business.SYSTEM_TAX
+WELFARE_SYSTEM = "welfare"  # a system that manages non-residents (住登外者) of its own
 
 STAFF = [
     setup.StaffSpec("S0001", "児童手当係 職員（架空）", (f"{CHILD_ALLOWANCE_AFFAIR}:照会",)),
@@ -70,6 +71,12 @@ CLIENTS = [
         ),
     ),
     setup.ClientSpec("tax-batch", TAX_SYSTEM, "税務システム 副本登録バッチ（架空）", (f"{TAX_SYSTEM}:fukuhon:register",)),
+    setup.ClientSpec(
+        "welfare-batch",
+        WELFARE_SYSTEM,
+        "福祉システム 住登外者管理（架空）",
+        (f"{WELFARE_SYSTEM}:non_residents:register", f"{WELFARE_SYSTEM}:individual_numbers:search"),
+    ),
 ]
 # A business system asks for a fresh access token once its token is this old (seconds).
 TOKEN_REFRESH_S = 300.0
@@ -221,8 +228,8 @@ class AtenaClient:
             raise DemoFailure(f"{path}: {status} {data.get('title')} {data.get('detail', '')}")
         return data
 
-    def residents(self, persons: list[dict[str, Any]]) -> dict[str, Any]:
-        return self.ok("/v1/residents", {"persons": persons},
+    def residents(self, persons: list[dict[str, Any]], *, start_acquisition: bool = True) -> dict[str, Any]:
+        return self.ok("/v1/residents", {"persons": persons, "start_acquisition": start_acquisition},
                        client_id="jumin01-batch", scope=f"{RESIDENT_SYSTEM}:residents:register")
 
     def pseudonyms(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -234,6 +241,44 @@ class AtenaClient:
 
     def inquire(self, staff_id: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         return self.post("/v1/inquiries", body, self.staff_headers(staff_id))
+
+
+def non_resident_number(client: AtenaClient, pop: SynthPopulation) -> dict[str, Any]:
+    """住登外者: 新宿区's welfare system registers somebody living in 中野区 — candidates
+    first (0310007/0310005), then a number with their acknowledgement (0310004/0310001) —
+    and asks for their individual number, found by J-LIS on the 基本4情報 (番号利用事務:
+    児童手当). The answer names the welfare system's own number only."""
+    known = {r["individual_number"] for r in ward_records(pop, SHINJUKU_LG)}
+    p = next(
+        p for p in pop.persons
+        if p.status == RESIDENT and p.lg_code == NAKANO_LG and p.individual_number not in known
+        and not p.destination_address
+    )  # fmt: skip
+    who = bulk.jlis_identity(p)
+    query = {**who, "postal_code": p.postal_code, "lg_code": p.lg_code, "system": WELFARE_SYSTEM}
+    scope = f"{WELFARE_SYSTEM}:non_residents:register"
+    shown = client.ok("/v1/non-residents/candidates", query, client_id="welfare-batch", scope=scope)
+    mine = ids.make_atena_no(950_000_001)
+    client.ok(
+        "/v1/non-residents",
+        {**query, "business_atena_no": mine, "acknowledgement": shown["acknowledgement"], "choice": "new"},
+        client_id="welfare-batch",
+        scope=scope,
+    )
+    found = client.ok(
+        "/v1/non-residents/individual-number",
+        {"system": WELFARE_SYSTEM, "business_atena_no": mine, "affair_code": CHILD_ALLOWANCE_AFFAIR},
+        client_id="welfare-batch",
+        scope=f"{WELFARE_SYSTEM}:individual_numbers:search",
+    )
+    if found["status"] != "found" or found["individual_number"] != p.individual_number:
+        raise DemoFailure(f"住登外者の個人番号照会: {found['status']} {found['message']}")
+    say(
+        f"新宿区: 住登外者を登録し（候補 {len(shown['candidates'])} 件を確認）、J-LIS の本人確認情報から個人番号を取得しました",
+        f"Shinjuku: a non-resident registered (after {len(shown['candidates'])} candidates), "
+        "the individual number found by J-LIS on the four basic facts",
+    )
+    return found
 
 
 def generate_population(seed: int = DEMO_SEED, shinjuku: int = 300, nakano: int = 200) -> SynthPopulation:
@@ -428,7 +473,9 @@ def prepare(layout: Layout, pop: SynthPopulation, database_urls: dict[str, str] 
     say(f"情報提供ネットワークシステムの機関登録簿に{len(ORGS)}機関を登録します（タイムスタンプ局を含む）",
         f"registering {len(ORGS)} organizations in the hub's registry (the time-stamp authority among them)")
     setup.register_organizations(layout)
-    n = setup.load_jlis(layout, list(bulk.jlis_rows(pop)))
+    n = setup.load_jlis(
+        layout, list(bulk.jlis_rows(pop)), {p.resident_code: bulk.jlis_identity(p) for p in pop.persons}
+    )
     say(f"J-LISに個人番号と住民票コードの対応 {n} 件を登録しました", f"J-LIS holds {n} individual-number/resident-code pairs")
     for org in (SHINJUKU, NAKANO, NENKIN):
         setup.enrol_atena(layout, org, STAFF, CLIENTS)
@@ -453,20 +500,27 @@ def start(layout: Layout, fed: Federation) -> Federation:
     return fed
 
 
-def acquire_all(client: AtenaClient, atena_nos: list[str], org: Org, timeout: float = 120.0) -> None:
-    result = client.pseudonyms("/v1/pseudonyms/acquire", {"atena_nos": atena_nos})
+def acquire_all(client: AtenaClient, org: Org, started: dict[str, Any], timeout: float = 120.0) -> None:
+    """Wait until everybody's pseudonym is bound. Registration started the acquisition
+    (0320008; ``started`` is what it said); only if it could not is it asked for again,
+    for all pending persons — asking twice would give a person a second acquisition
+    number. A business system never names 統合宛名番号: it reads counts."""
+    if started.get("deferred") or started.get("problems"):
+        result = client.pseudonyms("/v1/pseudonyms/acquire", {"all_pending": True})
+    else:
+        result = {"requested": started["requested"], "relayed": started["relayed"]}
     say(
         f"{org.name}: {result['requested']} 人の符号取得を依頼しました（J-LIS中継 {result['relayed']} 件）",
         f"{org.name}: pseudonym acquisition requested for {result['requested']} people, {result['relayed']} relayed by J-LIS",
     )
     deadline = time.monotonic() + timeout
     while True:
-        status = client.pseudonyms("/v1/pseudonyms/status", {"atena_nos": atena_nos})
-        if status["bound"] == len(atena_nos):
+        status = client.pseudonyms("/v1/pseudonyms/status", {"all_persons": True})
+        if status["bound"] == status["total"]:
             say(f"{org.name}: 全員の符号を取得しました（{status['bound']} 人）", f"{org.name}: all {status['bound']} pseudonyms bound")
             return
         if time.monotonic() > deadline:
-            raise DemoFailure(f"{org.name}: 符号取得が完了しません（{status['bound']}/{len(atena_nos)}）")
+            raise DemoFailure(f"{org.name}: 符号取得が完了しません（{status['bound']}/{status['total']}）")
         time.sleep(0.2)
 
 
@@ -484,23 +538,24 @@ def play(layout: Layout, pop: SynthPopulation, clients: dict[str, AtenaClient] |
         finally:
             for client in own.values():
                 client.close()
-    registered: dict[str, list[str]] = {}
+    started: dict[str, dict[str, Any]] = {}
     for org, records in (
         (SHINJUKU, ward_records(pop, SHINJUKU_LG)),
         (NAKANO, ward_records(pop, NAKANO_LG)),
         (NENKIN, agency_records(pop)),
     ):
         out = clients[org.slug].residents(records)
-        registered[org.slug] = out["atena_nos"]
-        say(f"{org.name}: {len(out['atena_nos'])} 人に団体内統合宛名番号を付番しました",
-            f"{org.name}: {len(out['atena_nos'])} people numbered in the integrated addressee system")
+        started[org.slug] = out["acquisition"]
+        say(f"{org.name}: {out['numbered']} 人に団体内統合宛名番号を付番しました",
+            f"{org.name}: {out['numbered']} people numbered in the integrated addressee system")
     for org in (SHINJUKU, NAKANO, NENKIN):
-        acquire_all(clients[org.slug], registered[org.slug], org)
+        acquire_all(clients[org.slug], org, started[org.slug])
     for org, lg_code in ((SHINJUKU, SHINJUKU_LG), (NAKANO, NAKANO_LG)):
         copies = tax_copies(pop, lg_code)
         out = clients[org.slug].fukuhon(TAX_SYSTEM, copies)
         say(f"{org.name}: 地方税関係情報の副本 {out['registered']} 件を中間サーバーに登録しました",
             f"{org.name}: {out['registered']} local-tax copies registered in the intermediate server")
+    non_resident_number(clients["shinjuku"], pop)
     scenarios = build_scenarios(pop)
     # Staff sign in first (password + TOTP): the round trips below are the inquiries alone.
     for staff_id in sorted({sc.staff_id for sc in scenarios}):

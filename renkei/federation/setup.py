@@ -119,8 +119,11 @@ def register_organizations(layout: Layout) -> None:
     engine.dispose()
 
 
-def load_jlis(layout: Layout, rows: list[tuple[str, str, str]]) -> int:
-    """Give the J-LIS simulator its (individual number, resident code, lg code) table."""
+def load_jlis(
+    layout: Layout, rows: list[tuple[str, str, str]], identities: dict[str, dict[str, str]] | None = None
+) -> int:
+    """Give the J-LIS simulator its (individual number, resident code, lg code) table, and
+    the 基本4情報 of each resident code in ``identities`` (for the identity search)."""
     from renkei.federation.topology import JLIS
     from renkei.jlis import service as jlis_service
     from renkei.jlis.app import MIGRATIONS
@@ -131,7 +134,9 @@ def load_jlis(layout: Layout, rows: list[tuple[str, str, str]]) -> int:
     engine = make_engine(cfg.database_url)
     migrate(engine, MIGRATIONS, Base.metadata, {"field_cipher": cipher})
     with transaction(make_sessionmaker(engine)) as s:
-        n = jlis_service.load_citizens(s, cipher, rows, utcnow())
+        found = jlis_service.parse_identities(list((identities or {}).values()))
+        by_code = {code: who for code, who in zip(identities or {}, found, strict=True) if who is not None}
+        n = jlis_service.load_citizens(s, cipher, rows, utcnow(), by_code)
     engine.dispose()
     return n
 

@@ -112,6 +112,9 @@ class ProvisionRecord(Base):
     requested_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
     answered_at: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
     inquirer_org: Mapped[str] = mapped_column(String(16), index=True)
+    # Who asked inside the inquiring organization, as it names them (optional).
+    inquirer_department: Mapped[str | None] = mapped_column(String(20), nullable=True)
+    inquirer_user: Mapped[str | None] = mapped_column(String(20), nullable=True)
     provider_org: Mapped[str] = mapped_column(String(16), index=True)
     procedure_code: Mapped[str] = mapped_column(String(16))
     info_kind_code: Mapped[str] = mapped_column(String(16))

@@ -448,6 +448,8 @@ def begin_inquiry(
         "serial": serial,
         "requested_at": now,
         "inquirer_org": inquirer_org,
+        "inquirer_department": req.inquirer_department,
+        "inquirer_user": req.inquirer_user,
         "provider_org": provider_code,
         "procedure_code": req.procedure_code,
         "info_kind_code": req.info_kind_code,

@@ -8,7 +8,13 @@ from fastapi import APIRouter
 
 from renkei.core.audit.log import AuditEvent
 from renkei.core.wire import contract
-from renkei.core.wire.contract import AcquisitionSubmit, ItemStatus, ItemStatuses
+from renkei.core.wire.contract import (
+    AcquisitionSubmit,
+    IdentityFound,
+    IdentitySearch,
+    ItemStatus,
+    ItemStatuses,
+)
 from renkei.core.wire.endpoint import Done, Unit, sealed
 from renkei.jlis import service
 
@@ -42,5 +48,29 @@ def submit(unit: Unit, body: AcquisitionSubmit) -> Done[ItemStatuses]:
             outcome="ok",
             ref=unit.msg.id,
             detail=dict(Counter(r.status for r in results)),
+        ),
+    )
+
+
+@sealed(router, contract.IDENTITY_SEARCH, tags=["本人確認情報"], summary="本人確認情報の検索（基本4情報→個人番号）")
+def identity_search(unit: Unit, body: IdentitySearch) -> Done[IdentityFound]:
+    """The individual number of the one citizen matching the 基本4情報, to the atena that
+    asked (signed to it, like every reply); none for no match or several. Audited with
+    the asking organization and affair, never with the number or the facts searched."""
+    answer = service.search_identity(unit.session, unit.state.cipher, body)
+    return Done(
+        IdentityFound(
+            status=answer.status,
+            matches=answer.matches,
+            individual_number=answer.individual_number,
+            message=answer.message,
+        ),
+        AuditEvent(
+            actor=unit.msg.iss,
+            action="identity.search",
+            outcome=answer.status,
+            ref=unit.msg.id,
+            affair=body.affair_code,
+            detail={"matches": answer.matches},
         ),
     )

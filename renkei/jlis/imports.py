@@ -2,7 +2,9 @@
 
 The file holds (個人番号, 住民票コード, 地方公共団体コード) records — JSON Lines with
 ``individual_number``, ``resident_code``, ``lg_code``, or CSV with the Japanese columns
-of `renkei.jlis.service.PAIR_COLUMNS`. Each batch is one transaction: the rows checked,
+of `renkei.jlis.service.PAIR_COLUMNS` — optionally with the citizen's 基本4情報
+(``family_name``, ``given_name``, ``family_kana``, ``given_kana``, ``birth_date``,
+``sex``, ``address``; all or none), which the identity search finds them by. Each batch is one transaction: the rows checked,
 loaded set-based (`service.load_pairs`, numbers sealed at rest), the import ledger
 advanced and one audit entry written. Re-running a file adds nothing; an interrupted
 import resumes after its last committed batch (renkei.core.imports).
@@ -47,7 +49,10 @@ def import_pairs(
     cipher = node_cipher(config)
 
     def apply(session: Session, batch: ledger.Batch) -> int:
-        return service.load_pairs(session, cipher, service.parse_pairs([rec for _, rec in batch]), utcnow())
+        records = [rec for _, rec in batch]
+        return service.load_pairs(
+            session, cipher, service.parse_pairs(records), utcnow(), service.parse_identities(records)
+        )
 
     return ledger.import_to_node(
         config,

@@ -55,6 +55,11 @@ class Citizen(Base):
     individual_number_index: Mapped[str] = mapped_column(String(64), unique=True)
     lg_code: Mapped[str] = mapped_column(String(6))
     registered_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # 基本4情報 (氏名・カナ・生年月日・性別・住所) sealed like the number (AAD ``citizens``/
+    # ``identity``/resident code), for the identity search; the blind index of
+    # (name, birth date, sex) finds the rows to open. Empty for a pair loaded without them.
+    identity_enc: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    identity_index: Mapped[str | None] = mapped_column(String(64), index=True, nullable=True)
 
 
 class RelayedAcquisition(Base):

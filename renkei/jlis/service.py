@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, select
@@ -15,9 +16,11 @@ from renkei.core.crypto.field import FieldCipher
 from renkei.core.db import KernelTables
 from renkei.core.errors import Problem
 from renkei.core.records import Columns
+from renkei.core.text.normalize import address_key, name_key
 from renkei.core.wire.contract import (
     ACQUISITION_RESOLVE,
     AcquisitionResolve,
+    IdentitySearch,
     ResolveItem,
     SubmitItem,
 )
@@ -33,8 +36,50 @@ def number_aad(resident_code: str) -> tuple[str, str, str]:
     return ("citizens", "individual_number", resident_code)
 
 
+@dataclass(frozen=True)
+class Identity:
+    """A citizen's 基本4情報 (氏名, カナ, 生年月日, 性別, 住所) as J-LIS holds them."""
+
+    family_name: str
+    given_name: str
+    family_kana: str
+    given_kana: str
+    birth_date: date
+    sex: str
+    address: str
+
+    def sealed(self) -> str:
+        return json.dumps(
+            {
+                "family_name": self.family_name, "given_name": self.given_name, "family_kana": self.family_kana,
+                "given_kana": self.given_kana, "birth_date": self.birth_date.isoformat(), "sex": self.sex,
+                "address": self.address,
+            },
+            ensure_ascii=False,
+        )  # fmt: skip
+
+    @classmethod
+    def opened(cls, text: str) -> Identity:
+        data = json.loads(text)
+        return cls(**{**data, "birth_date": date.fromisoformat(data["birth_date"])})
+
+
+def identity_aad(resident_code: str) -> tuple[str, str, str]:
+    return ("citizens", "identity", resident_code)
+
+
+def identity_key(family_name: str, given_name: str, birth_date: date, sex: str) -> str:
+    """What the blind index of a citizen's identity is made of (name, birth date, sex),
+    the name by the kernel's key (width, spaces, 旧字・異体字 folded)."""
+    return f"identity|{name_key(family_name)}{name_key(given_name)}|{birth_date.isoformat()}|{sex}"
+
+
 def load_citizens(
-    session: Session, cipher: FieldCipher, rows: Iterable[tuple[str, str, str]], now: datetime
+    session: Session,
+    cipher: FieldCipher,
+    rows: Iterable[tuple[str, str, str]],
+    now: datetime,
+    identities: dict[str, Identity] | None = None,
 ) -> int:
     """Bulk load (individual number, resident code, lg code); existing pairs are kept.
 
@@ -49,18 +94,66 @@ def load_citizens(
         ids.validate(ids.IdKind.RESIDENT_CODE, code)
         chunk.append(row)
         if len(chunk) == MAX_BATCH:
-            n += load_pairs(session, cipher, chunk, now)
+            n += load_pairs(session, cipher, chunk, now, _identities_of(chunk, identities))
             chunk = []
     if chunk:
-        n += load_pairs(session, cipher, chunk, now)
+        n += load_pairs(session, cipher, chunk, now, _identities_of(chunk, identities))
     return n
 
 
-# Columns of a pairs CSV (`renkei jlis import pairs`).
+def _identities_of(
+    rows: Sequence[tuple[str, str, str]], identities: dict[str, Identity] | None
+) -> list[Identity | None] | None:
+    """The identity of each row (by resident code), when any were given."""
+    if not identities:
+        return None
+    return [identities.get(code) for _, code, _ in rows]
+
+
+# Columns of a pairs CSV (`renkei jlis import pairs`); the 基本4情報 columns are optional
+# (all of them or none: a pair with them can be found by the identity search).
 PAIR_COLUMNS = Columns(
-    names={"個人番号": "individual_number", "住民票コード": "resident_code", "地方公共団体コード": "lg_code"},
+    names={
+        "個人番号": "individual_number", "住民票コード": "resident_code", "地方公共団体コード": "lg_code",
+        "氏": "family_name", "名": "given_name", "氏（カナ）": "family_kana", "名（カナ）": "given_kana",
+        "生年月日": "birth_date", "性別": "sex", "住所": "address",
+    },
     required=frozenset({"individual_number", "resident_code", "lg_code"}),
-)
+)  # fmt: skip
+IDENTITY_FIELDS = {
+    "family_name": "氏", "given_name": "名", "family_kana": "氏（カナ）", "given_kana": "名（カナ）",
+    "birth_date": "生年月日", "sex": "性別", "address": "住所",
+}  # fmt: skip
+
+
+def parse_identities(records: Sequence[dict[str, Any]]) -> list[Identity | None]:
+    """The 基本4情報 of each pair record: None when it has none of the fields; all of them
+    checked otherwise (the first bad record is a Problem 422 with its ``index``)."""
+    out: list[Identity | None] = []
+    for index, rec in enumerate(records):
+        given = {k: rec.get(k) for k in IDENTITY_FIELDS if rec.get(k) not in (None, "")}
+        if not given:
+            out.append(None)
+            continue
+        for key, label in IDENTITY_FIELDS.items():
+            value = given.get(key)
+            if not isinstance(value, str) or not value.strip() or len(value) > 300:
+                raise Problem(422, "missing_field", f"{label}を入力してください（基本4情報は全項目が必要です）。",
+                              key, index=index)  # fmt: skip
+        if given["sex"] not in ("1", "2", "9"):
+            raise Problem(422, "invalid_sex", "性別は 1（男）、2（女）、9（不明）のいずれかです。", index=index)
+        try:
+            born = date.fromisoformat(str(given["birth_date"]))
+        except ValueError:
+            raise Problem(422, "bad_date", "生年月日の日付形式が誤っています（YYYY-MM-DD）。", index=index) from None
+        out.append(
+            Identity(
+                family_name=str(given["family_name"]).strip(), given_name=str(given["given_name"]).strip(),
+                family_kana=str(given["family_kana"]).strip(), given_kana=str(given["given_kana"]).strip(),
+                birth_date=born, sex=str(given["sex"]), address=str(given["address"]).strip(),
+            )
+        )  # fmt: skip
+    return out
 
 
 def parse_pairs(records: Sequence[dict[str, Any]]) -> list[tuple[str, str, str]]:
@@ -82,14 +175,21 @@ def parse_pairs(records: Sequence[dict[str, Any]]) -> list[tuple[str, str, str]]
     return out
 
 
-def load_pairs(session: Session, cipher: FieldCipher, rows: Sequence[tuple[str, str, str]], now: datetime) -> int:
+def load_pairs(
+    session: Session,
+    cipher: FieldCipher,
+    rows: Sequence[tuple[str, str, str]],
+    now: datetime,
+    identities: Sequence[Identity | None] | None = None,
+) -> int:
     """Set-based load of checked (number, code, lg) rows: one lookup of the known blind
     indexes and resident codes, one multi-row insert. Returns the pairs added.
 
     A pair already held, or a resident code already held, is kept as it is (a row
     repeated in the batch is added once); a number held with another resident code is
     refused (409 ``resident_code_changed``, with the row's ``index``): changes are not
-    a bulk load's business.
+    a bulk load's business. ``identities`` (one per row, or None) are the 基本4情報 a new
+    citizen is stored with, sealed, with the blind index the identity search uses.
     """
     table = cast(Table, Citizen.__table__)
     indexes = [cipher.blind_index(number) for number, _, _ in rows]
@@ -121,6 +221,7 @@ def load_pairs(session: Session, cipher: FieldCipher, rows: Sequence[tuple[str, 
                 index=i,
             )
         if known is None and code not in held_codes:
+            who = identities[i] if identities is not None else None
             new.append(
                 {
                     "resident_code": code,
@@ -128,6 +229,12 @@ def load_pairs(session: Session, cipher: FieldCipher, rows: Sequence[tuple[str, 
                     "individual_number_index": index,
                     "lg_code": lg,
                     "registered_at": now,
+                    "identity_enc": cipher.encrypt(who.sealed(), identity_aad(code)) if who else None,
+                    "identity_index": (
+                        cipher.blind_index(identity_key(who.family_name, who.given_name, who.birth_date, who.sex))
+                        if who
+                        else None
+                    ),
                 }
             )
             by_index[index] = code
@@ -237,3 +344,51 @@ def submit_acquisitions(
             now=now,
         )
     return results
+
+
+# --- identity search on 基本4情報 ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IdentityAnswer:
+    status: str  # found | not_found | multiple
+    matches: int
+    individual_number: str | None
+    message: str
+
+
+def search_identity(session: Session, cipher: FieldCipher, query: IdentitySearch) -> IdentityAnswer:
+    """本人確認情報の検索: the citizens whose 氏名, 生年月日 and 性別 match (by blind index)
+    and whose address matches once opened (by the kernel's address key: width, kanji
+    numerals, 丁目/番地/号 written either way). One match gives its
+    individual number; none or several give none, with a clear Japanese answer — never a
+    guess."""
+    index = cipher.blind_index(identity_key(query.family_name, query.given_name, query.birth_date, query.sex))
+    rows = session.execute(
+        select(Citizen.resident_code, Citizen.identity_enc, Citizen.individual_number_enc).where(
+            Citizen.identity_index == index
+        )
+    ).all()
+    wanted = address_key(query.address)
+    matches = []
+    for code, sealed, number in rows:
+        if sealed is None:
+            continue
+        who = Identity.opened(cipher.decrypt(sealed, identity_aad(code)))
+        if address_key(who.address) == wanted:
+            matches.append((code, number))
+    if not matches:
+        return IdentityAnswer(
+            "not_found", 0, None, "該当する本人確認情報がありません（基本4情報をご確認ください）。"
+        )
+    if len(matches) > 1:
+        return IdentityAnswer(
+            "multiple",
+            len(matches),
+            None,
+            f"基本4情報に該当する方が{len(matches)}名います。個人番号は特定できません（届出書等で確認してください）。",
+        )
+    code, sealed_number = matches[0]
+    return IdentityAnswer(
+        "found", 1, cipher.decrypt(sealed_number, number_aad(code)), "該当する方が1名見つかりました。"
+    )

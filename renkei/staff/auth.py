@@ -104,6 +104,7 @@ __all__ = [
     "revoke_sessions",
     "set_active",
     "set_roles",
+    "staff_principal",
     "totp_qr_svg",
     "totp_uri",
     "unlock",
@@ -1022,6 +1023,32 @@ def authenticate(
         roles=frozenset(_principal_roles(row["roles"])),
         session_id=row["id"],
         terminal=row["terminal"],
+    )
+
+
+def staff_principal(session: Session, tables: AuthTables, staff_id: str, *, now: datetime) -> StaffPrincipal:
+    """The principal of a staff member for work run on their behalf away from a sign-in
+    (a batch command started by an operator naming them with ``--actor``): the account
+    must exist, be active and not locked; roles as stored, read now.
+
+    Problem 403: ``unknown_staff``, ``inactive`` or ``locked`` (no password is checked
+    here: whoever runs the command holds the node's configuration and keys already).
+    """
+    _aware(now)
+    try:
+        row = _require_staff(session, tables, staff_id)
+    except LookupError:
+        raise Problem(403, "unknown_staff", f"職員ID「{staff_id[:64]}」は登録されていません。") from None
+    if not row["active"]:
+        raise Problem(403, "inactive", AUTH_ERROR_CODES["inactive"][1])
+    if _locked_by_admin(row, now):
+        raise Problem(403, "locked", "この職員アカウントは管理者によりロックされています。")
+    return StaffPrincipal(
+        staff_id=row["staff_id"],
+        name=row["name"],
+        roles=frozenset(_principal_roles(row["roles"])),
+        session_id=None,
+        terminal=None,
     )
 
 

@@ -83,6 +83,7 @@ __all__ = [
     "Scope",
     "TokenResponse",
     "authenticate_bearer",
+    "client_of_token",
     "authenticate_client",
     "bearer_problem_response",
     "hash_token",
@@ -830,6 +831,18 @@ def introspect(session: Session, tables: OAuthTables, token: str, now: datetime)
         "iat": int(row["issued_at"].timestamp()),
         "sub": row["client_id"],
     }
+
+
+def client_of_token(session: Session, tables: OAuthTables, token: str, now: datetime) -> ClientPrincipal | None:
+    """The business system holding a live access token (any scope), or None: for a route
+    that checks a scope per item of the request (an inquiry file's records, each for its
+    affair) after reading it."""
+    row = _live_token(session, tables, token, _aware(now))
+    if row is None:
+        return None
+    return ClientPrincipal(
+        client_id=str(row["client_id"]), system_id=str(row["system_id"]), scopes=tuple(row["scopes"])
+    )
 
 
 def _bearer_token(authorization_header: str | None) -> str:

@@ -21,6 +21,7 @@ which calls the chukan: a coroutine whose database work the flow runs in worker 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -31,16 +32,17 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 
-from renkei.atena import flows, history, service
+from renkei.atena import flows, history, non_residents, service
 from renkei.atena import search as person_search
 from renkei.atena.models import audit as audit_t
 from renkei.atena.models import auth as auth_t
 from renkei.catalogue import Catalogue
 from renkei.catalogue.models import Affair
 from renkei.core.audit.log import AuditEvent
+from renkei.core.db import transaction
 from renkei.core.errors import Problem
 from renkei.core.ids import mask_individual_number
-from renkei.core.text.wareki import to_wareki
+from renkei.core.text.wareki import WarekiError, parse_date, to_wareki
 from renkei.core.wire.runtime import NodeRuntime
 from renkei.staff.roles import (
     ADMIN,
@@ -77,6 +79,7 @@ from renkei.web.site import (
 )
 
 VIEW_ROLE: Final = "宛名:参照"
+REGISTER_ROLE: Final = "宛名:更新"  # 住登外者の登録
 INQUIRY: Final = "照会"
 NODE_TITLE: Final = "団体内統合宛名システム"
 MAX_PAGE: Final = 10_000
@@ -321,6 +324,7 @@ def person(request: Request, atena_no: str, staff: Viewer) -> Response:
             "masked": mask_individual_number(number) if number else None,
             "affairs": _affairs_held(state.catalogue, staff.roles),
             "residence": service.RESIDENCE_LABELS.get(detail.residence, detail.residence),
+            "may_search_number": detail.residence == "non_resident" and not number,
         },
     )
 
@@ -397,6 +401,125 @@ def masked_number(request: Request, atena_no: str, staff: Viewer) -> Response:
     )
 
 
+# --- non-residents (住登外者): candidates first, then a number ------------------------------
+
+_BASIC_FOUR_FIELDS: Final = (
+    "family_name", "given_name", "family_kana", "given_kana", "birth_date", "sex", "postal_code", "address", "lg_code",
+)  # fmt: skip
+
+
+def _basic_four_form(form: dict[str, str]) -> dict[str, str]:
+    return {k: form.get(k, "").strip()[:300] for k in _BASIC_FOUR_FIELDS}
+
+
+def _parse_basic_four_form(typed: dict[str, str]) -> non_residents.BasicFourInput:
+    """The 基本4情報 typed on screen (birth date in 和暦 or 西暦), checked."""
+    try:
+        born = parse_date(typed["birth_date"]) if typed["birth_date"] else None
+    except WarekiError as exc:
+        raise Problem(422, "bad_date", f"生年月日: {exc}") from None
+    return non_residents.parse_basic_four({**typed, "birth_date": born.isoformat() if born else ""})
+
+
+@router.get("/atena/non-residents")
+def non_resident_form(request: Request, staff: Viewer) -> Response:
+    require_role(request, staff, REGISTER_ROLE, "non_resident.search")
+    return render(
+        request, "atena/non_residents.html", {"staff": staff, "typed": {"lg_code": "", "sex": ""}, "shown": None}
+    )
+
+
+@router.post("/atena/non-residents/candidates")
+def non_resident_candidates(request: Request, staff: Actor, form: Form) -> Response:
+    """0310007 → 0310005: the candidates for the 基本4情報 typed, with the acknowledgement
+    the registration form carries (staff register only after seeing them)."""
+    require_role(request, staff, REGISTER_ROLE, "non_resident.search")
+    typed = _basic_four_form(form)
+    context: dict[str, Any] = {"staff": staff, "typed": typed, "shown": None, "error": None}
+    try:
+        basic4 = _parse_basic_four_form(typed)
+    except Problem as exc:
+        context["error"] = exc
+        return render(request, "atena/non_residents.html", context, status=exc.status)
+    _screen(request, staff, "non_resident.search", None)
+    with _atena(request).rt.sessions() as s:
+        found = non_residents.candidates(s, basic4)
+    audit(request, staff.staff_id, "non_resident.search", "ok", detail={"count": len(found)})
+    context.update(
+        shown=found,
+        ack=non_residents.acknowledgement(site_of(request).cipher(), basic4, found),
+        basic4=basic4,
+    )
+    return render(request, "atena/non_residents.html", context)
+
+
+@router.post("/atena/non-residents/register")
+def non_resident_register(request: Request, staff: Actor, form: Form) -> Response:
+    """0310004 → 0310001: a new number, or the person chosen among the candidates shown;
+    refused (nothing written) without the acknowledgement, or if the candidates changed."""
+    require_role(request, staff, REGISTER_ROLE, "non_resident.register")
+    typed = _basic_four_form(form)
+    system = form.get("system", "").strip()
+    business_no = form.get("business_atena_no", "").strip()
+    state = _atena(request)
+    try:
+        basic4 = _parse_basic_four_form(typed)
+        if bool(system) != bool(business_no):
+            raise Problem(422, "bad_business_system", "業務システムIDと業務宛名番号は両方入力してください（紐付けない場合は両方空欄）。")
+        with transaction(state.rt.sessions) as s:
+            done = non_residents.register(
+                s, site_of(request).cipher(), basic4, ack=form.get("acknowledgement", ""),
+                choice=form.get("choice", "").strip(), now=state.rt.clock(),
+                system=service.check_system(system) if system else None, business_atena_no=business_no or None,
+                source=f"staff:{staff.staff_id}",
+            )  # fmt: skip
+            state.rt.record(
+                s,
+                AuditEvent(
+                    actor=staff.staff_id, terminal=terminal_of(request), action="non_resident.register",
+                    outcome="ok", subject=done.atena_no, detail={"outcome": done.outcome, "candidates": done.candidates},
+                ),
+            )  # fmt: skip
+    except Problem as exc:
+        audit(request, staff.staff_id, "non_resident.register", exc.code)
+        context = {"staff": staff, "typed": typed, "shown": None, "error": exc}
+        return render(request, "atena/non_residents.html", context, status=exc.status)
+    return redirect(request, f"/atena/persons/{done.atena_no}")
+
+
+@router.post("/atena/persons/{atena_no}/identity-search")
+async def identity_search(request: Request, atena_no: str, staff: Actor, form: Form) -> Response:
+    """J-LIS's identity search for a person without an individual number, for the number-use
+    affair chosen on screen (the staff member may see numbers for it); the number is
+    recorded, shown masked, and revealed only through 「表示」."""
+    state = _atena(request)
+    atena_no = service.check_atena_no(clean_text(atena_no[:32]))
+    affair = form.get("affair", "").strip()[:32]
+    known = state.catalogue.affairs.get(affair)
+    if known is None or not can_see_individual_number(staff.roles, _number_use(state.catalogue), affair=affair):
+        await state.rt.run_db(
+            functools.partial(
+                audit, request, staff.staff_id, "individual_number.search", "denied", subject=atena_no,
+                affair=affair if known is not None else None,
+            )
+        )  # fmt: skip
+        raise Problem(
+            403,
+            "reveal_denied",
+            "個人番号を照会する権限がありません。番号利用事務の権限と「個人番号:表示」の権限が必要です。",
+        )
+    outcome = await flows.search_individual_number(
+        flows.Work(state.rt, staff.staff_id, terminal_of(request)), site_of(request).cipher(), state.catalogue,
+        atena_no, affair,
+    )  # fmt: skip
+    masked = mask_individual_number(outcome.individual_number) if outcome.individual_number else None
+    return render(
+        request,
+        "atena/identity_result.html",
+        {"staff": staff, "atena_no": atena_no, "outcome": outcome, "masked": masked, "affair": known},
+    )
+
+
 # --- inquiry ------------------------------------------------------------------------------
 
 
@@ -447,6 +570,8 @@ async def inquiry(request: Request, staff: Actor, form: Form) -> Response:
         atena_no=form.get("atena_no", "").strip() if by_atena_no else None,
         system=None if by_atena_no else form.get("system", "").strip(),
         business_atena_no=None if by_atena_no else form.get("business_atena_no", "").strip(),
+        # the staff member is the 照会者ユーザーID of the provision records, as on /v1/inquiries
+        user_id=staff.staff_id if flows.fits_inquirer_field(staff.staff_id) else None,
     )
     status = 200
     try:
@@ -504,6 +629,7 @@ def create_staff_app(
         passwords=passwords or PasswordRules(),
         menu=(
             MenuItem("宛名検索", "/atena/search", lambda roles: has_role(roles, VIEW_ROLE)),
+            MenuItem("住登外者の登録", "/atena/non-residents", lambda roles: has_role(roles, REGISTER_ROLE)),
             MenuItem("情報照会", "/atena/inquiry", lambda roles: bool(_inquiry_affairs(catalogue, roles))),
             MenuItem(chonai_screen.MENU_LABEL, chonai_screen.PATH, chonai_screen.may_use(lambda: atena.state.ordinance)),
             MenuItem("職員管理", "/admin/staff", lambda roles: has_role(roles, ADMIN)),

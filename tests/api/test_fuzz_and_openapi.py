@@ -98,7 +98,7 @@ def nodes(fed: Federation) -> Iterator[dict[str, Node]]:
 
 EXPECTED_POST_ROUTES = {
     "hub": {"/v1/registry", "/v1/acquisitions", "/v1/acquisitions/resolve", "/v1/inquiries"},
-    "jlis": {"/v1/acquisitions"},
+    "jlis": {"/v1/acquisitions", "/v1/identities/search"},
     "tsa": {"/v1/stamps", "/v1/heads", "/v1/stamps/list"},
     "chukan": {
         "/v1/acquisitions",
@@ -110,6 +110,10 @@ EXPECTED_POST_ROUTES = {
     },
     "atena": {
         "/v1/residents",
+        "/v1/numbering",
+        "/v1/non-residents/candidates",
+        "/v1/non-residents",
+        "/v1/non-residents/individual-number",
         "/v1/register/changes",
         "/v1/pseudonyms/acquire",
         "/v1/pseudonyms/status",
@@ -350,6 +354,7 @@ SIGNED = {
     ("hub", "/v1/acquisitions/resolve"): (JLIS, "acquisition.resolve"),
     ("hub", "/v1/inquiries"): (SHINJUKU, "inquiry.request"),
     ("jlis", "/v1/acquisitions"): (SHINJUKU, "acquisition.submit"),
+    ("jlis", "/v1/identities/search"): (SHINJUKU, "identity.search"),
     ("chukan", "/v1/acquisitions"): (SHINJUKU, "pseudonym.acquire"),
     ("chukan", "/v1/acquisitions/deliver"): (HUB, "pseudonym.deliver"),
     ("chukan", "/v1/acquisitions/status"): (SHINJUKU, "pseudonym.status"),
@@ -411,6 +416,10 @@ VALID: dict[tuple[str, str], dict[str, Any]] = {
                 "acquisition_no": "1" * 20,
             }
         ]
+    },
+    ("jlis", "/v1/identities/search"): {
+        "affair_code": "JM01000000074000", "family_name": "新宿", "given_name": "花子", "birth_date": "1985-04-01",
+        "sex": "2", "address": "東京都新宿区新宿一丁目1番1号",
     },
     ("chukan", "/v1/acquisitions/deliver"): {
         "items": [{"acquisition_no": "1" * 20, "pseudonym": "p" * 40}]

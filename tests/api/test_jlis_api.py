@@ -142,3 +142,49 @@ def test_only_an_atena_may_submit(jlis: Jlis, sender: Org, node: str) -> None:
     problem = assert_problem(jlis.submit({"items": items}, sender, node), 403, "sender_not_allowed")
     assert "団体内統合宛名システム" in problem["title"]
     unchanged(before, jlis.counts())
+
+
+# --- identity search on 基本4情報 ------------------------------------------------------------
+
+WHO = {"family_name": "中井", "given_name": "栞", "family_kana": "ナカイ", "given_kana": "シオリ",
+       "birth_date": "1991-11-11", "sex": "2", "address": "東京都中野区中央一丁目2番3号"}  # fmt: skip
+
+
+def _search(jlis: Jlis, body: dict[str, Any], sender: Org = SHINJUKU, node: str = "atena") -> Any:
+    token = jlis.fed.seal(sender, JLIS, contract.IDENTITY_SEARCH.typ, body, node=node)
+    return jlis.client.post(contract.IDENTITY_SEARCH.path, content=token.encode(), headers=JOSE)
+
+
+def test_identity_search_over_the_sealed_route(jlis: Jlis) -> None:
+    number, code = ids.generate_individual_number(RNG), ids.generate_resident_code(RNG)
+    with transaction(jlis.app.state.rt.sessions) as s:
+        who = service.parse_identities([WHO])[0]
+        assert who is not None
+        service.load_citizens(s, jlis.app.state.cipher, [(number, code, "131148")], datetime.now(UTC), {code: who})
+    body = {"affair_code": "JM01000000074000", **{k: WHO[k] for k in ("family_name", "given_name", "birth_date",
+            "sex")}, "address": "中野区中央1-2-3"}  # fmt: skip
+    resp = _search(jlis, body)
+    assert resp.status_code == 200, resp.text
+    keys = KeyDirectory.from_documents([jlis.fed.public_doc(JLIS)])
+    _kid, payload = envelope.verify(resp.text, keys.public_key)
+    answer = orjson.loads(payload)
+    assert answer["typ"] == "identity.found" and answer["aud"] == SHINJUKU.org_code
+    found = contract.parse_reply(contract.IdentityFound, answer["body"], "jlis")
+    assert (found.status, found.individual_number) == ("found", number)
+    nobody = contract.parse_reply(
+        contract.IdentityFound, orjson.loads(envelope.verify(_search(jlis, {**body, "sex": "1"}).text,
+                                                             keys.public_key)[1])["body"], "jlis",
+    )  # fmt: skip
+    assert (nobody.status, nobody.individual_number) == ("not_found", None)
+    t = audit.entries
+    with jlis.app.state.rt.engine.connect() as conn:
+        entries = conn.execute(select(t).where(t.c.action == "identity.search").order_by(t.c.seq)).mappings().all()
+    assert [(e["actor"], e["outcome"], e["affair"]) for e in entries] == [
+        (SHINJUKU.org_code, "found", "JM01000000074000"), (SHINJUKU.org_code, "not_found", "JM01000000074000"),
+    ]
+    assert number not in str([dict(e) for e in entries]) and "中井" not in str([dict(e) for e in entries])
+    # Only an atena may ask; a partial query is refused before any work.
+    before = jlis.counts()
+    assert_problem(_search(jlis, body, SHINJUKU, "chukan"), 403, "sender_not_allowed")
+    assert_problem(_search(jlis, {**body, "address": ""}), 422, "bad_identity_query")
+    unchanged(before, jlis.counts())

@@ -58,6 +58,16 @@ CLIENTS = [
     setup.ClientSpec("jumin01-batch", "jumin01", "住民記録（架空）", (RESIDENTS, PSEUDONYMS, CHANGES)),
     setup.ClientSpec("jumin01-reader", "jumin01", "符号取得だけ（架空）", (PSEUDONYMS,)),
     setup.ClientSpec("tax-batch", "tax", "税務（架空）", ("tax:fukuhon:register",)),
+    setup.ClientSpec(
+        "welfare-batch",
+        "welfare",
+        "福祉（架空）",
+        ("welfare:numbering:register", "welfare:non_residents:register", "welfare:individual_numbers:search"),
+    ),
+    # 児童手当システム: inquiries for its own affair only (one scope per affair)
+    setup.ClientSpec(
+        "kodomo-batch", "child_allowance", "児童手当（架空）", (f"child_allowance:inquiries.{CHILD_ALLOWANCE_AFFAIR}:inquire",)
+    ),
 ]
 # Which credentials each business route takes in the tests: (client, scope).
 BUSINESS_ROUTES = {
@@ -66,6 +76,10 @@ BUSINESS_ROUTES = {
     "/v1/pseudonyms/acquire": ("jumin01-batch", PSEUDONYMS),
     "/v1/pseudonyms/status": ("jumin01-batch", PSEUDONYMS),
     "/v1/fukuhon": ("tax-batch", "tax:fukuhon:register"),
+    "/v1/numbering": ("welfare-batch", "welfare:numbering:register"),
+    "/v1/non-residents/candidates": ("welfare-batch", "welfare:non_residents:register"),
+    "/v1/non-residents": ("welfare-batch", "welfare:non_residents:register"),
+    "/v1/non-residents/individual-number": ("welfare-batch", "welfare:individual_numbers:search"),
 }
 
 

@@ -245,7 +245,9 @@ def test_good_batch_is_written(atena: Atena) -> None:
         headers=headers,
     )
     assert resp.status_code == 200, resp.text
-    assert len(resp.json()["atena_nos"]) == 3
+    out = resp.json()
+    assert [r["outcome"] for r in out["results"]] == ["numbered"] * 3
+    assert "atena_nos" not in out  # a business system never sees a 統合宛名番号
     assert atena.counts()["persons"] == before["persons"] + 3
 
 
@@ -403,9 +405,17 @@ def test_no_copies(atena: Atena) -> None:
 @pytest.mark.parametrize("path", ["/v1/pseudonyms/acquire", "/v1/pseudonyms/status"])
 def test_pseudonyms_for_a_malformed_atena_no(atena: Atena, path: str) -> None:
     good = ids.make_atena_no(1)
-    atena.refused(path, {"atena_nos": [good, wrong_check_digit(good)]}, 422, "invalid_atena_no")
+    problem = atena.refused(
+        path, {"business_atena_nos": [good, wrong_check_digit(good)]}, 422, "invalid_business_atena_no"
+    )
+    assert problem["index"] == 1
+
+
+@pytest.mark.parametrize("path", ["/v1/pseudonyms/acquire", "/v1/pseudonyms/status"])
+def test_pseudonyms_refuse_atena_nos_from_business_systems(atena: Atena, path: str) -> None:
+    atena.refused(path, {"atena_nos": [ids.make_atena_no(1)]}, 422, "atena_no_not_accepted")
 
 
 @pytest.mark.parametrize("path", ["/v1/pseudonyms/acquire", "/v1/pseudonyms/status"])
 def test_pseudonyms_request_shape(atena: Atena, path: str) -> None:
-    atena.refused(path, {"atena_nos": "x"}, 422, "invalid_request")
+    atena.refused(path, {"business_atena_nos": "x"}, 422, "invalid_request")

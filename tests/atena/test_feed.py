@@ -98,7 +98,9 @@ def test_every_kind_of_change_then_the_same_file_changes_nothing(
     ]  # fmt: skip
     path = tmp_path / "changes-20250801.csv"
     write_feed(events, path)
-    done = import_feed(cfg, path, system="jumin01", actor="cli:tester")
+    seen: list[tuple[int, int | None]] = []
+    done = import_feed(cfg, path, system="jumin01", actor="cli:tester", progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(0, 10), (10, 10)]
     r = done.result
     assert (r.read, r.applied, r.duplicates, r.persons) == (10, 10, 0, 4)
     assert r.outcomes == {"applied": 10}
@@ -248,6 +250,10 @@ def test_an_event_id_is_applied_once(node: tuple[Path, NodeConfig, Engine], tmp_
         import_feed(cfg, twice, system="jumin01", actor="cli:tester")
     assert exc.value.extra["errors"][0]["line"] == 3
     _no_tables_but_ledger_changed(before, counts(engine, Base.metadata))
+    # The same event with its dates written otherwise (和暦, YYYYMMDD) is the same event.
+    wareki = tmp_path / "wareki.csv"
+    write_feed([event("D1", "転入", "R7.4.1", {**a, "birth_date": a["birth_date"].replace("-", "")}, notified_on="2025-04-01")], wareki)
+    assert import_feed(cfg, wareki, system="jumin01", actor="cli:tester").result.duplicates == 1
     # The same id with the same content in one file counts once.
     same = tmp_path / "four.csv"
     write_feed([event("D3", "転居", "2025-05-01", {**a, "address": "X"})] * 2, same)
@@ -267,3 +273,24 @@ def test_the_command_line(node: tuple[Path, NodeConfig, Engine], tmp_path: Path)
     assert again.returncode == 0 and "反映済みの異動 2 件" in again.stdout
     usage = cli("atena", "import", "feed", str(tmp_path / "missing.csv"), "--config", str(config))
     assert usage.returncode == 2 and "ありません" in usage.stderr
+
+
+def test_events_applied_meanwhile_by_another_process_refuse_this_one(
+    node: tuple[Path, NodeConfig, Engine], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, cfg, engine = node
+    path = tmp_path / "race.csv"
+    write_feed([event("R1", "転入", "2025-04-01", person(40))], path)
+    import_feed(cfg, path, system="jumin01", actor="cli:tester")
+    # As if the other process committed between this one's look-up and its insert.
+    from sqlalchemy import false
+
+    from renkei.atena import feed
+
+    real_among = feed.bulk.among
+    monkeypatch.setattr(feed.bulk, "among", lambda s, col, values: false() if col is RegisterEvent.event_id else real_among(s, col, values))
+    before = counts(engine, Base.metadata)
+    with pytest.raises(Problem) as exc:
+        import_feed(cfg, path, system="jumin01", actor="cli:tester")
+    assert exc.value.code == "feed_conflict" and exc.value.status == 409
+    _no_tables_but_ledger_changed(before, counts(engine, Base.metadata))

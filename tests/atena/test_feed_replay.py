@@ -251,11 +251,14 @@ def test_replay_at_full_size(node: tuple[Path, NodeConfig, Engine], tmp_path: Pa
     pop = generate(SynthConfig(people=people))
     generated = time.perf_counter() - t0
     figures = replay(pop, cfg, engine, tmp_path)
-    check_final_register(pop, cfg, engine)
-    check_window_start(pop, cfg, engine, sample=97)
     print(
         f"\nreplay {people:,} people on {engine.dialect.name}: generated in {generated:.0f} s; "
         f"initial register {figures['initial_s']:.1f} s; {figures['events']:,.0f} events in "
         f"{figures['events_s']:.1f} s ({figures['events'] / figures['events_s']:,.0f}/s), "
-        f"{figures['late']:,.0f} arrived late and became history"
+        f"{figures['late']:,.0f} arrived late and became history",
+        flush=True,
     )
+    t0 = time.perf_counter()
+    check_final_register(pop, cfg, engine)
+    check_window_start(pop, cfg, engine, sample=97)
+    print(f"checks {time.perf_counter() - t0:.1f} s")

@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from renkei.atena import flows
 from renkei.atena.models import InquiryLog, Person
+from renkei.atena.service import translate_all
 from renkei.core import ids
 from renkei.core.db import EVENT_LOOP_IO_ENV
 from renkei.core.errors import Problem
@@ -66,6 +67,10 @@ class World:
     def child_no(self, i: int) -> str:
         return ids.make_atena_no(830_000 + i)
 
+    def jumin(self, atena_nos: list[str]) -> list[str]:
+        """The resident register's 宛名番号 of these persons: what a business system sends."""
+        return [ids.make_atena_no(630_000 + self.atena_nos.index(a)) for a in atena_nos]
+
     def status_of(self, atena_no: str) -> str:
         with self.atena.app.state.rt.sessions() as s:
             return str(s.scalar(select(Person.pseudonym_status).where(Person.atena_no == atena_no)))
@@ -90,12 +95,23 @@ def world(request: pytest.FixtureRequest, fed: Federation) -> Iterator[World]:
 def _registered(a: AtenaKit) -> World:
     """The atena with `PEOPLE` residents, each linked to the child-allowance and tax systems."""
     persons = [
-        person(300 + i, business_numbers={CHILD: ids.make_atena_no(830_000 + i), "tax": ids.make_atena_no(730_000 + i)})
+        person(
+            300 + i,
+            business_numbers={
+                CHILD: ids.make_atena_no(830_000 + i),
+                "tax": ids.make_atena_no(730_000 + i),
+                "jumin01": ids.make_atena_no(630_000 + i),
+            },
+        )
         for i in range(PEOPLE)
     ]
     r = a.post("/v1/residents", {"persons": persons})
     assert r.status_code == 200, r.text
-    atena_nos = r.json()["atena_nos"]
+    assert [x["outcome"] for x in r.json()["results"]] == ["numbered"] * PEOPLE
+    # No chukan here: the numbering stands, its pseudonym acquisition waits.
+    assert r.json()["acquisition"]["deferred"].startswith("peer_unavailable")
+    with a.app.state.rt.sessions() as s:
+        atena_nos = translate_all(s, CHILD, [p["business_numbers"][CHILD] for p in persons])
     return World(a, atena_nos, {n: p["individual_number"] for n, p in zip(atena_nos, persons, strict=True)})
 
 
@@ -132,7 +148,7 @@ def test_acquisition_gives_chukan_and_jlis_each_only_their_part(world: World, pe
             for i, item in enumerate(body["items"])
         ]
     }
-    resp = world.atena.post("/v1/pseudonyms/acquire", {"atena_nos": asked})
+    resp = world.atena.post("/v1/pseudonyms/acquire", {"business_atena_nos": world.jumin(asked)})
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"requested": 2, "relayed": 1, "problems": {"unknown_acquisition": 1}}
     rt = world.atena.app.state.rt
@@ -176,7 +192,7 @@ def test_an_unfit_reply_of_the_chukan_is_refused_and_nothing_reaches_jlis(world:
     asked = world.atena_nos[3]
     peers.answers["pseudonym.acquire"] = lambda body: {"items": "not a list"}
     before = world.atena.counts()
-    resp = world.atena.post("/v1/pseudonyms/acquire", {"atena_nos": [asked]})
+    resp = world.atena.post("/v1/pseudonyms/acquire", {"business_atena_nos": world.jumin([asked])})
     assert assert_problem(resp, 502, "bad_peer_response")["reason_code"] == "bad_reply_body"
     assert peers.typs() == ["pseudonym.acquire"]
     unchanged(before, world.atena.counts())
@@ -188,19 +204,20 @@ def test_an_unfit_reply_of_the_chukan_is_refused_and_nothing_reaches_jlis(world:
 
 
 def test_a_malformed_atena_no_is_refused_audited_and_nothing_is_sent(world: World, peers: Peers) -> None:
-    bad = world.atena_nos[4][:-1] + str((int(world.atena_nos[4][-1]) + 1) % 10)
-    resp = world.atena.post("/v1/pseudonyms/acquire", {"atena_nos": [world.atena_nos[4], bad]})
-    assert_problem(resp, 422, "invalid_atena_no")
+    good = world.jumin([world.atena_nos[4]])[0]
+    bad = good[:-1] + str((int(good[-1]) + 1) % 10)
+    resp = world.atena.post("/v1/pseudonyms/acquire", {"business_atena_nos": [good, bad]})
+    assert_problem(resp, 422, "invalid_business_atena_no")
     assert peers.sent == []
-    assert last_audit(world)["outcome"] == "invalid_atena_no"
+    assert last_audit(world)["outcome"] == "invalid_business_atena_no"
 
 
 def test_status_marks_only_the_persons_asked_about(world: World, peers: Peers) -> None:
     asked, stranger = world.atena_nos[5:7], world.atena_nos[7]
     peers.answers["pseudonym.status"] = lambda body: {"bound": [body["atena_nos"][0], stranger]}
-    resp = world.atena.post("/v1/pseudonyms/status", {"atena_nos": asked})
+    resp = world.atena.post("/v1/pseudonyms/status", {"business_atena_nos": world.jumin(asked)})
     assert resp.status_code == 200, resp.text
-    assert resp.json() == {"total": 2, "bound": 1}
+    assert resp.json() == {"total": 2, "bound": 1, "bound_business_atena_nos": world.jumin(asked[:1])}
     assert peers.sent == [
         (world.url("chukan", "/v1/acquisitions/status"), world.atena.app.state.rt.org_code,
          "pseudonym.status", {"atena_nos": asked}),
@@ -332,10 +349,12 @@ def test_an_answered_inquiry_sends_the_atena_no_and_an_iso_date(world: World, pe
         (world.url("chukan", "/v1/inquiries"), world.atena.app.state.rt.org_code, "inquiry.start", {
             "atena_no": world.atena_nos[0], "provider_org": body["provider_org"],
             "procedure_code": body["procedure_code"], "info_kind_code": body["info_kind_code"], "as_of": "2024-06-01",
+            "inquirer_user": "S0001",  # a staff member's own inquiry names them as the user
         }),
     ]  # fmt: skip
     row = _log(world)
     assert (row.staff_id, row.atena_no, row.serial, row.outcome) == ("S0001", world.atena_nos[0], serial, "answered")
+    assert (row.department, row.user_id) == (None, "S0001")
     entry = last_audit(world)
     assert (entry["actor"], entry["action"], entry["outcome"], entry["subject"], entry["ref"]) == (
         "S0001", "inquiry", "answered", world.atena_nos[0], serial,
@@ -367,3 +386,63 @@ def test_a_relayed_refusal_keeps_its_code_and_serial(world: World, peers: Peers)
     assert assert_problem(resp, 404, "provider_pseudonym_missing")["serial"] == "20240601000000000078"
     row = _log(world)
     assert (row.serial, row.outcome) == ("20240601000000000078", "provider_pseudonym_missing")
+
+
+# --- business systems never see the 統合宛名番号 (共通機能標準仕様書 §2.4.2) ------------------
+
+
+def _all_atena_nos(world: World) -> set[str]:
+    with world.atena.app.state.rt.sessions() as s:
+        return set(s.scalars(select(Person.atena_no)))
+
+
+def test_no_business_facing_response_names_an_atena_no(world: World, peers: Peers) -> None:
+    """Every business-facing route, answered or refused — the peers' refusals naming a
+    統合宛名番号 included — answers in the caller's own numbers: the bodies are scanned for
+    every person's 統合宛名番号."""
+    acq = iter(range(900_000, 999_999))
+    peers.answers["pseudonym.acquire"] = lambda body: {
+        "items": [{"atena_no": a, "acquisition_no": f"{next(acq):020d}"} for a in body["atena_nos"]]
+    }
+    peers.answers["acquisition.submit"] = lambda body: {
+        "results": [{"acquisition_no": i["acquisition_no"], "status": "relayed"} for i in body["items"]]
+    }
+    peers.answers["pseudonym.status"] = lambda body: {"bound": body["atena_nos"]}
+
+    def not_acquired(body: dict[str, Any]) -> dict[str, Any]:
+        atena_no = body["records"][0]["atena_no"] if "records" in body else body["atena_no"]
+        raise Problem(409, "pseudonym_not_acquired", f"指定された団体内統合宛名番号「{atena_no}」は符号が未取得です。")
+
+    peers.answers["fukuhon.register"] = not_acquired
+    peers.answers["inquiry.start"] = not_acquired
+    newcomer = person(399, business_numbers={"jumin01": ids.make_atena_no(639_999)})
+    jumin = world.jumin(world.atena_nos[:3])
+    tax_no = ids.make_atena_no(730_002)
+    calls = [
+        ("/v1/residents", {"persons": [newcomer]}, 200),
+        ("/v1/residents", {"persons": [newcomer]}, 200),
+        ("/v1/pseudonyms/acquire", {"business_atena_nos": jumin}, 200),
+        ("/v1/pseudonyms/status", {"business_atena_nos": jumin}, 200),
+        ("/v1/pseudonyms/status", {"all_persons": True}, 200),
+        ("/v1/pseudonyms/status", {"business_atena_nos": [ids.make_atena_no(639_998)]}, 404),
+        ("/v1/fukuhon", {"system": "tax", "records": [{"business_atena_no": tax_no, "info_kind_code": TAX_INFO}]}, 409),
+        ("/v1/inquiries", inquiry(business_atena_no=world.child_no(2)), 409),
+    ]
+    bodies = []
+    for path, body, expected in calls:
+        resp = world.atena.post(path, body, staff_id="S0001")
+        assert resp.status_code == expected, (path, resp.text)
+        bodies.append(resp.text)
+    first, again = (r for r in bodies[:2])
+    assert '"outcome":"numbered"' in first and '"outcome":"unchanged"' in again
+    assert f'"bound_business_atena_nos":{jumin}'.replace("'", '"').replace(" ", "") in bodies[3]
+    # The peers' refusals come back in the caller's numbers.
+    assert f"「{tax_no}」は符号が未取得です" in bodies[6]
+    assert f"「{world.child_no(2)}」は符号が未取得です" in bodies[7]
+    # …while the chukan was sent the 統合宛名番号 (translation the other way).
+    sent = [body for _u, _a, typ, body in peers.sent if typ == "fukuhon.register"]
+    assert sent[0]["records"][0]["atena_no"] == world.atena_nos[2]
+    every = _all_atena_nos(world)
+    assert len(every) == PEOPLE + 1
+    leaks = {(path, a) for (path, _b, _e), text in zip(calls, bodies, strict=True) for a in every if a in text}
+    assert leaks == set()

@@ -83,7 +83,7 @@ def test_staff_over_the_rate_limit_is_refused_with_retry_after(atena: AtenaKit, 
 def test_business_client_over_the_rate_limit_is_refused(atena: AtenaKit, policy: Any) -> None:
     policy(GuardPolicy(limits={"client": RateLimit(2, 60)}))
     headers = atena.bearer("jumin01-reader", PSEUDONYMS, fresh=True)
-    body = {"atena_nos": []}
+    body = {"business_atena_nos": []}
     for _ in range(2):
         assert atena.client.post("/v1/pseudonyms/status", json=body, headers=headers).status_code == 200
     before = atena.counts()

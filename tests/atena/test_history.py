@@ -180,6 +180,10 @@ def test_households_with_head_relationship_and_history(session: Session) -> None
     assert as_2023.household is not None and (as_2023.household.household_no, as_2023.household.relationship,
                                               as_2023.household.head) == (HOUSEHOLD, "子", a_head)  # fmt: skip
     assert history.as_of(session, a_child, date(2025, 2, 1)).household is None
+    # The person's page shows the current household: the wife's is the head's.
+    wife_now = service.resident_detail(session, a_wife).household
+    assert wife_now is not None and (wife_now.household_no, wife_now.relationship, wife_now.head) == (HOUSEHOLD, "妻", a_head)
+    assert service.resident_detail(session, a_child).household is None
     kinds = session.execute(
         select(HouseholdMember.change_kind, func.count()).where(HouseholdMember.atena_no == a_child)
         .group_by(HouseholdMember.change_kind).order_by(HouseholdMember.change_kind)

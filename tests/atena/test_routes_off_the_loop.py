@@ -24,17 +24,24 @@ from tests.api.fed import Federation
 # Routes that call another node (their database work is in worker threads: flows.Work.unit),
 # and the OAuth endpoints, which read a form body and then work in a thread.
 ON_THE_LOOP = {
+    ("atena", "POST", "/v1/residents"),  # numbering starts pseudonym acquisition (0320008)
+    ("atena", "POST", "/v1/numbering"),
+    ("atena", "POST", "/v1/non-residents/individual-number"),  # asks J-LIS
     ("atena", "POST", "/v1/pseudonyms/acquire"),
     ("atena", "POST", "/v1/register/changes"),
     ("atena", "POST", "/v1/pseudonyms/status"),
     ("atena", "POST", "/v1/fukuhon"),
     ("atena", "POST", "/v1/inquiries"),
+    ("atena", "POST", "/v1/inquiries/batch"),  # streams the upload; parses it in a thread
     ("atena", "POST", "/oauth/token"),
     ("atena", "POST", "/oauth/introspect"),
     ("staff", "POST", "/atena/inquiry"),
+    ("staff", "POST", "/atena/persons/{atena_no}/identity-search"),  # asks J-LIS
 }
 # Dependencies that run on the loop: each reads the request (body, form) and nothing else.
-ASYNC_DEPENDENCIES = {"_static_scope.<locals>.scope", "_fukuhon_scope", "form_fields"}
+ASYNC_DEPENDENCIES = {
+    "_static_scope.<locals>.scope", "_system_scope.<locals>.scope", "_fukuhon_scope", "form_fields",
+}
 # 庁内連携 (renkei.atena.chonai_api): the scope from the query or the JSON body.
 ASYNC_DEPENDENCIES |= {"_body_scope.<locals>.scope", "_query_scope.<locals>.scope"}
 

@@ -192,3 +192,10 @@ def test_cp932_writer_refuses_what_cp932_cannot_carry() -> None:
 def test_a_value_longer_than_its_field_is_refused_on_write() -> None:
     with pytest.raises(ValueError):
         format_record(LAYOUT, {**VALUES[0], "number": "1" * 16})
+
+
+def test_record_error_takes_registered_422_codes_only() -> None:
+    assert RecordError("f", 1, "日付", "理由", code="bad_date").status == 422
+    for code in ("affair_not_permitted", "no_such_code"):
+        with pytest.raises(ValueError):
+            RecordError("f", 1, "", "理由", code=code)

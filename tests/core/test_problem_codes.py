@@ -51,6 +51,7 @@ DYNAMIC = {
     "core/wire/contract.py:check": "test_contract_refusal_codes_are_registered",
     "atena/service.py:inquiry_date": "test_identifier_codes_are_registered",
     "atena/fukuhon_import.py:_refusal_at_lines": "the chukan's invalid_fukuhon (registered) told by line",
+    "core/text/layout.py:__init__": "RecordError refuses a code that is not a registered 422 (test_record_error_takes_registered_422_codes_only)",
     "atena/chonai.py:authorize": "the ordinance's decision code, all registered 403: tests/catalogue/test_ordinance.py",
     "core/imports.py:at_line": "a batch function's Problem named by file and line: its code, its registered status",
 }

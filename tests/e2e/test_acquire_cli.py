@@ -81,7 +81,8 @@ def fed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         setup.load_jlis(layout, list(bulk.jlis_rows(more)))
         client = demo.AtenaClient.open(layout, SHINJUKU)
         try:
-            client.residents(list(bulk.resident_records(more, "131041")))
+            # Numbered without starting acquisition: the command below does it.
+            client.residents(list(bulk.resident_records(more, "131041")), start_acquisition=False)
         finally:
             client.close()
         yield Fed(layout, urls)

@@ -45,6 +45,7 @@ STAFF: dict[str, tuple[str, tuple[str, ...]]] = {
     "tax": ("住民税係（架空）", (VIEW, f"{LOCAL_TAX_AFFAIR}:照会")),
     "taxnum": ("住民税係・番号（架空）", (VIEW, f"{LOCAL_TAX_AFFAIR}:照会", REVEAL)),
     "viewer": ("宛名照会のみ（架空）", (VIEW,)),
+    "registrar": ("宛名係 住登外者登録（架空）", (VIEW, "宛名:更新", f"{CHILD_ALLOWANCE_AFFAIR}:照会", REVEAL)),
     "nobody": ("権限なし（架空）", ()),
     "admin": ("システム管理者（架空）", ("管理",)),
     "auditor": ("監査担当（架空）", ("監査",)),

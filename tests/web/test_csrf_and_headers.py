@@ -29,6 +29,18 @@ POSTS: dict[str, tuple[str, dict[str, str]]] = {
     "/admin/staff/{target}/revoke": ("admin", {}),
     "/admin/staff/{target}/totp": ("admin", {}),
     "/atena/persons/{atena_no}/number": ("clerk", {"affair": CHILD_ALLOWANCE_AFFAIR}),
+    "/atena/persons/{atena_no}/identity-search": ("registrar", {"affair": CHILD_ALLOWANCE_AFFAIR}),
+    "/atena/non-residents/candidates": (
+        "registrar",
+        {"family_name": "新宿", "given_name": "花子0", "family_kana": "シンジュク", "given_kana": "ハナコ",
+         "birth_date": "1985-04-01", "sex": "2", "postal_code": "1600022", "address": "東京都", "lg_code": "131041"},
+    ),
+    "/atena/non-residents/register": (
+        "registrar",
+        {"family_name": "新宿", "given_name": "花子0", "family_kana": "シンジュク", "given_kana": "ハナコ",
+         "birth_date": "1985-04-01", "sex": "2", "postal_code": "1600022", "address": "東京都", "lg_code": "131041",
+         "acknowledgement": "", "choice": "new"},
+    ),
     "/atena/search/number": ("clerk", {"affair": CHILD_ALLOWANCE_AFFAIR, "number": number_of(0)}),
     "/atena/inquiry": (
         "clerk",

@@ -36,12 +36,13 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Final, Literal
 
-from renkei.core.errors import Problem
+from renkei.core.errors import STATUS_OF, Problem
 from renkei.core.text import cp932
 
 __all__ = [
@@ -130,18 +131,22 @@ class Layout:
 
 class RecordError(Problem):
     """One malformed record: the file, the line, the field (its Japanese label; "" when
-    the record as a whole is wrong) and the reason, in Japanese."""
+    the record as a whole is wrong) and the reason, in Japanese. ``code`` is
+    ``bad_record`` for what the layout refuses; a caller checking a record's meaning may
+    give a sharper 422 code (``bad_date``, ``invalid_org_code`` …)."""
 
-    def __init__(self, file: str, line: int, field: str, reason: str) -> None:
+    def __init__(self, file: str, line: int, field: str, reason: str, code: str = "bad_record") -> None:
+        if STATUS_OF.get(code) != 422:
+            raise ValueError(f"RecordError needs a registered 422 code, not {code!r}")
         where = f"{file} の {line} 行目" + (f"（項目「{field}」）" if field else "")
-        super().__init__(422, "bad_record", f"{where}: {reason}", reason, source=file, line=line, field=field)
+        super().__init__(422, code, f"{where}: {reason}", reason, source=file, line=line, field=field)
         self.file = file
         self.line = line
         self.field = field
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type[RecordError], tuple[str, int, str, str]]:
-        return (RecordError, (self.file, self.line, self.field, self.reason))
+    def __reduce__(self) -> tuple[type[RecordError], tuple[str, int, str, str, str]]:
+        return (RecordError, (self.file, self.line, self.field, self.reason, self.code))
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,10 +211,23 @@ def _width(text: str) -> int:
 # --- reading ----------------------------------------------------------------------------
 
 
-def _is_utf8(path: Path) -> bool:
+Source = Path | bytes
+
+
+def _open(src: Source) -> IO[bytes]:
+    return io.BytesIO(src) if isinstance(src, bytes) else src.open("rb")
+
+
+def _is_utf8(src: Source) -> bool:
+    if isinstance(src, bytes):
+        try:
+            src.decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        return True
     decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        with path.open("rb") as fh:
+        with src.open("rb") as fh:
             while chunk := fh.read(_CHUNK):
                 decoder.decode(chunk)
         decoder.decode(b"", final=True)
@@ -218,8 +236,8 @@ def _is_utf8(path: Path) -> bool:
     return True
 
 
-def _first_line(path: Path) -> bytes:
-    with path.open("rb") as fh:
+def _first_line(src: Source) -> bytes:
+    with _open(src) as fh:
         for raw in fh:
             stripped = raw.rstrip(b"\r\n")
             if stripped.startswith(_BOM):
@@ -229,12 +247,13 @@ def _first_line(path: Path) -> bytes:
     return b""
 
 
-def sniff(path: Path, layout: Layout, shape: Shape | None = None) -> FileShape:
-    """The file's encoding, BOM, line end and shape (see the module docstring)."""
-    with path.open("rb") as fh:
+def sniff(src: Source, layout: Layout, shape: Shape | None = None) -> FileShape:
+    """The file's encoding, BOM, line end and shape (see the module docstring); ``src``
+    is a path or the file's bytes."""
+    with _open(src) as fh:
         bom = fh.read(len(_BOM)) == _BOM
-    encoding: Encoding = "utf-8" if bom or _is_utf8(path) else "cp932"
-    first = _first_line(path)
+    encoding: Encoding = "utf-8" if bom or _is_utf8(src) else "cp932"
+    first = _first_line(src)
     newline: Newline = "\r\n" if first.endswith(b"\r\n") else "\n"
     if shape is None:
         text = first.rstrip(b"\r\n").decode(encoding, errors="replace").lstrip("\ufeff")
@@ -353,8 +372,8 @@ def _row(number: int, text: str, layout: Layout, shape: Shape, source: str) -> R
     return Row(number, tuple(cells), values, tuple(errors))
 
 
-def _rows(path: Path, layout: Layout, fs: FileShape, source: str) -> Iterator[Row]:
-    with path.open("rb") as fh:
+def _rows(src: Source, layout: Layout, fs: FileShape, source: str) -> Iterator[Row]:
+    with _open(src) as fh:
         for number, text, reason in _lines(fh, fs.encoding):
             if text is None:
                 yield Row(number, (), {}, (RecordError(source, number, "", reason),))
@@ -364,12 +383,15 @@ def _rows(path: Path, layout: Layout, fs: FileShape, source: str) -> Iterator[Ro
             yield _row(number, text, layout, fs.shape, source)
 
 
-def read_records(path: Path, layout: Layout, *, source: str | None = None, shape: Shape | None = None) -> RecordFile:
-    """Open ``path`` as records of ``layout``: its `FileShape` and a stream of `Row` s,
-    one per non-blank line, malformed ones carrying their errors."""
-    name = source or path.name
-    fs = sniff(path, layout, shape)
-    return RecordFile(source=name, shape=fs, rows=_rows(path, layout, fs, name))
+def read_records(
+    src: Source, layout: Layout, *, source: str | None = None, shape: Shape | None = None
+) -> RecordFile:
+    """Open ``src`` (a path, or a file's bytes as uploaded) as records of ``layout``: its
+    `FileShape` and a stream of `Row` s, one per non-blank line, malformed ones carrying
+    their errors. ``source`` names the file in errors (default: the path's name)."""
+    name = source or (src.name if isinstance(src, Path) else "")
+    fs = sniff(src, layout, shape)
+    return RecordFile(source=name, shape=fs, rows=_rows(src, layout, fs, name))
 
 
 # --- writing ----------------------------------------------------------------------------

@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 MAX_BATCH = 10_000  # items in one message (acquisitions, copies, deliveries …)
+MAX_INQUIRER_FIELD = 20  # 照会者部署コード and 照会者ユーザーID: 20 characters in the 一括照会 layout
 
 
 class Scope(Enum):
@@ -128,7 +129,33 @@ def _serial(value: Any) -> str:
     return value
 
 
+def _inquirer(label: str) -> Any:
+    """An optional inquirer field (who asked, inside the inquiring organization): None, or
+    1–20 printable ASCII characters without surrounding spaces."""
+
+    def check(value: Any) -> Any:
+        if value is None:
+            return None
+        if (
+            isinstance(value, str)
+            and 0 < len(value) <= MAX_INQUIRER_FIELD
+            and value.isascii()
+            and value.isprintable()
+            and value.strip() == value
+        ):
+            return value
+        raise Problem(
+            422, "bad_inquirer", f"{label}は半角英数字・記号の{MAX_INQUIRER_FIELD}文字以内で指定してください。"
+        )
+
+    return BeforeValidator(check)
+
+
 Text = Annotated[str, BeforeValidator(_text)]
+# Who asked, as the inquiring organization names them (the 一括照会 record's fields); kept
+# in the provision records of the inquirer's chukan and of the hub, never sent to the provider.
+InquirerDepartment = Annotated[str | None, _inquirer("照会者部署コード")]
+InquirerUser = Annotated[str | None, _inquirer("照会者ユーザーID")]
 NonEmpty = Annotated[str, BeforeValidator(_text), Field(min_length=1)]
 AtenaNo = Annotated[
     str, _identifier_text(ids.IdKind.ATENA_NO, "invalid_atena_no"), _identifier(ids.IdKind.ATENA_NO, "invalid_atena_no")
@@ -215,7 +242,19 @@ class ItemStatuses(Body):
     results: list[ItemStatus]
 
 
-class HubInquiry(Body):
+class _NamesInquirer(Body):
+    """A body with the optional inquirer fields, sent only when given (a peer that does
+    not know them sees the same body as before)."""
+
+    def dump(self) -> dict[str, Any]:
+        out = super().dump()
+        for name in ("inquirer_department", "inquirer_user"):
+            if out.get(name) is None:
+                out.pop(name, None)
+        return out
+
+
+class HubInquiry(_NamesInquirer):
     """A chukan asks the hub, naming the person by its own pseudonym."""
 
     pseudonym: Annotated[NonEmpty, Refuse("missing_field", "項目「pseudonym」がありません。")]
@@ -233,6 +272,8 @@ class HubInquiry(Body):
         Refuse("missing_field", "項目「info_kind_code」がありません。"),
     ]
     as_of: Annotated[date, _iso_date("基準日", required="as_of"), Refuse("missing_field", "項目「as_of」がありません。")]
+    inquirer_department: InquirerDepartment = None
+    inquirer_user: InquirerUser = None
 
 
 def _serial_or_none(value: Any) -> Any:
@@ -318,7 +359,7 @@ class FukuhonRegistered(Body):
     added: int = 0  # of them new versions (the others said what was already held)
 
 
-class ChukanInquiry(Body):
+class ChukanInquiry(_NamesInquirer):
     """atena asks its chukan, naming the person by the 統合宛名番号."""
 
     atena_no: Annotated[AtenaNo, Refuse("invalid_atena_no", "統合宛名番号を指定してください。")]
@@ -326,6 +367,8 @@ class ChukanInquiry(Body):
     procedure_code: Annotated[ProcedureCode, Refuse("missing_field", "項目「procedure_code」がありません。")]
     info_kind_code: Annotated[InfoKindCode, Refuse("missing_field", "項目「info_kind_code」がありません。")]
     as_of: Annotated[AsOf, Refuse("bad_date", "基準日の日付形式が誤っています（YYYY-MM-DD）。")]
+    inquirer_department: InquirerDepartment = None
+    inquirer_user: InquirerUser = None
 
 
 class AnswerContent(Body):
@@ -385,6 +428,39 @@ class AcquisitionSubmit(Body):
     items: Annotated[
         list[SubmitItem], Field(max_length=MAX_BATCH), _items("items を配列で指定してください。")
     ]
+
+
+_IDENTITY_TITLE = "基本4情報（氏名・生年月日・性別・住所）と事務コードを指定してください。"
+_IDENTITY_FIELD = Refuse("bad_identity_query", _IDENTITY_TITLE)
+IdentityText = Annotated[str, BeforeValidator(_text), Field(min_length=1, max_length=300), _IDENTITY_FIELD]
+
+
+class IdentitySearch(Body):
+    """本人確認情報の検索: a person by 基本4情報, for an affair that may use the individual
+    number (番号利用事務; atena checks, J-LIS records the affair named). Every field is
+    needed: a search on fewer facts would guess."""
+
+    affair_code: Annotated[
+        str, BeforeValidator(_text), _identifier(ids.IdKind.AFFAIR_CODE, "invalid_affair_code"), _IDENTITY_FIELD
+    ]
+    family_name: IdentityText
+    given_name: IdentityText
+    birth_date: Annotated[date, _iso_date("生年月日"), _IDENTITY_FIELD]
+    sex: Annotated[str, BeforeValidator(_text), Field(pattern="^[129]$"), _IDENTITY_FIELD]
+    address: IdentityText
+
+
+IDENTITY_STATUSES = ("found", "not_found", "multiple")
+
+
+class IdentityFound(Body):
+    """J-LIS's answer: ``found`` with the one person's individual number, or
+    ``not_found`` / ``multiple`` (with how many matched) and no number — never a guess."""
+
+    status: Text
+    matches: int
+    individual_number: Text | None = None
+    message: Text = ""
 
 
 # --- tsa --------------------------------------------------------------------------------
@@ -607,6 +683,10 @@ ACQUISITION_SUBMIT = _mt(
     "jlis", "acquisition.submit", "/v1/acquisitions", {"atena"}, Scope.ANY_ORG, "符号取得の依頼",
     AcquisitionSubmit, "acquisition.submitted", ItemStatuses,
 )  # fmt: skip
+IDENTITY_SEARCH = _mt(
+    "jlis", "identity.search", "/v1/identities/search", {"atena"}, Scope.ANY_ORG, "本人確認情報の検索（基本4情報）",
+    IdentitySearch, "identity.found", IdentityFound,
+)  # fmt: skip
 # tsa — the time-stamp authority: every node stamps and asks about its own heads (the
 # authority then checks the head named is the sending node's own).
 TSA_STAMP = _mt(
@@ -625,7 +705,7 @@ TSA_STAMPS = _mt(
 MESSAGE_TYPES: tuple[MessageType[Any, Any], ...] = (
     REGISTRY_QUERY, ACQUISITION_CREATE, ACQUISITION_RESOLVE, HUB_INQUIRY,
     PSEUDONYM_ACQUIRE, PSEUDONYM_DELIVER, PSEUDONYM_STATUS, FUKUHON_REGISTER, CHUKAN_INQUIRY,
-    PROVISION_REQUEST, ACQUISITION_SUBMIT, TSA_STAMP, TSA_HEAD, TSA_STAMPS,
+    PROVISION_REQUEST, ACQUISITION_SUBMIT, IDENTITY_SEARCH, TSA_STAMP, TSA_HEAD, TSA_STAMPS,
 )  # fmt: skip
 # The provider's answer inside the JWE is a signed message too, not sent to a route.
 PROVISION_ANSWER_TYP = "provision.answer"

@@ -48,6 +48,7 @@ from renkei.atena import search, service  # noqa: E402
 from renkei.atena.models import SCHEMA, BasicFour, BusinessLink, Person, PersonSearchKey  # noqa: E402
 from renkei.core.crypto.field import FieldCipher  # noqa: E402
 from renkei.core.db import make_engine, make_sessionmaker, migrate, utcnow  # noqa: E402
+from renkei.core.text.normalize import kana_key  # noqa: E402
 from renkei.core.text.wareki import to_wareki  # noqa: E402
 
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -183,8 +184,13 @@ def kinds(sample: Sample, rng: random.Random, cipher: FieldCipher) -> dict[str, 
         return lambda s: search.search(s, search.parse_criteria(fields))
 
     wareki = to_wareki(sample.birth_date) if rng.random() < 0.7 else sample.birth_date.isoformat().translate(WIDE)
+    # A prefix of 2 to 4 characters of the key (ヴァ is one: バ), as a kana prefix alone needs.
+    full = sample.family_kana + sample.given_kana
+    n = rng.randint(2, 4)
+    while n < len(full) and len(kana_key(full[:n])) < 2:
+        n += 1
     out: dict[str, Query] = {
-        "kana prefix": people({"kana": _kana_typed(sample.family_kana[: rng.randint(2, 4)], rng)}),
+        "kana prefix": people({"kana": _kana_typed(full[:n], rng)}),
         "kana full name": people({"kana": _kana_typed(f"{sample.family_kana} {sample.given_kana}", rng)}),
         "kanji name": people({"name": f"{sample.family_name} {sample.given_name}"}),
         "name + birth date": people({"kana": _kana_typed(sample.family_kana, rng), "birth_date": wareki}),

@@ -33,6 +33,7 @@ from sqlalchemy import Table, or_, select
 from sqlalchemy.orm import Session
 
 from renkei.atena.models import BasicFour, BusinessLink, Person
+from renkei.atena.search import refresh_search_keys
 from renkei.atena.service import (
     LINKED,
     NUMBERED,
@@ -272,6 +273,7 @@ def register(
               "lg_code": basic4.lg_code, "change_kind": "新規", "effective_on": now.date(),
               "status": "non_resident", "source": (source or "")[:200], "recorded_at": now}],
         )  # fmt: skip
+        refresh_search_keys(session, [atena_no])  # searchable at once, like every registration
         outcome = NUMBERED
     else:
         if not (choice.isascii() and choice.isdigit() and 1 <= int(choice) <= len(found)):

@@ -293,3 +293,20 @@ def test_former_residents_are_searchable_by_their_status(db: Db) -> None:
     assert db.names(address="中野区中央1") == {"渡邉健"}
     assert db.names(address="西新宿2-80") == set()  # the former address, not current …
     assert db.names(address="西新宿2-80", history="1") == {"渡邉健"}  # … but in the history
+
+
+def test_a_non_resident_numbered_by_staff_is_searchable_at_once(db: Db) -> None:
+    from renkei.atena import non_residents
+
+    basic4 = non_residents.parse_basic_four(
+        {"family_name": "齋藤", "given_name": "三郎", "family_kana": "サイトウ", "given_kana": "サブロウ",
+         "birth_date": "1960-02-02", "sex": "1", "postal_code": "2210001", "lg_code": "141003",
+         "address": "神奈川県横浜市神奈川区西寺尾一丁目2番3号"}
+    )  # fmt: skip
+    with db.sessions() as s:
+        ack = non_residents.acknowledgement(db.cipher, basic4, non_residents.candidates(s, basic4))
+        done = non_residents.register(s, db.cipher, basic4, ack=ack, choice="new", now=NOW)
+        s.commit()
+    with db.sessions() as s:
+        found = search.search(s, search.parse_criteria({"name": "斎藤", "address": "横浜市神奈川区西寺尾1"})).rows
+    assert [(f.atena_no, f.residence) for f in found] == [(done.atena_no, "non_resident")]

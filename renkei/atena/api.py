@@ -719,6 +719,14 @@ async def _upload(request: Request) -> bytes:
     summary="一括照会ファイル（業務システム: ファイルを送り、結果ファイルを受け取る）",
     response_class=Response,
     responses={200: {"content": {"text/csv": {}}, "description": "結果ファイル（CSV、見出しなし）"}},
+    # The body is read as it arrives (_upload), not by FastAPI: declared here for the document.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "一括照会依頼ファイル（カンマ区切りまたは固定長、UTF-8 または CP932）",
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
 )
 async def inquiry_batch(
     request: Request,

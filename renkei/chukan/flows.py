@@ -54,11 +54,12 @@ async def acquire(flow: Flow, req: AtenaNos) -> Acquiring:
 
     A person asked for again while their number still awaits its pseudonym (atena retrying
     after a crash or a timeout) gets the same number back, not a new one: the retry is the
-    same request, and the hub answers it with the same pseudonym."""
+    same request, and the hub answers it with the same pseudonym. A person already bound
+    gets the number they were bound under (service.acquisition_numbers)."""
     if not req.atena_nos:
         raise Problem(422, "bad_count", "統合宛名番号を1件以上指定してください。")
     # The first unit screens the sender and keeps the message id, before the hub is asked.
-    known = await flow.unit(lambda unit: service.pending_acquisitions(unit.session, req.atena_nos))
+    known = await flow.unit(lambda unit: service.acquisition_numbers(unit.session, req.atena_nos))
     missing = list(dict.fromkeys(a for a in req.atena_nos if a not in known))
     if missing:
         hub_url, hub_org = _hub(flow.rt)

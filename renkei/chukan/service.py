@@ -89,6 +89,26 @@ def pending_acquisitions(session: Session, atena_nos: Iterable[str]) -> dict[str
     return out
 
 
+def acquisition_numbers(session: Session, atena_nos: Iterable[str]) -> dict[str, str]:
+    """The number each person is to be asked under, if they already have one: the one still
+    awaiting its pseudonym, else — for a person already bound — the newest answered one.
+
+    Asked again (atena retrying after a crash, a timeout, or a list that still names them),
+    a person never gets a second number: a second number would be a second request at the
+    hub, and a second pseudonym offered for one person."""
+    out = pending_acquisitions(session, atena_nos)
+    rest = sorted(set(atena_nos) - out.keys())
+    for part in _parts(rest):
+        for acq_no, atena_no in session.execute(
+            select(PendingAcquisition.acquisition_no, PendingAcquisition.atena_no)
+            .join(PseudonymBinding, PseudonymBinding.atena_no == PendingAcquisition.atena_no)
+            .where(PendingAcquisition.atena_no.in_(part), PendingAcquisition.completed_at.is_not(None))
+            .order_by(PendingAcquisition.acquisition_no)
+        ):
+            out[atena_no] = acq_no
+    return out
+
+
 def bind_deliveries(session: Session, items: Sequence[Delivery], now: datetime) -> dict[str, int]:
     """Step 4: the hub delivers (acquisition number, pseudonym); bind it to the 統合宛名番号.
 

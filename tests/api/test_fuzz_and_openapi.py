@@ -119,6 +119,7 @@ EXPECTED_POST_ROUTES = {
         "/v1/pseudonyms/status",
         "/v1/fukuhon",
         "/v1/inquiries",
+        "/v1/inquiries/batch",
         "/oauth/token",
         "/oauth/introspect",
     },
@@ -601,6 +602,8 @@ def test_openapi_document_lists_the_routes(nodes: dict[str, Node], node: str) ->
             assert "application/x-www-form-urlencoded" in content, (p, content)
         elif p.endswith(".csv"):
             assert "text/csv" in content, (p, content)
+        elif p.endswith("/batch"):  # a 一括照会 file as it is
+            assert "application/octet-stream" in content, (p, content)
         else:
             assert "application/json" in content, (p, content)
 

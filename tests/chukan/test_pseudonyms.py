@@ -190,3 +190,9 @@ def test_a_large_delivery_is_bound_as_item_by_item(session: Session) -> None:
     assert service.pending_acquisitions(s, [people[0], people[1], people[5]]) == {
         people[0]: nos[0], people[1]: "20250402999999999998"
     }
+    # Asked again, a bound person is asked under the number they were bound under (never a
+    # fresh one from the hub); a person never asked has none.
+    stranger = make_atena_no(9999)
+    assert service.acquisition_numbers(s, [people[0], people[1], people[5], stranger]) == {
+        people[0]: nos[0], people[1]: "20250402999999999998", people[5]: nos[5]
+    }

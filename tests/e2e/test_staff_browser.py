@@ -215,9 +215,9 @@ def test_clerk_reveals_the_number_and_a_tax_clerk_is_refused(atena: Atena) -> No
             assert page.locator("#terminal-warning").count() == 0  # the terminal check is on
 
             page.click("header nav >> text=宛名検索")
-            page.fill("#search-kana input[name=kana]", "しんじゅく")
-            page.fill("#search-kana input[name=birth_date]", "昭和60年4月1日")
-            page.click("#search-kana button")
+            page.fill("#search-person input[name=kana]", "しんじゅく")
+            page.fill("#search-person input[name=birth_date]", "昭和60年4月1日")
+            page.click("#search-person button")
             page.wait_for_selector("#results table.results")
             assert "検索結果 2 件" in page.inner_text("#results")
             page.click(f"#results a[href='/atena/persons/{atena.person}']")

@@ -200,9 +200,11 @@ def atena_of_pseudonym(session: Session, pseudonym: str) -> str | None:
     return session.scalar(_ATENA_OF, {"pseudonym": pseudonym})
 
 
-# The inquiry path's lookups, built once (columns, not ORM objects).
-_PSEUDONYM_OF = select(PseudonymBinding.pseudonym).where(PseudonymBinding.atena_no == bindparam("atena_no"))
-_ATENA_OF = select(PseudonymBinding.atena_no).where(PseudonymBinding.pseudonym == bindparam("pseudonym"))
+# The inquiry path's lookups, built once, on the table's columns: a Core statement, which
+# the session runs without the ORM's compile step.
+_BINDINGS = cast(Table, PseudonymBinding.__table__)
+_PSEUDONYM_OF = select(_BINDINGS.c.pseudonym).where(_BINDINGS.c.atena_no == bindparam("atena_no"))
+_ATENA_OF = select(_BINDINGS.c.atena_no).where(_BINDINGS.c.pseudonym == bindparam("pseudonym"))
 
 
 # --- provision copies -----------------------------------------------------------
@@ -561,10 +563,6 @@ _COPIES = (
 )
 
 
-def provision_recorded(session: Session, serial: str) -> bool:
-    return session.scalar(_RECORDED, {"serial": serial, "direction": "provision"}) is not None
-
-
 @dataclass(frozen=True)
 class Provision:
     """What we answer the hub's provision request with, and about whom (for the audit)."""
@@ -580,8 +578,6 @@ def answer_provision(session: Session, cipher: FieldCipher, req: ProvisionReques
     for manual answers waits for a person (回答待ち); no pseudonym or no copy is 該当なし.
     A serial answered before is refused (409), writing nothing.
     """
-    if provision_recorded(session, req.serial):
-        raise Problem(409, "duplicate_serial", "この処理通番の情報提供は既に記録されています。", req.serial)
     atena_no = atena_of_pseudonym(session, req.pseudonym)
     copy = find_copy(session, atena_no, req.info_kind_code, req.as_of) if atena_no else None
     if copy is None:
@@ -591,18 +587,25 @@ def answer_provision(session: Session, cipher: FieldCipher, req: ProvisionReques
     else:
         status = "answered"
     as_of = req.as_of.isoformat()
-    record(
+    # The record and the check for a repeated serial in one statement; a repeat adds
+    # nothing, and the refusal rolls back the unit (the replay record with it).
+    kept = _record_once(
         session,
-        serial=req.serial,
-        direction="provision",
-        counterpart_org=req.inquirer_org,
-        procedure_code=req.procedure_code,
-        info_kind_code=req.info_kind_code,
-        atena_no=atena_no,
-        as_of=as_of,
-        outcome=status,
-        now=now,
+        {
+            "serial": req.serial,
+            "direction": "provision",
+            "at": now,
+            "counterpart_org": req.inquirer_org,
+            "procedure_code": req.procedure_code,
+            "info_kind_code": req.info_kind_code,
+            "atena_no": atena_no,
+            "as_of": as_of,
+            "outcome": status,
+            "reason": None,
+        },
     )
+    if not kept:
+        raise Problem(409, "duplicate_serial", "この処理通番の情報提供は既に記録されています。", req.serial)
     if copy is None or status != "answered":
         # 該当なし and 回答待ち carry no content (`ProvisionAnswer.dump` sends none).
         answer = ProvisionAnswer(serial=req.serial, status=status, info_kind_code=req.info_kind_code, as_of=as_of)
@@ -758,12 +761,16 @@ def keep_inquiry(
         "outcome": outcome,
         "reason": reason,
     }
-    dialect = session.get_bind().dialect.name
-    once = _INSERT_RECORD_ONCE.get(dialect)
+    return _record_once(session, values)
+
+
+def _record_once(session: Session, values: dict[str, Any]) -> bool:
+    """Insert a provision record unless its (serial, direction) is kept already: False then."""
+    once = _INSERT_RECORD_ONCE.get(session.get_bind().dialect.name)
     if once is not None:
         # One statement: the insert that meets the serial already kept adds nothing, returns nothing.
         return session.execute(once, values).first() is not None
-    if inquiry_recorded(session, serial):
+    if session.scalar(_RECORDED, {"serial": values["serial"], "direction": values["direction"]}) is not None:
         return False
     session.execute(_INSERT_RECORD, values)
     return True

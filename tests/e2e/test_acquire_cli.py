@@ -153,3 +153,42 @@ def test_a_configuration_of_another_node_is_refused(fed: Fed) -> None:
     result = CliRunner().invoke(app, ["atena", "acquire-pseudonyms", "--config", str(config)])
     assert result.exit_code == 2
     assert "atena ではありません" in result.output
+
+
+def test_a_feed_file_of_move_ins_with_acquire_binds_the_newcomers(fed: Fed, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """`renkei atena import feed FILE --acquire`: 転入 of people atena does not know yet
+    (J-LIS holds their pairs) are numbered from the file and bound through the three-party
+    flow by the same command; the same file again changes nothing."""
+    config = fed.layout.config_path(SHINJUKU, "atena")
+    newcomers = generate(SynthConfig(seed=8, people=100, nakano_people=50, outsiders=0, non_residents=0))
+    setup.load_jlis(fed.layout, list(bulk.jlis_rows(newcomers)))
+    people = list(bulk.resident_records(newcomers, "131041"))[:5]
+    columns = ["event_id", "kind", "effective_on", "individual_number", "family_name", "given_name", "family_kana",
+               "given_kana", "birth_date", "sex", "postal_code", "address", "lg_code"]  # fmt: skip
+    lines = [",".join(columns)]
+    for i, p in enumerate(people):
+        lines.append(",".join(
+            [f"E2E-{i:04d}", "転入", "2026-11-01", p["individual_number"], p["family_name"], p["given_name"],
+             p["family_kana"], p["given_kana"], p["birth_date"], p["sex"], p["postal_code"], p["address"], "131041"]
+        ))  # fmt: skip
+    feed_file = tmp_path_factory.mktemp("feed") / "jumin-ido-20261101.csv"
+    feed_file.write_text("\r\n".join(lines) + "\r\n", encoding="utf-8")
+    before = fed.statuses()
+    [(bindings_before,)] = fed.rows(SHINJUKU, "chukan", "select count(*) from pseudonym_bindings")
+
+    result = CliRunner().invoke(
+        app, ["atena", "import", "feed", str(feed_file), "--config", str(config), "--acquire", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    after = fed.statuses()
+    assert after == {"bound": sum(before.values()) + len(people)}
+    # Everyone unbound before (none, when the test above ran first) and the newcomers.
+    unbound = sum(n for status, n in before.items() if status != "bound")
+    expected = bindings_before + unbound + len(people)
+    assert fed.rows(SHINJUKU, "chukan", "select count(*) from pseudonym_bindings") == [(expected,)]
+
+    again = CliRunner().invoke(
+        app, ["atena", "import", "feed", str(feed_file), "--config", str(config), "--acquire", "--no-progress"]
+    )
+    assert again.exit_code == 0, again.output
+    assert fed.statuses() == after

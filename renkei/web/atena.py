@@ -301,15 +301,26 @@ def search_by_number(request: Request, staff: Actor, form: Form) -> Response:
 
 
 @router.get("/atena/persons/{atena_no}")
-def person(request: Request, atena_no: str, staff: Viewer) -> Response:
+def person(request: Request, atena_no: str, staff: Viewer, on: str = "") -> Response:
+    """A person's page; ``on`` (和暦 or 西暦) adds the person as they stood that day: name,
+    address, status and household (history.as_of)."""
     require_role(request, staff, VIEW_ROLE, "resident.view")
     state = _atena(request)
     atena_no = service.check_atena_no(clean_text(atena_no[:32]))
     _screen(request, staff, "resident.view", atena_no)
+    typed_on = clean_text(on[:40]).strip()
+    day: date | None = None
+    on_error: str | None = None
+    if typed_on:
+        try:
+            day = parse_date(typed_on)
+        except WarekiError as exc:
+            on_error = f"基準日: {exc}"
     try:
         with state.rt.sessions() as s:
             detail = service.resident_detail(s, atena_no)
             number = service.individual_number_of(s, site_of(request).cipher(), atena_no)
+            then = history.as_of(s, atena_no, day) if day is not None else None
     except Problem as exc:
         audit(request, staff.staff_id, "resident.view", exc.code, subject=atena_no)
         raise
@@ -318,6 +329,9 @@ def person(request: Request, atena_no: str, staff: Viewer) -> Response:
         request,
         "atena/person.html",
         {
+            "as_of": then,
+            "on": typed_on,
+            "on_error": on_error,
             "staff": staff,
             "person": detail,
             "atena_no": detail.atena_no,
@@ -326,6 +340,7 @@ def person(request: Request, atena_no: str, staff: Viewer) -> Response:
             "residence": service.RESIDENCE_LABELS.get(detail.residence, detail.residence),
             "may_search_number": detail.residence == "non_resident" and not number,
         },
+        status=422 if on_error else 200,
     )
 
 

@@ -289,3 +289,22 @@ def test_inquiry_screen_shows_a_relayed_refusal_with_its_serial(web: Web, code: 
     assert row is not None and (row["outcome"], row["serial"]) == (code, serial)
     entry = web.last_audit("inquiry")
     assert (entry["outcome"], entry["ref"]) == (code, serial)
+
+
+def test_the_person_as_of_a_day_typed_in_wareki_or_gregorian(web: Web) -> None:
+    """The person's page shows where they lived on a day and in which status (resident(0)
+    moved within the ward on 2024-10-01); a bad day is a Japanese 422; before the first
+    record there is none."""
+    web.sign_in("clerk")
+    page = f"/atena/persons/{web.people[0]}"
+    before = web.client.get(page, params={"on": "令和6年9月30日"})
+    assert before.status_code == 200
+    card = before.text.split('id="as-of"', 1)[1].split("</section>", 1)[0]
+    assert "新宿一丁目1番1号" in card and "西新宿" not in card and "令和6年9月30日" in card
+    after = web.client.get(page, params={"on": "２０２４－１０－０１"})
+    card = after.text.split('id="as-of"', 1)[1].split("</section>", 1)[0]
+    assert "西新宿二丁目8番1号" in card and "転居" in card
+    unborn = web.client.get(page, params={"on": "S55.1.1"})
+    assert "この日にはまだ記録がありません。" in unborn.text
+    bad = web.client.get(page, params={"on": "令和6年13月1日"})
+    assert bad.status_code == 422 and "基準日:" in bad.text

@@ -45,7 +45,7 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "self_approval", "not_requester", "export_needs_approval", "session_required",
         "insufficient_scope", "csrf_failed", "scope_denied", "inactive", "locked",
         "unknown_staff", "node_not_yours", "own_roles", "number_search_denied",
-        # in-house sharing under the ordinance (renkei.atena.chonai)
+        # in-house sharing under the ordinance (atena)
         "ordinance_missing", "ordinance_affair_not_listed", "ordinance_system_not_for_affair",
         "ordinance_not_listed", "ordinance_not_in_force", "ordinance_not_provided",
     ),
@@ -89,13 +89,13 @@ _CODES_BY_STATUS: Final[dict[int, tuple[str, ...]]] = {
         "atena_no_not_accepted", "candidates_not_acknowledged", "bad_candidate",
         # J-LIS identity search on 基本4情報
         "bad_identity_query", "no_basic_four",
-        # addressee search (renkei.atena.search)
+        # addressee search (atena)
         "bad_name", "bad_address", "bad_residence", "missing_criteria", "too_broad",
         # time-stamp authority
         "bad_stamp_request", "bad_stamp_signature", "bad_page", "head_regression", "head_conflict",
-        # in-house sharing (renkei.atena.chonai): an item the ordinance does not share
+        # in-house sharing (atena): an item the ordinance does not share
         "item_not_shared",
-        # the resident register feed (renkei.atena.feed) and households
+        # the resident register feed and households (atena)
         "bad_feed", "missing_household_no", "invalid_household_no", "missing_relationship",
     ),
     429: ("rate_limited",),

@@ -18,7 +18,7 @@ ensure_ascii=False)`` gives the same bytes unless ``detail`` holds floats, which
 orjson writes in its own shortest form (``1e-7``, not ``1e-07``). Each line of `export_jsonl` is that object plus ``hash``
 (and ``checkpoint`` where one covers the entry), so an export is checked offline.
 
-Countersignature (the time-stamp authority, renkei.core.audit.timestamping and renkei.tsa):
+Countersignature (the time-stamp authority node; renkei.core.audit.timestamping):
 a chain inside the database it protects cannot prove its own length — deleting the
 newest entries with their checkpoints and rewinding the head row, or emptying the
 tables, leaves a chain that verifies. So each checkpoint is also sent, through the

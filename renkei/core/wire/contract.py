@@ -543,7 +543,7 @@ class TsaStamp(Body):
     """A head to countersign: node ``node``'s sequence of ``kind`` reached ``seq`` with
     ``hash``; ``token`` is the node's own JWS over {seq, hash, at} (for an audit
     checkpoint, the checkpoint's signature itself). Checked for form only here; the
-    authority checks the signature (`renkei.tsa.service.check_request`)."""
+    authority node checks the signature."""
 
     node: NodeId
     kind: StampKind

@@ -125,7 +125,7 @@ RULE_LABELS: Final[dict[str, str]] = {
     "distinct_persons": "短時間に多数の無関係な個人を照会",
     "off_hours": "業務時間外の照会",
     "peer_burst": "連携先からの集中的な要求",
-    # Raised by the time-stamp authority (renkei.tsa) on a head that moves back or forks.
+    # Raised by the time-stamp authority node on a head that moves back or forks.
     "head_regression": "監査ログの後退（末尾の削除・消去の疑い）",
     "head_conflict": "監査ログの分岐（記録の書き換えの疑い）",
 }

@@ -57,6 +57,7 @@ __all__ = [
     "version_of",
 ]
 
+SEX_LABELS: Final = {"1": "男", "2": "女", "9": "不明"}
 FIRST: Final = "新規"  # a person's first registration (not from a register event)
 MOVE_IN, MOVE_OUT, MOVE_WITHIN, BIRTH, DEATH = "転入", "転出", "転居", "出生", "死亡"
 NAME_CHANGE, CORRECTION = "氏名変更", "職権修正"
@@ -221,6 +222,10 @@ class Version:
     status: str
     source: str
     recorded_at: datetime
+
+    @property
+    def sex_label(self) -> str:
+        return SEX_LABELS.get(self.sex, self.sex)
 
     @property
     def status_label(self) -> str:

@@ -812,37 +812,13 @@ _INSERT_INQUIRY_LOG = insert(cast(Table, InquiryLog.__table__))
 # callers authorize and audit the views.
 
 STATUS_LABELS = {"answered": "回答あり", "no_data": "該当なし", "pending": "回答待ち"}
-SEX_LABELS = {"1": "男", "2": "女", "9": "不明"}
+SEX_LABELS = history.SEX_LABELS
 RESIDENCE_LABELS = {"resident": "住民", "non_resident": "住登外者"}
 MAX_SYSTEM_LENGTH = 40  # the search itself is renkei.atena.search
 
 
-@dataclass(frozen=True)
-class BasicFourView:
-    """One version of 基本4情報 as staff read it."""
-
-    family_name: str
-    given_name: str
-    family_kana: str
-    given_kana: str
-    birth_date: date
-    sex: str
-    postal_code: str
-    address: str
-    lg_code: str
-    change_kind: str
-    effective_on: date
-    recorded_at: datetime
-    status: str = history.RESIDENT  # resident | former (転出・死亡) | non_resident
-    source: str = ""
-
-    @property
-    def sex_label(self) -> str:
-        return SEX_LABELS.get(self.sex, self.sex)
-
-    @property
-    def status_label(self) -> str:
-        return history.STATUS_LABELS.get(self.status, self.status)
+# One version of 基本4情報 as staff read it (with its 性別 and 状態 labels).
+BasicFourView = history.Version
 
 
 @dataclass(frozen=True)
@@ -866,25 +842,6 @@ class ResidentDetail:
     @property
     def current(self) -> BasicFourView:
         return self.history[0]
-
-
-def _view(row: BasicFour) -> BasicFourView:
-    return BasicFourView(
-        family_name=row.family_name,
-        given_name=row.given_name,
-        family_kana=row.family_kana,
-        given_kana=row.given_kana,
-        birth_date=row.birth_date,
-        sex=row.sex,
-        postal_code=row.postal_code,
-        address=row.address,
-        lg_code=row.lg_code,
-        change_kind=row.change_kind,
-        effective_on=row.effective_on,
-        recorded_at=row.recorded_at,
-        status=row.status,
-        source=row.source,
-    )
 
 
 def check_atena_no(atena_no: str) -> str:
@@ -934,7 +891,7 @@ def resident_detail(session: Session, atena_no: str) -> ResidentDetail:
         residence=person.residence,
         pseudonym_status=person.pseudonym_status,
         created_at=person.created_at,
-        history=tuple(_view(r) for r in versions),
+        history=tuple(history.version_of(r) for r in versions),
         links=tuple(LinkView(li.system, li.business_atena_no, li.linked_at) for li in links),
         has_individual_number=person.individual_number_enc is not None,
         household=history.current_household(session, atena_no),

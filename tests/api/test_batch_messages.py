@@ -295,3 +295,26 @@ def test_no_batching_when_switched_off_or_for_bulk_types() -> None:
 
     asyncio.run(main())
     assert bulk.sent == [[1], [2], [3]]
+
+
+def test_inquiries_to_different_providers_never_share_an_envelope() -> None:
+    """A slow provider must hold back no inquiry to another (contract: ``batch_by``)."""
+    from dataclasses import replace
+
+    assert contract.HUB_INQUIRY.batch_by == contract.CHUKAN_INQUIRY.batch_by == "provider_org"
+    client = _Recorder(in_flight=1)
+    mt = replace(_batchable(), batch_by="count")  # the recorder's stand-in for provider_org
+
+    async def main() -> None:
+        tasks = [
+            asyncio.create_task(client.send(mt, "https://hub", HUB.org_code, AcquisitionCreate.model_construct(count=n)))
+            for n in (1, 2, 1, 2, 1, 2)
+        ]
+        for _ in range(5):
+            await asyncio.sleep(0)
+        client.gate.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(main())
+    # Per provider: the first alone, the rest together — never 1s and 2s in one envelope.
+    assert sorted(client.sent) == [[1], [1, 1], [2], [2, 2]]

@@ -58,7 +58,7 @@ class PeerClient:
         # in the next envelope. 0: every message goes alone.
         self._batch_in_flight = batch_in_flight
         self._batch_max = max(1, min(batch_max, contract.MAX_BATCH_MESSAGES))
-        self._batchers: dict[tuple[str, str], _Batcher] = {}
+        self._batchers: dict[tuple[str, str, str], _Batcher] = {}
 
     async def start(self) -> None:
         if self._session is None:
@@ -134,7 +134,8 @@ class PeerClient:
         the same node at the same moment (see ``batch_in_flight``); its reply or refusal
         is the same either way."""
         if self._batch_in_flight > 0 and mt.batchable:
-            key = (base_url, aud)
+            group = str(getattr(body, mt.batch_by, "")) if mt.batch_by else ""
+            key = (base_url, aud, group)
             batcher = self._batchers.get(key)
             if batcher is None:
                 batcher = self._batchers[key] = _Batcher(self, base_url, aud, self._batch_in_flight, self._batch_max)
@@ -160,6 +161,14 @@ class PeerClient:
         answer = await self.call(url, aud, contract.BATCH_TYP, {"messages": messages})
         if answer.typ != contract.BATCH_REPLY_TYP:
             raise _wrong_reply_type(url, answer.typ, contract.BATCH_REPLY_TYP)
+        for mt, _body in items:  # signed by the kind of node that serves each message's type
+            if answer.node not in contract.responders(mt.typ):
+                raise Problem(
+                    502,
+                    "wrong_responder",
+                    "連携先の応答が宛先のノードから送られたものではありません。",
+                    f"{url}: {mt.typ} answered by {answer.iss}:{answer.node or '?'}",
+                )
         replies = contract.parse_batch_replies(answer.body, ids, url)
         out: list[Body | Problem] = []
         for (mt, _body), reply in zip(items, replies, strict=True):

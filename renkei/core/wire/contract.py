@@ -623,6 +623,10 @@ class MessageType(Generic[Req, Rep]):
     # Small interactive messages that concurrent callers may share one envelope for (see
     # "batches" below); bulk messages (chunks of thousands of items) never are.
     batchable: bool = False
+    # The body field whose value separates envelopes: an inquiry travels only with
+    # inquiries to the same provider, so that a provider that answers slowly (or not at
+    # all, until the timeout) holds back no inquiry to another.
+    batch_by: str | None = None
 
 
 def _mt(
@@ -637,9 +641,12 @@ def _mt(
     reply: type[Rep],
     *,
     batchable: bool = False,
+    batch_by: str | None = None,
 ) -> MessageType[Req, Rep]:
+    if batch_by is not None and batch_by not in request.model_fields:  # pragma: no cover
+        raise RuntimeError(f"contract: {typ} is batched by {batch_by}, which its body lacks")
     return MessageType(
-        receiver, typ, path, frozenset(senders), scope, title, request, reply_typ, reply, batchable
+        receiver, typ, path, frozenset(senders), scope, title, request, reply_typ, reply, batchable, batch_by
     )
 
 
@@ -658,7 +665,7 @@ ACQUISITION_RESOLVE = _mt(
 )  # fmt: skip
 HUB_INQUIRY = _mt(
     "hub", "inquiry.request", "/v1/inquiries", {"chukan"}, Scope.ANY_ORG, "情報照会",
-    HubInquiry, "inquiry.answer", RelayedAnswer, batchable=True,
+    HubInquiry, "inquiry.answer", RelayedAnswer, batchable=True, batch_by="provider_org",
 )  # fmt: skip
 # chukan — 自治体中間サーバー
 PSEUDONYM_ACQUIRE = _mt(
@@ -679,7 +686,7 @@ FUKUHON_REGISTER = _mt(
 )  # fmt: skip
 CHUKAN_INQUIRY = _mt(
     "chukan", "inquiry.start", "/v1/inquiries", {"atena"}, Scope.SAME_ORG, "情報照会の依頼",
-    ChukanInquiry, "inquiry.result", InquiryResult, batchable=True,
+    ChukanInquiry, "inquiry.result", InquiryResult, batchable=True, batch_by="provider_org",
 )  # fmt: skip
 PROVISION_REQUEST = _mt(
     "chukan", "provision.request", "/v1/provisions", {"hub"}, Scope.HUB_ORG, "情報提供の依頼",

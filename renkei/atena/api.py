@@ -30,6 +30,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
@@ -75,7 +76,15 @@ from renkei.staff.oauth import (
 from renkei.staff.roles import PermissionDenied, has_role
 from renkei.staff.routes import CSRF_HEADER as CSRF_HEADER
 from renkei.staff.routes import SESSION_COOKIE as SESSION_COOKIE
-from renkei.staff.routes import Done, StaffAccess, audit_refusal, audited, bearer_token
+from renkei.staff.routes import (
+    Done,
+    Presented,
+    StaffAccess,
+    audit_refusal,
+    audited,
+    bearer_token,
+    refusal_of,
+)
 
 router = APIRouter()
 
@@ -302,20 +311,65 @@ def _live_client(request: Request, token: str) -> ClientPrincipal | None:
         return client_of_token(s, oauth_t, token, _now(request))
 
 
-def inquirer(action: str) -> Callable[[Request], Caller]:
-    """Dependency: a business system (a live OAuth access token; its inquiry scopes are
-    checked against the affair of the request, as the route reads it) or a staff member
-    (session or personal API token). Neither is screened here: the inquiry flow screens
-    the caller with the person asked about."""
+def _caller_in(s: Session, presented: Presented, *, now: datetime, policy: auth.AuthPolicy) -> Caller:
+    """Who asks an inquiry, in the inquiry's first transaction: the business system of a live
+    OAuth access token, else a staff member (session + CSRF token, or a personal API
+    token); a refusal is `flows.SignInRefused` with its audit entry's actor and code."""
+    if presented.token is not None:
+        client = client_of_token(s, oauth_t, presented.token, now)
+        if client is not None:
+            return Caller(actor=client.client_id, kind="client", client=client)
+    try:
+        principal = _STAFF_ACCESS.authenticate_in(s, presented, policy=policy, now=now)
+    except (auth.AuthError, OAuthError, Problem) as exc:
+        actor, code = refusal_of(exc)
+        raise flows.SignInRefused(exc, actor, code) from None
+    return Caller(actor=principal.staff_id, kind="staff", staff=principal)
+
+
+async def _json_body_fits(request: Request, model: type[BaseModel]) -> bool:
+    """Whether FastAPI will take the request's body as ``model`` (a JSON media type, and
+    JSON of that shape), judged as FastAPI does: the body it has already read and decoded."""
+    ctype = request.headers.get("content-type")
+    if ctype is None:
+        return False  # FastAPI reads a body without a content type as bytes (strict): refused
+    media = ctype.partition(";")[0].strip().lower()
+    if not (media == "application/json" or (media.startswith("application/") and media.endswith("+json"))):
+        return False
+    try:
+        model.model_validate(await request.json())
+    except (ValueError, ValidationError):  # JSONDecodeError is a ValueError
+        return False
+    return True
+
+
+def inquirer(action: str) -> Callable[[Request], Awaitable[Presented]]:
+    """Dependency: the credentials of a business system (a live OAuth access token; its
+    inquiry scopes are checked against the affair of the request, as the route reads it)
+    or of a staff member (session + CSRF token, or a personal API token), read from the
+    headers and checked in the inquiry's first transaction (`_caller_in`, run by
+    `flows.inquire_signing_in`). Neither is screened here: the inquiry flow screens the
+    caller with the person asked about.
+
+    Without credentials, or with a body FastAPI will refuse after this dependency, the
+    caller is authenticated here at once (in the node's database thread), so that a
+    refused caller gets its 401/403 (audited) before the body's 422, as on every route.
+    """
     staff_of = staff(action, screen=False)
 
-    def dependency(request: Request) -> Caller:
+    def now_or_refused(request: Request) -> Caller:
         token = bearer_token(request)
         if token is not None:
             client = _live_client(request, token)
             if client is not None:
                 return Caller(actor=client.client_id, kind="client", client=client)
         return staff_of(request)
+
+    async def dependency(request: Request) -> Presented:
+        presented = Presented.of(request)
+        if (presented.token is None and not presented.cookie) or not await _json_body_fits(request, InquiryIn):
+            await _rt(request).run_db(now_or_refused, request)
+        return presented
 
     return dependency
 
@@ -345,7 +399,7 @@ def batch_client(request: Request) -> Caller:
     return Caller(actor=client.client_id, kind="client", client=client)
 
 
-Inquirer = Annotated[Caller, Depends(inquirer("inquiry"))]
+Inquirer = Annotated[Presented, Depends(inquirer("inquiry"))]
 BatchClient = Annotated[Caller, Depends(batch_client)]
 
 
@@ -601,34 +655,36 @@ async def fukuhon(request: Request, body: FukuhonIn, caller: CopyRegistrar) -> F
     tags=["情報照会"],
     summary="情報照会（職員、または業務システム: スコープ <業務システムID>:inquiries.<事務コード>:inquire）",
 )
-async def inquiry(request: Request, body: InquiryIn, caller: Inquirer) -> InquiryOut:
+async def inquiry(request: Request, body: InquiryIn, presented: Inquirer) -> InquiryOut:
     """The person by the business system's own 宛名番号; atena translates it to the
-    統合宛名番号, which the answer never carries."""
-    if caller.client is not None:
-        roles = service.client_inquiry_roles(caller.client.scopes, body.system)
-        who, user = service.CLIENT, body.user_id
-    else:
-        roles = caller.staff.roles if caller.staff is not None else frozenset()
-        staff_id = caller.actor
-        who, user = service.STAFF, body.user_id or (staff_id if flows.fits_inquirer_field(staff_id) else None)
-    work = _work(request, caller)
-    try:
-        result = await flows.inquire(
-            work,
-            request.app.state.catalogue,
-            service.InquiryRequest(
-                procedure_code=body.procedure_code,
-                info_kind_code=body.info_kind_code,
-                provider_org=body.provider_org,
-                as_of=body.as_of,
-                system=body.system,
-                business_atena_no=body.business_atena_no,
-                department=body.department,
-                user_id=user,
-            ),
-            roles,
-            who=who,
+    統合宛名番号, which the answer never carries. The caller is authenticated in the
+    inquiry's first transaction, with its authorization and the person's look-up."""
+    policy: auth.AuthPolicy = request.app.state.auth_policy
+
+    def sign_in(s: Session) -> flows.Asker:
+        caller = _caller_in(s, presented, now=_now(request), policy=policy)
+        if caller.client is not None:
+            roles = service.client_inquiry_roles(caller.client.scopes, body.system)
+            who, user = service.CLIENT, body.user_id
+        else:
+            roles = caller.staff.roles if caller.staff is not None else frozenset()
+            staff_id = caller.actor
+            who, user = service.STAFF, body.user_id or (staff_id if flows.fits_inquirer_field(staff_id) else None)
+        req = service.InquiryRequest(
+            procedure_code=body.procedure_code,
+            info_kind_code=body.info_kind_code,
+            provider_org=body.provider_org,
+            as_of=body.as_of,
+            system=body.system,
+            business_atena_no=body.business_atena_no,
+            department=body.department,
+            user_id=user,
         )
+        return flows.Asker(actor=caller.actor, roles=roles, who=who, req=req)
+
+    work = flows.Work(_rt(request), ANONYMOUS, _terminal(request))
+    try:
+        result = await flows.inquire_signing_in(work, request.app.state.catalogue, sign_in)
     except Problem as exc:
         # Asked by a business system's number: a relayed refusal names that number, not
         # the 統合宛名番号 (e.g. the chukan's 「…は符号が未取得です」).

@@ -387,6 +387,9 @@ class StaffPrincipal:
     session_id: str | None
     terminal: str | None
     api_token_id: str | None = None
+    # The session's stored CSRF token hash, read with the session by `authenticate`, so
+    # that `check_csrf` need not look the session up again.
+    csrf_token_hash: str | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -1023,6 +1026,7 @@ def authenticate(
         roles=frozenset(_principal_roles(row["roles"])),
         session_id=row["id"],
         terminal=row["terminal"],
+        csrf_token_hash=row["csrf_token_hash"],
     )
 
 
@@ -1076,6 +1080,7 @@ def _statements(tables: AuthTables) -> _Statements:
                 ss.c.expires_at,
                 ss.c.revoked_at,
                 ss.c.terminal,
+                ss.c.csrf_token_hash,
                 st.c.staff_id,
                 st.c.name,
                 st.c.roles,
@@ -1099,7 +1104,9 @@ def check_csrf(
         return
     if not presented or len(presented) > _MAX_TOKEN_LENGTH:
         raise AuthError("csrf_failed")
-    stored = session.execute(_statements(tables).csrf_hash, {"id": principal.session_id}).scalar_one_or_none()
+    stored = principal.csrf_token_hash
+    if stored is None:  # a principal not made by `authenticate`
+        stored = session.execute(_statements(tables).csrf_hash, {"id": principal.session_id}).scalar_one_or_none()
     if stored is None or not hmac.compare_digest(str(stored).encode(), _digest(presented).encode()):
         raise AuthError("csrf_failed")
 

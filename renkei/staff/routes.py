@@ -92,12 +92,14 @@ __all__ = [
     "CSRF_HEADER",
     "SESSION_COOKIE",
     "Done",
+    "Presented",
     "StaffAccess",
     "StaffTables",
     "audit_refusal",
     "audited",
     "bearer_token",
     "mount_staff_api",
+    "refusal_of",
     "screen_staff",
     "staff_router",
 ]
@@ -282,6 +284,34 @@ def _authentication_required() -> OAuthError:
 # --- who is calling ------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Presented:
+    """The credentials a request presents, read from its headers without the database, so
+    that a route may check them inside its own first transaction (`StaffAccess.authenticate_in`)."""
+
+    token: str | None  # Authorization: Bearer (a personal API token; "" if sent empty)
+    cookie: str | None  # the session cookie
+    csrf: str | None  # X-CSRF-Token
+    safe_method: bool  # GET, HEAD, OPTIONS: no CSRF token needed by default
+
+    @classmethod
+    def of(cls, request: Request) -> Presented:
+        return cls(
+            token=bearer_token(request),
+            cookie=request.cookies.get(SESSION_COOKIE),
+            csrf=request.headers.get(CSRF_HEADER),
+            safe_method=request.method in _SAFE_METHODS,
+        )
+
+
+def refusal_of(exc: auth.AuthError | OAuthError | Problem) -> tuple[str, str]:
+    """The audit entry's actor and outcome for an authentication refusal: the staff ID a
+    CSRF refusal names (the session was valid), else "anonymous"."""
+    if isinstance(exc, OAuthError):
+        return ANONYMOUS, exc.error
+    return str(exc.extra.pop("actor", ANONYMOUS)), exc.code
+
+
 class StaffAccess:
     """Authenticates staff on a node: session cookie (+ CSRF) or personal API token."""
 
@@ -297,27 +327,45 @@ class StaffAccess:
         """
         rt = _rt(request)
         now = _now(request)
-        token = bearer_token(request)
         with auth.auth_transaction(rt.sessions) as s:
-            if token is not None:
-                if not api_token_ok:
-                    raise Problem(
-                        403,
-                        "session_required",
-                        "この操作にはログインが必要です（APIトークンでは実行できません）。",
-                    )
-                return auth.authenticate_api_token(s, self.tables, token, now=now)
-            cookie = request.cookies.get(SESSION_COOKIE)
-            if not cookie:
-                raise _authentication_required()
-            principal = auth.authenticate(s, self.tables, cookie, policy=_policy(request), now=now)
-            if csrf or (csrf is None and request.method not in _SAFE_METHODS):
-                try:
-                    auth.check_csrf(s, self.tables, principal, request.headers.get(CSRF_HEADER))
-                except auth.AuthError as exc:
-                    exc.extra["actor"] = principal.staff_id
-                    raise
-            return principal
+            return self.authenticate_in(
+                s, Presented.of(request), policy=_policy(request), now=now, api_token_ok=api_token_ok, csrf=csrf
+            )
+
+    def authenticate_in(
+        self,
+        session: Session,
+        presented: Presented,
+        *,
+        policy: auth.AuthPolicy,
+        now: datetime,
+        api_token_ok: bool = True,
+        csrf: bool | None = None,
+    ) -> StaffPrincipal:
+        """`authenticate` in the caller's transaction (a route's own first unit of work).
+
+        The caller commits on an `auth.AuthError` as `auth.auth_transaction` does (a session
+        touched before a CSRF refusal stays touched) and audits the refusal.
+        """
+        token = presented.token
+        if token is not None:
+            if not api_token_ok:
+                raise Problem(
+                    403,
+                    "session_required",
+                    "この操作にはログインが必要です（APIトークンでは実行できません）。",
+                )
+            return auth.authenticate_api_token(session, self.tables, token, now=now)
+        if not presented.cookie:
+            raise _authentication_required()
+        principal = auth.authenticate(session, self.tables, presented.cookie, policy=policy, now=now)
+        if csrf or (csrf is None and not presented.safe_method):
+            try:
+                auth.check_csrf(session, self.tables, principal, presented.csrf)
+            except auth.AuthError as exc:
+                exc.extra["actor"] = principal.staff_id
+                raise
+        return principal
 
     def staff(
         self,
@@ -337,10 +385,7 @@ class StaffAccess:
             try:
                 principal = self.authenticate(request, api_token_ok=api_token_ok, csrf=csrf)
             except (auth.AuthError, OAuthError, Problem) as exc:
-                code = exc.error if isinstance(exc, OAuthError) else exc.code
-                actor = ANONYMOUS
-                if isinstance(exc, Problem):
-                    actor = str(exc.extra.pop("actor", ANONYMOUS))
+                actor, code = refusal_of(exc)
                 audit_refusal(request, actor, action, code)
                 raise
             if screen:

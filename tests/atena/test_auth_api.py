@@ -6,13 +6,17 @@ Every refusal is problem+json with a stable code and a Japanese title, and is au
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import stat
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from renkei.atena.api import CSRF_HEADER, SESSION_COOKIE
 from renkei.core import ids
@@ -277,6 +281,92 @@ def test_cookie_request_without_csrf_token_is_refused(atena: AtenaKit) -> None:
     # With the right token the request gets past authentication (to the unknown number).
     resp = atena.client.post("/v1/inquiries", json=inquiry(), headers=headers)
     assert_problem(resp, 404, "unknown_business_atena_no")
+
+
+# --- the inquiry's first transaction -----------------------------------------------------------
+
+
+@contextmanager
+def transactions_of(atena: AtenaKit) -> Iterator[list[tuple[int, str]]]:
+    """The statements run meanwhile, each with the number of the transaction it ran in."""
+    engine = atena.app.state.rt.engine
+    seen: list[tuple[int, str]] = []
+    numbers = itertools.count(1)
+
+    def begun(conn: Any) -> None:
+        conn.info["test_tx"] = next(numbers)
+
+    def executed(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append((conn.info.get("test_tx", 0), " ".join(statement.split()).lower()))
+
+    event.listen(engine, "begin", begun)
+    event.listen(engine, "before_cursor_execute", executed)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", executed)
+        event.remove(engine, "begin", begun)
+
+
+def _tx_of(seen: list[tuple[int, str]], start: str, table: str) -> set[int]:
+    return {tx for tx, sql in seen if sql.startswith(start) and f" {table}" in sql}
+
+
+@pytest.mark.parametrize("caller", ["session", "api_token", "business_system"])
+def test_inquiry_checks_its_caller_in_its_first_transaction(atena: AtenaKit, caller: str) -> None:
+    """The caller's credentials, the person's look-up and the refusal's audit entry are one
+    transaction: no transaction of its own for the sign-in check."""
+    if caller == "session":
+        headers = atena.sign_in("S0001")
+    elif caller == "api_token":
+        headers = atena.api_token("S0001", ["JM01000000074000:照会"])
+    else:
+        headers = atena.bearer("kodomo-batch", "child_allowance:inquiries.JM01000000074000:inquire")
+    with transactions_of(atena) as seen:
+        resp = atena.client.post("/v1/inquiries", json=inquiry(), headers=headers)
+    assert_problem(resp, 404, "unknown_business_atena_no")
+    actor = "kodomo-batch" if caller == "business_system" else "S0001"
+    assert last_audit(atena) == (actor, "inquiry", "unknown_business_atena_no")
+    credentials = {"session": "auth_sessions", "api_token": "auth_api_tokens", "business_system": "oauth_tokens"}
+    checked = _tx_of(seen, "select", credentials[caller])
+    looked_up = _tx_of(seen, "select", "business_links")
+    audited = _tx_of(seen, "insert", "audit_entries")
+    assert len(checked) == 1 and checked == looked_up == audited, seen
+    if caller == "session":
+        # The session is read once: its CSRF token's hash comes with it.
+        assert sum(1 for _, sql in seen if sql.startswith("select") and " auth_sessions" in sql) == 1
+
+
+def test_a_refused_caller_comes_before_a_refused_body(atena: AtenaKit) -> None:
+    """A body FastAPI refuses (422, not audited) is refused only after the caller passed:
+    a caller refused is refused first (and audited), as on every other route."""
+    bad = inquiry(as_of=20240601)  # not a string
+    assert_problem(atena.client.post("/v1/inquiries", json=bad), 401, "authentication_required")
+    assert last_audit(atena) == ("anonymous", "inquiry", "authentication_required")
+    unknown = {"Cookie": f"{SESSION_COOKIE}=made-up", CSRF_HEADER: "x" * 43}
+    assert_problem(atena.client.post("/v1/inquiries", json=bad, headers=unknown), 401, "session_unknown")
+    assert last_audit(atena) == ("anonymous", "inquiry", "session_unknown")
+    headers = atena.sign_in("S0001")
+    no_csrf = {"Cookie": headers["Cookie"]}
+    assert_problem(atena.client.post("/v1/inquiries", json=bad, headers=no_csrf), 403, "csrf_failed")
+    assert last_audit(atena) == ("S0001", "inquiry", "csrf_failed")
+    garbage = {"Authorization": "Bearer nonsense"}
+    not_json = {**garbage, "content-type": "text/plain"}
+    resp = atena.client.post("/v1/inquiries", content=json.dumps(inquiry()), headers=not_json)
+    assert_problem(resp, 401, "token_invalid")
+    # The caller passes: then the body's 422, and nothing audited.
+    entries = len(atena.audit())
+    assert_problem(atena.client.post("/v1/inquiries", json=bad, headers=headers), 422, "invalid_request")
+    resp = atena.client.post(
+        "/v1/inquiries", content=json.dumps(inquiry()), headers={**headers, "content-type": "text/plain"}
+    )
+    assert_problem(resp, 422, "invalid_request")
+    assert len(atena.audit()) == entries
+    # A good body with a bad caller is refused in the inquiry's own first unit, the same way.
+    assert_problem(atena.client.post("/v1/inquiries", json=inquiry(), headers=unknown), 401, "session_unknown")
+    assert last_audit(atena) == ("anonymous", "inquiry", "session_unknown")
+    assert_problem(atena.client.post("/v1/inquiries", json=inquiry(), headers=no_csrf), 403, "csrf_failed")
+    assert last_audit(atena) == ("S0001", "inquiry", "csrf_failed")
 
 
 # --- affair roles -----------------------------------------------------------------------------

@@ -44,6 +44,9 @@ ASYNC_DEPENDENCIES = {
 }
 # 庁内連携 (renkei.atena.chonai_api): the scope from the query or the JSON body.
 ASYNC_DEPENDENCIES |= {"_body_scope.<locals>.scope", "_query_scope.<locals>.scope"}
+# /v1/inquiries: the credentials from the headers, checked in the inquiry's first unit of
+# work (a refusal found before the body's 422 is checked in the database thread, rt.run_db).
+ASYNC_DEPENDENCIES |= {"inquirer.<locals>.dependency"}
 
 
 def _routes(app: FastAPI) -> Iterator[APIRoute]:

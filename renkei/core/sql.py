@@ -33,12 +33,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from sqlalchemy.engine import BindTyping, Dialect
+from sqlalchemy.engine import BindTyping, Connection, Dialect
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-__all__ = ["Prepared"]
+__all__ = ["Prepared", "executemany"]
 
 _NO_PARAMS: Final[Mapping[str, Any]] = {}
 _MAX_DIALECTS: Final = 64  # plans kept per statement (one per engine's dialect; tests make many)
@@ -77,13 +77,20 @@ class Prepared:
     would take them from the first parameter dictionary. Every call must pass exactly
     these keys (a missing one is a KeyError, an extra one a ValueError: a column the
     caller means to write must not be dropped silently).
+
+    ``statement`` may also be a mapping of dialect name → statement, for a statement
+    written in each backend's own dialect (``INSERT … ON CONFLICT`` of
+    ``sqlalchemy.dialects.sqlite`` / ``postgresql``); another dialect is refused.
     """
 
     __slots__ = ("statement", "keys", "_nkeys", "_plans")
 
-    def __init__(self, statement: ClauseElement, keys: Iterable[str] = ()) -> None:
-        if statement._propagate_attrs.get("compile_state_plugin") == "orm":
-            raise TypeError("Prepared takes Core statements (on tables), not ORM ones")
+    def __init__(
+        self, statement: ClauseElement | Mapping[str, ClauseElement], keys: Iterable[str] = ()
+    ) -> None:
+        for one in statement.values() if isinstance(statement, Mapping) else [statement]:
+            if one._propagate_attrs.get("compile_state_plugin") == "orm":
+                raise TypeError("Prepared takes Core statements (on tables), not ORM ones")
         self.statement = statement
         self.keys: tuple[str, ...] = tuple(keys)
         self._nkeys = len(self.keys)
@@ -148,37 +155,18 @@ class Prepared:
             # A value its type refuses (a naive datetime …): a StatementError naming the
             # statement, as through Core.
             conn._handle_dbapi_exception(e, sql, params, None, None)
-        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-        try:
-            events = conn._has_events or conn.engine._has_events
-            if events:
-                for fn in conn.dispatch.before_cursor_execute:
-                    sql, args = fn(conn, cursor, sql, args, None, False)
-            cursor.execute(sql, args)
-            if events:
-                conn.dispatch.after_cursor_execute(conn, cursor, sql, args, None, False)
-            if want < 0:
-                out: Any = cursor.rowcount
-            else:
-                rows = (cursor.fetchall() if want == 0 else cursor.fetchmany(1)) if cursor.description else []
-                out = self._convert(plan, dialect, cursor, rows) if rows else rows
-            cursor.close()
-        except BaseException as e:
-            if isinstance(e, Exception) and not isinstance(e, dialect.loaded_dbapi.Error):
-                # Not the driver's (a listener's refusal, a result processor's error):
-                # raised as it is, as through Core.
-                cursor.close()
-                raise
-            # The driver's error as SQLAlchemy's (IntegrityError …), a lost connection
-            # invalidated, the cursor closed: the connection's own handler.
-            conn._handle_dbapi_exception(e, sql, args, cursor, None)
-        return out
+        out, description = _execute(conn, dialect, sql, args, want)
+        if want < 0 or not out:
+            return out
+        return self._convert(plan, dialect, description, out)
 
     @staticmethod
-    def _convert(plan: _Plan, dialect: Dialect, cursor: Any, rows: Sequence[Any]) -> list[tuple[Any, ...]]:
+    def _convert(
+        plan: _Plan, dialect: Dialect, description: Any, rows: Sequence[Any]
+    ) -> list[tuple[Any, ...]]:
         procs = plan.processors
         if procs is None:
-            procs = plan.processors = _result_processors(plan, dialect, cursor.description)
+            procs = plan.processors = _result_processors(plan, dialect, description)
         if not procs:
             return list(rows)
         return [
@@ -191,7 +179,12 @@ class Prepared:
     def _plan(self, dialect: Dialect) -> _Plan:
         if dialect.bind_typing is BindTyping.SETINPUTSIZES:
             raise NotImplementedError(f"Prepared: {dialect.name} binds with setinputsizes")
-        compiled = self.statement.compile(dialect=dialect, column_keys=list(self.keys) or None)
+        statement = self.statement
+        if isinstance(statement, Mapping):
+            if dialect.name not in statement:
+                raise NotImplementedError(f"Prepared: no statement for {dialect.name}")
+            statement = statement[dialect.name]
+        compiled = statement.compile(dialect=dialect, column_keys=list(self.keys) or None)
         assert isinstance(compiled, SQLCompiler)
         if compiled.literal_execute_params or compiled.post_compile_params:
             raise NotImplementedError("Prepared: expanding (IN list) or literal-execute binds")
@@ -253,3 +246,49 @@ def _result_processors(plan: _Plan, dialect: Dialect, description: Sequence[Any]
     procs = [t._cached_result_processor(dialect, d[1]) for t, d in zip(types, description, strict=True)]
     return procs if any(p is not None for p in procs) else []
 
+
+
+def _execute(conn: Connection, dialect: Dialect, sql: str, args: Any, want: int, many: bool = False) -> tuple[Any, Any]:
+    """Run driver-level ``sql`` on the connection's DB-API connection as Core would: the
+    engine's ``before_cursor_execute`` / ``after_cursor_execute`` listeners around it, a
+    driver error through the connection's handler. ``want``: 0 every row, 1 at most the
+    first, -1 the rowcount. Returns (rows or rowcount, the cursor's description)."""
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        events = conn._has_events or conn.engine._has_events
+        if events:
+            for fn in conn.dispatch.before_cursor_execute:
+                sql, args = fn(conn, cursor, sql, args, None, many)
+        if many:
+            cursor.executemany(sql, args)
+        else:
+            cursor.execute(sql, args)
+        if events:
+            conn.dispatch.after_cursor_execute(conn, cursor, sql, args, None, many)
+        description = cursor.description
+        if want < 0:
+            out: Any = cursor.rowcount
+        elif description is None:
+            out = []
+        else:
+            out = cursor.fetchall() if want == 0 else cursor.fetchmany(1)
+        cursor.close()
+    except BaseException as e:
+        if isinstance(e, Exception) and not isinstance(e, dialect.loaded_dbapi.Error):
+            # Not the driver's (a listener's refusal …): raised as it is, as through Core.
+            cursor.close()
+            raise
+        # The driver's error as SQLAlchemy's (IntegrityError …), a lost connection
+        # invalidated, the cursor closed: the connection's own handler.
+        conn._handle_dbapi_exception(e, sql, args, cursor, None)
+    return out, description
+
+
+def executemany(session: Session, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+    """Driver-level ``sql`` (the dialect's paramstyle) for each of ``rows`` in one
+    executemany on the session's connection, in its transaction, with the engine's
+    statement listeners and Core's error handling; the driver's rowcount. For bulk
+    writes whose values are already in the driver's form (`Prepared` converts them)."""
+    conn = session.connection()
+    count: int = _execute(conn, conn.dialect, sql, rows, -1, many=True)[0]
+    return count

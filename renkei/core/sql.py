@@ -47,7 +47,7 @@ _MAX_DIALECTS: Final = 64  # plans kept per statement (one per engine's dialect;
 class _Plan:
     """What running the statement on one dialect needs, worked out once."""
 
-    __slots__ = ("sql", "slots", "positional", "result_types", "processors", "returns_rows")
+    __slots__ = ("sql", "slots", "positional", "result_types", "result_keys", "processors")
 
     def __init__(
         self,
@@ -55,6 +55,7 @@ class _Plan:
         slots: list[tuple[str, str | None, Any, Any]],
         positional: bool,
         result_types: list[Any] | None,
+        result_keys: list[str],
     ) -> None:
         self.sql = sql
         # Per driver parameter: (its name for the driver, the caller's key or None for a
@@ -63,10 +64,10 @@ class _Plan:
         self.slots = slots
         self.positional = positional
         self.result_types = result_types
+        self.result_keys = result_keys  # the columns' names, as a Core row mapping has them
         # Per result column, filled on the first run (the driver's column type codes are
         # needed): None when no column needs converting.
         self.processors: list[Any] | None = None
-        self.returns_rows = False
 
 
 class Prepared:
@@ -115,6 +116,29 @@ class Prepared:
     def scalars(self, session: Session, params: Mapping[str, Any] = _NO_PARAMS) -> list[Any]:
         """The first column of every row."""
         return [row[0] for row in self._run(session, params, 0)]
+
+    def first_mapping(
+        self, session: Session, params: Mapping[str, Any] = _NO_PARAMS
+    ) -> dict[str, Any] | None:
+        """The first row as a dict by column name (as ``.mappings().first()``), or None."""
+        rows: list[tuple[Any, ...]] = self._run(session, params, 1)
+        if not rows:
+            return None
+        return dict(zip(self._keys(session), rows[0], strict=True))
+
+    def mappings(
+        self, session: Session, params: Mapping[str, Any] = _NO_PARAMS
+    ) -> list[dict[str, Any]]:
+        """Every row as a dict by column name (as ``.mappings().all()``)."""
+        rows: list[tuple[Any, ...]] = self._run(session, params, 0)
+        if not rows:
+            return []
+        keys = self._keys(session)
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def _keys(self, session: Session) -> list[str]:
+        dialect = session.connection().dialect
+        return (self._plans.get(dialect) or self._plan(dialect)).result_keys
 
     def run(self, session: Session, params: Mapping[str, Any] = _NO_PARAMS) -> int:
         """Run a statement returning no rows; the driver's count of rows it changed."""
@@ -229,8 +253,10 @@ class Prepared:
                 slots.append((escaped.get(name, name), None, proc(fixed) if proc is not None else fixed, None))
             else:
                 slots.append((escaped.get(name, name), key, None, proc))
-        result_types = [entry[3] for entry in compiled._result_columns] if compiled._result_columns else None
-        plan = _Plan(compiled.string, slots, compiled.positional, result_types)
+        columns = compiled._result_columns or []
+        result_types = [entry[3] for entry in columns] if columns else None
+        result_keys = [entry[0] for entry in columns]
+        plan = _Plan(compiled.string, slots, compiled.positional, result_types, result_keys)
         if len(self._plans) >= _MAX_DIALECTS:
             self._plans.clear()
         self._plans[dialect] = plan

@@ -215,3 +215,28 @@ def test_wrong_values_and_unsupported_statements_are_refused(db: tuple[Engine, s
             Prepared(select(things.c.id).where(things.c.code == bindparam("code"))).all(s)
     with pytest.raises(TypeError, match="Core statements"):
         Prepared(select(Pseudonym.pseudonym))
+
+
+def test_mappings_name_the_columns_as_core_does(db: tuple[Engine, sessionmaker[Session]]) -> None:
+    _, sessions = db
+    add = Prepared(insert(things), KEYS)
+    by_flag = Prepared(
+        select(things.c.code, things.c.at, things.c.doc)
+        .where(things.c.flag == bindparam("flag"))
+        .order_by(things.c.code),
+        ["flag"],
+    )
+    with transaction(sessions) as s:
+        add.run(s, _row("m1"))
+        add.run(s, _row("m2", doc=None))
+        core = [
+            dict(r)
+            for r in s.execute(
+                select(things.c.code, things.c.at, things.c.doc).order_by(things.c.code)
+            ).mappings()
+        ]
+        assert by_flag.mappings(s, {"flag": True}) == core
+        assert by_flag.first_mapping(s, {"flag": True}) == core[0]
+        assert list(core[0]) == ["code", "at", "doc"]
+        assert by_flag.mappings(s, {"flag": False}) == []
+        assert by_flag.first_mapping(s, {"flag": False}) is None

@@ -33,6 +33,7 @@ from renkei.core import bulk, ids
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.errors import Problem
 from renkei.core.records import Columns
+from renkei.core.sql import Prepared
 from renkei.core.text.wareki import WarekiError, parse_date, to_wareki
 from renkei.core.wire.contract import AcquisitionPair, ItemStatus, SubmitItem
 from renkei.staff.exports import EXPORT_ROLES, ExportKind
@@ -653,7 +654,7 @@ def translate(session: Session, system: str, business_atena_no: str) -> str:
     problem = ids.check(ids.IdKind.ATENA_NO, business_atena_no)
     if problem is not None:
         raise Problem(422, "invalid_business_atena_no", problem.message)
-    atena_no = session.scalar(_TRANSLATE, {"system": system, "business_atena_no": business_atena_no})
+    atena_no: str | None = _TRANSLATE.scalar(session, {"system": system, "business_atena_no": business_atena_no})
     if atena_no is None:
         raise Problem(404, "unknown_business_atena_no", f"業務「{system}」の宛名番号「{business_atena_no}」は登録されていません。")
     return atena_no
@@ -735,9 +736,14 @@ def for_business(session: Session, problem: Problem, system: str) -> Problem:
 _ATENA_NO_IN_TEXT = re.compile(r"(?<![0-9])[0-9]{15}(?![0-9])")
 
 
-# Built once: every inquiry and lookup by 業務宛名番号 runs it.
-_TRANSLATE = select(BusinessLink.atena_no).where(
-    BusinessLink.system == bindparam("system"), BusinessLink.business_atena_no == bindparam("business_atena_no")
+# Built once: every inquiry and lookup by 業務宛名番号 runs it (lean: `Prepared`, on the
+# table's columns — a read only, so no ORM autoflush is missed).
+_LINKS = cast(Table, BusinessLink.__table__)
+_TRANSLATE = Prepared(
+    select(_LINKS.c.atena_no).where(
+        _LINKS.c.system == bindparam("system"), _LINKS.c.business_atena_no == bindparam("business_atena_no")
+    ),
+    ("system", "business_atena_no"),
 )
 
 INQUIRY = "照会"
@@ -798,10 +804,12 @@ def client_inquiry_roles(scopes: Iterable[str], system: str) -> frozenset[str]:
 
 def log_inquiry(session: Session, **fields: Any) -> None:
     # A plain INSERT (Core, built once): the ORM's unit of work is most of the cost of one row.
-    session.execute(_INSERT_INQUIRY_LOG, fields)
+    _INSERT_INQUIRY_LOG.run(session, fields)
 
 
-_INSERT_INQUIRY_LOG = insert(cast(Table, InquiryLog.__table__))
+_INQUIRY_LOG = cast(Table, InquiryLog.__table__)
+# Every column but the id; run lean (`Prepared`).
+_INSERT_INQUIRY_LOG = Prepared(insert(_INQUIRY_LOG), [c.key for c in _INQUIRY_LOG.columns if c.key != "id"])
 
 
 # --- staff screens (web) ---

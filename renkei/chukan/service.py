@@ -7,6 +7,7 @@ nodes is in renkei/chukan/flows.py.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +27,7 @@ from renkei.chukan.models import Fukuhon, PendingAcquisition, ProvisionRecord, P
 from renkei.core import bulk, ids
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.errors import Problem
+from renkei.core.sql import Prepared
 from renkei.core.wire import contract
 from renkei.core.wire.contract import (
     PROVISION_ANSWER_TYP,
@@ -186,7 +188,7 @@ def bound_atena_nos(session: Session, atena_nos: list[str]) -> list[str]:
 
 
 def pseudonym_of(session: Session, atena_no: str) -> str:
-    pseudonym = session.scalar(_PSEUDONYM_OF, {"atena_no": atena_no})
+    pseudonym = _PSEUDONYM_OF.scalar(session, {"atena_no": atena_no})
     if pseudonym is None:
         raise Problem(
             409,
@@ -197,14 +199,19 @@ def pseudonym_of(session: Session, atena_no: str) -> str:
 
 
 def atena_of_pseudonym(session: Session, pseudonym: str) -> str | None:
-    return session.scalar(_ATENA_OF, {"pseudonym": pseudonym})
+    found: str | None = _ATENA_OF.scalar(session, {"pseudonym": pseudonym})
+    return found
 
 
-# The inquiry path's lookups, built once, on the table's columns: a Core statement, which
-# the session runs without the ORM's compile step.
+# The inquiry path's lookups, built once, on the table's columns, run lean (`Prepared`:
+# neither the ORM's compile step nor Core's execution machinery per statement).
 _BINDINGS = cast(Table, PseudonymBinding.__table__)
-_PSEUDONYM_OF = select(_BINDINGS.c.pseudonym).where(_BINDINGS.c.atena_no == bindparam("atena_no"))
-_ATENA_OF = select(_BINDINGS.c.atena_no).where(_BINDINGS.c.pseudonym == bindparam("pseudonym"))
+_PSEUDONYM_OF = Prepared(
+    select(_BINDINGS.c.pseudonym).where(_BINDINGS.c.atena_no == bindparam("atena_no")), ("atena_no",)
+)
+_ATENA_OF = Prepared(
+    select(_BINDINGS.c.atena_no).where(_BINDINGS.c.pseudonym == bindparam("pseudonym")), ("pseudonym",)
+)
 
 
 # --- provision copies -----------------------------------------------------------
@@ -223,7 +230,7 @@ def sealed_aad(row_id: int) -> tuple[str, str, str]:
     return ("fukuhon", "sealed_values", str(row_id))
 
 
-def copy_values(row: Fukuhon, cipher: FieldCipher) -> dict[str, str]:
+def copy_values(row: Fukuhon | CopyVersion, cipher: FieldCipher) -> dict[str, str]:
     """All items of a copy: the plain ones and, decrypted, the sensitive ones."""
     values = {str(k): str(v) for k, v in row.values.items()}
     if row.sealed_values is not None:
@@ -530,16 +537,38 @@ def _insert(session: Session, new: list[tuple[_Copy, int]], now: datetime, ciphe
     conn.exec_driver_sql(f"INSERT INTO fukuhon ({columns}) VALUES ({marks})", rows)
 
 
-def find_copy(session: Session, atena_no: str, info_kind_code: str, as_of: date) -> Fukuhon | None:
+@dataclass(frozen=True, slots=True)
+class CopyVersion:
+    """One version of a provision copy as the provision path reads it: the columns of
+    `Fukuhon`, without an ORM object (read by `find_copy` in one lean statement)."""
+
+    id: int
+    atena_no: str
+    info_kind_code: str
+    dataset: str
+    edition: str
+    record_key: str
+    version: int
+    values: dict[str, Any]
+    sealed_values: bytes | None
+    valid_from: date
+    valid_to: date | None
+    deleted: bool
+    no_auto_answer: bool
+    registered_at: datetime
+
+
+def find_copy(session: Session, atena_no: str, info_kind_code: str, as_of: date) -> CopyVersion | None:
     """The copy published at `as_of`.
 
     Per record, the newest version whose publication had started by `as_of` decides;
     a deletion or an ended publication means nothing is published for that record.
     A version published later does not hide what was published on `as_of`.
     """
-    rows = session.scalars(_COPIES, {"atena_no": atena_no, "info_kind_code": info_kind_code, "as_of": as_of}).all()
-    newest: dict[str, Fukuhon] = {}
-    for row in rows:
+    rows = _COPIES.all(session, {"atena_no": atena_no, "info_kind_code": info_kind_code, "as_of": as_of})
+    newest: dict[str, CopyVersion] = {}
+    for values in rows:
+        row = CopyVersion(*values)
         newest.setdefault(row.record_key, row)
     candidates = [
         r
@@ -551,15 +580,18 @@ def find_copy(session: Session, atena_no: str, info_kind_code: str, as_of: date)
     return max(candidates, key=lambda r: (r.valid_from, r.registered_at))
 
 
-# Built once (the provision path runs it for every request).
-_COPIES = (
-    select(Fukuhon)
+# Built once (the provision path runs it for every request), on the table's columns in
+# `CopyVersion`'s order, run lean.
+_FUKUHON = cast(Table, Fukuhon.__table__)
+_COPIES = Prepared(
+    select(*(_FUKUHON.c[f.name] for f in dataclasses.fields(CopyVersion)))
     .where(
-        Fukuhon.atena_no == bindparam("atena_no"),
-        Fukuhon.info_kind_code == bindparam("info_kind_code"),
-        Fukuhon.valid_from <= bindparam("as_of"),
+        _FUKUHON.c.atena_no == bindparam("atena_no"),
+        _FUKUHON.c.info_kind_code == bindparam("info_kind_code"),
+        _FUKUHON.c.valid_from <= bindparam("as_of"),
     )
-    .order_by(Fukuhon.record_key, Fukuhon.version.desc())
+    .order_by(_FUKUHON.c.record_key, _FUKUHON.c.version.desc()),
+    ("atena_no", "info_kind_code", "as_of"),
 )
 
 
@@ -766,10 +798,9 @@ def keep_inquiry(
 
 def _record_once(session: Session, values: dict[str, Any]) -> bool:
     """Insert a provision record unless its (serial, direction) is kept already: False then."""
-    once = _INSERT_RECORD_ONCE.get(session.get_bind().dialect.name)
-    if once is not None:
+    if session.connection().dialect.name in _ONCE_INSERTS:
         # One statement: the insert that meets the serial already kept adds nothing, returns nothing.
-        return session.execute(once, values).first() is not None
+        return _INSERT_RECORD_ONCE.first(session, {**_RECORD_UNSET, **values}) is not None
     if session.scalar(_RECORDED, {"serial": values["serial"], "direction": values["direction"]}) is not None:
         return False
     session.execute(_INSERT_RECORD, values)
@@ -813,12 +844,18 @@ def record(
 
 _RECORDS = cast(Table, ProvisionRecord.__table__)
 _INSERT_RECORD = insert(_RECORDS)
-_INSERT_RECORD_ONCE = {
-    name: make(_RECORDS)
-    .on_conflict_do_nothing(index_elements=[_RECORDS.c.serial, _RECORDS.c.direction])
-    .returning(_RECORDS.c.id)
-    for name, make in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
-}
+# Run lean (`Prepared`) with every column but the id: a provision names no inquirer.
+_RECORD_UNSET: Final[dict[str, Any]] = {"inquirer_department": None, "inquirer_user": None}
+_ONCE_INSERTS: Final[dict[str, Any]] = {"sqlite": sqlite_insert, "postgresql": pg_insert}
+_INSERT_RECORD_ONCE = Prepared(
+    {
+        name: make(_RECORDS)
+        .on_conflict_do_nothing(index_elements=[_RECORDS.c.serial, _RECORDS.c.direction])
+        .returning(_RECORDS.c.id)
+        for name, make in _ONCE_INSERTS.items()
+    },
+    [c.key for c in _RECORDS.columns if c.key != "id"],
+)
 _RECORDED = select(_RECORDS.c.id).where(
     _RECORDS.c.serial == bindparam("serial"), _RECORDS.c.direction == bindparam("direction")
 )

@@ -26,6 +26,7 @@ from renkei.core.crypto.envelope import parse_kid
 from renkei.core.crypto.field import create_secret_file
 from renkei.core.db import KernelTables
 from renkei.core.errors import Problem
+from renkei.core.sql import Prepared
 from renkei.core.wire.contract import (
     PSEUDONYM_DELIVER,
     Delivery,
@@ -223,7 +224,7 @@ def issue_serial(session: Session, kind: str, now: datetime) -> str:
     """20 digits: issue date and a 12-digit database sequence (ours; the real format is not public).
 
     One INSERT … RETURNING, the statement built once (an inquiry issues one serial)."""
-    row_id = session.execute(_ISSUE_SERIAL, {"kind": kind, "issued_at": now}).scalar_one()
+    row_id = _ISSUE_SERIAL.scalar(session, {"kind": kind, "issued_at": now})
     return f"{now:%Y%m%d}{row_id:012d}"
 
 
@@ -438,7 +439,7 @@ def begin_inquiry(
     provider = member_view(session, provider_code)
     # One read for both pseudonyms: the inquirer's (whose link names the person) and the
     # provider's of the same person (used only if the rule allows the inquiry).
-    found = session.execute(_PSEUDONYMS, {"pseudonym": req.pseudonym, "provider": provider_code}).first()
+    found = _PSEUDONYMS.first(session, {"pseudonym": req.pseudonym, "provider": provider_code})
     if found is None or found[0] != inquirer_org:
         raise Problem(404, "unknown_pseudonym", "符号エラー（照会者の機関別符号が未発行です）。")
     link_id, provider_pseudonym = found[1], found[2]
@@ -467,7 +468,7 @@ def begin_inquiry(
     )
     if not decision.allowed:
         record.update(outcome="refused", reason_code=decision.code, reason=decision.message, answered_at=now)
-        session.execute(_INSERT_RECORD, record)
+        _INSERT_RECORD.run(session, record)
         return None, Problem(
             403,
             "rule_violation",
@@ -485,7 +486,7 @@ def begin_inquiry(
             reason="符号エラー（機関別符号未発行）",
             answered_at=now,
         )
-        session.execute(_INSERT_RECORD, record)
+        _INSERT_RECORD.run(session, record)
         return None, Problem(
             404,
             "provider_pseudonym_missing",
@@ -493,32 +494,41 @@ def begin_inquiry(
             "情報提供者はこの人の符号を取得していません。",
             serial=serial,
         )
-    session.execute(_INSERT_RECORD, record)
+    _INSERT_RECORD.run(session, record)
     return Route(serial=serial, provider_url=provider.chukan_url, provider_pseudonym=provider_pseudonym), None
 
 
 def finish_inquiry(session: Session, serial: str, outcome: str, now: datetime, reason_code: str | None = None) -> None:
-    done = session.execute(
-        _FINISH_RECORD, {"key": serial, "outcome": outcome, "reason_code": reason_code, "answered_at": now}
+    done = _FINISH_RECORD.run(
+        session, {"key": serial, "outcome": outcome, "reason_code": reason_code, "answered_at": now}
     )
-    if cast(Any, done).rowcount != 1:
+    if done != 1:
         raise Problem(404, "unknown_serial", "処理通番が見つかりません。", serial)
 
 
 # The inquiry path's statements, built once (Core on the tables: no per-row ORM work,
-# and no statement to build and key for the cache on every inquiry).
+# and no statement to build and key for the cache on every inquiry) and run lean
+# (`Prepared`: no Core execution machinery per statement).
 _OWN = _table(Pseudonym).alias("own")
 _TARGET = _table(Pseudonym).alias("target")
-_PSEUDONYMS = (
+_PSEUDONYMS = Prepared(
     select(_OWN.c.org_code, _OWN.c.link_id, _TARGET.c.pseudonym)
     .select_from(_OWN)
     .outerjoin(_TARGET, (_TARGET.c.link_id == _OWN.c.link_id) & (_TARGET.c.org_code == bindparam("provider")))
-    .where(_OWN.c.pseudonym == bindparam("pseudonym"))
+    .where(_OWN.c.pseudonym == bindparam("pseudonym")),
+    ("pseudonym", "provider"),
 )
-_ISSUE_SERIAL = insert(_table(Serial)).returning(_table(Serial).c.id)
+_ISSUE_SERIAL = Prepared(insert(_table(Serial)).returning(_table(Serial).c.id), ("kind", "issued_at"))
 _RECORDS = _table(ProvisionRecord)
-_INSERT_RECORD = insert(_RECORDS)
-_FINISH_RECORD = update(_RECORDS).where(_RECORDS.c.serial == bindparam("key"))
+_RECORD_KEYS = (  # what `begin_inquiry` writes (``withheld`` keeps its default)
+    "serial", "requested_at", "inquirer_org", "inquirer_department", "inquirer_user", "provider_org",
+    "procedure_code", "info_kind_code", "link_id", "as_of", "outcome", "reason_code", "reason", "rule_id",
+    "rule_source", "answered_at",
+)  # fmt: skip
+_INSERT_RECORD = Prepared(insert(_RECORDS), _RECORD_KEYS)
+_FINISH_RECORD = Prepared(
+    update(_RECORDS).where(_RECORDS.c.serial == bindparam("key")), ("key", "outcome", "reason_code", "answered_at")
+)
 
 
 def records_for_link(session: Session, link_id: int) -> list[ProvisionRecord]:

@@ -67,6 +67,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from renkei.core.crypto.field import FieldCipher
 from renkei.core.db import BigId, UtcDateTime
 from renkei.core.errors import Problem
+from renkei.core.sql import Prepared
 from renkei.staff import throttle
 from renkei.staff.roles import ADMIN, check_separation, normalize_roles, parse_role, require
 from renkei.staff.throttle import ThrottlePolicy
@@ -1004,7 +1005,7 @@ def authenticate(
     if not token or len(token) > _MAX_TOKEN_LENGTH:
         raise AuthError("session_unknown")
     ss = tables.sessions
-    row = session.execute(_statements(tables).session_row, {"id": _digest(token)}).mappings().one_or_none()
+    row = _statements(tables).session_row.first_mapping(session, {"id": _digest(token)})
     if row is None:
         raise AuthError("session_unknown")
     if row["revoked_at"] is not None:
@@ -1059,10 +1060,11 @@ def staff_principal(session: Session, tables: AuthTables, staff_id: str, *, now:
 @dataclass(frozen=True)
 class _Statements:
     """The lookups of every authenticated request, built once per set of tables (not
-    rebuilt and re-keyed for the statement cache on each request)."""
+    rebuilt and re-keyed for the statement cache on each request), run lean (`Prepared`;
+    both by primary key: at most one row)."""
 
-    session_row: Any
-    csrf_hash: Any
+    session_row: Prepared
+    csrf_hash: Prepared
 
 
 _STATEMENTS: dict[Any, _Statements] = {}
@@ -1073,22 +1075,25 @@ def _statements(tables: AuthTables) -> _Statements:
     found = _STATEMENTS.get(ss)
     if found is None:
         found = _STATEMENTS[ss] = _Statements(
-            session_row=select(
-                ss.c.id,
-                ss.c.created_at,
-                ss.c.last_seen_at,
-                ss.c.expires_at,
-                ss.c.revoked_at,
-                ss.c.terminal,
-                ss.c.csrf_token_hash,
-                st.c.staff_id,
-                st.c.name,
-                st.c.roles,
-                st.c.active,
-            )
-            .select_from(ss.join(st, ss.c.staff_id == st.c.staff_id))
-            .where(ss.c.id == bindparam("id")),
-            csrf_hash=select(ss.c.csrf_token_hash).where(ss.c.id == bindparam("id")),
+            session_row=Prepared(
+                select(
+                    ss.c.id,
+                    ss.c.created_at,
+                    ss.c.last_seen_at,
+                    ss.c.expires_at,
+                    ss.c.revoked_at,
+                    ss.c.terminal,
+                    ss.c.csrf_token_hash,
+                    st.c.staff_id,
+                    st.c.name,
+                    st.c.roles,
+                    st.c.active,
+                )
+                .select_from(ss.join(st, ss.c.staff_id == st.c.staff_id))
+                .where(ss.c.id == bindparam("id")),
+                ("id",),
+            ),
+            csrf_hash=Prepared(select(ss.c.csrf_token_hash).where(ss.c.id == bindparam("id")), ("id",)),
         )
     return found
 
@@ -1106,7 +1111,7 @@ def check_csrf(
         raise AuthError("csrf_failed")
     stored = principal.csrf_token_hash
     if stored is None:  # a principal not made by `authenticate`
-        stored = session.execute(_statements(tables).csrf_hash, {"id": principal.session_id}).scalar_one_or_none()
+        stored = _statements(tables).csrf_hash.scalar(session, {"id": principal.session_id})
     if stored is None or not hmac.compare_digest(str(stored).encode(), _digest(presented).encode()):
         raise AuthError("csrf_failed")
 

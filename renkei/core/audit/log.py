@@ -83,6 +83,8 @@ from sqlalchemy.orm import Session
 from renkei.core import ids
 from renkei.core.crypto import envelope
 from renkei.core.db import BigId, UtcDateTime, utcnow
+from renkei.core.sql import Prepared
+from renkei.core.sql import executemany as sql_executemany
 
 __all__ = [
     "GENESIS_HASH",
@@ -399,24 +401,27 @@ class AuditLog:
         # countersignature request there (outbox), so it commits with the checkpoint.
         self.on_checkpoint = on_checkpoint
         # The statements of every append, built once (not rebuilt and re-keyed for the
-        # statement cache on each entry).
+        # statement cache on each entry), and run lean (`Prepared`: no Core execution
+        # machinery per statement).
         h = tables.head
-        self._claim_stmt = (
+        self._claim_stmt = Prepared(
             update(h)
             .where(h.c.id == 1)
             .values(seq=h.c.seq + bindparam("count", type_=h.c.seq.type))
-            .returning(h.c.seq, h.c.hash, h.c.last_checkpoint_seq, h.c.last_checkpoint_at)
+            .returning(h.c.seq, h.c.hash, h.c.last_checkpoint_seq, h.c.last_checkpoint_at),
+            ("count",),
         )
         self._quoted: dict[Any, tuple[str, str]] = {}
         self._sqlite: dict[Any, tuple[Any, str]] = {}
-        self._advance_stmt = (
+        self._advance_stmt = Prepared(
             update(h)
             .where(h.c.id == 1)
             .values(
                 hash=bindparam("new_hash", type_=h.c.hash.type),
                 last_checkpoint_seq=bindparam("cp_seq", type_=h.c.last_checkpoint_seq.type),
                 last_checkpoint_at=bindparam("cp_at", type_=h.c.last_checkpoint_at.type),
-            )
+            ),
+            ("new_hash", "cp_seq", "cp_at"),
         )
 
     def _signed(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -437,10 +442,12 @@ class AuditLog:
     def _claim(self, session: Session, count: int) -> tuple[int, str, int, datetime]:
         """Lock the head and reserve ``count`` seqs: (last seq before, its hash, last checkpoint)."""
         stmt, params = self._claim_stmt, {"count": count}
-        row = session.execute(stmt, params).first()
+        row = stmt.first(session, params)
         if row is None:
             self._create_head(session, self._now())
-            row = session.execute(stmt, params).one()
+            row = stmt.first(session, params)
+            if row is None:
+                raise RuntimeError("audit head missing after it was created")
         seq, hash_, cp_seq, cp_at = row
         return int(seq) - count, str(hash_), int(cp_seq), cp_at
 
@@ -525,7 +532,7 @@ class AuditLog:
             process, sql = self._sqlite_insert(dialect)
 
             def executemany(rows: list[tuple[Any, ...]]) -> None:
-                conn.exec_driver_sql(sql, rows)
+                sql_executemany(session, sql, rows)
 
             return (process(now) if process else now), executemany
 
@@ -608,7 +615,7 @@ class AuditLog:
         if checkpoints:
             session.execute(insert(t.checkpoints), checkpoints)
             self._signed(session, checkpoints)
-        session.execute(self._advance_stmt, {"new_hash": prev, "cp_seq": cp_seq, "cp_at": cp_at})
+        self._advance_stmt.run(session, {"new_hash": prev, "cp_seq": cp_seq, "cp_at": cp_at})
         return list(range(last + 1, seq + 1))
 
     def checkpoint(self, session: Session) -> int | None:

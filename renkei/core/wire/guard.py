@@ -93,6 +93,7 @@ from renkei.core.audit.log import AuditEvent
 from renkei.core.config import ConfigError
 from renkei.core.db import BigId, UtcDateTime
 from renkei.core.errors import Problem
+from renkei.core.sql import Prepared
 
 __all__ = [
     "RULE_LABELS",
@@ -572,13 +573,14 @@ _HASH_KEYS: dict[tuple[int, str], bytes] = {}  # by table and database: never ch
 @dataclass(frozen=True)
 class _LookupStatements:
     """The many-unrelated-persons rule's statements on one lookups table, built once
-    (not rebuilt and re-keyed for the statement cache on every screened request)."""
+    (not rebuilt and re-keyed for the statement cache on every screened request) and
+    run lean (`Prepared`: no Core execution machinery per statement)."""
 
-    forget: Any
-    seen: Any
-    add: Any
-    refresh: Any
-    distinct: Any
+    forget: Prepared
+    seen: Prepared
+    add: Prepared
+    refresh: Prepared
+    distinct: Prepared
 
 
 _LOOKUP_STATEMENTS: dict[Table, _LookupStatements] = {}
@@ -588,19 +590,29 @@ def _lookup_statements(lk: Table) -> _LookupStatements:
     found = _LOOKUP_STATEMENTS.get(lk)
     if found is None:
         actor, since = bindparam("actor", type_=lk.c.actor.type), bindparam("since", type_=lk.c.at.type)
+        window = ("actor", "since")
         found = _LOOKUP_STATEMENTS[lk] = _LookupStatements(
-            forget=delete(lk).where(lk.c.actor == actor, lk.c.at <= since),
-            seen=select(lk.c.id)
-            .where(lk.c.actor == actor, lk.c.at > since, lk.c.cluster == bindparam("cluster"))
-            .limit(1),
-            add=insert(lk),
-            refresh=update(lk)
-            .where(lk.c.id == bindparam("row_id"))
-            .values(
-                at=bindparam("new_at", type_=lk.c.at.type),
-                person=bindparam("new_person", type_=lk.c.person.type),
+            forget=Prepared(delete(lk).where(lk.c.actor == actor, lk.c.at <= since), window),
+            seen=Prepared(
+                select(lk.c.id)
+                .where(lk.c.actor == actor, lk.c.at > since, lk.c.cluster == bindparam("cluster"))
+                .limit(1),
+                (*window, "cluster"),
             ),
-            distinct=select(func.count(lk.c.cluster.distinct())).where(lk.c.actor == actor, lk.c.at > since),
+            add=Prepared(insert(lk), ("at", "actor", "person", "cluster")),
+            refresh=Prepared(
+                update(lk)
+                .where(lk.c.id == bindparam("row_id"))
+                .values(
+                    at=bindparam("new_at", type_=lk.c.at.type),
+                    person=bindparam("new_person", type_=lk.c.person.type),
+                ),
+                ("row_id", "new_at", "new_person"),
+            ),
+            distinct=Prepared(
+                select(func.count(lk.c.cluster.distinct())).where(lk.c.actor == actor, lk.c.at > since),
+                window,
+            ),
         )
     return found
 
@@ -825,15 +837,15 @@ def check(
         st = _lookup_statements(tables.lookups)
         since = now - timedelta(seconds=dp.seconds)
         window = {"actor": actor, "since": since}
-        session.execute(st.forget, window)
+        st.forget.run(session, window)
         # One row per cluster in the window (refreshed, not repeated): the count below then
         # reads at most as many rows as there are distinct clusters, however many lookups.
-        seen = session.execute(st.seen, {**window, "cluster": cluster}).scalar()
+        seen = st.seen.scalar(session, {**window, "cluster": cluster})
         if seen is None:
-            session.execute(st.add, {"at": now, "actor": actor, "person": person_h, "cluster": cluster})
+            st.add.run(session, {"at": now, "actor": actor, "person": person_h, "cluster": cluster})
         else:
-            session.execute(st.refresh, {"row_id": seen, "new_at": now, "new_person": person_h})
-        distinct = int(session.execute(st.distinct, window).scalar_one())
+            st.refresh.run(session, {"row_id": seen, "new_at": now, "new_person": person_h})
+        distinct = int(st.distinct.scalar(session, window))
         if distinct > dp.max:
             if once("distinct_persons", dp.seconds):
                 alert(

@@ -23,10 +23,11 @@ from sqlalchemy.orm import Session
 from renkei.core.crypto import envelope
 from renkei.core.db import KernelTables
 from renkei.core.errors import STATUS_OF, Problem
+from renkei.core.sql import Prepared
 
 JOSE_MEDIA_TYPE = "application/jose"
 _INSERTS: dict[str, Any] = {"sqlite": sqlite_insert, "postgresql": pg_insert}
-_KEEP: dict[tuple[Any, str], Any] = {}
+_KEEP: dict[Any, Prepared] = {}  # by table
 _MESSAGE_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 # Message ids go into audit logs, which refuse anything shaped like an individual number.
 _DIGIT_RUN = re.compile(r"[0-9]{12}")
@@ -139,18 +140,22 @@ def remember(session: Session, tables: KernelTables, msg: Message, now: datetime
     """Record the message id in the receiver's transaction; a repeat is refused."""
     t = tables.received_messages
     # One statement: the insert that finds the id already there adds nothing, returns nothing.
-    dialect = session.get_bind().dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        stmt = _KEEP.get((t, dialect))
-        if stmt is None:  # built once per table and dialect, not on every message
-            stmt = _KEEP[(t, dialect)] = (
-                _INSERTS[dialect](t)
-                .on_conflict_do_nothing(index_elements=[t.c.message_id])
-                .returning(t.c.message_id)
+    dialect = session.connection().dialect.name
+    if dialect in _INSERTS:
+        keep = _KEEP.get(t)
+        if keep is None:  # prepared once per table, run lean on every message
+            keep = _KEEP[t] = Prepared(
+                {
+                    name: make(t)
+                    .on_conflict_do_nothing(index_elements=[t.c.message_id])
+                    .returning(t.c.message_id)
+                    for name, make in _INSERTS.items()
+                },
+                ("message_id", "sender", "typ", "received_at"),
             )
-        kept = session.execute(
-            stmt, {"message_id": msg.id, "sender": msg.iss, "typ": msg.typ, "received_at": now}
-        ).first()
+        kept = keep.first(
+            session, {"message_id": msg.id, "sender": msg.iss, "typ": msg.typ, "received_at": now}
+        )
         if kept is None:
             raise Problem(409, "replayed_message", "同じ電文が既に受信されています（再送・リプレイ）。", msg.id)
         return

@@ -12,11 +12,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import insert, select, update
+from sqlalchemy import Integer, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from renkei.core.db import KernelTables
 from renkei.core.errors import Problem
+from renkei.core.sql import Prepared
 from renkei.core.wire.messaging import new_message_id
 from renkei.core.wire.runtime import NodeRuntime
 
@@ -60,18 +61,23 @@ def backoff(attempts: int) -> timedelta:
 def _due(rt: NodeRuntime, limit: int) -> list[Any]:
     t = rt.kernel.outbox
     now = rt.clock()
-    with rt.sessions() as session:
+    due = _DUE.get(t)
+    if due is None:  # every node process polls several times a second: prepared once, run lean
         q = (
             select(t)
-            .where(t.c.delivered_at.is_(None), t.c.next_attempt_at <= now)
+            .where(t.c.delivered_at.is_(None), t.c.next_attempt_at <= bindparam("now", type_=t.c.next_attempt_at.type))
             .order_by(t.c.id)
-            .limit(limit)
+            .limit(bindparam("limit", type_=Integer()))
         )
-        if session.bind is not None and session.bind.dialect.name == "postgresql":
-            q = q.with_for_update(skip_locked=True)
-        rows = list(session.execute(q).mappings().all())
+        # PostgreSQL: several processes of a node poll at once; each takes other rows.
+        due = _DUE[t] = Prepared({"sqlite": q, "postgresql": q.with_for_update(skip_locked=True)}, ("now", "limit"))
+    with rt.sessions() as session:
+        rows = due.mappings(session, {"now": now, "limit": limit})
         session.commit()
     return rows
+
+
+_DUE: dict[Any, Prepared] = {}  # by outbox table
 
 
 def _settle(rt: NodeRuntime, row: Any, error: str | None, final: bool) -> None:

@@ -164,7 +164,11 @@ def serialize_transactions(engine: Engine) -> None:
     which sleeps 1, 2, 5 … 100 ms between tries — under load most of a request's time.
     A lock taken when SQLAlchemy begins a transaction and released when it ends hands the
     database from one thread to the next at once instead. Re-entrant, so a thread that
-    opens a second session inside a transaction does not wait on itself.
+    opens a second session inside a transaction does not wait on itself. Savepoints fire
+    no begin/commit/rollback event: a group of units of work (`renkei.core.units`, one
+    transaction with a savepoint per unit) holds the lock once, from its first statement
+    to its COMMIT or ROLLBACK; the counter keeps a failed COMMIT (commit event, then
+    rollback event) from releasing it twice.
     """
     lock = threading.RLock()
 
@@ -183,6 +187,24 @@ def serialize_transactions(engine: Engine) -> None:
     event.listen(engine, "rollback", end)
 
 
+def _plain_savepoints(engine: Engine) -> None:
+    """SAVEPOINT, RELEASE and ROLLBACK TO go straight to the driver (SQLite).
+
+    SQLAlchemy compiles each as a new statement, because its name changes every time
+    (``sa_savepoint_<n>``, its own counter): that cost as much CPU as a unit's INSERT,
+    and group commit (`renkei.core.units`) takes two per unit of work. SQLAlchemy keeps
+    its own account of the savepoints as before; only the statement's text is sent as is.
+    """
+
+    def send(connection: Any, sql: str) -> None:
+        connection.connection.driver_connection.execute(sql)
+
+    dialect: Any = engine.dialect
+    dialect.do_savepoint = lambda connection, name: send(connection, f"SAVEPOINT {name}")
+    dialect.do_release_savepoint = lambda connection, name: send(connection, f"RELEASE SAVEPOINT {name}")
+    dialect.do_rollback_to_savepoint = lambda connection, name: send(connection, f"ROLLBACK TO SAVEPOINT {name}")
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """An engine with the settings this project relies on for each backend, watched for
     database calls on an event loop (`forbid_event_loop_io`)."""
@@ -193,6 +215,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
         serialize_transactions(engine)
+        _plain_savepoints(engine)
     else:
         kwargs.setdefault("pool_pre_ping", True)
         kwargs.setdefault("pool_size", 10)

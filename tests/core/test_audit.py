@@ -23,8 +23,12 @@ from renkei.core.audit.log import (
     AuditLog,
     AuditTables,
     audit_tables,
+    defer_appends,
+    deferred_mark,
+    drop_deferred,
     entry_hash,
     export_jsonl,
+    flush_deferred,
     verify,
     verify_jsonl,
 )
@@ -222,6 +226,43 @@ def test_rollback_leaves_no_entry_and_no_gap(make_env: Callable[..., Env]) -> No
     assert [r["seq"] for r in env.rows()] == [1]
     assert env.append(event(3)) == [2]
     assert env.verify().ok
+
+
+def test_deferred_appends_are_written_once_at_the_end_in_order(make_env: Callable[..., Env]) -> None:
+    """A transaction of several units queues its entries and writes them in one append
+    before the commit: the same chain as appending one by one, refusals still at once."""
+    env = make_env(every=4)
+    env.append(event(1))
+    with transaction(env.sessions) as s:
+        defer_appends(s)
+        assert env.log.append(s, event(2)) is None
+        assert env.log.append_many(s, [event(3), event(4)]) == []
+        mark = deferred_mark(s)
+        env.log.append(s, event(5))  # a unit that is then rolled back to its savepoint
+        drop_deferred(s, mark)
+        with pytest.raises(ValueError, match="個人番号"):  # refused in the unit, not at the end
+            env.log.append(s, event(6, detail={"note": NUMBER}))
+        env.log.append(s, event(7))
+        assert [r["seq"] for r in env.rows()] == [1]  # nothing written yet (another session reads)
+        assert flush_deferred(s) == 4
+        assert env.log.append(s, event(8)) == 6  # deferring ended with the flush
+    rows = env.rows()
+    assert [r["ref"] for r in rows] == ["req-1", "req-2", "req-3", "req-4", "req-7", "req-8"]
+    assert [r["seq"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    report = env.verify()
+    assert report.ok and report.entries == 6 and report.checkpoints == 1  # the 4th was signed
+
+
+def test_deferred_appends_roll_back_with_their_transaction(make_env: Callable[..., Env]) -> None:
+    env = make_env()
+    env.append(event(1))
+    with pytest.raises(RuntimeError), transaction(env.sessions) as s:
+        defer_appends(s)
+        env.log.append(s, event(2))
+        flush_deferred(s)
+        raise RuntimeError("the commit never came")
+    assert [r["seq"] for r in env.rows()] == [1]
+    assert env.append(event(3)) == [2] and env.verify().ok
 
 
 def test_concurrent_appends_keep_one_chain(make_env: Callable[..., Env]) -> None:

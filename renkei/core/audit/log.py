@@ -95,8 +95,12 @@ __all__ = [
     "VerifyReport",
     "audit_tables",
     "check_against_authority",
+    "defer_appends",
+    "deferred_mark",
+    "drop_deferred",
     "entry_hash",
     "export_jsonl",
+    "flush_deferred",
     "store_receipt",
     "verify",
     "verify_jsonl",
@@ -310,7 +314,10 @@ _FIELDS: Final = ("actor", "terminal", "action", "subject", "affair", "outcome",
 _NULLABLE: Final = frozenset(("subject", "affair", "ref"))
 
 
-def _prepare(event: AuditEvent) -> tuple[list[Any], str | None]:
+_Prepared = tuple[list[Any], str | None]
+
+
+def _prepare(event: AuditEvent) -> _Prepared:
     """Check one event; return its text fields in column order and its detail as JSON text."""
     values: list[Any] = [
         event.actor,
@@ -546,16 +553,28 @@ class AuditLog:
 
         return now, core
 
-    def append(self, session: Session, event: AuditEvent) -> int:
-        """Append one entry in the caller's transaction; return its seq."""
-        return self.append_many(session, [event])[0]
+    def append(self, session: Session, event: AuditEvent) -> int | None:
+        """Append one entry in the caller's transaction; return its seq (None while the
+        session defers its appends: see `defer_appends`)."""
+        seqs = self.append_many(session, [event])
+        return seqs[0] if seqs else None
 
     def append_many(self, session: Session, events: Sequence[AuditEvent]) -> list[int]:
-        """Append entries in order in the caller's transaction (one executemany); return their seqs."""
+        """Append entries in order in the caller's transaction (one executemany); return their
+        seqs — none while the session defers its appends (`defer_appends`): they are then
+        written, in the same order and transaction, by `flush_deferred`."""
         if not events:
             return []
         prepared = [_prepare(e) for e in events]  # refuse before touching the database
-        last, prev, cp_seq, cp_at = self._claim(session, len(events))
+        deferred: list[tuple[AuditLog, list[_Prepared]]] | None = session.info.get(_DEFERRED)
+        if deferred is not None:
+            deferred.append((self, prepared))
+            return []
+        return self._write(session, prepared)
+
+    def _write(self, session: Session, prepared: list[_Prepared]) -> list[int]:
+        """Checked entries into the chain: one head claim, one insert, one head advance."""
+        last, prev, cp_seq, cp_at = self._claim(session, len(prepared))
         now = self._now()  # read under the lock, so times follow the chain's order
         at_text = _iso(now)
         every = self.checkpoint_every
@@ -634,6 +653,48 @@ class AuditLog:
             .values(last_checkpoint_seq=seq, last_checkpoint_at=now)
         )
         return seq
+
+
+# --- appends deferred to the end of a transaction ---------------------------------------
+#
+# A transaction that carries several units of work (renkei.core.units: a group of units
+# committed together on SQLite) would claim the head row, insert and advance it once per
+# entry. Deferred, the entries of the whole transaction are checked at once (a refused
+# event still raises in the unit that made it), queued in order, and written by ONE
+# append just before the commit: the same chain, the same canonical form, in the same
+# transaction as the work they record — nothing is written that the work does not commit.
+
+_DEFERRED = "renkei_audit_deferred"
+
+
+def defer_appends(session: Session) -> None:
+    """From now on, appends in ``session`` are queued until `flush_deferred`."""
+    session.info.setdefault(_DEFERRED, [])
+
+
+def deferred_mark(session: Session) -> int:
+    """Where the queue stands now (for `drop_deferred` if the work after it is undone)."""
+    return len(session.info.get(_DEFERRED, ()))
+
+
+def drop_deferred(session: Session, mark: int) -> None:
+    """Forget the appends queued after ``mark`` (their work was rolled back to a savepoint)."""
+    queued = session.info.get(_DEFERRED)
+    if queued is not None:
+        del queued[mark:]
+
+
+def flush_deferred(session: Session) -> int:
+    """Write the queued appends in order (one append per log) and stop deferring; call it
+    last in the transaction, before the commit. Returns how many entries were written."""
+    queued: list[tuple[AuditLog, list[_Prepared]]] = session.info.pop(_DEFERRED, None) or []
+    by_log: dict[int, tuple[AuditLog, list[_Prepared]]] = {}
+    for log, prepared in queued:
+        by_log.setdefault(id(log), (log, []))[1].extend(prepared)
+    written = 0
+    for log, prepared in by_log.values():
+        written += len(log._write(session, prepared))
+    return written
 
 
 # --- verifying ------------------------------------------------------------------------

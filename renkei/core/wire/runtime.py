@@ -164,8 +164,9 @@ class NodeRuntime:
             counters=self.peer_counters if kind in MEMORY_COUNTED else None,
         )
 
-    def record(self, session: Session, event: AuditEvent) -> int:
-        """Append an audit entry in the caller's transaction: it commits or rolls back with the change."""
+    def record(self, session: Session, event: AuditEvent) -> int | None:
+        """Append an audit entry in the caller's transaction: it commits or rolls back with the
+        change (its seq; None while the transaction defers its appends to its end)."""
         return self.audit.append(session, event)
 
     @property

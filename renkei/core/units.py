@@ -38,6 +38,7 @@ from typing import Any, TypeVar
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
+from renkei.core.audit.log import defer_appends, deferred_mark, drop_deferred, flush_deferred
 from renkei.core.db import transaction
 
 __all__ = ["MAX_GROUP", "UnitCommittedError", "UnitRunner", "run_group"]
@@ -79,9 +80,13 @@ def run_group(sessions: sessionmaker[Session], fns: list[Callable[[Session], Any
             # driver as is, like the savepoints (`renkei.core.db._plain_savepoints`).
             raw.execute("BEGIN IMMEDIATE")
         alone = len(fns) == 1  # no neighbours: no savepoint
+        # The group's audit entries are written once, last (renkei.core.audit.log,
+        # "appends deferred"): one head claim and one insert for the whole group.
+        defer_appends(session)
         outcomes: list[_Outcome] = []
         for fn in fns:
             savepoint = None if alone else session.begin_nested()
+            mark = deferred_mark(session)
             info[_RUNNING] = True
             try:
                 value = fn(session)
@@ -90,6 +95,7 @@ def run_group(sessions: sessionmaker[Session], fns: list[Callable[[Session], Any
                 if savepoint is None:
                     session.rollback()
                     return [_Outcome(False, exc)]
+                drop_deferred(session, mark)
                 try:
                     savepoint.rollback()
                 except Exception:
@@ -109,6 +115,7 @@ def run_group(sessions: sessionmaker[Session], fns: list[Callable[[Session], Any
             # SQLite rolls the whole transaction back on some errors (disk full, I/O): a
             # unit that caught one must not make the group look committed.
             raise RuntimeError("the group's transaction ended before its commit")
+        flush_deferred(session)
         session.commit()
         return outcomes
     except BaseException:

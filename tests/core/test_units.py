@@ -69,6 +69,12 @@ class Env:
         with self.sessions() as s:
             return list(s.scalars(select(self.things.c.name).order_by(self.things.c.id)))
 
+    def refs(self) -> list[str]:
+        """The audit entries' refs (the things' ids), in chain order."""
+        e = self.audit.entries
+        with self.sessions() as s:
+            return [str(x) for x in s.scalars(select(e.c.ref).order_by(e.c.seq))]
+
     def seqs(self) -> list[int]:
         e = self.audit.entries
         with self.sessions() as s:
@@ -146,11 +152,13 @@ def env(request: pytest.FixtureRequest, db_url: str, keys: Keys) -> Iterator[Env
 
 
 def add(env: Env, i: int, name: str | None = None) -> Callable[[Session], int]:
-    """A unit: a row and its audit entry; its value is the entry's seq."""
+    """A unit: a row and its audit entry (ref ``i``); its value is ``i``. (In a group the
+    entry's seq is known only when the group is written: appends are deferred.)"""
 
     def unit(s: Session) -> int:
         s.execute(insert(env.things).values(id=i, name=name or f"thing-{i}"))
-        return env.log.append(s, AuditEvent(actor="tester", action="thing.add", outcome="ok", ref=str(i)))
+        env.log.append(s, AuditEvent(actor="tester", action="thing.add", outcome="ok", ref=str(i)))
+        return i
 
     return unit
 
@@ -172,8 +180,9 @@ def failing(env: Env, i: int) -> Callable[[Session], int]:
 def test_units_queued_together_commit_together(env: Env) -> None:
     env.commits.clear()
     results = env.together(*(add(env, i) for i in range(10)))
-    assert results == list(range(1, 11))
+    assert results == list(range(10))
     assert env.names() == [f"thing-{i}" for i in range(10)]
+    assert env.refs() == [str(i) for i in range(10)] and env.seqs() == list(range(1, 11))
     assert len(env.commits) == (1 if env.runner.grouped else 10)
     env.verify_chain()
 
@@ -191,10 +200,10 @@ def test_a_failing_unit_leaves_no_trace_and_its_neighbours_commit(env: Env) -> N
     results = env.together(add(env, 1), add(env, 2), failing(env, 3), add(env, 4), failing(env, 5), add(env, 6))
     assert isinstance(results[2], Boom) and str(results[2]) == "unit 3"
     assert isinstance(results[4], Boom) and str(results[4]) == "unit 5"
-    # The failed units' claims of the head row were rolled back: the next unit took their seq.
-    assert [results[i] for i in (0, 1, 3, 5)] == [2, 3, 4, 5]
+    assert [results[i] for i in (0, 1, 3, 5)] == [1, 2, 4, 6]
     assert env.names() == ["thing-0", "thing-1", "thing-2", "thing-4", "thing-6"]
-    assert env.seqs() == [1, 2, 3, 4, 5]
+    # The failed units' entries are gone without a gap: the next unit took their seq.
+    assert env.refs() == ["0", "1", "2", "4", "6"] and env.seqs() == [1, 2, 3, 4, 5]
     # checkpoint_every=3: unit 3's entry would have been seq 4 (no checkpoint), unit 5's
     # seq 5 … the one checkpoint kept is seq 3's.
     with env.sessions() as s:
@@ -202,14 +211,14 @@ def test_a_failing_unit_leaves_no_trace_and_its_neighbours_commit(env: Env) -> N
     assert cps == [3]
     env.verify_chain()
     # And the chain goes on from there.
-    assert env.together(add(env, 7)) == [6]
+    assert env.together(add(env, 7)) == [7] and env.seqs()[-1] == 6
     env.verify_chain()
 
 
 def test_a_failed_unit_that_had_signed_a_checkpoint_leaves_none(env: Env) -> None:
     env.together(add(env, 1), add(env, 2))
     results = env.together(failing(env, 3), add(env, 4))  # the failing one takes seq 3: a checkpoint
-    assert isinstance(results[0], Boom) and results[1] == 3
+    assert isinstance(results[0], Boom) and results[1] == 4 and env.refs() == ["1", "2", "4"]
     with env.sessions() as s:
         cps = [int(x) for x in s.scalars(select(env.audit.checkpoints.c.seq))]
     assert cps == [3]  # signed again by unit 4, over its own entry
@@ -240,12 +249,12 @@ def test_a_failed_commit_reaches_every_unit_of_the_group(env: Env) -> None:
         assert env.seqs() == [1]
     else:
         assert isinstance(results[2], IntegrityError)
-        assert [results[i] for i in (0, 1, 3)] == [2, 3, 4]
+        assert [results[i] for i in (0, 1, 3)] == [1, 2, 3]
         assert env.names() == ["thing-0", "thing-1", "thing-2", "thing-3"]
     assert env.count(env.children) == 0
     env.verify_chain()
     # Nothing held over: the next units run and commit, and so does another thread.
-    assert env.together(add(env, 10), add(env, 11))[1] == env.seqs()[-1]
+    assert env.together(add(env, 10), add(env, 11)) == [10, 11] and env.refs()[-2:] == ["10", "11"]
     env.verify_chain()
     env.another_thread_writes()
 
@@ -262,7 +271,7 @@ def test_a_unit_may_not_commit_its_group(env: Env) -> None:
     assert any(isinstance(r, UnitCommittedError) for r in results)
     assert env.names() == []
     assert env.seqs() == []
-    assert env.together(add(env, 4)) == [1]  # the connection's flag did not stay set
+    assert env.together(add(env, 4)) == [4] and env.seqs() == [1]  # the connection's flag did not stay set
     env.another_thread_writes()
 
 
@@ -270,7 +279,7 @@ def test_more_units_than_a_group_takes(env: Env) -> None:
     env.runner.max_group = 4
     env.commits.clear()
     results = env.together(*(add(env, i) for i in range(10)))
-    assert results == list(range(1, 11))
+    assert results == list(range(10)) and env.seqs() == list(range(1, 11))
     assert len(env.commits) == (3 if env.runner.grouped else 10)  # 4 + 4 + 2
     env.verify_chain()
 
@@ -279,7 +288,7 @@ def test_a_group_of_one_failing_unit(env: Env) -> None:
     results = env.together(failing(env, 1))
     assert isinstance(results[0], Boom)
     assert env.names() == [] and env.seqs() == []
-    assert env.together(add(env, 2)) == [1]
+    assert env.together(add(env, 2)) == [2] and env.seqs() == [1]
     env.verify_chain()
 
 
@@ -300,6 +309,7 @@ def test_units_from_many_tasks_under_load(env: Env) -> None:
     results = run(main())
     kept = [i for i in range(60) if i % 5 != 0]
     assert all(isinstance(results[i], Boom) for i in range(0, 60, 5))
-    assert sorted(results[i] for i in kept) == list(range(1, len(kept) + 1))
+    assert [results[i] for i in kept] == kept
+    assert sorted(env.refs(), key=int) == [str(i) for i in kept] and env.seqs() == list(range(1, len(kept) + 1))
     assert env.names() == [f"thing-{i}" for i in kept]
     env.verify_chain()

@@ -831,3 +831,8 @@ async def inquiry_batch(
             "X-Batch-Errors": str(len(records) - answered),
         },
     )
+
+
+# FastAPI tries a request against the routes in order, and each try costs tens of
+# microseconds; nearly all of atena's traffic is inquiries, so that route is tried first.
+router.routes.sort(key=lambda route: getattr(route, "path", None) != "/v1/inquiries")

@@ -35,6 +35,7 @@ import base64
 import json
 import math
 import os
+import resource
 import ssl
 import subprocess
 import sys
@@ -140,6 +141,7 @@ class Result:
     lag_max_ms: float = 0.0  # open loop: how late this client sent at worst
     samples: dict[str, str] = field(default_factory=dict)
     warmup_sent: int = 0  # requests of the warm-up, before the measured run
+    client_cpu_s: float = 0.0  # CPU seconds of the client process (set by `spawn`)
 
     def line(self) -> str:
         """One line per run."""
@@ -428,6 +430,7 @@ def spawn(spec: Mapping[str, Any], *, timeout: float | None = None) -> Result:
             budget = (plan.get("duration") or 60.0) + (plan.get("warmup") or 0.0) + REQUEST_TIMEOUT + 30.0
             if plan.get("requests") is not None:
                 budget = max(budget, 600.0)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.run(
             [sys.executable, str(Path(__file__).resolve()), "--spec", str(path), "--json"],
             capture_output=True,
@@ -435,9 +438,13 @@ def spawn(spec: Mapping[str, Any], *, timeout: float | None = None) -> Result:
             timeout=budget,
             check=False,
         )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"load client failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
-    return Result.from_dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    result = Result.from_dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    # The client shares the machine's cores with the nodes: its CPU is part of the budget.
+    result.client_cpu_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return result
 
 
 # --- command line ---------------------------------------------------------------------------

@@ -192,6 +192,8 @@ def bench_inquiry_path(tmp: Path, args: argparse.Namespace, echo: loadgen.Result
         # The warm-up's inquiries are answered too: count them in (the client reports only
         # the measured ones), so the CPU figure is not inflated.
         print_cpu_per_inquiry(cpu_before, cpu_after, closed.ok + closed.warmup_sent)
+        client_ms = closed.client_cpu_s * 1000 / max(closed.ok + closed.warmup_sent, 1)
+        print(f"  CPU per inquiry in the load client (same cores): {client_ms:.1f} ms")
         open_rate = closed.throughput / 2
         opened: loadgen.Result | None = None
         if open_rate > 0:

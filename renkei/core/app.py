@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from renkei.core.audit.timestamping import countersign_checkpoints
 from renkei.core.db import migrate, transaction
 from renkei.core.errors import install_problem_handlers
+from renkei.core.wire.endpoint import mount_batch_route
 from renkei.core.wire.outbox import deliver_due, run_worker
 from renkei.core.wire.runtime import NodeRuntime
 
@@ -97,4 +98,5 @@ def node_app(
     app.state.rt = rt
     install_problem_handlers(app)
     app.include_router(router)
+    mount_batch_route(app)
     return app

@@ -90,6 +90,21 @@ class ServerLimits:
 
 
 @dataclass(frozen=True)
+class WireConfig:
+    """``[wire]``: how the node sends messages to its peers.
+
+    - ``batch_in_flight``: requests of small interactive types (inquiries, provisions,
+      identity searches) under way to one peer at once; messages that come while they are
+      travel together in the next signed envelope (renkei.core.wire.contract, "batches").
+      0 sends every message alone.
+    - ``batch_max``: messages in one envelope, at most the contract's 64.
+    """
+
+    batch_in_flight: int = 2
+    batch_max: int = 32
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     kind: str
     org_code: str
@@ -110,6 +125,7 @@ class NodeConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     staff: StaffConfig | None = None
     server: ServerLimits = field(default_factory=ServerLimits)
+    wire: WireConfig = field(default_factory=WireConfig)
 
     @property
     def base_url(self) -> str:
@@ -132,7 +148,7 @@ def _apply_env(raw: dict[str, Any], environ: dict[str, str]) -> None:
             continue
         rest = name[len("RENKEI_") :].lower()
         section, _, key = rest.partition("_")
-        if section in {"node", "tls", "keys", "peers", "field", "staff", "server"} and key:
+        if section in {"node", "tls", "keys", "peers", "field", "staff", "server", "wire"} and key:
             raw.setdefault(section, {})[key] = value
 
 
@@ -207,6 +223,29 @@ def _server_limits(raw: dict[str, Any]) -> ServerLimits:
     return replace(defaults, **values)
 
 
+def _wire_config(raw: dict[str, Any]) -> WireConfig:
+    """``[wire]``: whole numbers, ``batch_in_flight`` ≥ 0 and ``batch_max`` 1–64."""
+    section = raw.get("wire", {})
+    if not isinstance(section, dict):
+        raise ConfigError("[wire] は表（セクション）で指定してください")
+    names = [f.name for f in fields(WireConfig)]
+    values: dict[str, int] = {}
+    for key, value in section.items():
+        if key not in names:
+            raise ConfigError(f"[wire] {key} は設定できません（{', '.join(names)}）")
+        try:
+            if isinstance(value, bool | float):
+                raise ValueError(value)
+            number = int(value)
+        except (TypeError, ValueError):
+            number = -1
+        low, high = (0, 1024) if key == "batch_in_flight" else (1, 64)
+        if not low <= number <= high:
+            raise ConfigError(f"[wire] {key} は{low}以上{high}以下の整数で指定してください: {value}")
+        values[key] = number
+    return WireConfig(**values)
+
+
 def load_config(path: Path, environ: dict[str, str] | None = None) -> NodeConfig:
     """Read a node's TOML file; relative paths are relative to the file's directory."""
     try:
@@ -257,6 +296,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> NodeConfig
             extra=dict(raw.get("extra", {})),
             staff=_staff_config(raw, node, p),
             server=_server_limits(raw),
+            wire=_wire_config(raw),
         )
     except KeyError as exc:
         raise ConfigError(f"設定ファイル {path} に必須項目 {exc.args[0]} がありません") from None

@@ -91,3 +91,31 @@ def test_a_wrong_server_limit_in_the_environment_is_refused(tmp_path: Path) -> N
     path = write_config(Layout(tmp_path / "var", 20000), HUB, "hub")
     with pytest.raises(ConfigError, match=r"\[server\] max_header_bytes"):
         load_config(path, environ={"RENKEI_SERVER_MAX_HEADER_BYTES": "32k"})
+
+
+def test_wire_settings_default_and_come_from_the_file_or_the_environment(tmp_path: Path) -> None:
+    from renkei.core.config import WireConfig
+
+    path = write_config(Layout(tmp_path / "var", 20000), SHINJUKU, "chukan")
+    assert load_config(path, environ={}).wire == WireConfig(batch_in_flight=2, batch_max=32)
+    path.write_text(path.read_text(encoding="utf-8") + "\n[wire]\nbatch_in_flight = 0\nbatch_max = 64\n", encoding="utf-8")
+    assert load_config(path, environ={}).wire == WireConfig(batch_in_flight=0, batch_max=64)
+    assert load_config(path, environ={"RENKEI_WIRE_BATCH_IN_FLIGHT": "4"}).wire.batch_in_flight == 4
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("batch_in_flight = -1", r"\[wire\] batch_in_flight は0以上"),
+        ("batch_in_flight = 1.5", r"\[wire\] batch_in_flight"),
+        ("batch_in_flight = true", r"\[wire\] batch_in_flight"),
+        ("batch_max = 0", r"\[wire\] batch_max は1以上64以下"),
+        ("batch_max = 65", r"\[wire\] batch_max は1以上64以下"),
+        ("batch_size = 3", "設定できません"),
+    ],
+)
+def test_wire_settings_refuse_what_does_not_fit(tmp_path: Path, line: str, message: str) -> None:
+    path = write_config(Layout(tmp_path / "var", 20000), SHINJUKU, "chukan")
+    path.write_text(path.read_text(encoding="utf-8") + f"\n[wire]\n{line}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, environ={})

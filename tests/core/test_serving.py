@@ -253,3 +253,12 @@ def test_the_body_timer_does_not_count_the_servers_own_delay(server: tuple[int, 
         sock.sendall(b"hello")
         answer = reader.answer()
         assert answer is not None and answer[0] == 200 and answer[2] == b"5"
+
+
+def test_a_node_believes_no_forwarded_for_header() -> None:
+    """No proxy sits in front of a node: X-Forwarded-For must not change who the client is."""
+    from renkei.core.config import ServerLimits
+    from renkei.core.wire.serving import ListenerConfig
+
+    cfg = ListenerConfig(object(), host="127.0.0.1", port=1, tls=ssl.create_default_context(), limits=ServerLimits())
+    assert cfg.proxy_headers is False

@@ -620,6 +620,13 @@ class MessageType(Generic[Req, Rep]):
     request: type[Req]
     reply_typ: str
     reply: type[Rep]
+    # Small interactive messages that concurrent callers may share one envelope for (see
+    # "batches" below); bulk messages (chunks of thousands of items) never are.
+    batchable: bool = False
+    # The body field whose value separates envelopes: an inquiry travels only with
+    # inquiries to the same provider, so that a provider that answers slowly (or not at
+    # all, until the timeout) holds back no inquiry to another.
+    batch_by: str | None = None
 
 
 def _mt(
@@ -632,8 +639,15 @@ def _mt(
     request: type[Req],
     reply_typ: str,
     reply: type[Rep],
+    *,
+    batchable: bool = False,
+    batch_by: str | None = None,
 ) -> MessageType[Req, Rep]:
-    return MessageType(receiver, typ, path, frozenset(senders), scope, title, request, reply_typ, reply)
+    if batch_by is not None and batch_by not in request.model_fields:  # pragma: no cover
+        raise RuntimeError(f"contract: {typ} is batched by {batch_by}, which its body lacks")
+    return MessageType(
+        receiver, typ, path, frozenset(senders), scope, title, request, reply_typ, reply, batchable, batch_by
+    )
 
 
 # hub — 情報提供ネットワークシステム
@@ -651,7 +665,7 @@ ACQUISITION_RESOLVE = _mt(
 )  # fmt: skip
 HUB_INQUIRY = _mt(
     "hub", "inquiry.request", "/v1/inquiries", {"chukan"}, Scope.ANY_ORG, "情報照会",
-    HubInquiry, "inquiry.answer", RelayedAnswer,
+    HubInquiry, "inquiry.answer", RelayedAnswer, batchable=True, batch_by="provider_org",
 )  # fmt: skip
 # chukan — 自治体中間サーバー
 PSEUDONYM_ACQUIRE = _mt(
@@ -672,11 +686,11 @@ FUKUHON_REGISTER = _mt(
 )  # fmt: skip
 CHUKAN_INQUIRY = _mt(
     "chukan", "inquiry.start", "/v1/inquiries", {"atena"}, Scope.SAME_ORG, "情報照会の依頼",
-    ChukanInquiry, "inquiry.result", InquiryResult,
+    ChukanInquiry, "inquiry.result", InquiryResult, batchable=True, batch_by="provider_org",
 )  # fmt: skip
 PROVISION_REQUEST = _mt(
     "chukan", "provision.request", "/v1/provisions", {"hub"}, Scope.HUB_ORG, "情報提供の依頼",
-    ProvisionRequest, "provision.relayed", RelayedAnswer,
+    ProvisionRequest, "provision.relayed", RelayedAnswer, batchable=True,
 )  # fmt: skip
 # jlis — J-LIS
 ACQUISITION_SUBMIT = _mt(
@@ -685,7 +699,7 @@ ACQUISITION_SUBMIT = _mt(
 )  # fmt: skip
 IDENTITY_SEARCH = _mt(
     "jlis", "identity.search", "/v1/identities/search", {"atena"}, Scope.ANY_ORG, "本人確認情報の検索（基本4情報）",
-    IdentitySearch, "identity.found", IdentityFound,
+    IdentitySearch, "identity.found", IdentityFound, batchable=True,
 )  # fmt: skip
 # tsa — the time-stamp authority: every node stamps and asks about its own heads (the
 # authority then checks the head named is the sending node's own).
@@ -846,3 +860,82 @@ def parse_reply(model: type[Rep], data: Any, source: str) -> Rep:
             f"{source}: {type(exc).__name__}",
             reason_code="bad_reply_body",
         ) from None
+
+
+# --- batches: several messages in one envelope -------------------------------------------
+#
+# A sender with several messages of `batchable` types under way to the same node at once
+# may seal them together: ONE signed message of type ``batch`` to ``BATCH_PATH``, whose
+# body is ``{"messages": [{"id", "typ", "body"}, …]}``. Each item is a message of its own
+# with the envelope's ``iss``, ``aud`` and ``iat``: it is authorized by the table above
+# (its type, the sending node's kind and organization), screened, kept against replay by
+# its own id and handled by its type's route, exactly as if it had come alone. The
+# receiver answers ONE signed ``batch.replies`` message, ``{"replies": [{"id", "status",
+# "typ", "body"} or {"id", "status", "problem"}, …]}`` in the order of the items: each
+# item's reply or its refusal (problem+json), so one refused item fails alone. The
+# signature, TLS, HTTP and verification costs are paid once per envelope instead of once
+# per message — the largest part of a hop's cost for small messages.
+
+BATCH_TYP = "batch"
+BATCH_REPLY_TYP = "batch.replies"
+BATCH_PATH = "/v1/messages/batch"
+MAX_BATCH_MESSAGES = 64
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One message of a batch: its own id, type and body."""
+
+    id: str
+    typ: str
+    body: dict[str, Any]
+
+
+def parse_batch(body: Any) -> list[BatchItem]:
+    """The items of a batch's body, or a Problem for the whole batch (nothing handled)."""
+    items = body.get("messages") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not items:
+        raise Problem(400, "malformed_message", "一括電文の形式が誤っています（messages がありません）。")
+    if len(items) > MAX_BATCH_MESSAGES:
+        raise Problem(
+            422, "bad_count", f"一括電文の件数が上限（{MAX_BATCH_MESSAGES}件）を超えています。", str(len(items))
+        )
+    out: list[BatchItem] = []
+    for item in items:
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("id"), str)
+            or not isinstance(item.get("typ"), str)
+            or not isinstance(item.get("body"), dict)
+        ):
+            raise Problem(400, "malformed_message", "一括電文の形式が誤っています（各電文に id, typ, body が必要です）。")
+        out.append(BatchItem(item["id"], item["typ"], item["body"]))
+    return out
+
+
+def parse_batch_replies(body: Any, ids: list[str], source: str) -> list[dict[str, Any]]:
+    """The replies of a batch, one per item in order; a reply that does not match the items
+    sent (count, order, ids, shape) is the peer's fault: 502 ``bad_peer_response``."""
+    replies = body.get("replies") if isinstance(body, dict) else None
+    ok = isinstance(replies, list) and len(replies) == len(ids)
+    if ok:
+        assert isinstance(replies, list)
+        for sent, reply in zip(ids, replies, strict=True):
+            if (
+                not isinstance(reply, dict)
+                or reply.get("id") != sent
+                or not isinstance(reply.get("status"), int)
+                or isinstance(reply.get("status"), bool)
+            ):
+                ok = False
+                break
+    if not ok:
+        raise Problem(
+            502,
+            "bad_peer_response",
+            "連携先の応答を検証できません。",
+            f"{source}: the replies do not match the messages sent",
+            reason_code="bad_batch_replies",
+        )
+    assert isinstance(replies, list)
+    return replies

@@ -19,23 +19,26 @@ No database call runs on the event loop (`renkei.core.db.forbid_event_loop_io`).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
-from fastapi import APIRouter, Request
+import structlog
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from renkei.core.audit.log import AuditEvent
 from renkei.core.db import transaction
+from renkei.core.errors import Problem
 from renkei.core.wire import contract
 from renkei.core.wire.contract import Body, MessageType
-from renkei.core.wire.messaging import Message, remember
+from renkei.core.wire.messaging import Message, check_message_id, remember
 from renkei.core.wire.runtime import SEALED_BODY, NodeRuntime
 
-__all__ = ["Done", "Flow", "Unit", "sealed", "sealed_flow"]
+__all__ = ["Done", "Flow", "SealedHandler", "Unit", "mount_batch_route", "sealed", "sealed_flow", "sealed_handlers"]
 
 Req = TypeVar("Req", bound=Body)
 Rep = TypeVar("Rep", bound=Body)
@@ -109,19 +112,42 @@ class Flow:
         return await self.rt.peer.send(mt, base_url, aud, body)
 
 
+# A route's handler, by itself: the verified message in, the reply model out. Both the
+# route and the batch route (one message of a batch) call it.
+Handler = Callable[[NodeRuntime, Message, Any], Awaitable[Body]]
+
+
+@dataclass(frozen=True)
+class SealedHandler:
+    mt: MessageType[Any, Any]
+    handle: Handler
+
+
 def _route_decorator(
     router: APIRouter, mt: MessageType[Any, Any], tags: list[str], summary: str | None
 ) -> Callable[[Callable[..., Any]], Any]:
     return router.post(mt.path, openapi_extra=SEALED_BODY, tags=list(tags), summary=summary or mt.title)
 
 
-async def _receive(request: Request, mt: MessageType[Req, Any]) -> tuple[NodeRuntime, Message, Req]:
-    rt: NodeRuntime = request.app.state.rt
-    msg = await rt.receive_verified(request)
-    if msg.typ != mt.typ:
-        # Another type the node takes, posted to this route.
-        raise contract.wrong_type(msg.typ)
-    return rt, msg, contract.parse(mt.request, msg.body)
+def _register(
+    router: APIRouter, mt: MessageType[Any, Any], tags: list[str], summary: str | None, name: str, doc: str | None,
+    handle: Handler,
+) -> None:
+    """The route of ``mt``: receive and verify, check the type, ``handle``, reply."""
+
+    async def route(request: Request) -> Response:
+        rt: NodeRuntime = request.app.state.rt
+        msg = await rt.receive_verified(request)
+        if msg.typ != mt.typ:
+            # Another type the node takes, posted to this route.
+            raise contract.wrong_type(msg.typ)
+        reply = await handle(rt, msg, request.app.state)
+        return rt.reply(msg, mt.reply_typ, reply.dump())
+
+    route.__name__ = name
+    route.__doc__ = doc
+    route.sealed_handler = SealedHandler(mt, handle)  # type: ignore[attr-defined]
+    _route_decorator(router, mt, tags, summary)(route)
 
 
 def sealed(
@@ -134,16 +160,14 @@ def sealed(
     """Declare the route of ``mt`` served by ``work(unit, body) -> Done[reply]``."""
 
     def decorate(work: Callable[[Unit, Req], Done[Rep]]) -> Callable[[Unit, Req], Done[Rep]]:
-        async def route(request: Request) -> Response:
-            rt, msg, body = await _receive(request, mt)
-            done = await rt.run_db(
-                _run, rt, msg, request.app.state, lambda unit: _finish(unit, work(unit, body)), True
+        async def handle(rt: NodeRuntime, msg: Message, state: Any) -> Body:
+            body = contract.parse(mt.request, msg.body)
+            done: Done[Rep] = await rt.run_db(
+                _run, rt, msg, state, lambda unit: _finish(unit, work(unit, body)), True
             )
-            return rt.reply(msg, mt.reply_typ, done.reply.dump())
+            return done.reply
 
-        route.__name__ = work.__name__
-        route.__doc__ = work.__doc__
-        _route_decorator(router, mt, tags, summary)(route)
+        _register(router, mt, tags, summary, work.__name__, work.__doc__, handle)
         return work
 
     return decorate
@@ -165,17 +189,85 @@ def sealed_flow(
     """Declare the route of ``mt`` served by ``async flow(flow, body) -> reply``."""
 
     def decorate(fn: Callable[[Flow, Req], Awaitable[Rep]]) -> Callable[[Flow, Req], Awaitable[Rep]]:
-        async def route(request: Request) -> Response:
-            rt, msg, body = await _receive(request, mt)
-            flow = Flow(rt, msg, request.app.state)
+        async def handle(rt: NodeRuntime, msg: Message, state: Any) -> Body:
+            body = contract.parse(mt.request, msg.body)
+            flow = Flow(rt, msg, state)
             reply = await fn(flow, body)
             if flow._first:  # the flow ran no unit: still screened and its id kept
                 await flow.unit(lambda _unit: None)
-            return rt.reply(msg, mt.reply_typ, reply.dump())
+            return reply
 
-        route.__name__ = fn.__name__
-        route.__doc__ = fn.__doc__
-        _route_decorator(router, mt, tags, summary)(route)
+        _register(router, mt, tags, summary, fn.__name__, fn.__doc__, handle)
         return fn
 
     return decorate
+
+
+# --- batches (renkei.core.wire.contract, "batches") -------------------------------------
+
+
+def sealed_handlers(app: FastAPI) -> dict[str, SealedHandler]:
+    """The sealed routes an app serves, by message type."""
+    out: dict[str, SealedHandler] = {}
+
+    def walk(routes: list[Any]) -> None:
+        for r in routes:
+            inner = getattr(r, "original_router", None)  # FastAPI keeps an included router whole
+            if inner is not None:
+                walk(inner.routes)
+                continue
+            found = getattr(getattr(r, "endpoint", None), "sealed_handler", None)
+            if isinstance(found, SealedHandler):
+                out[found.mt.typ] = found
+
+    walk(list(app.routes))
+    return out
+
+
+def mount_batch_route(app: FastAPI) -> None:
+    """Serve ``contract.BATCH_PATH`` on an app with sealed routes: each message of a batch
+    is handled by its type's route as if it had come alone (authorized, screened, kept
+    against replay, one unit of work …), all of them at once; one signed reply carries
+    each message's reply or refusal, in order."""
+    table = sealed_handlers(app)
+    if not table:
+        return
+
+    async def batch(request: Request) -> Response:
+        rt: NodeRuntime = request.app.state.rt
+        msg = await rt.receive_verified(request, batch=True)
+        items = contract.parse_batch(msg.body)
+        state = request.app.state
+        replies = await asyncio.gather(*(_one(rt, msg, state, table, item) for item in items))
+        return rt.reply(msg, contract.BATCH_REPLY_TYP, {"replies": list(replies)})
+
+    app.add_api_route(
+        contract.BATCH_PATH,
+        batch,
+        methods=["POST"],
+        openapi_extra=SEALED_BODY,
+        tags=["電文"],
+        summary="一括電文（同じノード宛ての複数の電文を一つの署名付き電文で）",
+    )
+
+
+async def _one(
+    rt: NodeRuntime, batch: Message, state: Any, table: dict[str, SealedHandler], item: contract.BatchItem
+) -> dict[str, Any]:
+    """One message of a batch: its reply, or its refusal as problem+json (never raised:
+    one refused message must not fail the others)."""
+    try:
+        check_message_id(item.id)
+        msg = replace(batch, id=item.id, typ=item.typ, body=item.body)
+        rt.authorize(msg)
+        found = table.get(msg.typ)
+        if found is None:  # in the contract for this kind of node, but not served here
+            raise contract.wrong_type(msg.typ)
+        reply = await found.handle(rt, msg, state)
+        return {"id": item.id, "status": 200, "typ": found.mt.reply_typ, "body": reply.dump()}
+    except Problem as exc:
+        return {"id": item.id, "status": exc.status, "problem": exc.to_dict()}
+    except Exception as exc:  # as CatchUnexpected does for a route: the type only, no values
+        structlog.get_logger("renkei").error("unexpected_error", error_type=type(exc).__name__, typ=item.typ)
+        problem = Problem(500, "internal_error", "システム内部でエラーが発生しました。管理者に連絡してください。")
+        return {"id": item.id, "status": 500, "problem": problem.to_dict()}

@@ -156,11 +156,13 @@ class NodeRuntime:
     def org_code(self) -> str:
         return self.config.org_code
 
-    async def receive_verified(self, request: Request) -> Message:
+    async def receive_verified(self, request: Request, *, batch: bool = False) -> Message:
         """Read and verify a sealed request body: signature, audience, freshness, and who
         may send this type to this node (the wire contract). Nothing touches the database
         here: the sender is screened and the replay record kept in the unit of work
         (`renkei.core.wire.endpoint`), so that a failed handling can be retried.
+        ``batch``: the message must be a batch (`contract.BATCH_TYP`), whose messages the
+        caller authorizes one by one.
         """
         if not request.headers.get("content-type", "").startswith(JOSE_MEDIA_TYPE):
             raise Problem(415, "unsupported_media_type", "電文は署名付き形式（application/jose）で送信してください。")
@@ -182,8 +184,16 @@ class NodeRuntime:
             now=self.clock(),
             max_skew_seconds=self.config.max_clock_skew_seconds,
         )
-        # Which node may send what to whom (the wire contract), before any work is done.
-        contract.authorize(
+        if batch:
+            if msg.typ != contract.BATCH_TYP:
+                raise contract.wrong_type(msg.typ)
+            return msg  # each message of the batch is authorized on its own
+        self.authorize(msg)
+        return msg
+
+    def authorize(self, msg: Message) -> contract.MessageType[Any, Any]:
+        """Which node may send what to whom (the wire contract), before any work is done."""
+        return contract.authorize(
             receiver=self.config.kind,
             receiver_org=self.org_code,
             hub_org=self.config.hub_org_code,
@@ -191,7 +201,6 @@ class NodeRuntime:
             sender_org=msg.iss,
             sender_node=msg.node,
         )
-        return msg
 
     def reply(self, to: Message, typ: str, body: dict[str, Any], status: int = 200) -> Response:
         token = seal(self.signing_key, self.org_code, to.iss, typ, body, now=self.clock())
@@ -219,6 +228,8 @@ def build_runtime(
         config.org_code,
         registry.lookup,
         max_skew_seconds=config.max_clock_skew_seconds,
+        batch_in_flight=config.wire.batch_in_flight,
+        batch_max=config.wire.batch_max,
     )
     return NodeRuntime(
         config=config,

@@ -276,6 +276,9 @@ class ListenerConfig(uvicorn.Config):
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             log_level="warning",
             access_log=False,
+            # No proxy sits in front of a node: the client's address is the TCP peer's, never
+            # what an X-Forwarded-For header claims (rate limits and audit entries use it).
+            proxy_headers=False,
         )
 
 

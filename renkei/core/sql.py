@@ -23,9 +23,10 @@ What stays as with ``Session.execute``:
   connection's own handler, which also notices a lost connection.
 
 What it does not do: ORM statements (no autoflush, no entities: give it Core
-statements on tables), ``IN`` lists of varying length (expanding binds), executemany,
-Python-side defaults other than constants. Those are refused when the statement is
-first prepared for a dialect, not silently run differently.
+statements on tables), ``IN`` lists of varying length (expanding binds), Python-side
+defaults other than constants, several rows of values in one call (`executemany` runs
+driver-level rows), the engine's ``echo`` logging. All but the last are refused when
+the statement is first prepared for a dialect, not silently run differently.
 """
 
 from __future__ import annotations
@@ -99,11 +100,15 @@ class Prepared:
 
     # --- running ----------------------------------------------------------------------
 
-    def all(self, session: Session, params: Mapping[str, Any] = _NO_PARAMS) -> list[tuple[Any, ...]]:
+    def all(
+        self, session: Session, params: Mapping[str, Any] = _NO_PARAMS
+    ) -> list[tuple[Any, ...]]:
         """Every row, as tuples of Python values."""
         return self._run(session, params, 0)  # type: ignore[no-any-return]
 
-    def first(self, session: Session, params: Mapping[str, Any] = _NO_PARAMS) -> tuple[Any, ...] | None:
+    def first(
+        self, session: Session, params: Mapping[str, Any] = _NO_PARAMS
+    ) -> tuple[Any, ...] | None:
         """The first row, or None."""
         rows: list[tuple[Any, ...]] = self._run(session, params, 1)
         return rows[0] if rows else None
@@ -220,7 +225,9 @@ class Prepared:
             for col in compiled.insert_prefetch:
                 default = col.default
                 if default is None or not getattr(default, "is_scalar", False):
-                    raise NotImplementedError(f"Prepared: Python-side default of {col.name} is not a constant")
+                    raise NotImplementedError(
+                        f"Prepared: Python-side default of {col.name} is not a constant"
+                    )
                 fixed_defaults[key_of(col)] = default.arg  # type: ignore[attr-defined]
         wanted = set(self.keys)
         binds: dict[str, tuple[str | None, Any]] = {}  # bind name → (caller's key, fixed value)
@@ -234,7 +241,9 @@ class Prepared:
             elif bind.callable is not None:
                 raise NotImplementedError(f"Prepared: bind {bind.key} has a callable value")
             elif bind.required:
-                raise ValueError(f"Prepared: no value for bind parameter {bind.key!r} among {sorted(wanted)}")
+                raise ValueError(
+                    f"Prepared: no value for bind parameter {bind.key!r} among {sorted(wanted)}"
+                )
             else:
                 binds[name] = (None, bind.value)
         processors = compiled._bind_processors
@@ -250,7 +259,14 @@ class Prepared:
             if proc is not None and not callable(proc):
                 raise NotImplementedError("Prepared: tuple-typed binds")
             if key is None:  # a value fixed in the statement: converted once, here
-                slots.append((escaped.get(name, name), None, proc(fixed) if proc is not None else fixed, None))
+                slots.append(
+                    (
+                        escaped.get(name, name),
+                        None,
+                        proc(fixed) if proc is not None else fixed,
+                        None,
+                    )
+                )
             else:
                 slots.append((escaped.get(name, name), key, None, proc))
         columns = compiled._result_columns or []
@@ -269,12 +285,15 @@ def _result_processors(plan: _Plan, dialect: Dialect, description: Sequence[Any]
     types = plan.result_types
     if types is None or len(types) != len(description):
         raise NotImplementedError("Prepared: result columns do not match the statement's")
-    procs = [t._cached_result_processor(dialect, d[1]) for t, d in zip(types, description, strict=True)]
+    procs = [
+        t._cached_result_processor(dialect, d[1]) for t, d in zip(types, description, strict=True)
+    ]
     return procs if any(p is not None for p in procs) else []
 
 
-
-def _execute(conn: Connection, dialect: Dialect, sql: str, args: Any, want: int, many: bool = False) -> tuple[Any, Any]:
+def _execute(
+    conn: Connection, dialect: Dialect, sql: str, args: Any, want: int, many: bool = False
+) -> tuple[Any, Any]:
     """Run driver-level ``sql`` on the connection's DB-API connection as Core would: the
     engine's ``before_cursor_execute`` / ``after_cursor_execute`` listeners around it, a
     driver error through the connection's handler. ``want``: 0 every row, 1 at most the

@@ -61,7 +61,16 @@ things = Table(
     UniqueConstraint("code"),
 )
 KEYS = ("code", "at", "day", "doc", "flag", "note")
-COLS = [things.c.id, things.c.code, things.c.at, things.c.day, things.c.doc, things.c.flag, things.c.note, things.c.tries]
+COLS = [
+    things.c.id,
+    things.c.code,
+    things.c.at,
+    things.c.day,
+    things.c.doc,
+    things.c.flag,
+    things.c.note,
+    things.c.tries,
+]
 _INSERTS: dict[str, Any] = {"sqlite": sqlite_insert, "postgresql": pg_insert}
 
 
@@ -96,7 +105,9 @@ def test_insert_and_select_match_core(db: tuple[Engine, sessionmaker[Session]]) 
     with transaction(sessions) as s:
         lean_id = lean_insert.scalar(s, _row("lean"))
         core_id = s.execute(insert(things).returning(things.c.id), _row("core")).scalar_one()
-        lean_nulls = lean_insert.scalar(s, _row("lean-null", day=None, doc=None, note=None, flag=False))
+        lean_nulls = lean_insert.scalar(
+            s, _row("lean-null", day=None, doc=None, note=None, flag=False)
+        )
         s.execute(insert(things), _row("core-null", day=None, doc=None, note=None, flag=False))
     assert isinstance(lean_id, int) and isinstance(core_id, int) and lean_id != core_id
     assert isinstance(lean_nulls, int) and lean_nulls > lean_id
@@ -116,17 +127,26 @@ def test_insert_and_select_match_core(db: tuple[Engine, sessionmaker[Session]]) 
     at = full[2]
     assert at == datetime(2026, 4, 1, 9, 30, 0, 123456, tzinfo=UTC) and at.tzinfo is UTC
     assert full is not None
-    assert full[3] == date(2026, 3, 31) and full[4] == {"名前": "山田", "n": [1, 2.5, None], "ok": True}
+    assert full[3] == date(2026, 3, 31) and full[4] == {
+        "名前": "山田",
+        "n": [1, 2.5, None],
+        "ok": True,
+    }
     assert full[5] is True and full[7] == 0  # the column's constant default, as Core fills it
 
 
 def test_first_scalar_scalars_and_rowcount(db: tuple[Engine, sessionmaker[Session]]) -> None:
     _, sessions = db
     add = Prepared(insert(things), KEYS)
-    codes = Prepared(select(things.c.code).where(things.c.flag == bindparam("flag")).order_by(things.c.code), ["flag"])
+    codes = Prepared(
+        select(things.c.code).where(things.c.flag == bindparam("flag")).order_by(things.c.code),
+        ["flag"],
+    )
     count = Prepared(select(func.count()).select_from(things))
     bump = Prepared(
-        update(things).where(things.c.flag == bindparam("which")).values(tries=things.c.tries + 1, note="x"),
+        update(things)
+        .where(things.c.flag == bindparam("which"))
+        .values(tries=things.c.tries + 1, note="x"),
         ["which"],
     )
     drop = Prepared(delete(things).where(things.c.code == bindparam("code")), ["code"])
@@ -145,14 +165,21 @@ def test_first_scalar_scalars_and_rowcount(db: tuple[Engine, sessionmaker[Sessio
         assert codes.first(s, {"flag": False}) is None
         assert codes.scalar(s, {"flag": False}) is None
         assert codes.all(s, {"flag": False}) == []
-        rows = s.execute(select(things.c.code, things.c.tries, things.c.note).order_by(things.c.code)).all()
+        rows = s.execute(
+            select(things.c.code, things.c.tries, things.c.note).order_by(things.c.code)
+        ).all()
     assert [tuple(r) for r in rows] == [("a", 2, "x"), ("c", 2, "x")]
 
 
-def test_on_conflict_returning_and_integrity_error(db: tuple[Engine, sessionmaker[Session]]) -> None:
+def test_on_conflict_returning_and_integrity_error(
+    db: tuple[Engine, sessionmaker[Session]],
+) -> None:
     engine, sessions = db
     ins = _INSERTS[engine.dialect.name]
-    once = Prepared(ins(things).on_conflict_do_nothing(index_elements=[things.c.code]).returning(things.c.code), KEYS)
+    once = Prepared(
+        ins(things).on_conflict_do_nothing(index_elements=[things.c.code]).returning(things.c.code),
+        KEYS,
+    )
     plain = Prepared(insert(things), KEYS)
     with transaction(sessions) as s:
         assert once.first(s, _row("k")) == ("k",)
@@ -161,7 +188,9 @@ def test_on_conflict_returning_and_integrity_error(db: tuple[Engine, sessionmake
         plain.run(s, _row("k"))
     with pytest.raises(StatementError, match="naive datetime"), transaction(sessions) as s:
         plain.run(s, _row("naive", at=datetime(2026, 4, 1, 9, 0)))
-    with transaction(sessions) as s:  # the session is usable after each failure; nothing else stored
+    with transaction(
+        sessions
+    ) as s:  # the session is usable after each failure; nothing else stored
         assert s.execute(select(func.count()).select_from(things)).scalar_one() == 1
 
 
@@ -181,7 +210,9 @@ def test_runs_in_the_sessions_transaction(db: tuple[Engine, sessionmaker[Session
         assert s2.execute(select(things.c.code)).scalars().all() == ["kept"]
 
 
-def test_statement_events_fire_and_the_event_loop_is_guarded(db: tuple[Engine, sessionmaker[Session]]) -> None:
+def test_statement_events_fire_and_the_event_loop_is_guarded(
+    db: tuple[Engine, sessionmaker[Session]],
+) -> None:
     engine, sessions = db
     seen: list[str] = []
     event.listen(engine, "before_cursor_execute", lambda _c, _cur, stmt, *_a: seen.append(stmt))
@@ -199,7 +230,9 @@ def test_statement_events_fire_and_the_event_loop_is_guarded(db: tuple[Engine, s
         asyncio.run(on_the_loop())
 
 
-def test_wrong_values_and_unsupported_statements_are_refused(db: tuple[Engine, sessionmaker[Session]]) -> None:
+def test_wrong_values_and_unsupported_statements_are_refused(
+    db: tuple[Engine, sessionmaker[Session]],
+) -> None:
     _, sessions = db
     add = Prepared(insert(things), KEYS)
     with transaction(sessions) as s:
@@ -208,9 +241,10 @@ def test_wrong_values_and_unsupported_statements_are_refused(db: tuple[Engine, s
         with pytest.raises(ValueError, match="expected the values"):
             add.run(s, {"code": "x"})
         with pytest.raises(NotImplementedError, match="IN list"):
-            Prepared(select(things.c.id).where(things.c.code.in_(bindparam("codes", expanding=True))), ["codes"]).all(
-                s, {"codes": ["a"]}
-            )
+            Prepared(
+                select(things.c.id).where(things.c.code.in_(bindparam("codes", expanding=True))),
+                ["codes"],
+            ).all(s, {"codes": ["a"]})
         with pytest.raises(ValueError, match="no value for bind parameter 'code'"):
             Prepared(select(things.c.id).where(things.c.code == bindparam("code"))).all(s)
     with pytest.raises(TypeError, match="Core statements"):

@@ -3,8 +3,8 @@ for acquisition numbers, J-LIS with the individual numbers), the pseudonym statu
 copies to our chukan, and inquiries through it.
 
 A flow is asked for on atena's own API by a business system or a staff member (`Work`
-names them). Its database work runs in units — one transaction each, in a worker thread,
-never on the event loop — with the audit entry of what it did in the same transaction;
+names them). Its database work runs in units (`NodeRuntime.run_unit`) — each atomic, in a
+worker thread, never on the event loop — with the audit entry of what it did in the unit;
 other nodes are called with `PeerClient.send` and the wire contract's message types,
 typed both ways (a reply that does not fit is 502 ``bad_peer_response``). The logic
 itself is renkei.atena.service.
@@ -36,7 +36,6 @@ from renkei.catalogue import Catalogue
 from renkei.core import ids
 from renkei.core.audit.log import AuditEvent
 from renkei.core.crypto.field import FieldCipher
-from renkei.core.db import transaction
 from renkei.core.errors import Problem
 from renkei.core.wire import contract
 from renkei.core.wire.contract import (
@@ -86,20 +85,12 @@ class Work:
     terminal: str
 
     async def unit(self, fn: Callable[[Session], T]) -> T:
-        """``fn`` in one transaction, in a worker thread."""
-        return await self.rt.run_db(self.run, fn)
-
-    def run(self, fn: Callable[[Session], T]) -> T:
-        """``fn`` in one transaction, in this (worker) thread."""
-        with transaction(self.rt.sessions) as s:
-            return fn(s)
+        """``fn`` as one unit of work, in a worker thread (`NodeRuntime.run_unit`: on
+        SQLite it may commit together with other units, each in its own savepoint)."""
+        return await self.rt.run_unit(fn)
 
     def event(self, action: str, outcome: str, **fields: Any) -> AuditEvent:
         return AuditEvent(actor=self.actor, terminal=self.terminal, action=action, outcome=outcome, **fields)
-
-    def audit(self, action: str, outcome: str, **fields: Any) -> None:
-        """An audit entry in a transaction of its own (a refusal: the refused work wrote nothing)."""
-        self.run(lambda s: self.rt.record(s, self.event(action, outcome, **fields)))
 
     @asynccontextmanager
     async def refusals_audited(self, action: str) -> AsyncIterator[None]:
@@ -108,7 +99,9 @@ class Work:
         try:
             yield
         except Problem as exc:
-            await self.rt.run_db(self.audit, action, exc.code)
+            # A unit of its own: the refused work wrote nothing.
+            code = exc.code
+            await self.unit(lambda s: self.rt.record(s, self.event(action, code)))
             raise
 
     async def to_chukan(self, mt: MessageType[Any, Rep], body: Body) -> Rep:
@@ -558,7 +551,10 @@ async def inquire(
     (照会者部署コード, 照会者ユーザーID) go to the inquiry log and on to our chukan and the hub.
     """
     as_of = service.inquiry_date(req)
-    target = await work.rt.run_db(_begin_inquiry, work, catalogue, req, roles, who, screen)
+    target, refusal = await work.unit(lambda s: _begin_inquiry(s, work, catalogue, req, roles, who, screen))
+    if refusal is not None:
+        raise refusal
+    assert target is not None
     log = {
         "staff_id": work.actor,
         "affair_code": target.affair_code,
@@ -609,31 +605,29 @@ async def inquire(
 
 
 def _begin_inquiry(
+    s: Session,
     work: Work,
     catalogue: Catalogue,
     req: service.InquiryRequest,
     roles: frozenset[str],
     who: str,
     screen: bool,
-) -> service.InquiryTarget:
-    """In a worker thread: authorize and find the person, then screen; each refusal audited."""
+) -> tuple[service.InquiryTarget | None, Problem | None]:
+    """One unit of work: authorize and find the person (reads only), then screen. A
+    refusal is audited in the unit and returned, to be raised after the commit (a
+    screening refusal's counts and alerts stay with its audit entry)."""
     try:
-        # One transaction: the person found and the principal screened (a refusal
-        # commits its counts and alerts, and is raised after the commit).
-        with transaction(work.rt.sessions) as s:
-            target = service.inquiry_target(s, catalogue, req, roles, who)
-            decision = work.rt.screen_in(s, who, work.actor, target.atena_no) if screen else None
+        target = service.inquiry_target(s, catalogue, req, roles, who)
     except Problem as exc:
         # Refusals are audited too: who tried what, for which affair (or procedure).
-        work.audit("inquiry", exc.code, affair=service.refused_affair(catalogue, req.procedure_code))
-        raise
-    try:
-        if decision is not None:
-            decision.raise_for_refusal()
-    except Problem as exc:
-        work.audit("inquiry", exc.code, subject=target.atena_no)
-        raise
-    return target
+        affair = service.refused_affair(catalogue, req.procedure_code)
+        work.rt.record(s, work.event("inquiry", exc.code, affair=affair))
+        return None, exc
+    decision = work.rt.screen_in(s, who, work.actor, target.atena_no) if screen else None
+    if decision is not None and decision.problem is not None:
+        work.rt.record(s, work.event("inquiry", decision.problem.code, subject=target.atena_no))
+        return target, decision.problem
+    return target, None
 
 
 # --- 一括照会 files -------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request
@@ -31,10 +31,10 @@ from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from renkei.core.audit.log import AuditEvent
-from renkei.core.db import transaction
 from renkei.core.errors import Problem
 from renkei.core.wire import contract
 from renkei.core.wire.contract import Body, MessageType
+from renkei.core.wire.guard import Decision
 from renkei.core.wire.messaging import Message, check_message_id, remember
 from renkei.core.wire.runtime import SEALED_BODY, NodeRuntime
 
@@ -70,23 +70,27 @@ class Unit:
         self.rt.record(self.session, event)
 
 
-def _run(rt: NodeRuntime, msg: Message, state: Any, fn: Callable[[Unit], T], first: bool) -> T:
-    """In a worker thread, ONE transaction: (the sender screened and the replay record
-    kept, for a message's first unit, then) ``fn``. A screening refusal commits its
-    counts and alerts, does no work, and is raised after the commit."""
-    now = rt.clock()
-    decision = None
-    with transaction(rt.sessions) as s:
+async def _run(rt: NodeRuntime, msg: Message, state: Any, fn: Callable[[Unit], T], first: bool) -> T:
+    """ONE unit of work in a worker thread (`NodeRuntime.run_unit`): (the sender screened
+    and the replay record kept, for a message's first unit, then) ``fn``. A screening
+    refusal commits its counts and alerts, does no work, and is raised after the commit."""
+
+    def unit(s: Session) -> tuple[Decision | None, T | None]:
+        now = rt.clock()
+        decision = None
         if first:
             # Only a verified sender is counted: nobody can spend another peer's allowance.
             decision = rt.screen_in(s, "peer", msg.iss)
-        if decision is None or decision.allowed:
-            if first:
-                remember(s, rt.kernel, msg, now)
-            result = fn(Unit(s, msg, rt, state, now))
+        if decision is not None and not decision.allowed:
+            return decision, None
+        if first:
+            remember(s, rt.kernel, msg, now)
+        return decision, fn(Unit(s, msg, rt, state, now))
+
+    decision, result = await rt.run_unit(unit)
     if decision is not None:
         decision.raise_for_refusal()
-    return result
+    return cast(T, result)
 
 
 @dataclass
@@ -99,10 +103,11 @@ class Flow:
     _first: bool = field(default=True, repr=False)
 
     async def unit(self, fn: Callable[[Unit], T]) -> T:
-        """``fn`` in one transaction in a worker thread; the first unit of a flow also
-        screens the sender and keeps the replay record (so it is the flow's first step)."""
+        """``fn`` as one unit of work in a worker thread (`NodeRuntime.run_unit`); the first
+        unit of a flow also screens the sender and keeps the replay record (so it is the
+        flow's first step)."""
         first, self._first = self._first, False
-        return await self.rt.run_db(_run, self.rt, self.msg, self.state, fn, first)
+        return await _run(self.rt, self.msg, self.state, fn, first)
 
     async def send(self, mt: MessageType[Any, Rep], base_url: str, aud: str, body: Body) -> Rep:
         """Call the peer at ``base_url``; its reply as the contract's model. Never before
@@ -162,9 +167,7 @@ def sealed(
     def decorate(work: Callable[[Unit, Req], Done[Rep]]) -> Callable[[Unit, Req], Done[Rep]]:
         async def handle(rt: NodeRuntime, msg: Message, state: Any) -> Body:
             body = contract.parse(mt.request, msg.body)
-            done: Done[Rep] = await rt.run_db(
-                _run, rt, msg, state, lambda unit: _finish(unit, work(unit, body)), True
-            )
+            done: Done[Rep] = await _run(rt, msg, state, lambda unit: _finish(unit, work(unit, body)), True)
             return done.reply
 
         _register(router, mt, tags, summary, work.__name__, work.__doc__, handle)

@@ -26,6 +26,7 @@ from renkei.core.config import NodeConfig
 from renkei.core.crypto import envelope, pki
 from renkei.core.db import KernelTables, make_engine, make_sessionmaker
 from renkei.core.errors import Problem
+from renkei.core.units import UnitRunner
 from renkei.core.wire import contract
 from renkei.core.wire.client import PeerClient
 from renkei.core.wire.guard import (
@@ -99,18 +100,33 @@ class NodeRuntime:
     answer_handlers: dict[str, Callable[[Message], Awaitable[None]]] = field(default_factory=dict)
     peer_counters: MemoryCounters = field(default_factory=MemoryCounters)
     db_executor: ThreadPoolExecutor | None = None
+    units: UnitRunner | None = None
 
-    async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in the node's database threads, never on the event loop.
-
-        SQLite takes one writer at a time, so a node on SQLite has ONE database thread:
-        units of work queue there instead of contending for the lock (a busy handler that
-        sleeps, threads switching under the GIL); PostgreSQL gets as many threads as its
-        connection pool."""
+    def _executor(self) -> ThreadPoolExecutor:
+        """The node's database threads. SQLite takes one writer at a time, so a node on
+        SQLite has ONE: work queues there instead of contending for the lock (a busy
+        handler that sleeps, threads switching under the GIL), and units of work queued
+        together commit together (`renkei.core.units`); PostgreSQL gets as many threads
+        as its connection pool."""
         if self.db_executor is None:
             workers = 1 if self.engine.dialect.name == "sqlite" else DB_THREADS
             self.db_executor = ThreadPoolExecutor(workers, thread_name_prefix=f"renkei-db-{self.config.kind}")
-        return await asyncio.get_running_loop().run_in_executor(self.db_executor, functools.partial(fn, *args))
+        return self.db_executor
+
+    async def run_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in the node's database threads, never on the event loop; ``fn``
+        opens and ends its own transactions (never grouped with others)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), functools.partial(fn, *args))
+
+    async def run_unit(self, fn: Callable[[Session], T]) -> T:
+        """``fn(session)`` as ONE unit of work in the node's database threads; its value
+        once its writes are committed. ``fn`` never commits or rolls back the session:
+        on SQLite it may share one transaction with the other units queued at the same
+        moment, inside a savepoint of its own (`renkei.core.units`)."""
+        executor = self._executor()
+        if self.units is None or self.units.executor is not executor:  # new threads after a restart
+            self.units = UnitRunner(self.sessions, executor, grouped=self.engine.dialect.name == "sqlite")
+        return await self.units.run(fn)
 
     def screen(self, kind: str, subject: str, person: str | None = None) -> None:
         """Rate limits and abnormal-traffic rules, in a short transaction of their own.

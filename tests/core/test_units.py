@@ -78,6 +78,21 @@ class Env:
         with self.sessions() as s:
             return int(s.scalar(select(func.count()).select_from(table)) or 0)
 
+    def another_thread_writes(self) -> None:
+        """A transaction on another thread goes through: the group left no lock held
+        (`serialize_transactions`, re-entrant, would not show it on the same thread)."""
+
+        def write() -> None:
+            with self.sessions() as s:
+                s.execute(insert(self.things).values(id=1000, name="other thread"))
+                s.commit()
+
+        worker = threading.Thread(target=write)
+        worker.start()
+        worker.join(timeout=20)
+        assert not worker.is_alive(), "another thread waits for the database"
+        assert self.names()[-1] == "other thread"
+
     def verify_chain(self) -> None:
         with self.sessions() as s:
             report = verify(s, self.audit, self.keys.public.get)
@@ -208,6 +223,7 @@ def test_a_unit_failing_on_the_database_rolls_back_to_its_savepoint(env: Env) ->
     assert results[0] == 1 and results[2] == 2
     assert env.names() == ["thing-1", "thing-2"]
     env.verify_chain()
+    env.another_thread_writes()
 
 
 def test_a_failed_commit_reaches_every_unit_of_the_group(env: Env) -> None:
@@ -228,9 +244,10 @@ def test_a_failed_commit_reaches_every_unit_of_the_group(env: Env) -> None:
         assert env.names() == ["thing-0", "thing-1", "thing-2", "thing-3"]
     assert env.count(env.children) == 0
     env.verify_chain()
-    # Nothing held over: the next units run and commit.
+    # Nothing held over: the next units run and commit, and so does another thread.
     assert env.together(add(env, 10), add(env, 11))[1] == env.seqs()[-1]
     env.verify_chain()
+    env.another_thread_writes()
 
 
 @pytest.mark.parametrize("env", ["grouped"], indirect=True)  # alone, its transaction is its own
@@ -246,6 +263,7 @@ def test_a_unit_may_not_commit_its_group(env: Env) -> None:
     assert env.names() == []
     assert env.seqs() == []
     assert env.together(add(env, 4)) == [1]  # the connection's flag did not stay set
+    env.another_thread_writes()
 
 
 def test_more_units_than_a_group_takes(env: Env) -> None:

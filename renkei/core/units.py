@@ -75,8 +75,9 @@ def run_group(sessions: sessionmaker[Session], fns: list[Callable[[Session], Any
         raw = conn.connection.driver_connection if conn.dialect.name == "sqlite" else None
         if raw is not None and not raw.in_transaction:
             # pysqlite begins only before its first INSERT/UPDATE/DELETE: a SAVEPOINT before
-            # that would open (and its RELEASE commit) a transaction of its own.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # that would open (and its RELEASE commit) a transaction of its own. Sent to the
+            # driver as is, like the savepoints (`renkei.core.db._plain_savepoints`).
+            raw.execute("BEGIN IMMEDIATE")
         alone = len(fns) == 1  # no neighbours: no savepoint
         outcomes: list[_Outcome] = []
         for fn in fns:
@@ -142,9 +143,9 @@ def _settle(pairs: list[tuple[asyncio.Future[Any], _Outcome]]) -> None:
 
 
 class UnitRunner:
-    """Runs units of work on ``executor`` (the node's database threads): grouped, one
-    transaction per group, when ``grouped`` (SQLite: the executor must have ONE thread);
-    else one transaction per unit."""
+    """Runs units of work on ``executor`` (the node's database threads): when ``grouped``
+    (SQLite), one group at a time, one transaction per group; else one transaction per
+    unit, as many at once as the executor has threads."""
 
     def __init__(
         self,

@@ -9,11 +9,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, func, select, text
+from sqlalchemy import Engine, create_engine, func, select, text
 from starlette.testclient import TestClient
 
+from renkei.core import units
 from renkei.core.audit.log import AuditEvent, verify
 from renkei.core.errors import Problem
+from renkei.core.units import run_group
 from renkei.core.wire.endpoint import Flow, Unit
 from renkei.core.wire.messaging import Message, new_message_id
 from renkei.core.wire.runtime import NodeRuntime
@@ -49,7 +51,7 @@ def test_peer_rate_limit_reached_then_refused_and_alerted(fed: Federation) -> No
     assert alerts == 1 and audited == 1
 
 
-def test_refusals_and_failures_in_one_group_of_units(fed: Federation) -> None:
+def test_refusals_and_failures_in_one_group_of_units(fed: Federation, monkeypatch: pytest.MonkeyPatch) -> None:
     """Messages handled at the same moment share one transaction on SQLite (each unit in
     a savepoint): the allowed ones commit, a failing one leaves no trace, a refused one
     commits its counts and alert and is raised after the commit; the chain verifies."""
@@ -94,25 +96,25 @@ def test_refusals_and_failures_in_one_group_of_units(fed: Federation) -> None:
         rt: NodeRuntime = app.state.rt
         engine = rt.engine
         _, alerts_before, alerted_before = tally(engine)
-        groups: list[str] = []  # on SQLite, each group of units begins with BEGIN IMMEDIATE
+        groups: list[int] = []  # the size of each group of units run in one transaction
 
-        def begins(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-            if statement == "BEGIN IMMEDIATE":
-                groups.append(statement)
+        def recording(sessions: Any, fns: list[Any]) -> Any:
+            groups.append(len(fns))
+            return run_group(sessions, fns)
 
-        event.listen(engine, "before_cursor_execute", begins)
+        monkeypatch.setattr(units, "run_group", recording)
         results = client.portal.call(together, rt, [entry("ok"), entry("fails"), entry("ok"), entry("ok")])
-        assert len(groups) == (1 if engine.dialect.name == "sqlite" else 0)
+        assert groups == ([4] if engine.dialect.name == "sqlite" else [])  # PostgreSQL: one transaction each
         # Three screened within the limit (the failed one counted too), the fourth refused.
         assert isinstance(results[0], str) and isinstance(results[2], str)
         assert isinstance(results[1], Problem) and results[1].code == "test_conflict"
         assert isinstance(results[3], Problem) and results[3].code == "rate_limited"
         kept, alerts, alerted = tally(engine)
         with engine.connect() as conn:
-            units = list(conn.execute(select(audit.entries.c.outcome, audit.entries.c.ref).where(
+            entries = list(conn.execute(select(audit.entries.c.outcome, audit.entries.c.ref).where(
                 audit.entries.c.action == "test.unit")))
         assert kept == {results[0], results[2]} == {sent[0], sent[2]}
-        assert sorted(units) == sorted(("ok", r) for r in (results[0], results[2]))
+        assert sorted(entries) == sorted(("ok", r) for r in (results[0], results[2]))
         assert (alerts, alerted) == (alerts_before + 1, alerted_before + 1)
         # A group of refusals writes nothing but its counts and alerts.
         before = counts(engine, Base.metadata)

@@ -164,7 +164,11 @@ def serialize_transactions(engine: Engine) -> None:
     which sleeps 1, 2, 5 … 100 ms between tries — under load most of a request's time.
     A lock taken when SQLAlchemy begins a transaction and released when it ends hands the
     database from one thread to the next at once instead. Re-entrant, so a thread that
-    opens a second session inside a transaction does not wait on itself.
+    opens a second session inside a transaction does not wait on itself. Savepoints fire
+    no begin/commit/rollback event: a group of units of work (`renkei.core.units`, one
+    transaction with a savepoint per unit) holds the lock once, from its first statement
+    to its COMMIT or ROLLBACK; the counter keeps a failed COMMIT (commit event, then
+    rollback event) from releasing it twice.
     """
     lock = threading.RLock()
 

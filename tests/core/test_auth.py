@@ -905,3 +905,16 @@ def test_auth_transaction_rolls_back_other_errors(env: Env) -> None:
         s.execute(env.tables.staff.update().values(failed_count=3))
         raise RuntimeError("boom")
     assert staff_row(env)["failed_count"] == 0
+
+
+def test_an_api_token_id_never_looks_like_an_individual_number(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Token ids go into audit entries, which refuse a 12-digit run: such a draw is re-drawn."""
+    import secrets
+
+    from renkei.core import ids
+    from renkei.staff import auth
+
+    number = ids.make_individual_number("12345678901")
+    draws = iter([number + "abcd", "0123456789abcdef"])
+    monkeypatch.setattr(secrets, "token_hex", lambda _n: next(draws))
+    assert auth.new_token_id() == "0123456789abcdef"

@@ -108,6 +108,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._refusal: Problem | None = None
         self._lingering = False
+        self._held = False  # the server held the body back when the body timer last looked
 
     # --- connection ---------------------------------------------------------------------
 
@@ -172,6 +173,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self._cancel_timer()
         self._phase = _BODY
         self._head_bytes = 0
+        self._held = False
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
@@ -194,9 +196,13 @@ class LimitedHttpProtocol(HttpToolsProtocol):
 
     def _on_body_timeout(self) -> None:
         self._timer = None
-        if self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue):
+        held = self.flow.read_paused or (self.cycle is not None and self.cycle.waiting_for_100_continue)
+        if held or self._held:
             # The server is not reading (the app has not taken the body yet, a pipelined
-            # request waits, or the client waits for "100 Continue"): not the client's delay.
+            # request waits, or the client waits for "100 Continue"), or was not until
+            # less than a period ago: not the client's delay. Once it reads again the
+            # client gets a whole period more (it may have sent "100 Continue" just now).
+            self._held = held
             self._timer = self.loop.call_later(self.limits.body_timeout, self._on_body_timeout)
             return
         self._refuse(_body_timeout(self.limits.body_timeout))

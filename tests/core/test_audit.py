@@ -32,29 +32,15 @@ from renkei.core.audit.log import (
     verify,
     verify_jsonl,
 )
-from renkei.core.crypto import envelope, pki
+from renkei.core.crypto import envelope
 from renkei.core.db import make_engine, make_sessionmaker, transaction
+from tests.core.conftest import Keys
 
 ORG = "1310410000000000"
 JST = timezone(timedelta(hours=9))
 NUMBER = ids.make_individual_number("12345678901")
 
 
-@dataclass(frozen=True)
-class Keys:
-    signing: envelope.SigningKey
-    public: dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    ca = tmp_path_factory.mktemp("ca")
-    pki.create_ca(ca)
-    creds = pki.issue_node_credentials(ca, tmp_path_factory.mktemp("org"), ORG, "新宿区", "chukan")
-    public = envelope.public_keys_from_document(
-        json.loads(creds.public.read_text(encoding="utf-8"))
-    )
-    return Keys(envelope.load_signing_key(creds.sig_key), public)
 
 
 class Clock:

@@ -5,7 +5,6 @@ audit chain stays whole, and a failed COMMIT reaches every caller of the group."
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,26 +29,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from renkei.core.audit.log import AuditEvent, AuditLog, AuditTables, audit_tables, verify
-from renkei.core.crypto import envelope, pki
 from renkei.core.db import make_engine, make_sessionmaker
 from renkei.core.units import UnitCommittedError, UnitRunner
-
-ORG = "1310410000000000"
-
-
-@dataclass(frozen=True)
-class Keys:
-    signing: envelope.SigningKey
-    public: dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    ca = tmp_path_factory.mktemp("ca")
-    pki.create_ca(ca)
-    creds = pki.issue_node_credentials(ca, tmp_path_factory.mktemp("org"), ORG, "新宿区", "chukan")
-    public = envelope.public_keys_from_document(json.loads(creds.public.read_text(encoding="utf-8")))
-    return Keys(envelope.load_signing_key(creds.sig_key), public)
+from tests.core.conftest import Keys
 
 
 @dataclass

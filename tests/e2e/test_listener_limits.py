@@ -466,7 +466,10 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+# A whole demo federation per signal (about 20 s each): SIGTERM, what a service manager
+# sends, in the suite; Ctrl-C's SIGINT with the slow checks (a single node's handling of
+# both is tested above).
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)])
 def test_demo_serve_stops_every_node_on_sigterm(tmp_path: Path, sig: signal.Signals) -> None:
     """`renkei demo --serve` stopped as a service manager or `kill` does, or by Ctrl-C: every
     node process it started ends (they run in sessions of their own) and no port listens."""

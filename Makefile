@@ -31,6 +31,7 @@ test: $(STAMP) $(VENV)/.chromium
 
 bench: $(STAMP)
 	cd bench && ../$(PY) run.py
+	$(PY) -m pytest -m slow
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check renkei tests bench

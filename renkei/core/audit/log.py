@@ -28,7 +28,7 @@ the checkpoint, delivered with retries, once more at shutdown), to the authority
 token = the checkpoint's JWS}. The authority checks the signature against the hub's
 organization registry, keeps the newest head per node and refuses (and raises an alert
 for) a lower seq or another hash at the same seq. Its receipt — a JWS by the
-authority's key over {typ "renkei.tsa.receipt", tsa, serial, kind, node, seq, hash,
+authority's key over {typ "tsa.receipt", tsa, serial, kind, node, seq, hash,
 stamped_at}, canonical JSON as above — is kept in ``audit_receipts``. `renkei audit
 verify` walks the local chain and then asks the authority for its newest head of the
 node (``tsa.head``, the answer believed only through its receipt, checked with the

@@ -15,7 +15,7 @@ The receipt is a compact JWS (Ed25519) by the authority's organization key, the 
 envelope as every message (renkei.core.crypto.envelope), over the canonical JSON
 (keys sorted, no whitespace, UTF-8)::
 
-    {"typ": "renkei.tsa.receipt", "tsa": "<機関コード of the authority>",
+    {"typ": "tsa.receipt", "tsa": "<機関コード of the authority>",
      "serial": <receipt number, 1, 2, 3 … at the authority>,
      "kind": "audit_checkpoint", "node": "<機関コード>/<node kind>",
      "seq": <head number>, "hash": "<64 hex>", "stamped_at": "<ISO-8601 UTC, microseconds>"}
@@ -86,7 +86,7 @@ HEAD_REPLY_TYP: Final = contract.TSA_HEAD.reply_typ
 STAMPS_TYP: Final = contract.TSA_STAMPS.typ
 STAMPS_REPLY_TYP: Final = contract.TSA_STAMPS.reply_typ
 STAMPS_PAGE: Final = contract.STAMPS_PAGE
-RECEIPT_TYP: Final = "renkei.tsa.receipt"
+RECEIPT_TYP: Final = "tsa.receipt"
 
 AUDIT_CHECKPOINT: Final = "audit_checkpoint"
 EVIDENCE_BATCH: Final = "evidence_batch"

@@ -247,6 +247,15 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_middleware(CatchUnexpected)
 
 
+def unexpected(exc: Exception, logger: str = "renkei", **where: Any) -> Problem:
+    """Log an unexpected exception by its type only (its message or SQL parameters may
+    hold personal data) and return the generic 500 problem that answers it."""
+    import structlog
+
+    structlog.get_logger(logger).error("unexpected_error", error_type=type(exc).__name__, **where)
+    return Problem(500, "internal_error", "システム内部でエラーが発生しました。管理者に連絡してください。")
+
+
 class CatchUnexpected:
     """An unexpected exception becomes a generic 500 problem, with only its type logged.
 
@@ -274,13 +283,6 @@ class CatchUnexpected:
         try:
             await self.app(scope, receive, send_tracking)
         except Exception as exc:
-            import structlog
-
-            structlog.get_logger("renkei").error(
-                "unexpected_error", error_type=type(exc).__name__, path=scope.get("path", "")
-            )
+            problem = unexpected(exc, path=scope.get("path", ""))
             if not started:  # else the answer is under way: the connection just ends
-                response = problem_response(
-                    Problem(500, "internal_error", "システム内部でエラーが発生しました。管理者に連絡してください。")
-                )
-                await response(scope, receive, send)
+                await problem_response(problem)(scope, receive, send)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
-import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from jinja2_fragments.fastapi import Jinja2Blocks
@@ -23,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import RedirectResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from renkei.core.errors import Problem, http_problem
+from renkei.core.errors import Problem, http_problem, unexpected
 from renkei.core.text.wareki import WarekiError, to_wareki
 
 TEMPLATES_DIR: Final = Path(__file__).parent / "templates"
@@ -177,13 +176,7 @@ def install_page_handlers(app: FastAPI) -> None:
         try:
             return await call_next(request)
         except Exception as exc:
-            structlog.get_logger("renkei.web").error(
-                "unexpected_error", error_type=type(exc).__name__, path=request.url.path
-            )
-            return error_response(
-                request,
-                Problem(500, "internal_error", "システム内部でエラーが発生しました。管理者に連絡してください。"),
-            )
+            return error_response(request, unexpected(exc, "renkei.web", path=request.url.path))
 
 
 # --- security headers and body limit -----------------------------------------------------

@@ -25,13 +25,12 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar, cast
 
-import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
 from sqlalchemy.orm import Session
 
 from renkei.core.audit.log import AuditEvent
-from renkei.core.errors import Problem
+from renkei.core.errors import Problem, unexpected
 from renkei.core.wire import contract
 from renkei.core.wire.contract import Body, MessageType
 from renkei.core.wire.guard import Decision
@@ -270,7 +269,5 @@ async def _one(
         return {"id": item.id, "status": 200, "typ": found.mt.reply_typ, "body": reply.dump()}
     except Problem as exc:
         return {"id": item.id, "status": exc.status, "problem": exc.to_dict()}
-    except Exception as exc:  # as CatchUnexpected does for a route: the type only, no values
-        structlog.get_logger("renkei").error("unexpected_error", error_type=type(exc).__name__, typ=item.typ)
-        problem = Problem(500, "internal_error", "システム内部でエラーが発生しました。管理者に連絡してください。")
-        return {"id": item.id, "status": 500, "problem": problem.to_dict()}
+    except Exception as exc:  # as CatchUnexpected does for a route
+        return {"id": item.id, "status": 500, "problem": unexpected(exc, typ=item.typ).to_dict()}
